@@ -1,0 +1,3 @@
+from llmaas.cli import main
+
+main()

@@ -1,0 +1,68 @@
+"""What the API layer may call on an engine: the narrow, typed surface (and what a test fake implements).
+
+`ChatEngine` generates; `Embedder` embeds; `Tokenizer` turns text/chat into ids and back. Nothing else of the
+engine is visible above it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, AsyncIterator, Protocol, Sequence, runtime_checkable
+
+from llmaas.engine.types import EngineRequest, EngineStats, TokenEvent
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    eos_token_ids: list[int]
+    vocab_size: int
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]: ...
+
+    def decode(self, token_ids: Sequence[int], skip_special_tokens: bool = True) -> str: ...
+
+    def token_text(self, token_id: int) -> str:
+        """The text of one token as OpenAI's logprobs show it (may be a partial UTF-8 piece)."""
+        ...
+
+    @property
+    def has_chat_template(self) -> bool: ...
+
+    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> list[int]:
+        """Token ids of the templated conversation. Raises InvalidRequest when the model has no chat template."""
+        ...
+
+
+@runtime_checkable
+class ChatEngine(Protocol):
+    model_name: str
+    tokenizer: Tokenizer
+    max_model_len: int
+
+    def generate(self, request: EngineRequest) -> AsyncIterator[TokenEvent]:
+        """Submit and stream. Raises Overloaded when the waiting queue is full. Closing the iterator aborts."""
+        ...
+
+    async def abort(self, request_id: str) -> None: ...
+
+    def register_adapter(self, adapter_id: str, path: Path) -> None:
+        """Make a LoRA adapter (safetensors + adapter_config.json in our own store) servable; loaded lazily."""
+        ...
+
+    def stats(self) -> EngineStats: ...
+
+    async def start(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    model_name: str
+    max_model_len: int
+    dimensions: int
+    tokenizer: Tokenizer
+
+    async def embed(self, inputs: list[str] | list[list[int]]) -> tuple[list[list[float]], int]:
+        """Normalized embeddings, one per input, and the number of prompt tokens used."""
+        ...
