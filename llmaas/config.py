@@ -64,6 +64,8 @@ class Limits(BaseModel):
     max_messages: int = Field(1024, ge=1, le=100_000)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Larger JSON bodies get 413.")
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="Larger file uploads get 413.")
+    max_classification_inputs: int = Field(64, ge=1, le=10_000, description="Texts in one /v1/classifications request.")
+    max_classification_labels: int = Field(16, ge=2, le=1000, description="Labels in one /v1/classifications request.")
 
 
 class Settings(BaseSettings):
@@ -83,6 +85,9 @@ class Settings(BaseSettings):
     limits: Limits = Field(default_factory=Limits)
     default_max_tokens: int = Field(512, ge=1, le=1_048_576, description="max_tokens when a request leaves it out (capped by the context).")
     start_worker: bool = Field(True, description="`llmaas serve` also runs one fine-tuning worker process.")
+    worker_lease_s: float = Field(30.0, ge=0.5, le=3600, description="A fine-tuning worker's lease on its job; a worker silent this long is presumed dead and the job resumes from its last checkpoint elsewhere.")
+    worker_max_attempts: int = Field(3, ge=1, le=100, description="Workers lost on one fine-tuning job before the job fails.")
+    worker_poll_s: float = Field(1.0, ge=0.05, le=60, description="How often an idle fine-tuning worker looks for queued jobs.")
     log_json: bool = Field(False, description="Structured JSON logs.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_content: bool = Field(False, description="Log prompts and completions (debugging only; never in production).")

@@ -38,6 +38,7 @@ class Reservation:
     request_id: str
     route: str
     headers: dict[str, str] = field(default_factory=dict)  # x-ratelimit-* to send back
+    ticket: object | None = None  # the meter's own bookkeeping (limiter windows, budget scopes); opaque to callers
 
 
 class Meter(Protocol):

@@ -1,0 +1,253 @@
+"""The servers the benchmark compares: how each is installed (on demand, cached in bench/.peers/), started and asked
+to ignore EOS; plus a process wrapper that waits for readiness and samples the RSS of the whole process tree.
+
+Installs are niced and use -j 2 because the CPU is shared. Nothing here is part of llmaas or its install.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import httpx
+import psutil
+
+from convert import PEERS_DIR, gguf_path, hf_folder
+
+LCP_VERSION = "0.3.36"
+LCP_SRC = PEERS_DIR / f"llama_cpp_python-{LCP_VERSION}"
+LLAMA_BUILD = PEERS_DIR / "llama.cpp-build"
+LLAMA_SERVER = LLAMA_BUILD / "bin" / "llama-server"
+LCP_VENV = PEERS_DIR / "lcp-venv"
+THREADS = os.cpu_count() or 2
+EOS_IDS = (2,)  # <|im_end|>, SmolLM2's chat EOS
+
+
+def _run(cmd: list[str], log: Path, env: dict | None = None, cwd: Path | None = None) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"  $ {' '.join(map(str, cmd))}  (log: {log})", flush=True)
+    with open(log, "a") as f:
+        r = subprocess.run(["nice", "-n", "19", *map(str, cmd)], stdout=f, stderr=subprocess.STDOUT,
+                           env={**os.environ, **(env or {})}, cwd=cwd)
+    if r.returncode:
+        raise RuntimeError(f"{cmd[0]} failed ({r.returncode}); see {log}")
+
+
+def _llama_sources() -> None:
+    if (LCP_SRC / "vendor" / "llama.cpp" / "CMakeLists.txt").exists():
+        return
+    PEERS_DIR.mkdir(parents=True, exist_ok=True)
+    _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+          f"llama-cpp-python=={LCP_VERSION}", "-d", PEERS_DIR], PEERS_DIR / "logs" / "download.log")
+    with tarfile.open(PEERS_DIR / f"llama_cpp_python-{LCP_VERSION}.tar.gz") as t:
+        t.extractall(PEERS_DIR, filter="data")
+
+
+def install_llama_server() -> None:
+    """cmake build of llama-server from the llama.cpp vendored in llama-cpp-python's sdist (~5-15 min).
+
+    Shared libraries, so the llama-cpp-python peer can load this same build (LLAMA_CPP_LIB_PATH).
+    """
+    if LLAMA_SERVER.exists():
+        return
+    _llama_sources()
+    logs = PEERS_DIR / "logs"
+    _run(["cmake", "-S", LCP_SRC / "vendor" / "llama.cpp", "-B", LLAMA_BUILD, "-DCMAKE_BUILD_TYPE=Release",
+          "-DLLAMA_CURL=OFF", "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=ON", "-DLLAMA_BUILD_TESTS=OFF",
+          "-DLLAMA_BUILD_EXAMPLES=OFF"], logs / "llama-cmake.log")
+    _run(["cmake", "--build", LLAMA_BUILD, "--target", "llama-server", "-j", "2"], logs / "llama-build.log")
+
+
+def install_llama_cpp_python() -> None:
+    """A venv with llama-cpp-python[server] whose Python package loads the llama-server build's libllama.so
+    instead of compiling llama.cpp a second time (LLAMA_BUILD=OFF)."""
+    install_llama_server()
+    if (LCP_VENV / "bin" / "python").exists() and subprocess.run(
+            [LCP_VENV / "bin" / "python", "-c", "import llama_cpp.server"], capture_output=True,
+            env={**os.environ, "LLAMA_CPP_LIB_PATH": str(LLAMA_SERVER.parent)}).returncode == 0:
+        return
+    logs = PEERS_DIR / "logs"
+    _run([sys.executable, "-m", "venv", "--system-site-packages", LCP_VENV], logs / "lcp-install.log")
+    _run([LCP_VENV / "bin" / "pip", "install", f"{PEERS_DIR / f'llama_cpp_python-{LCP_VERSION}.tar.gz'}[server]"],
+         logs / "lcp-install.log", env={"CMAKE_ARGS": "-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF"})
+
+
+def torch_dtype_name() -> str:
+    flags = Path("/proc/cpuinfo").read_text()
+    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+
+
+# --- peer table -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Peer:
+    """One server under test. `strategies` are ways to suppress EOS, tried in order by load.probe()."""
+
+    name: str
+    describe: str
+    command: Callable[[int], list[str]]
+    model: str | Callable[[], str]
+    strategies: list[Callable[[int], dict]]
+    install: Callable[[], None] = lambda: None
+    env: dict = field(default_factory=dict)
+    health: str = "/health"
+    startup_s: float = 300.0
+
+
+def _bias(m: int) -> dict:
+    return {"logit_bias": {str(t): -100 for t in EOS_IDS}}
+
+
+def peers(threads: int = THREADS) -> dict[str, Peer]:
+    """Every server, each told to use `threads` CPU threads (torch through OMP_NUM_THREADS, llama.cpp through -t)."""
+    gguf = str(gguf_path())
+    omp = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    here = Path(__file__).resolve().parent
+    return {p.name: p for p in [
+        Peer("llmaas", "llmaas serve --no-auth --no-worker",
+             lambda port: ["llmaas", "serve", "--no-auth", "--no-worker", "--port", str(port)],
+             "SmolLM2-135M-Instruct",
+             [lambda m: {"ignore_eos": True, "stream_options": {"include_usage": True}},
+              lambda m: {**_bias(m), "stream_options": {"include_usage": True}},
+              lambda m: {"ignore_eos": True}, _bias],
+             env={"LLMAAS_DATA_DIR": tempfile.mkdtemp(prefix="llmaas-bench-"), **omp}),
+        Peer("llama-server", f"llama.cpp llama-server --parallel 32 -c 16384 -t {threads} (Q4_1 GGUF)",
+             lambda port: [str(LLAMA_SERVER), "-m", gguf, "--host", "127.0.0.1", "--port", str(port),
+                           "--parallel", "32", "-c", "16384", "-t", str(threads), "-tb", str(threads)],
+             "smollm2",
+             [lambda m: {"ignore_eos": True, "n_predict": m, "stream_options": {"include_usage": True}},
+              lambda m: {"ignore_eos": True, "n_predict": m},
+              lambda m: {"logit_bias": [[t, False] for t in EOS_IDS]}],
+             install=install_llama_server),
+        Peer("llama-cpp-python", f"llama-cpp-python {LCP_VERSION} server, one request at a time (Q4_1 GGUF)",
+             lambda port: [str(LCP_VENV / "bin" / "python"), "-m", "llama_cpp.server", "--model", gguf,
+                           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+                           "--n_threads", str(threads), "--n_threads_batch", str(threads)],
+             "smollm2",
+             [lambda m: {**_bias(m), "stream_options": {"include_usage": True}}, _bias,
+              lambda m: {"min_tokens": m}],
+             install=install_llama_cpp_python, env={"LLAMA_CPP_LIB_PATH": str(LLAMA_SERVER.parent)},
+             health="/v1/models"),
+        Peer("transformers-serve", f"transformers serve --continuous-batching ({torch_dtype_name()})",
+             lambda port: ["transformers", "serve", "--continuous-batching", "--dtype", torch_dtype_name(),
+                           "--device", "cpu", "--host", "127.0.0.1", "--port", str(port), str(hf_folder())],
+             lambda: str(hf_folder()),
+             [lambda m: {"generation_config": json.dumps({"eos_token_id": None, "max_new_tokens": m,
+                                                          "do_sample": False}),
+                         "stream_options": {"include_usage": True}},
+              lambda m: {"generation_config": json.dumps({"eos_token_id": None, "max_new_tokens": m,
+                                                          "do_sample": False})},
+              _bias], env=omp),
+        Peer("naive", f"transformers generate per request, one at a time ({torch_dtype_name()})",
+             lambda port: [sys.executable, str(here / "naive_server.py"), "--model", str(hf_folder()),
+                           "--port", str(port)],
+             "naive", [lambda m: {"ignore_eos": True}], env=omp),
+    ]}
+
+
+# --- running a server ---------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """Start a peer, wait until it answers, sample the RSS of its process tree, stop it (whole process group)."""
+
+    def __init__(self, peer: Peer, log: Path):
+        self.peer, self.log, self.port = peer, log, free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.peak_rss = 0
+        self._level_peak = 0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> "ServerProcess":
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self._logf = open(self.log, "w")
+        cmd = self.peer.command(self.port)
+        self._logf.write(f"$ {' '.join(cmd)}\n")
+        self._logf.flush()
+        self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**os.environ, "HF_HUB_OFFLINE": "1", **self.peer.env})
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.peer.startup_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.peer.name} exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                if httpx.get(self.base_url + self.peer.health, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"{self.peer.name} not ready after {self.peer.startup_s:.0f}s:\n{self.tail()}")
+
+    def tail(self, n: int = 3000) -> str:
+        self._logf.flush()
+        return self.log.read_text(errors="replace")[-n:]
+
+    def rss(self) -> int:
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return 0
+        total = 0
+        for p in procs:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            r = self.rss()
+            self.peak_rss = max(self.peak_rss, r)
+            self._level_peak = max(self._level_peak, r)
+            self._stop.wait(0.2)
+
+    def take_level_peak(self) -> int:
+        peak, self._level_peak = self._level_peak, self.rss()
+        return peak
+
+    def pids(self) -> list[int]:
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [root.pid, *[c.pid for c in root.children(recursive=True)]]
+        except psutil.Error:
+            return []
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._logf.close()
+        if self.peer.name == "llmaas":
+            shutil.rmtree(self.peer.env.get("LLMAAS_DATA_DIR", ""), ignore_errors=True)

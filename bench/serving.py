@@ -1,0 +1,221 @@
+"""Serving benchmark: llmaas against its peers, same machine, same model, same streaming chat load, one run.
+
+    python bench/serving.py --peers all              # llmaas + llama-server + llama-cpp-python + transformers serve + naive
+    python bench/serving.py --peers llama-server --levels 1,8,32
+
+For each server in turn: install on demand (bench/.peers/), start on loopback, find how it suppresses EOS (probe),
+then drive it at each concurrency level with the same requests (~128-token prompts, 64-128 output tokens). Prints
+a table, the ratios llmaas / peer, each figure as a fraction of the machine's limits, and writes JSON to
+bench/results/. The CPU here is shared, so the numbers are noisy: quote them with the command that made them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from convert import gguf_path, hf_folder  # noqa: E402
+from limits import count_params, format_limits, measure  # noqa: E402
+from load import as_dict, make_workload, probe, run_level  # noqa: E402
+from peers import THREADS, ServerProcess, peers  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PEER_ORDER = ["llama-server", "llama-cpp-python", "transformers-serve", "naive"]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--peers", default="all", help=f"all | none | comma list of {','.join(PEER_ORDER)}")
+    p.add_argument("--no-llmaas", action="store_true", help="skip llmaas (harness check against peers only)")
+    p.add_argument("--levels", default="1,8,32,64", help="concurrency levels")
+    p.add_argument("--rounds", type=int, default=2, help="requests per worker at each level (min 4 requests)")
+    p.add_argument("--issue-s", type=float, default=60.0, help="stop issuing new requests after this many seconds")
+    p.add_argument("--cap-s", type=float, default=120.0, help="cancel whatever still streams after this many seconds")
+    p.add_argument("--prompt-tokens", type=int, default=128)
+    p.add_argument("--out-min", type=int, default=64)
+    p.add_argument("--out-max", type=int, default=128)
+    p.add_argument("--threads", type=int, default=THREADS, help="CPU threads every server may use (default: all cores)")
+    p.add_argument("--no-limits", action="store_true", help="skip measuring bandwidth/FLOP/s")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/serving-<time>.json)")
+    return p.parse_args(argv)
+
+
+def run_server(peer, args, work, tokenizer, levels: list[int]) -> dict:
+    rec: dict = {"name": peer.name, "describe": peer.describe, "levels": []}
+    try:
+        peer.install()
+    except Exception as exc:  # a peer that cannot be installed is reported, not fatal
+        rec["skipped"] = f"install failed: {exc}"
+        print(f"[{peer.name}] SKIPPED: {rec['skipped']}", flush=True)
+        return rec
+    log = RESULTS / "logs" / f"{peer.name}.log"
+    t0 = time.perf_counter()
+    try:
+        with ServerProcess(peer, log) as srv:
+            rec["startup_s"] = time.perf_counter() - t0
+            rec["command"] = " ".join(peer.command(srv.port))
+            model = peer.model() if callable(peer.model) else peer.model
+            idx, details = asyncio.run(probe(srv.base_url, model, peer.strategies, tokenizer))
+            rec["eos_probe"] = details
+            rec["eos_strategy"] = details[idx]["example"] if idx >= 0 else "NONE WORKED (token counts may fall short)"
+            strategy = peer.strategies[max(idx, 0)] if idx >= 0 else peer.strategies[0]
+            if idx < 0 and all(d["completed"] == 0 for d in details.values()):
+                raise RuntimeError(f"no request succeeded: {details}")
+            print(f"[{peer.name}] up in {rec['startup_s']:.1f}s; EOS suppression: {rec['eos_strategy']}", flush=True)
+            srv.take_level_peak()
+            for c in levels:
+                n = max(c * args.rounds, 4)
+                lvl = asyncio.run(run_level(srv.base_url, model, work, c, n, strategy, tokenizer,
+                                            issue_s=args.issue_s, cap_s=args.cap_s))
+                lvl.peak_rss_mb = srv.take_level_peak() / 2**20
+                rec["levels"].append(as_dict(lvl))
+                print(f"[{peer.name}] {row(lvl.__dict__)}", flush=True)
+                if lvl.completed == 0 and lvl.errors:
+                    print(f"[{peer.name}] first error: {lvl.first_error}", flush=True)
+                time.sleep(1.0)
+            rec["peak_rss_mb"] = srv.peak_rss / 2**20
+            rec["pids"] = srv.pids()
+    except Exception as exc:
+        rec["skipped"] = f"run failed: {exc}"[:2000]
+        print(f"[{peer.name}] FAILED: {rec['skipped']}", flush=True)
+    return rec
+
+
+# --- reporting --------------------------------------------------------------------------------------------
+
+HEADER = (f"{'conc':>4} {'out tok/s':>9} {'req/s':>6} {'TTFT p50':>9} {'TTFT p99':>9} {'TPOT p50':>9} "
+          f"{'TPOT p99':>9} {'RSS MB':>7} {'done':>9} {'exact':>6}")
+
+
+def _ms(v, censored=0) -> str:
+    return "-" if v is None else (">" if censored else "") + f"{v:.0f}ms"
+
+
+def row(L: dict) -> str:
+    return (f"{L['concurrency']:>4} {L['out_tok_s']:>9.1f} {L['req_s']:>6.2f} "
+            f"{_ms(L['ttft_p50_ms'], L['ttft_censored']):>9} {_ms(L['ttft_p99_ms'], L['ttft_censored']):>9} "
+            f"{_ms(L['tpot_p50_ms']):>9} {_ms(L['tpot_p99_ms']):>9} {L['peak_rss_mb'] or 0:>7.0f} "
+            f"{L['completed']:>4}/{L['requests']:<4} {L['tokens_exact']:>6}")
+
+
+def _level(rec: dict, c: int) -> dict | None:
+    return next((L for L in rec.get("levels", []) if L["concurrency"] == c), None)
+
+
+def _ratio(a, b) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def report(result: dict) -> str:
+    out = []
+    if result.get("limits"):
+        out.append(format_limits(result["limits"]))
+    for rec in result["servers"]:
+        out.append(f"\n== {rec['name']}: {rec['describe']}")
+        if rec.get("skipped"):
+            out.append(f"   skipped: {rec['skipped']}")
+            continue
+        out.append(f"   EOS suppression: {rec.get('eos_strategy')}   peak RSS (tree): {rec.get('peak_rss_mb', 0):.0f} MB")
+        out.append("   " + HEADER)
+        out.extend("   " + row(L) for L in rec["levels"])
+    by = {r["name"]: r for r in result["servers"] if not r.get("skipped")}
+    levels = result["levels"]
+    me = by.get("llmaas")
+    if me:
+        out.append("\nRatios llmaas / peer (throughput: >1 = llmaas better; latency & RSS: <1 = llmaas better)")
+        for name, rec in by.items():
+            if name == "llmaas":
+                continue
+            cells = []
+            for c in levels:
+                a, b = _level(me, c), _level(rec, c)
+                if a and b:
+                    cells.append(f"c={c}: tok/s {_ratio(a['out_tok_s'], b['out_tok_s'])} "
+                                 f"TTFT50 {_ratio(a['ttft_p50_ms'], b['ttft_p50_ms'])} "
+                                 f"TPOT50 {_ratio(a['tpot_p50_ms'], b['tpot_p50_ms'])}")
+            cells.append(f"peak RSS {_ratio(me.get('peak_rss_mb'), rec.get('peak_rss_mb'))}")
+            out.append(f"  vs {name}: " + " | ".join(cells))
+    lim = result.get("limits")
+    if lim:
+        b1 = lim["bounds"]["bf16"]["batch1_tok_s"]
+        big = lim["bounds"]["bf16"]["large_batch_tok_s"]
+        out.append(f"\nFraction of the machine's limits (bf16 batch-1 bound {b1:.0f} tok/s, "
+                   f"bf16 large-batch bound {big:.0f} tok/s)")
+        for name, rec in by.items():
+            cells = []
+            for L in rec["levels"]:
+                bound = b1 if L["concurrency"] == 1 else big
+                cells.append(f"c={L['concurrency']}: {L['out_tok_s'] / bound:.0%}")
+            out.append(f"  {name:20s} " + "  ".join(cells))
+    if me:
+        out.append("\nTargets")
+        out.extend("  " + t for t in targets(result, by, me))
+    return "\n".join(out)
+
+
+def targets(result: dict, by: dict, me: dict) -> list[str]:
+    lines = []
+    m32 = _level(me, 32)
+    best = max((_level(r, 32)["out_tok_s"] for n, r in by.items() if n != "llmaas" and _level(r, 32)), default=None)
+    if m32 and best:
+        lines.append(f"out tok/s at 32 streams >= 3x best peer: {m32['out_tok_s'] / best:.2f}x "
+                     f"-> {'PASS' if m32['out_tok_s'] >= 3 * best else 'FAIL'}")
+    m1, lim = _level(me, 1), result.get("limits")
+    if m1 and lim and m1["tpot_p50_ms"]:
+        frac = (1e3 / m1["tpot_p50_ms"]) / lim["bounds"]["bf16"]["batch1_tok_s"]
+        lines.append(f"single-stream decode >= 70% of bf16 batch-1 bound: {frac:.0%} -> {'PASS' if frac >= 0.7 else 'FAIL'}")
+    ls = by.get("llama-server")
+    if m1 and ls and _level(ls, 1) and m1["ttft_p50_ms"]:
+        r = m1["ttft_p50_ms"] / _level(ls, 1)["ttft_p50_ms"]
+        lines.append(f"TTFT p50 at 1 stream <= 0.5x llama-server's: {r:.2f}x -> {'PASS' if r <= 0.5 else 'FAIL'}")
+    if me.get("peak_rss_mb"):
+        lines.append(f"peak RSS <= 1.5 GB: {me['peak_rss_mb']:.0f} MB -> {'PASS' if me['peak_rss_mb'] <= 1536 else 'FAIL'}")
+    return lines
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    table = peers(args.threads)
+    names = [] if args.peers == "none" else PEER_ORDER if args.peers == "all" else args.peers.split(",")
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise SystemExit(f"unknown peers {unknown}; choose from {PEER_ORDER}")
+    order = ([] if args.no_llmaas else ["llmaas"]) + names
+    levels = [int(x) for x in args.levels.split(",")]
+    from transformers import AutoTokenizer
+
+    hf = hf_folder()
+    tokenizer = AutoTokenizer.from_pretrained(str(hf))
+    work = make_workload(tokenizer, max(max(levels) * args.rounds, 4), args.prompt_tokens, args.out_min, args.out_max)
+    result = {
+        "command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": platform.node(), "levels": levels, "args": {k: str(v) for k, v in vars(args).items()},
+        "workload": {"requests": len(work.messages), "prompt_tokens_mean": sum(work.prompt_tokens) / len(work.prompt_tokens),
+                     "max_tokens_mean": sum(work.max_tokens) / len(work.max_tokens)},
+        "note": "shared 2-core CPU (other engineers' builds/tests running): numbers are noisy",
+        "servers": [],
+    }
+    print(f"workload: {result['workload']}", flush=True)
+    if not args.no_limits:
+        result["limits"] = measure(count_params(hf), gguf_path().stat().st_size)
+        print(format_limits(result["limits"]), flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = args.out or RESULTS / f"serving-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    for name in order:
+        result["servers"].append(run_server(table[name], args, work, tokenizer, levels))
+        out.write_text(json.dumps(result, indent=2))  # partial results survive an interrupted run
+    result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    out.write_text(json.dumps(result, indent=2))
+    print("\n" + report(result))
+    print(f"\nJSON: {out}")
+
+
+if __name__ == "__main__":
+    main()

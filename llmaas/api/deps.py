@@ -1,0 +1,109 @@
+"""The Annotated vocabulary routes use: who is calling, and the app's shared objects.
+
+Every router is mounted with `Depends(get_principal)` (see app.py), so every route is authenticated unless its path is
+in `PUBLIC_PATHS`; tests/api/test_auth_walk.py walks `app.routes` and fails on any route that is neither.
+Auth decides on the ASGI scope (the router's own path), never on a rebuilt URL or the Host header.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Iterator
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
+
+from llmaas.api.context import LOCAL_ADMIN, Meter, Principal
+from llmaas.config import Settings
+from llmaas.errors import PermissionDenied
+
+# Routes anyone may call without a key: keep this short (SECURITY.md #5). Exact paths; "/console" covers its mount.
+PUBLIC_PATHS: frozenset[str] = frozenset(
+    {"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/", "/console", "/console/{asset:path}"}
+)
+
+# Shows the "Authorize" button in /docs; the raw header goes to the auth backend unchanged.
+_authorization = APIKeyHeader(name="Authorization", auto_error=False, description="Bearer sk-…")
+
+
+async def get_principal(request: Request, authorization: Annotated[str | None, Security(_authorization)] = None) -> Principal:
+    """The caller, from the Authorization header (raises Unauthenticated); the local admin when auth is off."""
+    auth = request.app.state.auth
+    principal = LOCAL_ADMIN if auth is None else await auth.authenticate(authorization)
+    request.state.principal = principal  # for logs and metrics middleware
+    return principal
+
+
+async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    if not principal.is_admin:
+        raise PermissionDenied("This endpoint needs an admin key.")
+    return principal
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_models(request: Request) -> Any:
+    return request.app.state.models
+
+
+def get_meter(request: Request) -> Meter:
+    return request.app.state.meter  # type: ignore[no-any-return]
+
+
+def get_store(request: Request) -> Any:
+    return request.app.state.store
+
+
+def get_finetuned(request: Request) -> Any:
+    return request.app.state.finetuned
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+AdminDep = Annotated[Principal, Depends(get_admin)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ModelsDep = Annotated[Any, Depends(get_models)]  # llmaas.engine.registry.ModelRegistry
+MeterDep = Annotated[Meter, Depends(get_meter)]
+StoreDep = Annotated[Any, Depends(get_store)]
+FinetunedDep = Annotated[Any, Depends(get_finetuned)]
+
+
+@dataclass(slots=True)
+class Call:
+    """What a framework-free serving handler needs to know about one API call."""
+
+    principal: Principal
+    settings: Settings
+    models: Any  # ModelRegistry: chat(name), embedder(name), list()
+    meter: Meter
+    finetuned: Any | None  # training's lookup(model, principal) / list(principal); None when absent
+
+
+async def get_call(request: Request, principal: PrincipalDep) -> Call:
+    state = request.app.state
+    return Call(principal, state.settings, state.models, state.meter, state.finetuned)
+
+
+CallDep = Annotated[Call, Depends(get_call)]
+
+
+# --- route walking (the default-deny test, and anyone auditing the app) -------------------------------
+
+
+def iter_routes(app: Any) -> Iterator[tuple[str, Any, Any]]:
+    """(path, dependant or None, route) for every route, through included routers (FastAPI ≥ 0.16x includes lazily)."""
+    for route in app.routes:
+        contexts = getattr(route, "effective_route_contexts", None)
+        if contexts is not None:
+            for ctx in contexts():
+                yield ctx.path, ctx.dependant, ctx.original_route
+        else:
+            yield getattr(route, "path", ""), getattr(route, "dependant", None), route
+
+
+def requires_principal(dependant: Any) -> bool:
+    """True when `get_principal` runs for this route (directly or through any sub-dependency)."""
+    if dependant is None:
+        return False
+    return dependant.call is get_principal or any(requires_principal(d) for d in dependant.dependencies)

@@ -1,0 +1,55 @@
+"""Request bodies of the admin API (`/admin/projects`, `/admin/keys`): bounded, `extra="forbid"`, no I/O.
+
+Only admin keys reach these schemas; privilege fields (project, admin flag, scopes, limits) exist nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ProjectId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$", description="lowercase id")]
+Name = Annotated[str, Field(min_length=1, max_length=256)]
+Rpm = Annotated[int, Field(ge=1, le=10_000_000, description="Requests per minute.")]
+Tpm = Annotated[int, Field(ge=1, le=1_000_000_000_000, description="Tokens per minute (prompt + max_tokens × n).")]
+Budget = Annotated[int, Field(ge=0, le=10**15, description="Tokens per calendar month (UTC).")]
+ModelName = Annotated[str, Field(min_length=1, max_length=512)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProjectCreate(_Strict):
+    id: ProjectId | None = None
+    name: Name
+    rpm: Rpm | None = None
+    tpm: Tpm | None = None
+    monthly_token_budget: Budget | None = None
+
+
+class ProjectUpdate(_Strict):
+    """PATCH: fields present are set; a limit sent as null is removed."""
+
+    name: Name | None = None
+    rpm: Rpm | None = None
+    tpm: Tpm | None = None
+    monthly_token_budget: Budget | None = None
+
+    def changes(self) -> dict[str, object]:
+        out = {name: getattr(self, name) for name in self.model_fields_set}
+        if out.get("name", "") is None:
+            out.pop("name")
+        return out
+
+
+class KeyCreate(_Strict):
+    project_id: ProjectId
+    name: Name
+    is_admin: bool = False
+    models: list[ModelName] | None = Field(None, max_length=256, description="Models this key may use; null = all.")
+    expires_at: int | None = Field(None, ge=0, le=2**40, description="Unix seconds; null = never.")
+    rpm: Rpm | None = None
+    tpm: Tpm | None = None
+    monthly_token_budget: Budget | None = None

@@ -1,0 +1,86 @@
+"""OpenAI's fine-tuning job request, field for field, plus llmaas's LoRA extension (`method.lora`).
+
+Every hyperparameter is bounded here (absurd values are a 400 before a job exists); `resolve()` turns OpenAI's
+"auto" into concrete numbers, stored with the job. No I/O: the serving layer checks models and files.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from llmaas.api.protocol.common import OpenAIBaseModel
+
+# LoRA may target these Llama-family linear layers (what PEFT saves and the engine's LoRA applies).
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+AUTO_N_EPOCHS, AUTO_BATCH_SIZE, AUTO_LR_MULTIPLIER = 3, 4, 1.0
+BASE_LEARNING_RATE = 2e-4  # × learning_rate_multiplier (a common LoRA rate)
+
+Auto = Literal["auto"]
+
+
+class Hyperparameters(OpenAIBaseModel):
+    n_epochs: Auto | Annotated[int, Field(ge=1, le=50)] = Field("auto", description="Passes over the training file (auto = 3).")
+    batch_size: Auto | Annotated[int, Field(ge=1, le=256)] = Field("auto", description="Examples per step (auto = 4).")
+    learning_rate_multiplier: Auto | Annotated[float, Field(gt=0, le=100)] = Field(
+        "auto", description=f"× the base LoRA learning rate {BASE_LEARNING_RATE} (auto = 1)."
+    )
+
+
+class LoraParams(OpenAIBaseModel):
+    """Extension: the LoRA adapter's shape."""
+
+    rank: int = Field(8, ge=1, le=256)
+    alpha: int = Field(16, ge=1, le=4096)
+    dropout: float = Field(0.0, ge=0.0, le=0.9)
+    target_modules: Annotated[list[Literal[LORA_TARGETS]], Field(min_length=1, max_length=len(LORA_TARGETS))] | None = Field(  # type: ignore[valid-type]
+        None, description=f"Subset of {', '.join(LORA_TARGETS)} (default: all)."
+    )
+
+
+class Supervised(OpenAIBaseModel):
+    hyperparameters: Hyperparameters | None = None
+
+
+class Method(OpenAIBaseModel):
+    type: Literal["supervised"] = "supervised"
+    supervised: Supervised | None = None
+    lora: LoraParams | None = Field(None, description="Extension: rank / alpha / dropout / target_modules.")
+
+
+class FineTuningJobCreate(OpenAIBaseModel):
+    model: str = Field(min_length=1, max_length=128, description="A base chat model served here.")
+    training_file: str = Field(min_length=1, max_length=64, description="Id of an uploaded file with purpose fine-tune.")
+    validation_file: str | None = Field(None, min_length=1, max_length=64)
+    suffix: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_.\-]*$", description="Up to 64 characters in the model name.")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    hyperparameters: Hyperparameters | None = Field(None, description="Deprecated by OpenAI in favour of method; both work.")
+    method: Method | None = None
+    integrations: Annotated[list[Any], Field(max_length=0)] | None = Field(None, description="Not supported (must be empty).")
+    metadata: Annotated[dict[str, Annotated[str, Field(max_length=512)]], Field(max_length=16)] | None = None
+
+    def resolve(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(hyperparameters with no "auto" left, the method as stored and shown)."""
+        hp = self.hyperparameters or Hyperparameters()
+        method = self.method or Method()
+        if method.supervised and method.supervised.hyperparameters:
+            hp = method.supervised.hyperparameters
+        n_epochs = AUTO_N_EPOCHS if hp.n_epochs == "auto" else hp.n_epochs
+        batch_size = AUTO_BATCH_SIZE if hp.batch_size == "auto" else hp.batch_size
+        multiplier = AUTO_LR_MULTIPLIER if hp.learning_rate_multiplier == "auto" else float(hp.learning_rate_multiplier)
+        resolved = {
+            "n_epochs": n_epochs,
+            "batch_size": batch_size,
+            "learning_rate_multiplier": multiplier,
+            "learning_rate": BASE_LEARNING_RATE * multiplier,
+        }
+        lora = method.lora or LoraParams()
+        lora_dict = {
+            "rank": lora.rank,
+            "alpha": lora.alpha,
+            "dropout": lora.dropout,
+            "target_modules": list(lora.target_modules or LORA_TARGETS),
+        }
+        shown = {k: resolved[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
+        return resolved, {"type": "supervised", "supervised": {"hyperparameters": shown}, "lora": lora_dict}

@@ -1,0 +1,101 @@
+"""`/v1/files`: upload (multipart, size-capped while it streams), list, retrieve, content, delete."""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Annotated, Any, AsyncIterator, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from llmaas.api.deps import PrincipalDep
+from llmaas.api.protocol.common import ERROR_RESPONSES
+from llmaas.api.protocol.files import FileDeleted, FileList, FileObject
+from llmaas.api.serving.files import FileService
+from llmaas.errors import InvalidRequest, PayloadTooLarge
+from llmaas.store.blobs import BlobStore
+
+router = APIRouter(tags=["files"], responses=ERROR_RESPONSES)
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file itself
+
+
+def get_files(request: Request) -> FileService:
+    state = request.app.state
+    if getattr(state, "blobs", None) is None:
+        state.blobs = BlobStore.from_settings(state.settings)
+    return FileService(getattr(state, "store", None), state.blobs)
+
+
+FilesDep = Annotated[FileService, Depends(get_files)]
+
+
+async def _bounded(request: Request, cap: int) -> AsyncIterator[bytes]:
+    """The body as it arrives; 413 the moment it passes the cap (nothing past it is read)."""
+    seen = 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > cap:
+            raise PayloadTooLarge(f"The file is larger than the limit of {cap - MULTIPART_OVERHEAD} bytes.")
+        yield chunk
+
+
+@router.post("/v1/files", response_model=FileObject)
+async def upload_file(request: Request, principal: PrincipalDep, files: FilesDep) -> dict[str, Any]:
+    """Upload a file (multipart: `file` and `purpose`)."""
+    limit = request.app.state.settings.limits.max_upload_bytes
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        raise InvalidRequest("Upload files as multipart/form-data with fields 'file' and 'purpose'.", param="file")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
+        raise PayloadTooLarge(f"The file is larger than the limit of {limit} bytes.")
+    parser = MultiPartParser(request.headers, _bounded(request, limit + MULTIPART_OVERHEAD), max_files=1, max_fields=8)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise InvalidRequest(f"Invalid multipart body: {str(exc)[:100]}", param="file") from None
+    try:
+        upload, purpose = form.get("file"), form.get("purpose")
+        if not isinstance(upload, UploadFile):
+            raise InvalidRequest("Missing required parameter: 'file'.", param="file")
+        if not isinstance(purpose, str) or not purpose:
+            raise InvalidRequest("Missing required parameter: 'purpose'.", param="purpose")
+        if upload.size is not None and upload.size > limit:
+            raise PayloadTooLarge(f"The file is larger than the limit of {limit} bytes.")
+        upload.file.seek(0)
+        return await files.upload(principal, purpose=purpose, filename=upload.filename, data=upload.file)
+    finally:
+        await form.close()
+
+
+@router.get("/v1/files", response_model=FileList)
+async def list_files(
+    principal: PrincipalDep,
+    files: FilesDep,
+    purpose: Annotated[str | None, Query(max_length=32)] = None,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+    order: Annotated[Literal["asc", "desc"], Query()] = "desc",
+) -> dict[str, Any]:
+    """List this project's files."""
+    return await files.list(principal, purpose=purpose, after=after, limit=limit, order=order)
+
+
+@router.get("/v1/files/{file_id}", response_model=FileObject)
+async def retrieve_file(file_id: str, principal: PrincipalDep, files: FilesDep) -> dict[str, Any]:
+    """Retrieve a file object."""
+    return await files.get(principal, file_id)
+
+
+@router.get("/v1/files/{file_id}/content")
+async def file_content(file_id: str, principal: PrincipalDep, files: FilesDep) -> StreamingResponse:
+    """Download a file's bytes."""
+    chunks = await files.content(principal, file_id)
+    return StreamingResponse(chunks, media_type="application/octet-stream")
+
+
+@router.delete("/v1/files/{file_id}", response_model=FileDeleted)
+async def delete_file(file_id: str, principal: PrincipalDep, files: FilesDep) -> dict[str, Any]:
+    """Delete a file."""
+    return await files.delete(principal, file_id)

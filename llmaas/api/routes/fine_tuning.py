@@ -1,0 +1,60 @@
+"""`/v1/fine_tuning/jobs`: create, list, retrieve, cancel, events, checkpoints (OpenAI's shapes)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from llmaas.api.deps import PrincipalDep
+from llmaas.api.protocol.common import ERROR_RESPONSES
+from llmaas.api.protocol.fine_tuning import FineTuningJobCreate
+from llmaas.api.serving.fine_tuning import FineTuningService
+
+router = APIRouter(tags=["fine-tuning"], responses=ERROR_RESPONSES)
+
+After = Annotated[str | None, Query(max_length=64)]
+Limit = Annotated[int, Query(ge=1, le=100)]
+
+
+def get_service(request: Request) -> FineTuningService:
+    return FineTuningService(getattr(request.app.state, "store", None), request.app.state.settings)
+
+
+ServiceDep = Annotated[FineTuningService, Depends(get_service)]
+
+
+@router.post("/v1/fine_tuning/jobs")
+async def create_job(body: FineTuningJobCreate, principal: PrincipalDep, service: ServiceDep) -> dict[str, Any]:
+    """Create a fine-tuning job (LoRA)."""
+    return await service.create(principal, body)
+
+
+@router.get("/v1/fine_tuning/jobs")
+async def list_jobs(principal: PrincipalDep, service: ServiceDep, after: After = None, limit: Limit = 20) -> dict[str, Any]:
+    """List this project's fine-tuning jobs, newest first."""
+    return await service.list(principal, after=after, limit=limit)
+
+
+@router.get("/v1/fine_tuning/jobs/{job_id}")
+async def retrieve_job(job_id: str, principal: PrincipalDep, service: ServiceDep) -> dict[str, Any]:
+    """Retrieve a fine-tuning job."""
+    return await service.get(principal, job_id)
+
+
+@router.post("/v1/fine_tuning/jobs/{job_id}/cancel")
+async def cancel_job(job_id: str, principal: PrincipalDep, service: ServiceDep) -> dict[str, Any]:
+    """Cancel a fine-tuning job (a running one stops within seconds)."""
+    return await service.cancel(principal, job_id)
+
+
+@router.get("/v1/fine_tuning/jobs/{job_id}/events")
+async def list_events(job_id: str, principal: PrincipalDep, service: ServiceDep, after: After = None, limit: Limit = 20) -> dict[str, Any]:
+    """A fine-tuning job's events, newest first."""
+    return await service.events(principal, job_id, after=after, limit=limit)
+
+
+@router.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
+async def list_checkpoints(job_id: str, principal: PrincipalDep, service: ServiceDep, after: After = None, limit: Limit = 10) -> dict[str, Any]:
+    """A fine-tuning job's checkpoints (one per epoch), newest first."""
+    return await service.checkpoints(principal, job_id, after=after, limit=limit)

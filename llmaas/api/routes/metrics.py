@@ -1,0 +1,60 @@
+"""`GET /metrics`: Prometheus text format, public like the probes (scrapers carry no key; no label holds a secret).
+
+What this is: a thin route that gathers the scrape-time snapshot (engine stats, fine-tuning job counts) and renders
+it with every registered metric (`llmaas.metrics`). What it isn't: a place that defines metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from llmaas import metrics
+
+router = APIRouter(tags=["operations"])
+
+DB_TIMEOUT_S = 2.0
+
+
+@router.get("/metrics", include_in_schema=False)
+async def get_metrics(request: Request) -> Response:
+    """Prometheus metrics."""
+    state = request.app.state
+    snapshot = metrics.Snapshot(
+        engine_stats=_engine_stats(getattr(state, "models", None)),
+        fine_tuning_jobs=await _job_counts(getattr(state, "store", None)),
+    )
+    return Response(metrics.render(snapshot), media_type=metrics.CONTENT_TYPE)
+
+
+def _engine_stats(models: Any) -> dict[str, Any]:
+    if models is None:
+        return {}
+    try:
+        return dict(models.stats())
+    except Exception:  # a scrape never fails because one engine cannot report
+        return {}
+
+
+async def _job_counts(store: Any) -> dict[str, int] | None:
+    if store is None or getattr(store, "engine", None) is None:
+        return None
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(_count_jobs, store), DB_TIMEOUT_S)
+    except Exception:
+        return None
+
+
+def _count_jobs(store: Any) -> dict[str, int] | None:
+    try:
+        from llmaas.store.training_models import FineTuningJob
+    except ImportError:  # training not installed in this build
+        return None
+    from sqlalchemy import func, select
+
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(FineTuningJob.status, func.count()).group_by(FineTuningJob.status)).all()
+    return {str(status): int(n) for status, n in rows}

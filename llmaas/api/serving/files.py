@@ -1,0 +1,83 @@
+"""`/v1/files` handlers, framework-free: the caller's project in, OpenAI file objects out.
+
+Bytes go to the BlobStore under the new file's id (the client's filename is display text only); database and
+blob work runs on worker threads so the event loop never waits on disk. Another project's file is a 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import IO, Any, AsyncIterator
+
+from llmaas.api.context import Principal
+from llmaas.errors import InvalidRequest, Unavailable
+from llmaas.store.blobs import BlobStore
+from llmaas.training import filestore
+
+CHUNK = 1 << 20
+
+
+class FileService:
+    def __init__(self, store: Any, blobs: BlobStore) -> None:
+        if store is None:
+            raise Unavailable("Files need the database; this server runs without one.")
+        self.store, self.blobs = store, blobs
+
+    async def upload(self, principal: Principal, *, purpose: str, filename: str | None, data: IO[bytes]) -> dict[str, Any]:
+        if purpose not in filestore.PURPOSES:
+            raise InvalidRequest(f"'{purpose[:40]}' is not a valid purpose; use one of {', '.join(filestore.PURPOSES)}.", param="purpose")
+
+        def run() -> dict[str, Any]:
+            with self.store.session() as s:
+                record = filestore.create_file(s, self.blobs, data, project_id=principal.project_id, purpose=purpose, filename=filename)
+                return filestore.file_to_dict(record)
+
+        return await asyncio.to_thread(run)
+
+    async def list(
+        self, principal: Principal, *, purpose: str | None, after: str | None, limit: int, order: str
+    ) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            with self.store.session() as s:
+                rows, more = filestore.list_files(s, project_id=principal.project_id, purpose=purpose, after=after, limit=limit, order=order)
+                data = [filestore.file_to_dict(r) for r in rows]
+            return {
+                "object": "list", "data": data, "has_more": more,
+                "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None,
+            }
+
+        return await asyncio.to_thread(run)
+
+    async def get(self, principal: Principal, file_id: str) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            with self.store.session() as s:
+                return filestore.file_to_dict(filestore.get_file(s, file_id, project_id=principal.project_id))
+
+        return await asyncio.to_thread(run)
+
+    async def delete(self, principal: Principal, file_id: str) -> dict[str, Any]:
+        def run() -> None:
+            with self.store.session() as s:
+                filestore.delete_file(s, self.blobs, file_id, project_id=principal.project_id)
+
+        await asyncio.to_thread(run)
+        return {"object": "file", "id": file_id, "deleted": True}
+
+    async def content(self, principal: Principal, file_id: str) -> AsyncIterator[bytes]:
+        """The file's bytes in chunks (ownership is checked before the first byte)."""
+
+        def find() -> str:
+            with self.store.session() as s:
+                return filestore.get_file(s, file_id, project_id=principal.project_id).blob_key
+
+        key = await asyncio.to_thread(find)
+        handle = await asyncio.to_thread(self.blobs.open, key)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                while chunk := await asyncio.to_thread(handle.read, CHUNK):
+                    yield chunk
+            finally:
+                handle.close()
+
+        return chunks()

@@ -1,0 +1,100 @@
+"""`/v1/fine_tuning/jobs` handlers, framework-free: validated requests in, OpenAI job/event/checkpoint objects out.
+
+Creation checks what the schema cannot (the base model is served and adaptable, the files exist in the caller's
+project with purpose fine-tune) and stores a job in `validating_files`; a worker process does the rest. Nothing
+here trains or touches torch. Another project's job is a 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any, Callable, TypeVar
+
+from llmaas.api.context import Principal
+from llmaas.api.protocol.fine_tuning import FineTuningJobCreate
+from llmaas.config import Settings
+from llmaas.errors import InvalidRequest, NotFound, Unavailable
+from llmaas.training import filestore
+from llmaas.training import jobs as J
+
+T = TypeVar("T")
+
+
+class FineTuningService:
+    def __init__(self, store: Any, settings: Settings) -> None:
+        if store is None:
+            raise Unavailable("Fine-tuning needs the database; this server runs without one.")
+        self.store, self.settings = store, settings
+
+    async def _db(self, fn: Callable[[Any], T]) -> T:
+        def run() -> T:
+            with self.store.session() as s:
+                return fn(s)
+
+        return await asyncio.to_thread(run)
+
+    def _check_model(self, principal: Principal, model: str) -> None:
+        spec = next((m for m in self.settings.chat_models if m.name == model), None)
+        if spec is None or not principal.may_use(model):
+            raise InvalidRequest(f"Model {model[:128]!r} is not available for fine-tuning.", param="model", code="model_not_available")
+        if not spec.allow_adapters:
+            raise InvalidRequest(f"Model {model[:128]!r} does not allow fine-tuned adapters.", param="model", code="model_not_available")
+
+    @staticmethod
+    def _check_file(s: Any, file_id: str, principal: Principal, param: str) -> None:
+        try:
+            record = filestore.get_file(s, file_id, project_id=principal.project_id, param=param)
+        except NotFound:
+            raise InvalidRequest(f"File {file_id[:80]!r} not found.", param=param, code="invalid_file") from None
+        if record.purpose != "fine-tune":
+            raise InvalidRequest(f"File {file_id[:80]!r} has purpose {record.purpose!r}, not 'fine-tune'.", param=param, code="invalid_file")
+
+    async def create(self, principal: Principal, body: FineTuningJobCreate) -> dict[str, Any]:
+        self._check_model(principal, body.model)
+        hyperparameters, method = body.resolve()
+        seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
+
+        def run(s: Any) -> dict[str, Any]:
+            self._check_file(s, body.training_file, principal, "training_file")
+            if body.validation_file:
+                self._check_file(s, body.validation_file, principal, "validation_file")
+            job = J.create_job(
+                s, project_id=principal.project_id, model=body.model, training_file=body.training_file,
+                validation_file=body.validation_file, suffix=body.suffix or None, seed=seed,
+                hyperparameters=hyperparameters, method=method,
+            )
+            return J.job_to_dict(job)
+
+        return await self._db(run)
+
+    async def list(self, principal: Principal, *, after: str | None, limit: int) -> dict[str, Any]:
+        def run(s: Any) -> dict[str, Any]:
+            rows, more = J.list_jobs(s, project_id=principal.project_id, after=after, limit=limit)
+            return {"object": "list", "data": [J.job_to_dict(j) for j in rows], "has_more": more}
+
+        return await self._db(run)
+
+    async def get(self, principal: Principal, job_id: str) -> dict[str, Any]:
+        return await self._db(lambda s: J.job_to_dict(J.get_job(s, job_id, project_id=principal.project_id)))
+
+    async def cancel(self, principal: Principal, job_id: str) -> dict[str, Any]:
+        return await self._db(lambda s: J.job_to_dict(J.cancel_job(s, job_id, project_id=principal.project_id)))
+
+    async def events(self, principal: Principal, job_id: str, *, after: str | None, limit: int) -> dict[str, Any]:
+        def run(s: Any) -> dict[str, Any]:
+            rows, more = J.list_events(s, job_id, project_id=principal.project_id, after=after, limit=limit)
+            return {"object": "list", "data": [J.event_to_dict(e) for e in rows], "has_more": more}
+
+        return await self._db(run)
+
+    async def checkpoints(self, principal: Principal, job_id: str, *, after: str | None, limit: int) -> dict[str, Any]:
+        def run(s: Any) -> dict[str, Any]:
+            rows, more = J.list_checkpoints(s, job_id, project_id=principal.project_id, after=after, limit=limit)
+            data = [J.checkpoint_to_dict(c) for c in rows]
+            return {
+                "object": "list", "data": data, "has_more": more,
+                "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None,
+            }
+
+        return await self._db(run)

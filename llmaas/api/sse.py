@@ -1,0 +1,105 @@
+"""Server-sent events exactly as OpenAI sends them, and the rule that a client who goes away aborts its work.
+
+`sse_response(chunks)` frames each chunk as `data: <json>\\n\\n` and ends with `data: [DONE]\\n\\n`; an error after the
+stream started becomes one `data: {"error": …}` event (the status line is already sent). When the client disconnects,
+Starlette cancels the stream and we close the chunk iterator, so the serving layer aborts its engine requests at once.
+`until_disconnected()` gives non-streaming requests the same behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from llmaas.api.errors import ClientDisconnected, error_sse
+
+DONE = "data: [DONE]\n\n"
+T = TypeVar("T")
+
+
+def encode(chunk: BaseModel) -> str:
+    return f"data: {chunk.model_dump_json()}\n\n"
+
+
+async def _frames(chunks: AsyncIterator[BaseModel]) -> AsyncIterator[str]:
+    try:
+        async for chunk in chunks:
+            yield encode(chunk)
+    except (asyncio.CancelledError, GeneratorExit):
+        raise  # the client went away: nothing more to send
+    except Exception as exc:  # noqa: BLE001 - every error after the headers must still reach the client
+        yield error_sse(exc)
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()  # aborts the engine requests if they are still running
+    yield DONE
+
+
+class SSEResponse(StreamingResponse):
+    """A StreamingResponse that always closes its source, however the response ends."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        chunks: AsyncIterator[BaseModel],
+        headers: dict[str, str] | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._frames = _frames(chunks)
+        self._on_close = on_close
+        super().__init__(
+            self._frames,
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})},
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._frames.aclose()
+            if self._on_close is not None:
+                await self._on_close()  # even if the stream never started
+
+
+def sse_response(
+    chunks: AsyncIterator[BaseModel],
+    headers: dict[str, str] | None = None,
+    on_close: Callable[[], Awaitable[None]] | None = None,
+) -> SSEResponse:
+    return SSEResponse(chunks, headers, on_close)
+
+
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Run `work`; if the client disconnects first, cancel it (the serving layer aborts its engine requests)
+    and raise ClientDisconnected."""
+    task: asyncio.Future[T] = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while True:
+            message: dict[str, Any] = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        raise ClientDisconnected()
+    return task.result()

@@ -1,0 +1,67 @@
+"""`llmaas db upgrade|current`: migrate the database named by the settings (no server needed).
+
+Also home of `open_store()`, which the other tenancy commands (keys, projects, usage) use to reach the database
+directly, like Django's manage.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from llmaas.config import load_settings
+from llmaas.store.db import Store
+
+config_option = click.option(
+    "--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
+    help="YAML/TOML settings file (environment LLMAAS_* still applies).",
+)  # fmt: skip
+
+
+def open_store(config_file: str | None, *, upgrade: bool = True) -> Store:
+    """The Store of these settings, migrated to the latest revision."""
+    settings = load_settings(config_file)
+    store = Store.from_settings(settings)
+    if upgrade:
+        store.upgrade()
+    return store
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@click.group("db")
+def db() -> None:
+    """Database schema (SQLite by default, PostgreSQL with LLMAAS_DATABASE_URL)."""
+
+
+@db.command("upgrade")
+@config_option
+@click.option("--revision", default="head", show_default=True, help="Target Alembic revision.")
+def upgrade(config_file: str | None, revision: str) -> None:
+    """Apply pending migrations (`llmaas serve` also does this at start)."""
+    store = open_store(config_file, upgrade=False)
+    try:
+        store.upgrade(revision)
+        click.echo(f"{_redact(store.url)} is at revision {store.current_revision()}")
+    finally:
+        store.close()
+
+
+@db.command("current")
+@config_option
+def current(config_file: str | None) -> None:
+    """Print the database's current revision."""
+    store = open_store(config_file, upgrade=False)
+    try:
+        click.echo(store.current_revision() or "(empty: run `llmaas db upgrade`)")
+    finally:
+        store.close()
+
+
+def register(cli: Any) -> None:
+    cli.add_command(db)

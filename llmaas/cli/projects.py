@@ -1,0 +1,102 @@
+"""`llmaas projects create|list|show|set-limits`: manage tenants directly in the database (no server needed)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from llmaas.api.serving.admin import project_dict
+from llmaas.cli.db import config_option, open_store
+from llmaas.errors import LlmaasError
+from llmaas.store import crud
+
+
+class _LimitType(click.ParamType):
+    """A positive integer, or `none` to remove the limit."""
+
+    name = "N|none"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, int) or value is None:
+            return value
+        if str(value).lower() == "none":
+            return "none"
+        try:
+            n = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an integer or 'none'", param, ctx)
+        if n < 0:
+            self.fail("limits are >= 0", param, ctx)
+        return n
+
+
+LIMIT = _LimitType()
+
+
+def _run(config_file: str | None, fn: Any) -> Any:
+    store = open_store(config_file)
+    try:
+        with store.session() as s:
+            return fn(s)
+    except (LlmaasError, ValueError) as exc:
+        raise click.ClickException(getattr(exc, "message", str(exc))) from exc
+    finally:
+        store.close()
+
+
+def _show(p: dict[str, Any]) -> None:
+    click.echo(json.dumps(p, indent=2))
+
+
+@click.group("projects")
+def projects() -> None:
+    """Projects (tenants): each sees only its own keys, files, jobs, models and usage."""
+
+
+@projects.command("create")
+@config_option
+@click.argument("project_id")
+@click.option("--name", default=None, help="Display name (default: the id).")
+@click.option("--rpm", type=click.IntRange(1), default=None, help="Requests per minute, whole project.")
+@click.option("--tpm", type=click.IntRange(1), default=None, help="Tokens per minute, whole project.")
+@click.option("--budget", type=click.IntRange(0), default=None, help="Monthly token budget, whole project.")
+def create(config_file: str | None, project_id: str, name: str | None, rpm: int | None, tpm: int | None,
+           budget: int | None) -> None:  # fmt: skip
+    """Create a project."""
+    _show(_run(config_file, lambda s: project_dict(crud.create_project(
+        s, project_id=project_id, name=name or project_id, rpm=rpm, tpm=tpm, monthly_token_budget=budget))))  # fmt: skip
+
+
+@projects.command("list")
+@config_option
+def list_(config_file: str | None) -> None:
+    """List projects and their limits."""
+    for p in _run(config_file, lambda s: [project_dict(p) for p in crud.list_projects(s)]):
+        click.echo(f"{p['id']}  {p['name']}  rpm={p['rpm']} tpm={p['tpm']} budget={p['monthly_token_budget']}")
+
+
+@projects.command("show")
+@config_option
+@click.argument("project_id")
+def show(config_file: str | None, project_id: str) -> None:
+    """Show one project."""
+    _show(_run(config_file, lambda s: project_dict(crud.get_project(s, project_id=project_id))))
+
+
+@projects.command("set-limits")
+@config_option
+@click.argument("project_id")
+@click.option("--rpm", type=LIMIT, default=None, help="Requests per minute ('none' removes).")
+@click.option("--tpm", type=LIMIT, default=None, help="Tokens per minute ('none' removes).")
+@click.option("--budget", type=LIMIT, default=None, help="Monthly token budget ('none' removes).")
+def set_limits(config_file: str | None, project_id: str, rpm: Any, tpm: Any, budget: Any) -> None:
+    """Set or remove a project's limits (running servers pick them up within 5 s)."""
+    changes = {k: (None if v == "none" else v) for k, v in
+               {"rpm": rpm, "tpm": tpm, "monthly_token_budget": budget}.items() if v is not None}  # fmt: skip
+    _show(_run(config_file, lambda s: project_dict(crud.update_project(s, project_id=project_id, **changes))))
+
+
+def register(cli: Any) -> None:
+    cli.add_command(projects)

@@ -1,0 +1,259 @@
+// Playground: chat with any served model (base or fine-tuned) through streaming /v1/chat/completions,
+// with a system prompt, temperature, max tokens, per-reply token usage, Stop, and copyable curl / Python.
+
+import {ApiError, streamChat} from "../api.js";
+import {copyText, field, fill, h, messageBox, showError} from "../dom.js";
+import {listModels} from "../models.js";
+
+// The conversation survives switching views (not page reloads): it lives in this module.
+const state = {model: "", system: "", temperature: 0.7, maxTokens: 256, messages: []};
+let controller = null;
+
+export function reset() {
+  controller?.abort();
+  Object.assign(state, {model: "", system: "", temperature: 0.7, maxTokens: 256, messages: []});
+}
+
+function usageText(m) {
+  const parts = [];
+  if (m.usage) {
+    parts.push(`${m.usage.prompt_tokens} prompt + ${m.usage.completion_tokens} completion = ${m.usage.total_tokens} tokens`);
+  } else if (m.finish === "stopped") {
+    parts.push("usage not reported for a stopped reply");
+  }
+  if (m.finish === "stopped") parts.push("stopped by you");
+  else if (m.finish === "length") parts.push("cut off at max tokens");
+  else if (m.finish && m.finish !== "stop") parts.push(`finished: ${m.finish}`);
+  if (m.seconds && m.usage?.completion_tokens) {
+    parts.push(`${m.seconds.toFixed(1)} s, ${(m.usage.completion_tokens / m.seconds).toFixed(1)} tokens/s`);
+  }
+  return parts.join(" · ");
+}
+
+function messageView(m) {
+  const content = h("div", {class: "content"}, m.content);
+  const usage = h("div", {class: "usage"}, m.role === "assistant" ? usageText(m) : "");
+  const el = h("article", {class: `msg msg-${m.role}`, "aria-label": m.role === "user" ? "You" : "Assistant"},
+    h("div", {class: "who"}, m.role === "user" ? "You" : "Assistant"), content, usage);
+  return {el, content, usage};
+}
+
+/** The request body the playground sends (also the basis of the code snippets). */
+function requestBody(history) {
+  const messages = [];
+  if (state.system.trim()) messages.push({role: "system", content: state.system});
+  for (const m of history) messages.push({role: m.role, content: m.content});
+  return {model: state.model, messages, temperature: state.temperature, max_tokens: state.maxTokens};
+}
+
+const shellQuote = s => `'${s.replace(/'/g, `'\\''`)}'`;
+
+export function curlSnippet(body) {
+  const json = JSON.stringify({...body, stream: true, stream_options: {include_usage: true}}, null, 2);
+  return [`curl -N ${location.origin}/v1/chat/completions \\`,
+    `  -H "Authorization: Bearer $LLMAAS_API_KEY" \\`,
+    `  -H "Content-Type: application/json" \\`,
+    `  -d ${shellQuote(json)}`].join("\n");
+}
+
+export function pythonSnippet(body) {
+  // JSON strings, lists and objects of strings are valid Python literals as written.
+  const msgs = JSON.stringify(body.messages, null, 4).replace(/\n/g, "\n    ");
+  return `import os
+
+from openai import OpenAI
+
+client = OpenAI(base_url=${JSON.stringify(`${location.origin}/v1`)}, api_key=os.environ["LLMAAS_API_KEY"])
+stream = client.chat.completions.create(
+    model=${JSON.stringify(body.model)},
+    messages=${msgs},
+    temperature=${body.temperature},
+    max_tokens=${body.max_tokens},
+    stream=True,
+    stream_options={"include_usage": True},
+)
+for chunk in stream:
+    if chunk.choices and chunk.choices[0].delta.content:
+        print(chunk.choices[0].delta.content, end="", flush=True)
+    if chunk.usage:
+        print("\\n", chunk.usage)
+`;
+}
+
+export async function render(root, ctx) {
+  const errorSlot = h("div", {class: "slot"});
+  const modelSelect = h("select", {name: "model"});
+  const system = h("textarea", {name: "system", rows: 4, placeholder: "You are a helpful assistant.", value: state.system});
+  const temp = h("input", {type: "range", name: "temperature", min: 0, max: 2, step: 0.05, value: String(state.temperature)});
+  const tempOut = h("output", {class: "num"}, state.temperature.toFixed(2));
+  const maxTokens = h("input", {type: "number", name: "max_tokens", min: 1, max: 4096, step: 1, value: String(state.maxTokens)});
+  const ctxNote = h("small", {class: "hint"});
+  const log = h("div", {class: "messages", role: "log", "aria-live": "polite", "aria-label": "Conversation", tabindex: "0"});
+  const input = h("textarea", {name: "prompt", rows: 3, "aria-label": "Message",
+    placeholder: "Type a message. Enter sends, Shift+Enter starts a new line."});
+  const sendBtn = h("button", {type: "submit", class: "primary send"}, "Send");
+  const snippetCode = h("code");
+  const snippetPre = h("pre", {class: "snippet", tabindex: "0"}, snippetCode);
+  let snippetKind = "curl";
+  const curlBtn = h("button", {type: "button"}, "Copy curl");
+  const pyBtn = h("button", {type: "button"}, "Copy Python");
+
+  const showSnippet = () => {
+    const body = requestBody(state.messages.filter(m => m.content));
+    snippetCode.textContent = snippetKind === "curl" ? curlSnippet(body) : pythonSnippet(body);
+  };
+  curlBtn.addEventListener("click", () => { snippetKind = "curl"; showSnippet(); copyText(snippetCode.textContent, curlBtn); });
+  pyBtn.addEventListener("click", () => { snippetKind = "python"; showSnippet(); copyText(snippetCode.textContent, pyBtn); });
+
+  const newChat = h("button", {type: "button", onclick: () => {
+    controller?.abort();
+    state.messages = [];
+    fill(log, h("p", {class: "empty hint-empty"}, "Say hello to start a conversation."));
+    showError(errorSlot, null);
+    showSnippet();
+    input.focus();
+  }}, "New chat");
+
+  const form = h("form", {class: "composer"}, input, sendBtn);
+  const settings = h("aside", {class: "card pg-settings", "aria-label": "Settings"},
+    field("Model", modelSelect, ctxNote),
+    field("System prompt", system),
+    h("label", {class: "field"}, h("span", {class: "caption"}, "Temperature ", tempOut), temp),
+    field("Max tokens", maxTokens),
+    h("div", {class: "row"}, newChat),
+    h("details", {class: "code"}, h("summary", {}, "Use this from code"),
+      h("p", {class: "hint"}, "Set LLMAAS_API_KEY to your key first; the snippet never contains it."),
+      h("div", {class: "row"}, curlBtn, pyBtn), snippetPre));
+  fill(root, h("div", {class: "playground"}, settings,
+    h("div", {class: "card pg-chat"}, log, errorSlot, form)));
+
+  // --- models ------------------------------------------------------------------------------------------
+  let models = [];
+  try {
+    models = (await listModels()).filter(m => m.kind === "chat");
+  } catch (err) {
+    showError(errorSlot, err);
+  }
+  const base = models.filter(m => !m.fineTuned), tuned = models.filter(m => m.fineTuned);
+  const opt = m => h("option", {value: m.id}, m.id);
+  fill(modelSelect,
+    base.length ? h("optgroup", {label: "Base models"}, base.map(opt)) : null,
+    tuned.length ? h("optgroup", {label: "Fine-tuned"}, tuned.map(opt)) : null);
+  if (!models.length && !errorSlot.childElementCount) {
+    showError(errorSlot, new Error("No chat models are served. Start llmaas with at least one chat model."));
+  }
+  const wanted = ctx.prefs.model || state.model;
+  delete ctx.prefs.model;
+  if (wanted && models.some(m => m.id === wanted)) {
+    if (wanted !== state.model) state.messages = [];
+    state.model = wanted;
+  } else state.model = models[0]?.id || "";
+  modelSelect.value = state.model;
+  const limitTokens = () => {
+    const m = models.find(x => x.id === state.model);
+    ctxNote.textContent = m?.contextLength ? `Context length: ${m.contextLength.toLocaleString("en-US")} tokens` : "";
+    maxTokens.max = String(m?.contextLength || 4096);
+  };
+  limitTokens();
+
+  // --- settings ----------------------------------------------------------------------------------------
+  modelSelect.addEventListener("change", () => { state.model = modelSelect.value; limitTokens(); showSnippet(); });
+  system.addEventListener("input", () => { state.system = system.value; showSnippet(); });
+  temp.addEventListener("input", () => {
+    state.temperature = Number(temp.value);
+    tempOut.textContent = state.temperature.toFixed(2);
+    showSnippet();
+  });
+  maxTokens.addEventListener("change", () => {
+    const v = Math.round(Number(maxTokens.value));
+    state.maxTokens = Number.isFinite(v) ? Math.min(Math.max(1, v), Number(maxTokens.max)) : 256;
+    maxTokens.value = String(state.maxTokens);
+    showSnippet();
+  });
+
+  for (const m of state.messages) log.append(messageView(m).el);
+  showSnippet();
+
+  // --- sending -----------------------------------------------------------------------------------------
+  const nearBottom = () => log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+  const setBusy = busy => {
+    sendBtn.textContent = busy ? "Stop" : "Send";
+    sendBtn.classList.toggle("danger", busy);
+    sendBtn.setAttribute("aria-label", busy ? "Stop generating" : "Send message");
+    modelSelect.disabled = busy;
+  };
+
+  async function sendMessage() {
+    const text = input.value;
+    if (!text.trim() || controller) return;
+    if (!state.model) { showError(errorSlot, new Error("Pick a model first.")); return; }
+    showError(errorSlot, null);
+    const user = {role: "user", content: text};
+    const reply = {role: "assistant", content: "", usage: null, finish: null, seconds: 0};
+    const body = requestBody([...state.messages, user]);
+    state.messages.push(user, reply);
+    log.append(messageView(user).el);
+    const view = messageView(reply);
+    view.el.classList.add("streaming");
+    view.usage.textContent = "generating…";
+    log.append(view.el);
+    log.scrollTop = log.scrollHeight;
+    input.value = "";
+    const text0 = document.createTextNode("");
+    view.content.append(text0);
+    controller = new AbortController();
+    setBusy(true);
+    const t0 = performance.now();
+    try {
+      for await (const chunk of streamChat(body, controller.signal)) {
+        const choice = chunk.choices?.[0];
+        const delta = choice?.delta?.content;
+        if (delta) {
+          const stick = nearBottom();
+          text0.appendData(delta);
+          reply.content += delta;
+          if (stick) log.scrollTop = log.scrollHeight;
+        }
+        if (choice?.finish_reason) reply.finish = choice.finish_reason;
+        if (chunk.usage) reply.usage = chunk.usage;
+      }
+    } catch (err) {
+      if (err.name === "AbortError") {
+        reply.finish = "stopped";
+      } else {
+        // Nothing useful came back: take the turn out of the history and give the text back to retry.
+        state.messages.splice(state.messages.indexOf(user), 2);
+        view.el.previousElementSibling?.remove();
+        view.el.remove();
+        if (!input.value) input.value = text;
+        showError(errorSlot, err instanceof ApiError ? err : new Error(`The reply failed: ${err.message}`));
+      }
+    } finally {
+      reply.seconds = (performance.now() - t0) / 1000;
+      view.el.classList.remove("streaming");
+      view.usage.textContent = usageText(reply);
+      controller = null;
+      setBusy(false);
+      showSnippet();
+    }
+  }
+
+  form.addEventListener("submit", ev => {
+    ev.preventDefault();
+    if (controller) controller.abort(); else sendMessage();
+  });
+  input.addEventListener("keydown", ev => {
+    if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+      ev.preventDefault();
+      if (!controller) sendMessage();
+    }
+  });
+  input.focus();
+  if (!state.messages.length) log.append(h("p", {class: "empty hint-empty"}, "Say hello to start a conversation."));
+  const observer = new MutationObserver(() => {
+    const hint = log.querySelector(".hint-empty");
+    if (hint && log.childElementCount > 1) hint.remove();
+  });
+  observer.observe(log, {childList: true});
+  return () => { observer.disconnect(); controller?.abort(); };
+}

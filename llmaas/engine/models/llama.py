@@ -1,0 +1,301 @@
+"""The Llama family (Llama 2/3, Mistral, Qwen2, SmolLM) over the paged KV cache, written the gpt-fast way.
+
+One forward computes a flattened batch of T tokens from many sequences (prefill chunks and decodes mixed):
+the projections run once over all T rows; only attention is per *group* of sequences (all decodes together,
+each prefill chunk alone), each group one SDPA call over K/V gathered from the cache by block table.
+
+Reads HF-named weights (q/k/v fused into one matmul, gate/up into another); supports GQA, tied embeddings,
+rope_theta, llama3 rope_scaling, attention/MLP biases (Qwen2's qkv bias). It is not a trainer, does not own the
+KV memory budget (runner.py sizes it) and does not sample.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class ModelArgs:
+    vocab_size: int
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None
+    max_position_embeddings: int = 2048
+    tie_word_embeddings: bool = False
+
+    @property
+    def q_size(self) -> int:
+        return self.n_heads * self.head_dim
+
+    @property
+    def kv_size(self) -> int:
+        return self.n_kv_heads * self.head_dim
+
+    @classmethod
+    def from_hf_config(cls, config: Any) -> "ModelArgs":
+        c = config.get_text_config() if hasattr(config, "get_text_config") else config
+        n_heads = c.num_attention_heads
+        head_dim = getattr(c, "head_dim", None) or c.hidden_size // n_heads
+        rope_theta = getattr(c, "rope_theta", None)
+        scaling = getattr(c, "rope_scaling", None) or getattr(c, "rope_parameters", None)
+        if rope_theta is None and isinstance(scaling, dict):  # transformers 5 keeps it in rope_parameters
+            rope_theta = scaling.get("rope_theta")
+        if isinstance(scaling, dict) and scaling.get("rope_type", scaling.get("type", "default")) in ("default", None):
+            scaling = None
+        return cls(
+            vocab_size=c.vocab_size,
+            dim=c.hidden_size,
+            n_layers=c.num_hidden_layers,
+            n_heads=n_heads,
+            n_kv_heads=getattr(c, "num_key_value_heads", None) or n_heads,
+            head_dim=head_dim,
+            intermediate_size=c.intermediate_size,
+            norm_eps=getattr(c, "rms_norm_eps", 1e-5),
+            rope_theta=float(rope_theta or 10000.0),
+            rope_scaling=dict(scaling) if scaling else None,
+            max_position_embeddings=getattr(c, "max_position_embeddings", 2048),
+            tie_word_embeddings=bool(getattr(c, "tie_word_embeddings", False)),
+        )
+
+
+class LoraHook(Protocol):
+    def delta(self, layer_idx: int, module: str, x: Tensor) -> Tensor | None: ...
+
+
+@dataclass
+class AttnGroup:
+    """Sequences attended together: S sequences with Q query rows each (padded), keys gathered from the cache."""
+
+    rows: Tensor | None  # [S*Q] token rows of the flattened batch (None = all rows, in order)
+    block_table: Tensor  # [S, max_blocks] block ids
+    mask: Tensor  # [S, 1, G*Q, L] bool, True = attend
+    num_seqs: int
+    q_len: int
+
+
+@dataclass
+class ForwardBatch:
+    input_ids: Tensor  # [T]
+    positions: Tensor  # [T]
+    slot_mapping: Tensor  # [T] flat cache slot of each token
+    groups: list[AttnGroup]
+    logit_rows: Tensor  # [R] rows whose logits are wanted
+    lora: LoraHook | None = None
+
+
+# --- rotary ----------------------------------------------------------------------------------------------
+
+
+def _inv_freq(args: ModelArgs) -> Tensor:
+    d = args.head_dim
+    inv = 1.0 / (args.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+    s = args.rope_scaling
+    if s is None:
+        return inv
+    kind = s.get("rope_type", s.get("type"))
+    if kind != "llama3":
+        raise NotImplementedError(f"rope_scaling type {kind!r} is not supported by the native engine")
+    # Llama 3.1's frequency-dependent scaling (same arithmetic as transformers' _compute_llama3_parameters).
+    factor, low, high = s["factor"], s.get("low_freq_factor", 1.0), s.get("high_freq_factor", 4.0)
+    old_len = s["original_max_position_embeddings"]
+    low_wl, high_wl = old_len / low, old_len / high
+    wavelen = 2 * math.pi / inv
+    inv_l = torch.where(wavelen > low_wl, inv / factor, inv)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * inv_l / factor + smooth * inv_l
+    is_medium = ~(wavelen < high_wl) & ~(wavelen > low_wl)
+    return torch.where(is_medium, smoothed, inv_l)
+
+
+def rope_tables(args: ModelArgs, max_len: int) -> tuple[Tensor, Tensor]:
+    """cos, sin: [max_len, head_dim] in fp32 (HF's rotate_half layout: both halves share a frequency)."""
+    freqs = torch.outer(torch.arange(max_len, dtype=torch.float32), _inv_freq(args))  # [L, D/2]
+    emb = torch.cat([freqs, freqs], dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    # x: [T, H, D]; cos, sin: [T, 1, D]
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+# --- modules ---------------------------------------------------------------------------------------------
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Normalize in fp32, scale in the model dtype: HF's LlamaRMSNorm, bit for bit.
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+def _lora(lora: LoraHook | None, y: Tensor, layer: int, name: str, x: Tensor) -> Tensor:
+    if lora is not None:
+        d = lora.delta(layer, name, x)
+        if d is not None:
+            y = y + d.to(y.dtype)
+    return y
+
+
+class Attention(nn.Module):
+    def __init__(self, args: ModelArgs, layer_idx: int, qkv_bias: bool, o_bias: bool) -> None:
+        super().__init__()
+        self.args, self.layer_idx = args, layer_idx
+        self.wqkv = nn.Linear(args.dim, args.q_size + 2 * args.kv_size, bias=qkv_bias)
+        self.wo = nn.Linear(args.q_size, args.dim, bias=o_bias)
+        self.scale = 1.0 / math.sqrt(args.head_dim)
+
+    def forward(self, x: Tensor, b: ForwardBatch, cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor) -> Tensor:
+        # x: [T, dim]; k_cache, v_cache: [num_blocks, block_size, Hkv, D]
+        a, i = self.args, self.layer_idx
+        T = x.shape[0]
+        qkv = self.wqkv(x)  # [T, q_size + 2 kv_size]
+        q, k, v = qkv.split([a.q_size, a.kv_size, a.kv_size], dim=-1)
+        if b.lora is not None:
+            q, k, v = (_lora(b.lora, t, i, n, x) for t, n in ((q, "q_proj"), (k, "k_proj"), (v, "v_proj")))
+        q = apply_rope(q.view(T, a.n_heads, a.head_dim), cos, sin)
+        k = apply_rope(k.view(T, a.n_kv_heads, a.head_dim), cos, sin)
+        v = v.view(T, a.n_kv_heads, a.head_dim)
+        write_kv(k_cache, v_cache, b.slot_mapping, k, v)
+        y = torch.empty_like(q) if len(b.groups) > 1 else None
+        for g in b.groups:
+            out = self._attend(q if g.rows is None else q.index_select(0, g.rows), g, k_cache, v_cache)
+            if y is None:
+                y = out
+            else:
+                y.index_copy_(0, g.rows, out)
+        assert y is not None
+        attn_in = y.reshape(T, a.q_size)
+        return _lora(b.lora, self.wo(attn_in), i, "o_proj", attn_in)
+
+    def _attend(self, q: Tensor, g: AttnGroup, k_cache: Tensor, v_cache: Tensor) -> Tensor:
+        # q: [S*Q, H, D] -> [S*Q, H, D]; GQA without repeating K/V: each KV head's G query heads become rows.
+        a = self.args
+        S, Q, Hkv, D = g.num_seqs, g.q_len, a.n_kv_heads, a.head_dim
+        G = a.n_heads // Hkv
+        qg = q.view(S, Q, Hkv, G, D).permute(0, 2, 3, 1, 4).reshape(S, Hkv, G * Q, D)
+        k = gather_kv(k_cache, g.block_table)  # [S, Hkv, L, D]
+        v = gather_kv(v_cache, g.block_table)
+        o = F.scaled_dot_product_attention(qg, k, v, attn_mask=g.mask, scale=self.scale)  # [S, Hkv, G*Q, D]
+        return o.view(S, Hkv, G, Q, D).permute(0, 3, 1, 2, 4).reshape(S * Q, a.n_heads, D)
+
+
+def write_kv(k_cache: Tensor, v_cache: Tensor, slots: Tensor, k: Tensor, v: Tensor) -> None:
+    # k, v: [T, Hkv, D] into the flat slots of the paged cache, in place
+    k_cache.view(-1, *k.shape[1:]).index_copy_(0, slots, k)
+    v_cache.view(-1, *v.shape[1:]).index_copy_(0, slots, v)
+
+
+def gather_kv(cache: Tensor, block_table: Tensor) -> Tensor:
+    # cache: [N, bs, Hkv, D], block_table: [S, nb] -> [S, Hkv, nb*bs, D]
+    S, nb = block_table.shape
+    blocks = cache.index_select(0, block_table.reshape(-1))  # [S*nb, bs, Hkv, D]
+    return blocks.view(S, nb * cache.shape[1], cache.shape[2], cache.shape[3]).transpose(1, 2)
+
+
+class MLP(nn.Module):
+    def __init__(self, args: ModelArgs, layer_idx: int, bias: bool) -> None:
+        super().__init__()
+        self.layer_idx, self.inter = layer_idx, args.intermediate_size
+        self.w_gate_up = nn.Linear(args.dim, 2 * args.intermediate_size, bias=bias)
+        self.w_down = nn.Linear(args.intermediate_size, args.dim, bias=bias)
+
+    def forward(self, x: Tensor, lora: LoraHook | None) -> Tensor:
+        gate, up = self.w_gate_up(x).split([self.inter, self.inter], dim=-1)  # [T, I] each
+        if lora is not None:
+            gate, up = _lora(lora, gate, self.layer_idx, "gate_proj", x), _lora(lora, up, self.layer_idx, "up_proj", x)
+        h = F.silu(gate) * up
+        return _lora(lora, self.w_down(h), self.layer_idx, "down_proj", h)
+
+
+class Block(nn.Module):
+    def __init__(self, args: ModelArgs, i: int, qkv_bias: bool, o_bias: bool, mlp_bias: bool) -> None:
+        super().__init__()
+        self.attn = Attention(args, i, qkv_bias, o_bias)
+        self.mlp = MLP(args, i, mlp_bias)
+        self.attn_norm = RMSNorm(args.dim, args.norm_eps)
+        self.mlp_norm = RMSNorm(args.dim, args.norm_eps)
+
+    def forward(self, x: Tensor, b: ForwardBatch, cos: Tensor, sin: Tensor, kc: Tensor, vc: Tensor) -> Tensor:
+        h = x + self.attn(self.attn_norm(x), b, cos, sin, kc, vc)
+        return h + self.mlp(self.mlp_norm(h), b.lora)
+
+
+class Llama(nn.Module):
+    def __init__(self, args: ModelArgs, qkv_bias: bool = False, o_bias: bool = False, mlp_bias: bool = False) -> None:
+        super().__init__()
+        self.args = args
+        self.embed = nn.Embedding(args.vocab_size, args.dim)
+        self.layers = nn.ModuleList(Block(args, i, qkv_bias, o_bias, mlp_bias) for i in range(args.n_layers))
+        self.norm = RMSNorm(args.dim, args.norm_eps)
+        self.lm_head = nn.Linear(args.dim, args.vocab_size, bias=False)
+        self.rope_cos: Tensor | None = None
+        self.rope_sin: Tensor | None = None
+
+    def setup_rope(self, max_len: int, device: torch.device, dtype: torch.dtype) -> None:
+        cos, sin = rope_tables(self.args, max_len)
+        self.rope_cos, self.rope_sin = cos.to(device, dtype), sin.to(device, dtype)
+
+    def forward(self, b: ForwardBatch, kv_caches: list[tuple[Tensor, Tensor]]) -> Tensor:
+        """Logits [R, V] (fp32) at `b.logit_rows`, after writing the K/V of all T tokens into the cache."""
+        assert self.rope_cos is not None and self.rope_sin is not None
+        x = self.embed(b.input_ids)  # [T, dim]
+        cos = self.rope_cos.index_select(0, b.positions).unsqueeze(1)  # [T, 1, D]
+        sin = self.rope_sin.index_select(0, b.positions).unsqueeze(1)
+        for layer, (kc, vc) in zip(self.layers, kv_caches):
+            x = layer(x, b, cos, sin, kc, vc)
+        x = self.norm(x.index_select(0, b.logit_rows))  # [R, dim]: the LM head only where someone samples
+        return self.lm_head(x).float()
+
+    @classmethod
+    def from_hf(cls, config: Any, tensors: dict[str, Tensor], device: torch.device, dtype: torch.dtype) -> "Llama":
+        """Build from HF config + HF-named tensors (model.layers.{i}.self_attn.q_proj.weight, ...)."""
+        args = ModelArgs.from_hf_config(config)
+        t = {k.removeprefix("model.") if k.startswith("model.") else k: v for k, v in tensors.items()}
+        qkv_bias = "layers.0.self_attn.q_proj.bias" in t
+        o_bias = "layers.0.self_attn.o_proj.bias" in t
+        mlp_bias = "layers.0.mlp.gate_proj.bias" in t
+        with torch.device("meta"):
+            model = cls(args, qkv_bias, o_bias, mlp_bias)
+        sd: dict[str, Tensor] = {"embed.weight": t["embed_tokens.weight"], "norm.weight": t["norm.weight"]}
+        tied = args.tie_word_embeddings or "lm_head.weight" not in t
+        sd["lm_head.weight"] = t["embed_tokens.weight"] if tied else t["lm_head.weight"]
+        for i in range(args.n_layers):
+            p, a, m = f"layers.{i}.", f"layers.{i}.self_attn.", f"layers.{i}.mlp."
+            sd[p + "attn.wqkv.weight"] = torch.cat([t[a + n + ".weight"] for n in ("q_proj", "k_proj", "v_proj")])
+            sd[p + "attn.wo.weight"] = t[a + "o_proj.weight"]
+            sd[p + "mlp.w_gate_up.weight"] = torch.cat([t[m + "gate_proj.weight"], t[m + "up_proj.weight"]])
+            sd[p + "mlp.w_down.weight"] = t[m + "down_proj.weight"]
+            sd[p + "attn_norm.weight"] = t[p + "input_layernorm.weight"]
+            sd[p + "mlp_norm.weight"] = t[p + "post_attention_layernorm.weight"]
+            if qkv_bias:
+                sd[p + "attn.wqkv.bias"] = torch.cat([t[a + n + ".bias"] for n in ("q_proj", "k_proj", "v_proj")])
+            if o_bias:
+                sd[p + "attn.wo.bias"] = t[a + "o_proj.bias"]
+            if mlp_bias:
+                sd[p + "mlp.w_gate_up.bias"] = torch.cat([t[m + "gate_proj.bias"], t[m + "up_proj.bias"]])
+                sd[p + "mlp.w_down.bias"] = t[m + "down_proj.bias"]
+        sd = {k: v.to(device=device, dtype=dtype) for k, v in sd.items()}
+        model.load_state_dict(sd, strict=True, assign=True)
+        if tied:  # one tensor, not two copies
+            model.lm_head.weight = model.embed.weight
+        return model.eval().requires_grad_(False)

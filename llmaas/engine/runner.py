@@ -1,0 +1,107 @@
+"""The model runner: a SchedulerOutput becomes flat input tensors, one forward pass, and logits where needed.
+
+It owns the KV tensors (sized from the memory budget) and translates block tables into slot mappings, attention
+groups and masks. It does not decide who runs (scheduler.py) or what is sampled (sampler.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from llmaas.engine.models.llama import AttnGroup, ForwardBatch, Llama
+from llmaas.engine.scheduler import ScheduledSeq, SchedulerOutput
+
+
+@dataclass
+class RunnerOutput:
+    logits: Tensor  # [R, V] float32
+    sample_row: dict[str, int]  # request id -> its row in `logits` (requests that sample this step)
+    prompt_rows: dict[str, tuple[int, int, int]]  # echo requests: id -> (first row, count, first position)
+
+
+def kv_block_bytes(model: Llama, block_size: int, dtype: torch.dtype) -> int:
+    a = model.args
+    return 2 * a.n_layers * block_size * a.n_kv_heads * a.head_dim * torch.empty((), dtype=dtype).element_size()
+
+
+class ModelRunner:
+    def __init__(self, model: Llama, *, num_blocks: int, block_size: int, max_model_len: int,
+                 device: torch.device, dtype: torch.dtype, lora_manager: Any = None) -> None:
+        a = model.args
+        self.model, self.block_size, self.device, self.dtype = model, block_size, device, dtype
+        self.lora_manager = lora_manager
+        self.num_kv_heads, self.group = a.n_kv_heads, a.n_heads // a.n_kv_heads
+        shape = (num_blocks, block_size, a.n_kv_heads, a.head_dim)
+        self.kv_caches = [(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+                          for _ in range(a.n_layers)]
+        model.setup_rope(max_model_len, device, dtype)
+
+    # --- inputs ------------------------------------------------------------------------------------------
+
+    def _tensor(self, data: list[int]) -> Tensor:
+        return torch.tensor(data, dtype=torch.long).to(self.device, non_blocking=True)
+
+    def _group(self, seqs: list[ScheduledSeq], rows: list[int] | None) -> AttnGroup:
+        """One attention group: S sequences with Q query rows each, keys up to each one's last position."""
+        bs, q_len = self.block_size, seqs[0].num_new
+        ends = [s.start + s.num_new for s in seqs]  # keys visible to the last query of each sequence
+        nb = -(-max(ends) // bs)
+        table = self._tensor([b for s in seqs for b in (s.block_ids[:nb] + [0] * (nb - len(s.block_ids[:nb])))])
+        key_pos = torch.arange(nb * bs, device=self.device)  # [L]
+        # last visible key of query t of sequence s: start_s + t   -> mask [S, 1, G*Q, L]
+        last = self._tensor([s.start for s in seqs]).view(-1, 1) + torch.arange(q_len, device=self.device)  # [S, Q]
+        mask = key_pos.view(1, 1, -1) <= last.unsqueeze(-1)  # [S, Q, L]
+        mask = mask.repeat(1, self.group, 1).unsqueeze(1)  # rows ordered (g, t), as the attention reshapes q
+        return AttnGroup(None if rows is None else self._tensor(rows), table.view(len(seqs), nb), mask, len(seqs), q_len)
+
+    def prepare(self, sched: SchedulerOutput) -> tuple[ForwardBatch, RunnerOutput]:
+        bs = self.block_size
+        ids: list[int] = []
+        pos: list[int] = []
+        slots: list[int] = []
+        logit_rows: list[int] = []
+        out = RunnerOutput(torch.empty(0), {}, {})
+        decode_rows: list[int] = []
+        decode_seqs: list[ScheduledSeq] = []
+        prefill: list[tuple[ScheduledSeq, list[int]]] = []
+        for s in sched.seqs:
+            req, first = s.request, len(ids)
+            ids += req.all_token_ids[s.start : s.start + s.num_new]
+            positions = range(s.start, s.start + s.num_new)
+            pos += positions
+            slots += [s.block_ids[p // bs] * bs + p % bs for p in positions]
+            rows = list(range(first, first + s.num_new))
+            if s.num_new == 1:
+                decode_rows += rows
+                decode_seqs.append(s)
+            else:
+                prefill.append((s, rows))
+            if req.echo_prompt_logprobs and s.start < req.num_prompt_tokens - 1:
+                n = min(s.start + s.num_new, req.num_prompt_tokens - 1) - s.start  # positions predicting a prompt token
+                out.prompt_rows[req.request_id] = (len(logit_rows), n, s.start)
+                logit_rows += rows[:n]
+            if s.sample:
+                out.sample_row[req.request_id] = len(logit_rows)
+                logit_rows.append(rows[-1])
+        single = len(prefill) + (1 if decode_seqs else 0) == 1
+        groups = []
+        if decode_seqs:
+            groups.append(self._group(decode_seqs, None if single else decode_rows))
+        groups += [self._group([s], None if single else rows) for s, rows in prefill]
+        lora = None
+        if self.lora_manager is not None and any(s.request.adapter_id for s in sched.seqs):
+            lora = self.lora_manager.prepare([s.request.adapter_id for s in sched.seqs for _ in range(s.num_new)])
+        batch = ForwardBatch(self._tensor(ids), self._tensor(pos), self._tensor(slots), groups, self._tensor(logit_rows), lora)
+        return batch, out
+
+    # --- execute -----------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def execute(self, sched: SchedulerOutput) -> RunnerOutput:
+        batch, out = self.prepare(sched)
+        out.logits = self.model(batch, self.kv_caches)
+        return out

@@ -1,0 +1,78 @@
+"""Real databases and Redis for tests: a migrated SQLite file, a fresh PostgreSQL schema, a unique Redis prefix.
+
+Nothing here is a mock: PostgreSQL (127.0.0.1:5432, role root or postgres, database `test`) and Redis (127.0.0.1:6379)
+are the real servers; each test run gets its own schema / key prefix so parallel runs never collide, and it is
+dropped afterwards. Override with LLMAAS_TEST_POSTGRES_URL / LLMAAS_TEST_REDIS_URL.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from llmaas.store.db import Store
+
+PG_CANDIDATES = [
+    os.environ.get("LLMAAS_TEST_POSTGRES_URL", ""),
+    "postgresql+psycopg://root@127.0.0.1:5432/test",
+    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+]
+REDIS_URL = os.environ.get("LLMAAS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def postgres_url() -> str | None:
+    """The first PostgreSQL URL whose role can connect, or None when no server answers."""
+    import psycopg
+
+    for url in filter(None, PG_CANDIDATES):
+        try:
+            with psycopg.connect(url.replace("+psycopg", ""), connect_timeout=3):
+                return url
+        except psycopg.Error:
+            continue
+    return None
+
+
+@contextmanager
+def sqlite_store(directory: Path) -> Iterator[Store]:
+    store = Store(f"sqlite:///{directory / 'llmaas.db'}")
+    store.upgrade()
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextmanager
+def postgres_store(url: str) -> Iterator[Store]:
+    """A migrated Store in a fresh schema `t_<random>`, dropped afterwards."""
+    import psycopg
+
+    schema = f"t_{secrets.token_hex(6)}"
+    raw = url.replace("+psycopg", "")
+    with psycopg.connect(raw, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    store = Store(url, schema=schema)
+    try:
+        store.upgrade()
+        yield store
+    finally:
+        store.close()
+        with psycopg.connect(raw, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def redis_available() -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+def unique_prefix() -> str:
+    return f"llmaas-test:{secrets.token_hex(6)}:"

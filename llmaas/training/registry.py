@@ -1,0 +1,86 @@
+"""Fine-tuned models as the API sees them (`app.state.finetuned`): read from the store, so every replica agrees.
+
+`lookup("ft:…", principal)` returns the model of a succeeded job of the caller's own project (None otherwise, also
+for another project's model: the caller answers 404); `list(principal)` is what `/v1/models` adds. The adapter
+path is local: on a local BlobStore it is the stored folder itself, on a remote one a copy cached under the data
+dir. Registering with the engine (`engine.register_adapter(adapter_id, adapter_path)`) is the serving layer's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from llmaas.store.blobs import BlobStore
+from llmaas.store.db import Store
+from llmaas.store.training_models import FineTuningJob
+
+
+@dataclass(frozen=True, slots=True)
+class FineTunedModel:
+    id: str  # ft:<base>:<project>:<suffix>:<job id>
+    base_model: str
+    adapter_id: str  # the job id: server-generated, unique, never client-chosen
+    adapter_path: Path
+    created: int
+    owned_by: str  # the project
+
+
+def materialize(blobs: BlobStore, key: str, cache_dir: Path) -> Path:
+    """A local folder holding the blob folder `key` (the stored folder itself when the store is local)."""
+    if blobs.is_local:
+        return blobs.local_path(key)
+    dest = cache_dir / key
+    if not (dest / "adapter_config.json").exists():
+        tmp = dest.with_name(dest.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        blobs.fs.get(blobs._path(key) + "/", str(tmp), recursive=True)
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+    return dest
+
+
+class FineTunedModels:
+    def __init__(self, store: Store, blobs: BlobStore, cache_dir: Path) -> None:
+        self.store, self.blobs, self.cache_dir = store, blobs, cache_dir
+
+    @classmethod
+    def from_settings(cls, settings: Any, store: Store) -> "FineTunedModels":
+        return cls(store, BlobStore.from_settings(settings), Path(settings.data_dir) / "adapter-cache")
+
+    def _model(self, job: FineTuningJob) -> FineTunedModel:
+        return FineTunedModel(
+            id=job.fine_tuned_model or "",
+            base_model=job.model,
+            adapter_id=job.id,
+            adapter_path=materialize(self.blobs, job.adapter_key or "", self.cache_dir),
+            created=job.finished_at or job.created_at,
+            owned_by=job.project_id,
+        )
+
+    def _query(self, project_id: str, model: str | None) -> list[FineTunedModel]:
+        cond = [
+            FineTuningJob.project_id == project_id,
+            FineTuningJob.status == "succeeded",
+            FineTuningJob.adapter_key.is_not(None),
+        ]
+        if model is not None:
+            cond.append(FineTuningJob.fine_tuned_model == model)
+        with self.store.session() as s:
+            jobs = list(s.scalars(select(FineTuningJob).where(*cond).order_by(FineTuningJob.created_at)))
+        return [self._model(j) for j in jobs]
+
+    async def lookup(self, model: str, principal: Any) -> FineTunedModel | None:
+        if not model.startswith("ft:"):
+            return None
+        found = await asyncio.to_thread(self._query, principal.project_id, model)
+        return found[0] if found else None
+
+    async def list(self, principal: Any) -> list[FineTunedModel]:
+        return await asyncio.to_thread(self._query, principal.project_id, None)

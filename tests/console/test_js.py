@@ -1,0 +1,113 @@
+"""The console's JavaScript, run in real headless Chromium against a server with only the console's files.
+
+Pure functions (JSONL checks, model ids, loss series, usage days, error wording, code snippets) are imported as
+ES modules in the page; the sign-in page is checked for its error path when no API answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+
+def run(page: Any, base: str, module: str, body: str) -> Any:
+    """Evaluate `body` (an async function body with `m` = the imported module) in the console's origin."""
+    if not page.url.startswith(base):
+        page.goto(f"{base}/console/favicon.svg")  # same origin, no app code running
+    return page.evaluate(f"async () => {{ const m = await import('/console/js/{module}'); {body} }}")
+
+
+def test_jsonl_checks_name_the_line(page: Any, static_console: str) -> None:
+    text = "\n".join([
+        '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}',
+        "",
+        "not json",
+        '{"messages": [{"role": "user", "content": "only a question"}]}',
+        '{"prompt": "2+2", "completion": "4"}',
+        '{"messages": [{"role": "robot", "content": "x"}]}',
+        "[1, 2]",
+        '{"messages": [{"role": "assistant", "content": "x", "extra": 1}]}',
+        "",
+    ])
+    out = run(page, static_console, "jsonl.js", f"return m.validateJsonl({text!r});")
+    assert out["examples"] == 2
+    lines = {e["line"]: e["message"] for e in out["errors"]}
+    assert set(lines) == {3, 4, 6, 7, 8}
+    assert "not valid JSON" in lines[3]
+    assert "assistant" in lines[4]
+    assert "role" in lines[6] and "robot" in lines[6]
+    assert "object" in lines[7]
+    assert "extra" in lines[8]
+    empty = run(page, static_console, "jsonl.js", "return m.validateJsonl('\\n\\n');")
+    assert empty["errors"] == [{"line": 0, "message": "the file is empty"}]
+
+
+def test_fine_tuned_ids_and_model_cards(page: Any, static_console: str) -> None:
+    out = run(page, static_console, "models.js", """
+      return [m.parseFineTuned('ft:SmolLM2-135M-Instruct:default:my-bot:ftjob-abc'), m.parseFineTuned('tiny'),
+              m.describeModel({id: 'e5', kind: 'embedding', max_model_len: 512, created: 1}),
+              m.describeModel({id: 'ft:tiny:p:s:ftjob-1', parent: 'tiny'})];""")
+    assert out[0] == {"base": "SmolLM2-135M-Instruct", "project": "default", "suffix": "my-bot", "job": "ftjob-abc"}
+    assert out[1] is None
+    assert out[2]["kind"] == "embedding" and out[2]["contextLength"] == 512 and not out[2]["fineTuned"]
+    assert out[3]["fineTuned"] and out[3]["base"] == "tiny" and out[3]["job"] == "ftjob-1" and out[3]["kind"] == "chat"
+
+
+def test_loss_series_from_events(page: Any, static_console: str) -> None:
+    out = run(page, static_console, "views/finetune.js", """
+      return m.lossSeries([
+        {data: {step: 1, total_steps: 4, train_loss: 2.0}}, {data: {step: 2, total_steps: 4, train_loss: 1.5}},
+        {data: {epoch: 1, step: 2, train_loss: 1.7, valid_loss: 1.9}}, {message: 'no data'},
+        {data: {step: 'x', train_loss: 1}}, {data: {step: 3, full_valid_loss: 1.2}}]);""")
+    assert out == {"train": [[1, 2.0], [2, 1.5]], "valid": [[2, 1.9], [3, 1.2]]}
+
+
+def test_usage_days_are_filled(page: Any, static_console: str) -> None:
+    day = 86400
+    start, end = 20_000 * day, 20_003 * day
+    out = run(page, static_console, "views/usage.js", f"""
+      return m.dailyRows([{{group: '{_iso(20_001)}', requests: 2, prompt_tokens: 5, completion_tokens: 7, total_tokens: 12}}],
+                         {start}, {end});""")
+    assert [r["day"] for r in out] == [_iso(20_000), _iso(20_001), _iso(20_002)]
+    assert [r["total"] for r in out] == [0, 12, 0] and out[1]["requests"] == 2
+
+
+def _iso(day: int) -> str:
+    import datetime as dt
+
+    return (dt.date(1970, 1, 1) + dt.timedelta(days=day)).isoformat()
+
+
+def test_errors_read_as_words(page: Any, static_console: str) -> None:
+    out = run(page, static_console, "api.js", """
+      return [m.describe(429, 'Rate limit reached', m.parseRetryAfter('12')), m.describe(401, '', null),
+              m.describe(503, 'engine down', null), m.parseRetryAfter('soon'), m.parseRetryAfter('0')];""")
+    assert "Try again in 12 seconds" in out[0] and "Rate limit reached" in out[0]
+    assert "API key was not accepted" in out[1]
+    assert "HTTP 503" in out[2] and "engine down" in out[2]
+    assert out[3] is None and out[4] == 0
+
+
+def test_code_snippets_quote_and_never_hold_the_key(page: Any, static_console: str) -> None:
+    out = run(page, static_console, "views/playground.js", """
+      const body = {model: 'tiny', messages: [{role: 'user', content: "it's \\"quoted\\""}], temperature: 0.5, max_tokens: 9};
+      return [m.curlSnippet(body), m.pythonSnippet(body)];""")
+    curl, python = out
+    assert "$LLMAAS_API_KEY" in curl and "'\\''" in curl and '"include_usage": true' in curl
+    assert 'os.environ["LLMAAS_API_KEY"]' in python and 'model="tiny"' in python and "max_tokens=9" in python
+    compile(python, "snippet.py", "exec")  # the Python snippet is valid Python
+
+
+def test_sign_in_without_an_api_shows_the_error(page: Any, static_console: str) -> None:
+    page.goto(f"{static_console}/")
+    key = page.get_by_label("API key")
+    key.fill("sk-test")
+    key.press("Enter")
+    alert = page.locator(".signin [role=alert]")
+    alert.wait_for()
+    assert "Not found" in alert.inner_text()
+    assert page.evaluate("sessionStorage.length") == 0  # a refused key is not kept
+    assert page.get_by_role("button", name="Sign in").is_enabled()

@@ -1,0 +1,99 @@
+"""Graceful shutdown, for real: `llmaas serve` gets SIGTERM while streams are in flight, and no usage is lost.
+
+The usage writer's flush interval is set to an hour, so every record in the table after the stop was written by the
+shutdown flush (lifespan shutdown runs after uvicorn has let the streams finish). Readiness turns 503 (or the port
+closes) at once; every stream still ends with [DONE]; the process exits by itself within the grace period, and its
+fine-tuning worker child with it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from ops_helpers import serve
+
+STREAMS = 4
+MAX_TOKENS = 400  # the tiny model's context is 512: long enough to be mid-stream when SIGTERM arrives
+
+
+def stream_chat(url: str, key: str, out: dict[str, Any], started: threading.Event) -> None:
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": MAX_TOKENS,
+            "stream": True, "ignore_eos": True, "stream_options": {"include_usage": True}}
+    out["chunks_at"] = []
+    try:
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=120,
+                          headers={"Authorization": f"Bearer {key}"}) as r:
+            out["status"] = r.status_code
+            for line in r.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                started.set()
+                out["chunks_at"].append(time.monotonic())
+                data = line[len("data: "):]
+                if data == "[DONE]":
+                    out["done"] = True
+                elif (chunk := json.loads(data)).get("usage"):
+                    out["usage"] = chunk["usage"]
+    except Exception as exc:  # recorded, asserted on below
+        out["error"] = repr(exc)
+
+
+def test_sigterm_drains_streams_and_flushes_usage(tmp_path: Path, tiny_model_dir: Path) -> None:
+    config = {
+        "models": [{"name": "tiny", "source": str(tiny_model_dir), "kind": "chat", "kv_cache_mb": 16}],
+        "start_worker": True,  # the worker child must stop with the server
+        "usage_flush_s": 60,
+        "shutdown_grace_s": 60,
+    }
+    server = serve(tmp_path, config)
+    try:
+        server.wait_ready()
+        assert server.url and server.api_key, server.output
+        results: list[dict[str, Any]] = [{} for _ in range(STREAMS)]
+        events = [threading.Event() for _ in range(STREAMS)]
+        threads = [threading.Thread(target=stream_chat, args=(server.url, server.api_key, results[i], events[i]))
+                   for i in range(STREAMS)]
+        for t in threads:
+            t.start()
+        for e in events:
+            assert e.wait(120), server.output
+        t_term = time.monotonic()
+        server.proc.send_signal(15)
+
+        # From now on nobody new is admitted: /ready is 503 on a live connection, or the port is closed.
+        for _ in range(5):
+            try:
+                assert httpx.get(f"{server.url}/ready", timeout=5).status_code == 503
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+
+        for t in threads:
+            t.join(timeout=120)
+        code = server.proc.wait(timeout=120)
+        deadline = time.monotonic() + 10
+        while server.group_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not server.group_alive(), f"a child (the worker) outlived the server:\n{server.output}"
+    finally:
+        server.kill()
+
+    assert code in (0, -15), f"exit code {code}:\n{server.output}"
+    for r in results:
+        assert r.get("status") == 200 and r.get("done"), f"{r.get('error')}\n{server.output}"
+        assert r["usage"]["completion_tokens"] == MAX_TOKENS
+    in_flight = sum(1 for r in results if r["chunks_at"][-1] > t_term)
+    assert in_flight >= 1, "no stream was still running at SIGTERM: the test proved nothing"
+
+    db = sqlite3.connect(tmp_path / "data" / "llmaas.db")
+    rows = db.execute("SELECT route, completion_tokens, status FROM usage_records").fetchall()
+    db.close()
+    chat_rows = [row for row in rows if "chat" in row[0]]
+    assert len(chat_rows) == STREAMS, f"usage rows: {rows}"
+    assert all(row[1] == MAX_TOKENS and row[2] == 200 for row in chat_rows), rows

@@ -1,0 +1,160 @@
+"""Files and fine-tuning endpoints in-process, driven by the official `openai` client: shapes, errors, isolation."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from fastapi.testclient import TestClient
+
+from llmaas.api.app import create_app
+from llmaas.api.context import Principal
+from llmaas.config import Settings
+from llmaas.errors import ModelNotFound, Unauthenticated
+from llmaas.store.db import Store
+from llmaas.training.filestore import display_name
+from llmaas.training.registry import FineTunedModels
+
+from .conftest import fact_examples, jsonl
+
+
+class NoModels:
+    """A registry with no engines: files and jobs never touch one."""
+
+    async def start(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+    def list(self) -> list[Any]:
+        return []
+
+    def chat(self, name: str) -> Any:
+        raise ModelNotFound(name)
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+
+class TwoProjects:
+    keys = {"Bearer key-a": Principal(project_id="proj-a", key_id="a"), "Bearer key-b": Principal(project_id="proj-b", key_id="b")}
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        if authorization not in self.keys:
+            raise Unauthenticated("bad key")
+        return self.keys[authorization]
+
+
+@pytest.fixture
+def http(sqlite_db: Store, settings: Settings) -> Iterator[TestClient]:
+    settings = settings.model_copy(update={"limits": settings.limits.model_copy(update={"max_upload_bytes": 4096})})
+    app = create_app(settings, NoModels(), auth=TwoProjects(), store=sqlite_db, finetuned=FineTunedModels.from_settings(settings, sqlite_db))
+    with TestClient(app) as client:
+        yield client
+
+
+def client_for(http: TestClient, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url="http://testserver/v1", api_key=key, http_client=http, max_retries=0)
+
+
+def test_files_roundtrip_with_the_openai_client(http: TestClient, settings: Settings) -> None:
+    a = client_for(http, "key-a")
+    data = jsonl(fact_examples(3))
+    f = a.files.create(file=("../../etc/passwd.jsonl", io.BytesIO(data)), purpose="fine-tune")
+    assert f.object == "file" and f.bytes == len(data) and f.purpose == "fine-tune" and f.status == "processed"
+    assert f.filename == "passwd.jsonl"  # display text: the last path component only
+    assert display_name("a\\b\x00\x1fc\n") == "bc" and display_name("") == "upload"
+    stored = list(Path(settings.data_dir, "files").rglob("*"))
+    assert [p.name for p in stored] == [f.id]  # stored under the server's id only
+    assert a.files.retrieve(f.id).id == f.id
+    assert a.files.content(f.id).content == data
+    g = a.files.create(file=("b.jsonl", io.BytesIO(b"{}")), purpose="batch")
+    assert [x.id for x in a.files.list()] == [g.id, f.id]
+    assert [x.id for x in a.files.list(purpose="batch")] == [g.id]
+    assert a.files.delete(g.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        a.files.retrieve(g.id)
+
+
+def test_other_projects_files_and_jobs_are_404(http: TestClient) -> None:
+    a, b = client_for(http, "key-a"), client_for(http, "key-b")
+    f = a.files.create(file=("a.jsonl", io.BytesIO(jsonl(fact_examples(2)))), purpose="fine-tune")
+    job = a.fine_tuning.jobs.create(model="tiny", training_file=f.id)
+    for call in (lambda: b.files.retrieve(f.id), lambda: b.files.content(f.id), lambda: b.files.delete(f.id),
+                 lambda: b.fine_tuning.jobs.retrieve(job.id), lambda: b.fine_tuning.jobs.cancel(job.id),
+                 lambda: b.fine_tuning.jobs.list_events(job.id), lambda: b.fine_tuning.jobs.checkpoints.list(job.id)):
+        with pytest.raises(openai.NotFoundError):
+            call()
+    assert b.files.list().data == [] and b.fine_tuning.jobs.list().data == []
+    with pytest.raises(openai.BadRequestError) as info:  # b cannot train on a's file either
+        b.fine_tuning.jobs.create(model="tiny", training_file=f.id)
+    assert info.value.body["param"] == "training_file"
+
+
+def test_upload_limits_and_bad_requests(http: TestClient) -> None:
+    a = client_for(http, "key-a")
+    with pytest.raises(openai.APIStatusError) as info:
+        a.files.create(file=("big.jsonl", io.BytesIO(b"x" * 10_000)), purpose="fine-tune")
+    assert info.value.status_code == 413
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: the cap applies while the body streams
+        yield b'--B\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+        yield b'--B\r\nContent-Disposition: form-data; name="file"; filename="x"\r\n\r\n'
+        for _ in range(100):
+            yield b"y" * 1000
+        yield b"\r\n--B--\r\n"
+
+    r = http.post("/v1/files", content=chunked(), headers={"Authorization": "Bearer key-a", "Content-Type": "multipart/form-data; boundary=B"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+    with pytest.raises(openai.BadRequestError) as bad:
+        a.files.create(file=("a.jsonl", io.BytesIO(b"{}")), purpose="homework")  # type: ignore[arg-type]
+    assert bad.value.body["param"] == "purpose"
+    r = http.post("/v1/files", json={"purpose": "fine-tune"}, headers={"Authorization": "Bearer key-a"})
+    assert r.status_code == 400
+    assert http.get("/v1/files").status_code == 401
+
+
+def test_job_creation_validates_and_shapes(http: TestClient) -> None:
+    a = client_for(http, "key-a")
+    f = a.files.create(file=("a.jsonl", io.BytesIO(jsonl(fact_examples(2)))), purpose="fine-tune")
+    batch = a.files.create(file=("b.jsonl", io.BytesIO(b"{}")), purpose="batch")
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"model": "gpt-9", "training_file": f.id}, "model"),
+        ({"model": "tiny", "training_file": "file-nope"}, "training_file"),
+        ({"model": "tiny", "training_file": batch.id}, "training_file"),
+        ({"model": "tiny", "training_file": f.id, "hyperparameters": {"n_epochs": 10_000}}, "hyperparameters.n_epochs"),
+        ({"model": "tiny", "training_file": f.id, "hyperparameters": {"learning_rate_multiplier": -1}}, "hyperparameters.learning_rate_multiplier"),
+        ({"model": "tiny", "training_file": f.id, "method": {"type": "supervised", "lora": {"rank": 100_000}}}, "method.lora.rank"),
+        ({"model": "tiny", "training_file": f.id, "method": {"type": "supervised", "lora": {"target_modules": ["../x"]}}}, "method.lora.target_modules[0]"),
+        ({"model": "tiny", "training_file": f.id, "suffix": "a/b"}, "suffix"),
+    ]
+    for body, param in bad:
+        r = http.post("/v1/fine_tuning/jobs", json=body, headers={"Authorization": "Bearer key-a"})
+        assert r.status_code == 400, (body, r.text)
+        assert r.json()["error"]["param"] == param, (body, r.json())
+
+    job = a.fine_tuning.jobs.create(
+        model="tiny", training_file=f.id, suffix="mine", seed=7,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": "auto"}}, "lora": {"rank": 4}},  # type: ignore[typeddict-unknown-key]
+    )
+    assert job.object == "fine_tuning.job" and job.status == "validating_files" and job.seed == 7
+    assert job.hyperparameters.n_epochs == 2 and job.hyperparameters.batch_size == 4
+    assert job.fine_tuned_model is None and job.error is None and job.user_provided_suffix == "mine"
+    raw = http.get(f"/v1/fine_tuning/jobs/{job.id}", headers={"Authorization": "Bearer key-a"}).json()
+    assert raw["method"]["lora"]["rank"] == 4 and raw["method"]["lora"]["alpha"] == 16
+    jobs = [a.fine_tuning.jobs.create(model="tiny", training_file=f.id) for _ in range(3)]
+    page = a.fine_tuning.jobs.list(limit=2)
+    assert [j.id for j in page.data] == [jobs[2].id, jobs[1].id] and page.has_more
+    rest = a.fine_tuning.jobs.list(limit=10, after=jobs[1].id)
+    assert [j.id for j in rest.data] == [jobs[0].id, job.id] and not rest.has_more
+    cancelled = a.fine_tuning.jobs.cancel(job.id)
+    assert cancelled.status == "cancelled" and cancelled.finished_at is not None
+    assert a.fine_tuning.jobs.cancel(job.id).status == "cancelled"  # idempotent; a succeeded job: 400 (test_jobs)
+    events = a.fine_tuning.jobs.list_events(job.id)
+    assert [e.message for e in events.data] == ["Fine-tuning job cancelled", f"Created fine-tuning job: {job.id}"]
+    assert events.data[0].object == "fine_tuning.job.event"
+    assert a.fine_tuning.jobs.checkpoints.list(job.id).data == []
+
