@@ -141,8 +141,10 @@ def peers(threads: int = THREADS) -> dict[str, Peer]:
               lambda m: {"min_tokens": m}],
              install=install_llama_cpp_python, env={"LLAMA_CPP_LIB_PATH": str(LLAMA_SERVER.parent)},
              health="/v1/models"),
-        Peer("transformers-serve", f"transformers serve --continuous-batching ({torch_dtype_name()})",
+        Peer("transformers-serve", f"transformers serve --continuous-batching, 16384-token cache ({torch_dtype_name()})",
              lambda port: ["transformers", "serve", "--continuous-batching", "--dtype", torch_dtype_name(),
+                           # its default KV cache takes 60-90% of RAM; give it llama-server's 16384 tokens
+                           "--cb-block-size", "32", "--cb-num-blocks", "512",
                            "--device", "cpu", "--host", "127.0.0.1", "--port", str(port), str(hf_folder())],
              lambda: str(hf_folder()),
              [lambda m: {"generation_config": json.dumps({"eos_token_id": None, "max_new_tokens": m,

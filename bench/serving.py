@@ -204,6 +204,9 @@ def main(argv=None) -> None:
     }
     print(f"workload: {result['workload']}", flush=True)
     if not args.no_limits:
+        import torch
+
+        torch.set_num_threads(args.threads)
         result["limits"] = measure(count_params(hf), gguf_path().stat().st_size)
         print(format_limits(result["limits"]), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -133,6 +133,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+_ACCESS_IN_MESSAGE = ("method", "route", "status", "latency_s", "event")  # the access message already shows them
+
+
 class PlainFormatter(logging.Formatter):
     """`time level logger [request id] message key=value…` for people reading a terminal."""
 
@@ -141,7 +144,8 @@ class PlainFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        extras = [f"{n}={getattr(record, n)}" for n in EXTRA_FIELDS if getattr(record, n, None) is not None]
+        skip = _ACCESS_IN_MESSAGE if getattr(record, "event", None) == "access" else ()
+        extras = [f"{n}={getattr(record, n)}" for n in EXTRA_FIELDS if n not in skip and getattr(record, n, None) is not None]
         if extras:
             head, sep, tail = line.partition("\n")  # keep a traceback after the fields
             line = head + " " + " ".join(extras) + sep + tail
@@ -196,4 +200,4 @@ def access(*, method: str, route: str, status: int, latency_s: float, ctx: Reque
             extra["key_prefix"] = ctx.key_prefix
         if ctx.model:
             extra["model"] = ctx.model
-    access_logger.info("%s %s %s", method, route, status, extra=extra)
+    access_logger.info("%s %s %s %.3fs", method, route, status, latency_s, extra=extra)

@@ -267,14 +267,18 @@ class InstrumentedChatEngine(_Proxy):
         super().__init__(inner)
         self._label = label
 
-    async def generate(self, request: Any) -> Any:
-        t_last = time.monotonic()
-        first = True
+    def generate(self, request: Any) -> Any:
+        """Submits at once, as the engine does (Overloaded/Unavailable raise here, not at the first iteration)."""
+        t_submit = time.monotonic()
         try:
             stream = self._inner.generate(request)
         except Exception as exc:
             _count_rejection(exc)
             raise
+        return self._timed(stream, t_submit)
+
+    async def _timed(self, stream: Any, t_last: float) -> Any:
+        first = True
         try:
             async for event in stream:
                 n = len(getattr(event, "token_ids", ()) or ())
@@ -289,9 +293,6 @@ class InstrumentedChatEngine(_Proxy):
                             INTER_TOKEN_LATENCY.labels(self._label).observe(gap)
                     t_last = now
                 yield event
-        except Exception as exc:
-            _count_rejection(exc)
-            raise
         finally:
             close = getattr(stream, "aclose", None)
             if close is not None:

@@ -59,7 +59,7 @@ def build_runtime(settings: Settings) -> Runtime:
     if tenancy.bootstrap_key:
         rt.notices.append(f"llmaas: first admin API key (shown once, store it now): {tenancy.bootstrap_key}")
 
-    # --- training: fine-tuned models (rt.finetuned) go here
+    # --- training: fine-tuned models (in /v1/models, served by adapter id) and one worker beside the server
     if rt.store is not None:
         from llmaas.training.registry import FineTunedModels
 

@@ -31,6 +31,10 @@ SECURITY_HEADERS = [
 ]
 DEFAULT_CSP = b"default-src 'none'; frame-ancestors 'none'"
 
+# Kubelet probes send `Host: <pod IP>:<port>`; these two answer nothing a rebinding page could use, so they skip the
+# Host allowlist (everything else, /metrics included, is checked).
+PROBE_PATHS = frozenset({"/health", "/ready"})
+
 # What a browser on an allowed origin may send and read. Never credentials: keys travel in Authorization.
 CORS_ALLOW_HEADERS = ["Authorization", "Content-Type", "X-Request-ID", "OpenAI-Organization", "OpenAI-Project"]
 CORS_EXPOSE_HEADERS = [
@@ -130,7 +134,7 @@ class OpsMiddleware:
             await send(message)
 
         try:
-            if not host_allowed(headers.get("host"), self.allowed_hosts):
+            if scope.get("path") not in PROBE_PATHS and not host_allowed(headers.get("host"), self.allowed_hosts):
                 # DNS-rebinding guard: a page on evil.example resolving to 127.0.0.1 still sends Host: evil.example.
                 await _invalid_host(send_wrapper)
             else:

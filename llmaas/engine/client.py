@@ -146,14 +146,18 @@ def _make_lora_manager(spec: Any, loaded: Any, model: Llama, device: torch.devic
     return LoraManager(loaded.config, max_loras=spec.max_loras, device=device, dtype=dtype)
 
 
-def build_chat_engine(spec: Any, loaded: Any, device: torch.device | str, dtype: torch.dtype) -> AsyncEngine:
-    """A ready-to-start AsyncEngine for one ModelSpec and its LoadedModel (registry.py calls this)."""
+def build_chat_engine(spec: Any, loaded: Any, device: torch.device | str, dtype: torch.dtype, *,
+                      num_blocks: int | None = None) -> AsyncEngine:
+    """A ready-to-start AsyncEngine for one ModelSpec and its LoadedModel (registry.py calls this).
+
+    `num_blocks` overrides the KV size computed from `spec.kv_cache_mb` (tests use it to force preemption).
+    """
     from llmaas.engine.detokenizer import IncrementalDetokenizer
     from llmaas.engine.sampler import Sampler
 
     device = torch.device(device)
     model = Llama.from_hf(loaded.config, loaded.tensors, device, dtype)
-    num_blocks = max(spec.kv_cache_mb * 2**20 // kv_block_bytes(model, spec.block_size, dtype), 1)
+    num_blocks = num_blocks or max(spec.kv_cache_mb * 2**20 // kv_block_bytes(model, spec.block_size, dtype), 1)
     max_len = spec.max_model_len or model.args.max_position_embeddings
     window = getattr(loaded.config, "sliding_window", None)
     if window and getattr(loaded.config, "use_sliding_window", True):

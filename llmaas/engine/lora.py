@@ -85,8 +85,14 @@ class LoraManager:
     # --- registry -------------------------------------------------------------------------------------
 
     def register(self, adapter_id: str, path: Path) -> None:
-        """Make an adapter servable; only its config is read now (clear errors early), weights on first use."""
+        """Make an adapter servable; only its config is read now (clear errors early), weights on first use.
+
+        Idempotent (the API registers on every request of a fine-tuned model): the same id and path is a no-op;
+        a new path for a known id replaces its weights.
+        """
         path = Path(path)
+        if self._paths.get(adapter_id) == path:
+            return
         _read_config(path)
         if not (path / "adapter_model.safetensors").is_file():
             raise AdapterError(f"adapter {adapter_id!r} has no adapter_model.safetensors (pickle is never loaded)")
@@ -115,7 +121,7 @@ class LoraManager:
             return None
         adapters = {a: self._get(a) for a in wanted}
         self._evict(keep=set(wanted))
-        if len(wanted) == 1 and len(adapter_ids) > 0 and all(a == wanted[0] for a in adapter_ids):
+        if len(wanted) == 1 and all(a == wanted[0] for a in adapter_ids):
             groups = [(adapters[wanted[0]], None)]  # every row uses one adapter: no gather/scatter
         else:
             rows: dict[str, list[int]] = {a: [] for a in wanted}

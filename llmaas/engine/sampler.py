@@ -51,18 +51,19 @@ class Sampler:
         if logits.shape[0] != len(rows):
             raise ValueError(f"logits has {logits.shape[0]} rows for {len(rows)} sampling rows")
         params = [r.params for r in rows]
-        want_logprobs = [p.logprobs is not None for p in params]
-        raw_logprobs = torch.log_softmax(logits.float(), dim=-1) if any(want_logprobs) else None
-
         if all(p.greedy and not _adjusts_logits(p) for p in params):  # fast path: one argmax
             tokens = logits.argmax(dim=-1)
         else:
-            tokens = self._sample(logits.float().clone(), rows)
-
+            tokens = self._sample(logits.float().clone(), rows)  # the stages work in place on a copy
         token_list = tokens.tolist()
+
         logprobs: list[TokenLogprob | None] = [None] * len(rows)
-        if raw_logprobs is not None:
-            logprobs = self._logprobs(raw_logprobs, tokens, token_list, params)
+        want = [i for i, p in enumerate(params) if p.logprobs is not None]
+        if want:
+            # log_softmax of the model's own logits: OpenAI reports the model's distribution, not the sampler's
+            raw = torch.log_softmax(logits[want].float(), dim=-1)  # [b, V]
+            for i, lp in zip(want, self._logprobs(raw, [token_list[i] for i in want], [params[i] for i in want])):
+                logprobs[i] = lp
         return SampleResult(token_ids=token_list, logprobs=logprobs)
 
     # --- sampling -----------------------------------------------------------------------------------
@@ -88,26 +89,22 @@ class Sampler:
 
     # --- logprobs -----------------------------------------------------------------------------------
 
-    def _logprobs(
-        self, raw: torch.Tensor, tokens: torch.Tensor, token_list: list[int], params: list[SamplingParams]
-    ) -> list[TokenLogprob | None]:
-        # raw: [B, V] log_softmax of the model's own logits (OpenAI reports the model's distribution)
-        chosen = raw.gather(1, tokens.unsqueeze(1)).squeeze(1).tolist()
-        max_k = max((p.logprobs or 0) for p in params)
-        top_vals: list[list[float]] = []
-        top_ids: list[list[int]] = []
+    def _logprobs(self, raw: torch.Tensor, chosen_ids: list[int], params: list[SamplingParams]) -> list[TokenLogprob]:
+        # raw: [b, V] log-probabilities of the rows that asked; chosen_ids: the token each row got
+        idx = torch.tensor(chosen_ids, device=raw.device).unsqueeze(1)
+        chosen = raw.gather(1, idx).squeeze(1).tolist()
+        max_k = min(max(p.logprobs or 0 for p in params), raw.shape[1])
+        top_vals: list[list[float]] = [[] for _ in params]
+        top_ids: list[list[int]] = [[] for _ in params]
         if max_k > 0:
-            vals, ids = raw.topk(min(max_k, raw.shape[1]), dim=-1)
+            vals, ids = raw.topk(max_k, dim=-1)
             top_vals, top_ids = vals.tolist(), ids.tolist()
         text = self.tokenizer.token_text
-        out: list[TokenLogprob | None] = []
+        out: list[TokenLogprob] = []
         for i, p in enumerate(params):
-            if p.logprobs is None:
-                out.append(None)
-                continue
-            tid = token_list[i]
-            top = [(t, text(t), v) for t, v in zip(top_ids[i][: p.logprobs], top_vals[i][: p.logprobs])] if max_k else []
-            out.append(TokenLogprob(token_id=tid, token=text(tid), logprob=float(chosen[i]), top=top))
+            k = p.logprobs or 0
+            top = [(t, text(t), v) for t, v in zip(top_ids[i][:k], top_vals[i][:k])]
+            out.append(TokenLogprob(token_id=chosen_ids[i], token=text(chosen_ids[i]), logprob=float(chosen[i]), top=top))
         return out
 
 
@@ -182,11 +179,13 @@ def _apply_top_k_top_p(logits: torch.Tensor, params: list[SamplingParams]) -> No
     if not (need_k or need_p):
         return
     dev = logits.device
-    if not need_p:  # top-k alone: the k-th largest value per row is the threshold
-        max_k = max(ks)
+    if not need_p:  # top-k alone: the k-th largest value per row is the threshold (no full sort)
+        max_k = max(k for k in ks if k < vocab)
         top_vals = logits.topk(max_k, dim=-1).values  # [B, max_k]
-        k_idx = torch.tensor([k - 1 for k in ks], device=dev).unsqueeze(1)
+        k_idx = torch.tensor([min(k, max_k) - 1 for k in ks], device=dev).unsqueeze(1)
         threshold = top_vals.gather(1, k_idx)
+        unlimited = torch.tensor([k >= vocab for k in ks], device=dev).unsqueeze(1)
+        threshold.masked_fill_(unlimited, float("-inf"))
         logits.masked_fill_(logits < threshold, float("-inf"))
         return
     sorted_logits, sorted_idx = logits.sort(dim=-1, descending=True)  # [B, V]

@@ -58,8 +58,12 @@ def build_tiny_llama(
     tie_word_embeddings: bool = True,
     chat_template: str | None = CHATML_TEMPLATE,
     seed: int = 0,
+    init_std: float = 0.08,
 ) -> Path:
-    """A random-weight LlamaForCausalLM folder (fp32 safetensors) with the byte tokenizer."""
+    """A random-weight LlamaForCausalLM folder (fp32 safetensors) with the byte tokenizer.
+
+    init_std 0.15 gives varied greedy continuations (0.08 tends to repeat one token), for parity tests.
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -87,7 +91,7 @@ def build_tiny_llama(
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() >= 2:
-                p.normal_(0.0, 0.08)
+                p.normal_(0.0, init_std)
     model.save_pretrained(out_dir, safe_serialization=True)
     (out_dir / "llmaas_tiny.json").write_text(json.dumps({"seed": seed}))
     return out_dir

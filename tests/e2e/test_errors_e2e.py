@@ -7,6 +7,7 @@ Retry-After) is reachable with a handful of concurrent requests.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Callable, Iterator
 
 import httpx
@@ -159,6 +160,15 @@ def test_disconnect_mid_stream_leaves_server_healthy(server: Any) -> None:
         for i, _ in enumerate(r.iter_lines()):
             if i > 3:
                 break
-    # the aborted sequence must not hold the only slot: a new request is served promptly
+    # the disconnect aborts the sequence: the engine soon runs nothing (it would generate 400 tokens otherwise)
+    running = None
+    for _ in range(100):
+        metrics = httpx.get(f"{server.url}/metrics", timeout=30).text
+        running = [line for line in metrics.splitlines() if line.startswith("llmaas_engine_running_sequences")]
+        if running and all(line.endswith(" 0.0") or line.endswith(" 0") for line in running):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the aborted stream still runs: {running}")
     r = post(server, "/chat/completions", json={"model": "tiny", "messages": MSG, "max_tokens": 2})
     assert r.status_code == 200, r.text

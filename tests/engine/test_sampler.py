@@ -93,6 +93,9 @@ def test_top_k_top_p_min_p_restrict_support(sampler: Sampler) -> None:
     mixed = [row(cases["top_k"][0]), row(cases["top_p"][0]), row(sp(temperature=1.0))] * 200
     res = sampler(base.repeat(len(mixed), 1), mixed).token_ids
     assert set(res[0::3]) == {0, 1} and set(res[1::3]) == {0, 1, 2} and len(set(res[2::3])) > 5
+    mixed_k = [row(sp(temperature=1.0, top_k=3)), row(sp(temperature=1.0))] * 300  # top-k only, one row unlimited
+    res = sampler(base.repeat(len(mixed_k), 1), mixed_k).token_ids
+    assert set(res[0::2]) == {0, 1, 2} and len(set(res[1::2])) > 5
 
 
 def test_logit_bias_applies_to_greedy_and_sampled(sampler: Sampler) -> None:

@@ -18,7 +18,7 @@ def test_create_app_has_ops_layer() -> None:
         m = c.get("/metrics")
         assert m.status_code == 200 and "llmaas_engine_running_sequences" in m.text
         assert 'route="/health"' in m.text
-        bad = c.get("/health", headers={"Host": "rebound.example"})
+        bad = c.get("/v1/models", headers={"Host": "rebound.example"})
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_host"
         nf = c.get("/v1/definitely-not-a-route")
         assert nf.headers["x-request-id"]

@@ -42,7 +42,8 @@ def test_json_access_line() -> None:
 def test_plain_lines_carry_request_id() -> None:
     lines = run_and_capture(ops_settings(log_json=False))
     access = [line for line in lines if "llmaas.access" in line]
-    assert access and "[rid-42]" in access[0] and "route=/v1/things/{thing_id}" in access[0]
+    assert access and "[rid-42]" in access[0] and "POST /v1/things/{thing_id} 200" in access[0]
+    assert "key_prefix=sk-abc" in access[0] and "model=chat-a" in access[0]
     assert not any("SECRET" in line for line in lines)
 
 

@@ -105,3 +105,43 @@ def test_multiprocess_mode_aggregates(tmp_path: Any) -> None:
     show = "from llmaas import metrics; print(metrics.render(metrics.Snapshot()).decode())"
     out = subprocess.run([sys.executable, "-c", show], env=env, check=True, timeout=60, capture_output=True, text=True)
     assert value(out.stdout, "llmaas_requests_total", route="/v1/x", model="none", status="200") == 6
+
+
+def test_instrumented_engine_keeps_synchronous_submission() -> None:
+    """The engine submits (and raises Overloaded) when generate() is called; the proxy must not defer that."""
+    import asyncio
+
+    import pytest
+
+    from llmaas.errors import Overloaded
+
+    class Busy:
+        def generate(self, request: Any) -> Any:
+            raise Overloaded("busy", retry_after=1)
+
+    engine = metrics.InstrumentedChatEngine(Busy(), "chat-a")
+    before = metrics.RATE_LIMIT_REJECTIONS.labels("server_overloaded")._value.get()
+    with pytest.raises(Overloaded):
+        engine.generate(object())
+    assert metrics.RATE_LIMIT_REJECTIONS.labels("server_overloaded")._value.get() == before + 1
+
+    class Closing:
+        closed = False
+
+        def generate(self, request: Any) -> Any:
+            async def stream() -> Any:
+                try:
+                    for i in range(10):
+                        yield type("E", (), {"token_ids": [i]})()
+                finally:
+                    Closing.closed = True
+
+            return stream()
+
+    async def take_one() -> None:
+        agen = metrics.InstrumentedChatEngine(Closing(), "chat-a").generate(object())
+        await agen.__anext__()
+        await agen.aclose()  # a client disconnect: the engine's stream must be closed (= aborted)
+
+    asyncio.run(take_one())
+    assert Closing.closed

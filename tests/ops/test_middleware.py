@@ -44,12 +44,16 @@ def test_security_headers(client: Any) -> None:
 def test_host_allowlist_guards_against_dns_rebinding() -> None:
     app = build_app(ops_settings(allowed_hosts=["llm.example.com", "localhost", "127.0.0.1"]))
     with TestClient(app, base_url="http://llm.example.com") as c:
-        assert c.get("/health").status_code == 200
-        assert c.get("/health", headers={"Host": "localhost:8000"}).status_code == 200
-        r = c.get("/health", headers={"Host": "evil.example"})
+        assert c.get("/metrics").status_code == 200
+        assert c.get("/metrics", headers={"Host": "localhost:8000"}).status_code == 200
+        r = c.post("/v1/things/1", json={"model": "chat-a"}, headers={"Host": "evil.example"})
         assert r.status_code == 400
         assert r.json()["error"]["code"] == "invalid_host"
         assert r.headers["x-request-id"]
+        assert c.get("/metrics", headers={"Host": "evil.example"}).status_code == 400
+        # kubelet probes come with the pod IP as Host: the probes answer anyway
+        assert c.get("/ready", headers={"Host": "10.1.2.3:8000"}).status_code == 200
+        assert c.get("/health", headers={"Host": "10.1.2.3:8000"}).status_code == 200
 
 
 def test_host_patterns() -> None:

@@ -4,7 +4,8 @@ plus one `llmaas worker`, behave as one service.
 - a key created through replica A works on replica B;
 - rate limits are global (requests on A and B count against one window in Redis);
 - a file uploaded to A is visible (metadata and content) on B;
-- a fine-tuning job created on A is trained by the worker, and its model is served by A and by B.
+- a fine-tuning job created on A is trained by the worker, and its model is served by A and by B;
+- /metrics on each replica counts that traffic with bounded labels and the jobs from the shared database.
 
 The database is a fresh PostgreSQL database per test, dropped afterwards; the rate-limited project has a random id,
 so other runs sharing the Redis server never collide with it.
@@ -142,6 +143,13 @@ def test_two_replicas_one_worker_behave_as_one_service(tmp_path: Path, tiny_mode
             r = client.post("/v1/chat/completions", json={**chat, "model": model, "max_tokens": 4})
             assert r.status_code == 200, r.text
             assert r.json()["model"] == model
+
+        # --- each replica's /metrics: fine-tuned traffic pooled under one label, jobs counted from PostgreSQL
+        text = httpx.get(f"{a.url}/metrics", timeout=30).text
+        assert 'llmaas_fine_tuning_jobs{status="succeeded"} 1.0' in text
+        assert 'llmaas_requests_total{model="fine_tuned",route="/v1/chat/completions",status="200"} 1.0' in text
+        assert 'llmaas_rate_limit_rejections_total{reason="rate_limit_exceeded"}' in httpx.get(f"{b.url}/metrics").text
+        assert job_id not in text and model not in text, "ids and fine-tuned model names never become labels"
     finally:
         for p in procs:
             p.kill()

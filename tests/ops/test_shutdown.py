@@ -1,9 +1,8 @@
 """Graceful shutdown, for real: `llmaas serve` gets SIGTERM while streams are in flight, and no usage is lost.
 
-The usage writer's flush interval is set to an hour, so every record in the table after the stop was written by the
-shutdown flush (lifespan shutdown runs after uvicorn has let the streams finish). Readiness turns 503 (or the port
-closes) at once; every stream still ends with [DONE]; the process exits by itself within the grace period, and its
-fine-tuning worker child with it.
+The usage writer's flush interval is set to a minute, so every record in the table after the stop was written by the
+shutdown flush (lifespan shutdown runs after uvicorn has let the streams finish or cancelled them). Readiness turns
+503 (or the port closes) at once; the process exits by itself, and its fine-tuning worker child with it.
 """
 
 from __future__ import annotations
@@ -40,16 +39,19 @@ def stream_chat(url: str, key: str, out: dict[str, Any], started: threading.Even
                     out["done"] = True
                 elif (chunk := json.loads(data)).get("usage"):
                     out["usage"] = chunk["usage"]
-    except Exception as exc:  # recorded, asserted on below
+    except Exception as exc:  # a stream cut by the server; asserted on by the tests
         out["error"] = repr(exc)
+    finally:
+        started.set()
 
 
-def test_sigterm_drains_streams_and_flushes_usage(tmp_path: Path, tiny_model_dir: Path) -> None:
+def sigterm_during_streams(tmp_path: Path, model_dir: Path, grace_s: float) -> tuple[list[dict[str, Any]], float, list[Any], str]:
+    """Start a server, open STREAMS streams, SIGTERM once all produce output; return results, SIGTERM time, usage."""
     config = {
-        "models": [{"name": "tiny", "source": str(tiny_model_dir), "kind": "chat", "kv_cache_mb": 16}],
+        "models": [{"name": "tiny", "source": str(model_dir), "kind": "chat", "kv_cache_mb": 16}],
         "start_worker": True,  # the worker child must stop with the server
         "usage_flush_s": 60,
-        "shutdown_grace_s": 60,
+        "shutdown_grace_s": grace_s,
     }
     server = serve(tmp_path, config)
     try:
@@ -83,17 +85,30 @@ def test_sigterm_drains_streams_and_flushes_usage(tmp_path: Path, tiny_model_dir
         assert not server.group_alive(), f"a child (the worker) outlived the server:\n{server.output}"
     finally:
         server.kill()
-
     assert code in (0, -15), f"exit code {code}:\n{server.output}"
-    for r in results:
-        assert r.get("status") == 200 and r.get("done"), f"{r.get('error')}\n{server.output}"
-        assert r["usage"]["completion_tokens"] == MAX_TOKENS
-    in_flight = sum(1 for r in results if r["chunks_at"][-1] > t_term)
-    assert in_flight >= 1, "no stream was still running at SIGTERM: the test proved nothing"
 
     db = sqlite3.connect(tmp_path / "data" / "llmaas.db")
     rows = db.execute("SELECT route, completion_tokens, status FROM usage_records").fetchall()
     db.close()
-    chat_rows = [row for row in rows if "chat" in row[0]]
-    assert len(chat_rows) == STREAMS, f"usage rows: {rows}"
-    assert all(row[1] == MAX_TOKENS and row[2] == 200 for row in chat_rows), rows
+    return results, t_term, [row for row in rows if "chat" in row[0]], server.output
+
+
+def test_sigterm_drains_streams_and_flushes_usage(tmp_path: Path, tiny_model_dir: Path) -> None:
+    results, t_term, rows, output = sigterm_during_streams(tmp_path, tiny_model_dir, grace_s=60)
+    for r in results:
+        assert r.get("status") == 200 and r.get("done"), f"{r.get('error')}\n{output}"
+        assert r["usage"]["completion_tokens"] == MAX_TOKENS
+    in_flight = sum(1 for r in results if r["chunks_at"][-1] > t_term)
+    assert in_flight >= 1, "no stream was still running at SIGTERM: the test proved nothing"
+    assert len(rows) == STREAMS, f"usage rows: {rows}"
+    assert all(tokens == MAX_TOKENS and status == 200 for _, tokens, status in rows), rows
+
+
+def test_streams_past_the_grace_period_are_cut_and_still_billed(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """shutdown_grace_s=0: uvicorn cancels the streams at once; each is billed for what it generated."""
+    results, _, rows, output = sigterm_during_streams(tmp_path, tiny_model_dir, grace_s=0)
+    cut = [r for r in results if not r.get("done")]
+    assert cut, "every stream finished although the grace period was 0"
+    assert len(rows) == STREAMS, f"usage rows: {rows}\n{output}"
+    assert all(0 <= tokens <= MAX_TOKENS for _, tokens, _ in rows), rows
+    assert any(tokens < MAX_TOKENS for _, tokens, _ in rows), rows

@@ -181,7 +181,7 @@ class SamplingFields(OpenAIBaseModel):
             max_tokens=max_tokens,
             temperature=temperature,
             top_p=top_p,
-            top_k=self.top_k or 0,
+            top_k=min(self.top_k or 0, vocab_size),  # k beyond the vocabulary means "all"
             min_p=self.min_p or 0.0,
             seed=derive_seed(self.seed, choice),
             presence_penalty=self.presence_penalty or 0.0,

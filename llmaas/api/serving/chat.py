@@ -8,6 +8,7 @@ empty `choices` and `usage`. It does not know HTTP or SSE framing (sse.py does).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import AsyncIterator
@@ -50,7 +51,8 @@ async def prepare_chat(req: ChatCompletionRequest, call: Call) -> "ChatRun":
         raise InvalidRequest(
             f"The model `{req.model}` has no chat template; use /v1/completions with a plain prompt instead.", param="model"
         )
-    prompt = tokenizer.apply_chat_template(req.template_messages(), add_generation_prompt=True)
+    # Off the event loop: a long conversation takes a while to tokenize and other requests must not wait for it.
+    prompt = await asyncio.to_thread(tokenizer.apply_chat_template, req.template_messages(), True)
     max_tokens = plan_max_tokens(
         req.requested_max_tokens, len(prompt), target.engine.max_model_len, call.settings.default_max_tokens, "messages"
     )

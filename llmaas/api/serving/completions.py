@@ -7,6 +7,7 @@ Logprobs use OpenAI's legacy shape. It does not know HTTP or SSE framing (sse.py
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator
@@ -42,7 +43,7 @@ async def prepare_completion(req: CompletionRequest, call: Call) -> "CompletionR
     for p, raw in enumerate(req.prompts()):
         param = f"prompt[{p}]" if many else "prompt"
         if isinstance(raw, str):
-            ids = tokenizer.encode(raw, add_special_tokens=True)
+            ids = await asyncio.to_thread(tokenizer.encode, raw, True)  # off the event loop
             texts.append(raw)
         else:
             check_token_ids(raw, tokenizer.vocab_size, param)

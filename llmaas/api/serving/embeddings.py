@@ -7,6 +7,7 @@ Admits with the meter (prompt tokens) and settles afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import struct
 import time
@@ -44,21 +45,7 @@ async def create_embeddings(req: EmbeddingRequest, call: Call) -> tuple[Embeddin
         )
     inputs = req.inputs()
     many = not isinstance(req.input, str) and not (req.input and isinstance(req.input[0], int))
-    counted = 0
-    for i, item in enumerate(inputs):
-        param = f"input[{i}]" if many else "input"
-        if isinstance(item, str):
-            length = len(embedder.tokenizer.encode(item, add_special_tokens=True))
-        else:
-            check_token_ids(item, embedder.tokenizer.vocab_size, param)
-            length = len(item)
-        if length > embedder.max_model_len:
-            raise ContextLengthExceeded(
-                f"This model's maximum context length is {embedder.max_model_len} tokens, however you requested "
-                f"{length} tokens in {param}. Please reduce its length.",
-                param=param,
-            )
-        counted += length
+    counted = await asyncio.to_thread(count_tokens, embedder, inputs, many)  # off the event loop
 
     reservation = await call.meter.admit(
         call.principal, model=req.model, route=ROUTE, request_id=new_id("emb"), tokens=counted
@@ -76,6 +63,26 @@ async def create_embeddings(req: EmbeddingRequest, call: Call) -> tuple[Embeddin
     data = [Embedding(index=i, embedding=_encode(v, req.encoding_format)) for i, v in enumerate(vectors)]
     result = EmbeddingList(data=data, model=req.model, usage=EmbeddingUsage(prompt_tokens=used, total_tokens=used))
     return result, dict(reservation.headers)
+
+
+def count_tokens(embedder: Embedder, inputs: list[str] | list[list[int]], many: bool) -> int:
+    """Tokens in all inputs, as the embedder counts them (no specials); 400 for one past the context or vocabulary."""
+    counted = 0
+    for i, item in enumerate(inputs):
+        param = f"input[{i}]" if many else "input"
+        if isinstance(item, str):
+            length = len(embedder.tokenizer.encode(item, add_special_tokens=False))
+        else:
+            check_token_ids(item, embedder.tokenizer.vocab_size, param)
+            length = len(item)
+        if length > embedder.max_model_len:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {embedder.max_model_len} tokens, however you requested "
+                f"{length} tokens in {param}. Please reduce its length.",
+                param=param,
+            )
+        counted += length
+    return counted
 
 
 def _encode(vector: list[float], fmt: str) -> list[float] | str:

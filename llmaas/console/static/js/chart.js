@@ -83,14 +83,14 @@ export function lineChart(series, {label = "Chart", xLabel = "", width = 640, he
 /**
  * barChart([{label, values: [v1, v2, ...]}], {series: [{name, class}], label}) -> <svg> of stacked columns.
  */
-export function barChart(rows, {series = [{name: "value", class: "s1"}], label = "Chart", width = 640, height = 240} = {}) {
+export function barChart(rows, {series = [{name: "value", class: "s1"}], label = "Chart", width = 640, height = 240, integer = false} = {}) {
   const pad = {l: 48, r: 12, t: 26, b: 40};
   const svg = frame(width, height, label);
   const totals = rows.map(r => r.values.reduce((a, b) => a + b, 0));
   const max = Math.max(1, ...totals);
   const Y = v => height - pad.b - v / max * (height - pad.t - pad.b);
   const grid = s("g", {class: "grid"});
-  for (const t of ticks(0, max)) {
+  for (const t of ticks(0, max).filter(v => !integer || Number.isInteger(v))) {
     grid.append(s("line", {x1: pad.l, x2: width - pad.r, y1: Y(t), y2: Y(t)}));
     grid.append(s("text", {x: pad.l - 6, y: Y(t) + 4, "text-anchor": "end", class: "tick"}, short(t)));
   }

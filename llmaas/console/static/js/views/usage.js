@@ -16,7 +16,9 @@ export function dailyRows(data, start, end) {
   for (const r of data) {
     let key = String(r.group);
     if (/^\d+$/.test(key)) key = new Date(Number(key) * 1000).toISOString().slice(0, 10);
-    byDay.set(key.slice(0, 10), r);
+    const prev = byDay.get(key.slice(0, 10)) || {};  // sum, should a server split one day into several groups
+    byDay.set(key.slice(0, 10), Object.fromEntries(
+      ["requests", "prompt_tokens", "completion_tokens", "total_tokens"].map(k => [k, num(prev[k]) + num(r[k])])));
   }
   const rows = [];
   for (let t = Math.floor(start / DAY) * DAY; t < end; t += DAY) {
@@ -126,16 +128,16 @@ export async function render(root, ctx) {
       ]);
       const rows = dailyRows(byDay?.data || [], start, end);
       const keyNames = await keyNamesFor(project.value || ctx.me?.project_id);
-      const sum = k => rows.reduce((a, r) => a + r[k], 0);
+      const sum = k => (byModel?.data || []).reduce((a, r) => a + num(r[k]), 0); // totals: every group counted once
       fill(out,
         h("div", {class: "stats"},
-          h("div", {class: "stat"}, h("span", {class: "stat-num", dataset: {testid: "usage-total-tokens"}}, fmtInt(sum("total"))), "tokens"),
+          h("div", {class: "stat"}, h("span", {class: "stat-num", dataset: {testid: "usage-total-tokens"}}, fmtInt(sum("total_tokens"))), "tokens"),
           h("div", {class: "stat"}, h("span", {class: "stat-num", dataset: {testid: "usage-requests"}}, fmtInt(sum("requests"))), "requests")),
         h("div", {class: "grid2"},
           h("div", {class: "card"}, h("h2", {}, "Tokens per day"), barChart(rows.map(r => ({label: r.day.slice(5), values: [r.prompt, r.completion]})),
-            {series: [{name: "prompt", class: "s1"}, {name: "completion", class: "s2"}], label: "Tokens per day"})),
+            {series: [{name: "prompt", class: "s1"}, {name: "completion", class: "s2"}], label: "Tokens per day", integer: true})),
           h("div", {class: "card"}, h("h2", {}, "Requests per day"), barChart(rows.map(r => ({label: r.day.slice(5), values: [r.requests]})),
-            {series: [{name: "requests", class: "s3"}], label: "Requests per day"}))),
+            {series: [{name: "requests", class: "s3"}], label: "Requests per day", integer: true}))),
         h("div", {class: "grid2"}, breakdown("By model", byModel?.data || [], "Model"), breakdown("By key", byKey?.data || [], "Key", keyNames)),
         project.value ? null : limitsCard(me));
     } catch (err) {
