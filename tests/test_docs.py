@@ -87,3 +87,14 @@ def test_quickstart_uses_the_readme_commands() -> None:
     quickstart = (DOCS / "quickstart.md").read_text()
     for command in ("bash scripts/install.sh", "python3 -m pytest", "llmaas serve"):
         assert command in quickstart, f"docs/quickstart.md lacks `{command}`"
+
+
+def test_python_examples_compile() -> None:
+    bad = []
+    for page in sorted(DOCS.glob("*.md")):
+        for i, block in enumerate(re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)):
+            try:
+                compile(block, f"{page.name}[{i}]", "exec")
+            except SyntaxError as exc:
+                bad.append(f"{page.name} block {i}: {exc}")
+    assert not bad, f"python examples in docs/ that do not compile: {bad}"

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from playwright.sync_api import expect
+
 from conftest import ARTIFACTS, open_page
 from console_live import LiveServer, start_live_server
 
@@ -87,7 +89,7 @@ def test_bad_key_is_refused_in_words(page: Any, live: LiveServer) -> None:
 
 def test_sign_in_chat_streams_with_usage_then_sign_out(page: Any, live: LiveServer) -> None:
     sign_in(page, live)
-    assert page.get_by_label("Model").input_value() == "tiny"
+    expect(page.get_by_label("Model")).to_have_value("tiny")
     page.get_by_label("System prompt").fill("You are terse.")
     set_max_tokens(page, 24)
     # Count how many times the reply's text changes: a streamed reply arrives in several pieces.
@@ -155,7 +157,7 @@ def test_models_page_shows_context_length_and_opens_playground(page: Any, live: 
     assert "512 tokens" in row.inner_text() and "base model" in row.inner_text()
     snap(page, "e2e-models")
     row.get_by_role("button", name="Open in playground").click()
-    assert page.get_by_label("Model").input_value() == "tiny"
+    expect(page.get_by_label("Model")).to_have_value("tiny")
 
 
 # --- usage and admin -------------------------------------------------------------------------------------------
@@ -278,6 +280,6 @@ def test_fine_tune_from_upload_to_chat(page: Any, live: LiveServer) -> None:
     snap(page, "e2e-finetune-job")
     model = page.locator("dd code", has_text="ft:").inner_text()
     open_btn.click()
-    assert page.get_by_label("Model").input_value() == model
+    expect(page.get_by_label("Model")).to_have_value(model)
     set_max_tokens(page, 8)
     assert "tokens" in wait_finished(send(page, "What is 2 plus 2?"))
