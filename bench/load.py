@@ -159,11 +159,12 @@ def percentile(values: list[float], q: float) -> float | None:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-async def run_level(base_url: str, model: str, work: Workload, concurrency: int, n_requests: int,
+async def run_level(base_url: str, model, work: Workload, concurrency: int, n_requests: int,
                     extra_body, tokenizer, issue_s: float = 60.0, cap_s: float = 120.0) -> LevelResult:
     """Drive `concurrency` closed-loop workers over the first n_requests of `work` (cycled).
 
-    extra_body(max_tokens) -> dict of server-specific fields (EOS suppression). Workers stop taking new requests
+    `model` is a name or a function of the request index. extra_body(max_tokens) -> dict of server-specific
+    fields (EOS suppression). Workers stop taking new requests
     after issue_s; anything still streaming at cap_s is cancelled.
     """
     url = base_url.rstrip("/") + "/v1/chat/completions"
@@ -178,7 +179,7 @@ async def run_level(base_url: str, model: str, work: Workload, concurrency: int,
             next_i += 1
             j = i % len(work.messages)
             m = work.max_tokens[j]
-            body = {"model": model, "messages": work.messages[j], "stream": True, "max_tokens": m,
+            body = {"model": model(i) if callable(model) else model, "messages": work.messages[j], "stream": True, "max_tokens": m,
                     "temperature": 0, **extra_body(m)}
             res = StreamResult(max_tokens=m, t_start=time.perf_counter())
             results.append(res)

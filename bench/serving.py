@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import platform
 import sys
@@ -42,50 +43,86 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out-min", type=int, default=64)
     p.add_argument("--out-max", type=int, default=128)
     p.add_argument("--threads", type=int, default=THREADS, help="CPU threads every server may use (default: all cores)")
+    p.add_argument("--sequential", dest="interleave", action="store_false",
+                   help="run servers one at a time (less memory) instead of all up, levels interleaved")
     p.add_argument("--no-limits", action="store_true", help="skip measuring bandwidth/FLOP/s")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/serving-<time>.json)")
     return p.parse_args(argv)
 
 
-def run_server(peer, args, work, tokenizer, levels: list[int]) -> dict:
+def start_server(peer, stack: contextlib.ExitStack, tokenizer) -> tuple[dict, dict | None]:
+    """Install and start one server, then probe how it suppresses EOS. Returns (record, handle or None if skipped)."""
     rec: dict = {"name": peer.name, "describe": peer.describe, "levels": []}
     try:
         peer.install()
     except Exception as exc:  # a peer that cannot be installed is reported, not fatal
         rec["skipped"] = f"install failed: {exc}"
         print(f"[{peer.name}] SKIPPED: {rec['skipped']}", flush=True)
-        return rec
-    log = RESULTS / "logs" / f"{peer.name}.log"
+        return rec, None
     t0 = time.perf_counter()
     try:
-        with ServerProcess(peer, log) as srv:
-            rec["startup_s"] = time.perf_counter() - t0
-            rec["command"] = " ".join(peer.command(srv.port))
-            model = peer.model() if callable(peer.model) else peer.model
-            idx, details = asyncio.run(probe(srv.base_url, model, peer.strategies, tokenizer))
-            rec["eos_probe"] = details
-            rec["eos_strategy"] = details[idx]["example"] if idx >= 0 else "NONE WORKED (token counts may fall short)"
-            strategy = peer.strategies[max(idx, 0)] if idx >= 0 else peer.strategies[0]
-            if idx < 0 and all(d["completed"] == 0 for d in details.values()):
-                raise RuntimeError(f"no request succeeded: {details}")
-            print(f"[{peer.name}] up in {rec['startup_s']:.1f}s; EOS suppression: {rec['eos_strategy']}", flush=True)
-            srv.take_level_peak()
-            for c in levels:
-                n = max(c * args.rounds, 4)
-                lvl = asyncio.run(run_level(srv.base_url, model, work, c, n, strategy, tokenizer,
-                                            issue_s=args.issue_s, cap_s=args.cap_s))
-                lvl.peak_rss_mb = srv.take_level_peak() / 2**20
-                rec["levels"].append(as_dict(lvl))
-                print(f"[{peer.name}] {row(lvl.__dict__)}", flush=True)
-                if lvl.completed == 0 and lvl.errors:
-                    print(f"[{peer.name}] first error: {lvl.first_error}", flush=True)
-                time.sleep(1.0)
-            rec["peak_rss_mb"] = srv.peak_rss / 2**20
-            rec["pids"] = srv.pids()
+        srv = stack.enter_context(ServerProcess(peer, RESULTS / "logs" / f"{peer.name}.log"))
+        rec["startup_s"] = time.perf_counter() - t0
+        rec["command"] = " ".join(peer.command(srv.port))
+        model = peer.model() if callable(peer.model) else peer.model
+        idx, details = asyncio.run(probe(srv.base_url, model, peer.strategies, tokenizer))
+        rec["eos_probe"] = details
+        if idx < 0 and all(d["completed"] == 0 for d in details.values()):
+            raise RuntimeError(f"no request succeeded: {details}")
+        rec["eos_strategy"] = details[idx]["example"] if idx >= 0 else "NONE WORKED (token counts may fall short)"
+        print(f"[{peer.name}] up in {rec['startup_s']:.1f}s; EOS suppression: {rec['eos_strategy']}", flush=True)
+        srv.take_level_peak()
+        return rec, {"srv": srv, "model": model, "strategy": peer.strategies[max(idx, 0)]}
     except Exception as exc:
-        rec["skipped"] = f"run failed: {exc}"[:2000]
+        rec["skipped"] = f"start failed: {exc}"[:2000]
         print(f"[{peer.name}] FAILED: {rec['skipped']}", flush=True)
-    return rec
+        return rec, None
+
+
+def run_one_level(rec: dict, h: dict, c: int, args, work, tokenizer) -> None:
+    srv = h["srv"]
+    if srv.proc.poll() is not None:
+        rec["levels"].append({"concurrency": c, "died": True})
+        return
+    lvl = asyncio.run(run_level(srv.base_url, h["model"], work, c, max(c * args.rounds, 4), h["strategy"],
+                                tokenizer, issue_s=args.issue_s, cap_s=args.cap_s))
+    lvl.peak_rss_mb = srv.take_level_peak() / 2**20
+    rec["levels"].append(as_dict(lvl))
+    rec["peak_rss_mb"] = srv.peak_rss / 2**20
+    rec["serving_peak_rss_mb"] = max(L.get("peak_rss_mb") or 0 for L in rec["levels"])
+    print(f"[{rec['name']:>18}] {row(lvl.__dict__)}", flush=True)
+    if lvl.errors:
+        print(f"[{rec['name']}] {lvl.errors} errors; first: {lvl.first_error}", flush=True)
+    time.sleep(1.0)
+
+
+def run_all(order: list[str], table: dict, args, work, tokenizer, levels: list[int], save) -> list[dict]:
+    """Sequential: one server at a time. Interleaved: all up at once, each level run on every server in turn,
+    so that the others' changing CPU load on this shared machine hits every server alike."""
+    records = []
+    if not args.interleave:
+        for name in order:
+            with contextlib.ExitStack() as stack:
+                rec, h = start_server(table[name], stack, tokenizer)
+                records.append(rec)
+                for c in levels if h else []:
+                    run_one_level(rec, h, c, args, work, tokenizer)
+                    save(records)
+        return records
+    with contextlib.ExitStack() as stack:
+        handles = {}
+        for name in order:
+            rec, h = start_server(table[name], stack, tokenizer)
+            records.append(rec)
+            if h:
+                handles[name] = (rec, h)
+        print(f"all servers up; levels {levels} interleaved over {list(handles)}", flush=True)
+        print(" " * 21 + HEADER, flush=True)
+        for c in levels:
+            for name, (rec, h) in handles.items():
+                run_one_level(rec, h, c, args, work, tokenizer)
+                save(records)
+    return records
 
 
 # --- reporting --------------------------------------------------------------------------------------------
@@ -106,7 +143,7 @@ def row(L: dict) -> str:
 
 
 def _level(rec: dict, c: int) -> dict | None:
-    return next((L for L in rec.get("levels", []) if L["concurrency"] == c), None)
+    return next((L for L in rec.get("levels", []) if L["concurrency"] == c and not L.get("died")), None)
 
 
 def _ratio(a, b) -> str:
@@ -122,9 +159,11 @@ def report(result: dict) -> str:
         if rec.get("skipped"):
             out.append(f"   skipped: {rec['skipped']}")
             continue
-        out.append(f"   EOS suppression: {rec.get('eos_strategy')}   peak RSS (tree): {rec.get('peak_rss_mb', 0):.0f} MB")
+        out.append(f"   EOS suppression: {rec.get('eos_strategy')}")
+        out.append(f"   peak RSS of the process tree: {rec.get('peak_rss_mb', 0):.0f} MB over its life (load included), "
+                   f"{rec.get('serving_peak_rss_mb', 0):.0f} MB while serving")
         out.append("   " + HEADER)
-        out.extend("   " + row(L) for L in rec["levels"])
+        out.extend("   " + (row(L) if not L.get("died") else f"{L['concurrency']:>4} server died") for L in rec["levels"])
     by = {r["name"]: r for r in result["servers"] if not r.get("skipped")}
     levels = result["levels"]
     me = by.get("llmaas")
@@ -150,7 +189,7 @@ def report(result: dict) -> str:
                    f"bf16 large-batch bound {big:.0f} tok/s)")
         for name, rec in by.items():
             cells = []
-            for L in rec["levels"]:
+            for L in (L for L in rec["levels"] if not L.get("died")):
                 bound = b1 if L["concurrency"] == 1 else big
                 cells.append(f"c={L['concurrency']}: {L['out_tok_s'] / bound:.0%}")
             out.append(f"  {name:20s} " + "  ".join(cells))
@@ -211,9 +250,12 @@ def main(argv=None) -> None:
         print(format_limits(result["limits"]), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = args.out or RESULTS / f"serving-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    for name in order:
-        result["servers"].append(run_server(table[name], args, work, tokenizer, levels))
-        out.write_text(json.dumps(result, indent=2))  # partial results survive an interrupted run
+
+    def save(records):  # partial results survive an interrupted run
+        result["servers"] = records
+        out.write_text(json.dumps(result, indent=2))
+
+    result["servers"] = run_all(order, table, args, work, tokenizer, levels, save)
     result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out.write_text(json.dumps(result, indent=2))
     print("\n" + report(result))

@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("~/.llmaas"), description="SQLite file, uploaded files, adapters and model caches live here.")
     database_url: str | None = Field(None, description="SQLAlchemy URL; unset = SQLite file in data_dir. postgresql+psycopg://… to scale out.")
     redis_url: str | None = Field(None, description="Set to share rate limits between replicas (redis://host:6379/0).")
+    model_cache_dir: Path | None = Field(None, description="Where converted models (GGUF → safetensors) are cached; unset = data_dir/models.")
     files_url: str | None = Field(None, description="fsspec URL of the file/adapter store; unset = data_dir/files.")
     auth: bool = Field(True, description="Require API keys. --no-auth is for a purely local single-user run.")
     environment: Literal["dev", "production"] = Field("production", description="dev relaxes nothing about auth; it only allows debug logging of content.")
@@ -115,6 +116,10 @@ class Settings(BaseSettings):
     @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'llmaas.db'}"
+
+    @property
+    def models_cache(self) -> Path:
+        return Path(os.path.expanduser(str(self.model_cache_dir))) if self.model_cache_dir else self.data_dir / "models"
 
     @property
     def chat_models(self) -> list[ModelSpec]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Converting the default GGUF takes ~40 s; every test (and every server a test starts) shares one cache of it.
+os.environ.setdefault(
+    "LLMAAS_MODEL_CACHE_DIR",
+    os.environ.get("LLMAAS_TEST_MODEL_CACHE", os.path.join(tempfile.gettempdir(), "llmaas-test-models")),
+)
 
 
 @pytest.fixture(scope="session")

@@ -77,6 +77,9 @@ class AsyncEngine:
                 except Exception:
                     log.exception("could not fail the requests in flight")
                     events = []
+            if not events and not self.core.stats().last_step_seqs:
+                self._wake.wait(0.005)  # work exists but none could be scheduled this step: do not spin
+                self._wake.clear()
             if events:
                 try:
                     self._loop.call_soon_threadsafe(self._dispatch, events)  # type: ignore[union-attr]

@@ -36,8 +36,8 @@ class ModelRunner:
         self.lora_manager = lora_manager
         self.num_kv_heads, self.group = a.n_kv_heads, a.n_heads // a.n_kv_heads
         shape = (num_blocks, block_size, a.n_kv_heads, a.head_dim)
-        self.kv_caches = [(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
-                          for _ in range(a.n_layers)]
+        zeros = lambda: torch.zeros(shape, device=device, dtype=dtype)  # noqa: E731
+        self.kv_caches = [(zeros(), zeros()) for _ in range(a.n_layers)]  # [N, bs, Hkv, D] each, written in place
         model.setup_rope(max_model_len, device, dtype)
 
     # --- inputs ------------------------------------------------------------------------------------------
@@ -53,10 +53,14 @@ class ModelRunner:
         table = self._tensor([b for s in seqs for b in (s.block_ids[:nb] + [0] * (nb - len(s.block_ids[:nb])))])
         key_pos = torch.arange(nb * bs, device=self.device)  # [L]
         # last visible key of query t of sequence s: start_s + t   -> mask [S, 1, G*Q, L]
-        last = self._tensor([s.start for s in seqs]).view(-1, 1) + torch.arange(q_len, device=self.device)  # [S, Q]
+        starts = self._tensor([s.start for s in seqs]).view(-1, 1)
+        last = starts + torch.arange(q_len, device=self.device)  # [S, Q]
         mask = key_pos.view(1, 1, -1) <= last.unsqueeze(-1)  # [S, Q, L]
-        mask = mask.repeat(1, self.group, 1).unsqueeze(1)  # rows ordered (g, t), as the attention reshapes q
-        return AttnGroup(None if rows is None else self._tensor(rows), table.view(len(seqs), nb), mask, len(seqs), q_len)
+        if q_len > 1:  # rows ordered (g, t), as the attention reshapes q; one query row broadcasts instead
+            mask = mask.repeat(1, self.group, 1)
+        mask = mask.unsqueeze(1)
+        row_index = None if rows is None else self._tensor(rows)
+        return AttnGroup(row_index, table.view(len(seqs), nb), mask, len(seqs), q_len)
 
     def prepare(self, sched: SchedulerOutput) -> tuple[ForwardBatch, RunnerOutput]:
         bs = self.block_size
@@ -95,7 +99,8 @@ class ModelRunner:
         lora = None
         if self.lora_manager is not None and any(s.request.adapter_id for s in sched.seqs):
             lora = self.lora_manager.prepare([s.request.adapter_id for s in sched.seqs for _ in range(s.num_new)])
-        batch = ForwardBatch(self._tensor(ids), self._tensor(pos), self._tensor(slots), groups, self._tensor(logit_rows), lora)
+        t = self._tensor
+        batch = ForwardBatch(t(ids), t(pos), t(slots), groups, t(logit_rows), lora)
         return batch, out
 
     # --- execute -----------------------------------------------------------------------------------------

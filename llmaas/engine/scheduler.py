@@ -155,7 +155,8 @@ class Scheduler:
             n = scheduled.get(req.request_id, 0)
             if n:
                 end = req.num_computed_tokens + n
-                seqs.append(ScheduledSeq(req, req.num_computed_tokens, n, self.kv.block_ids(req.request_id), end == req.num_tokens))
+                block_ids = self.kv.block_ids(req.request_id)
+                seqs.append(ScheduledSeq(req, req.num_computed_tokens, n, block_ids, end == req.num_tokens))
         return SchedulerOutput(seqs, preempted)
 
     def _preempt(self, req: Request) -> None:

@@ -1,6 +1,8 @@
 """A real `llmaas serve` subprocess on a free loopback port with the tiny model, for the console's e2e tests.
 
-Auth is on: the server's first-run admin key (printed once on stdout) signs the console in. If the server cannot
+Auth is on: the server's first-run admin key (printed once on stdout) signs the console in. Unlike tests/e2e's
+`serve_llmaas` (always --no-worker), this server runs its fine-tuning worker, which the console's fine-tune test
+needs; it starts in its own process group, and stop() ends the whole group (server and worker). If it cannot
 start because a part of llmaas is not written yet (ModuleNotFoundError for an llmaas module), the tests skip and
 say which; any other failure to start fails them.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -48,16 +51,23 @@ class LiveServer:
             pytest.skip(f"{what}: GET {path} answers HTTP {status} (not served yet)")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        """SIGTERM to the process group (server + worker), SIGKILL after 30 s."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(30)
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # a worker child that outlived its server
+        except ProcessLookupError:
+            pass
 
 
-def start_live_server(model_dir: Path, workdir: Path, *, start_timeout: float = 180) -> LiveServer:
+def start_live_server(model_dir: Path, workdir: Path, *, no_auth: bool = False, start_timeout: float = 180) -> LiveServer:
+    """`no_auth=True`: `--no-auth --no-worker` (any key works; no admin key is printed)."""
     config = {
         "models": [{"name": "tiny", "source": str(model_dir), "kind": "chat", "max_model_len": 512, "kv_cache_mb": 32}],
         "data_dir": str(workdir / "data"),
@@ -68,8 +78,9 @@ def start_live_server(model_dir: Path, workdir: Path, *, start_timeout: float = 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     env = {k: v for k, v in env.items() if not k.startswith("LLMAAS_")}  # only this config counts
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llmaas", "serve", "--config", str(cfg), "--host", "127.0.0.1", "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=workdir,
+        [sys.executable, "-m", "llmaas", "serve", "--config", str(cfg), "--host", "127.0.0.1", "--port", "0",
+         *(["--no-auth", "--no-worker"] if no_auth else [])],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=workdir, start_new_session=True,
     )  # fmt: skip
     server = LiveServer(proc)
 
@@ -101,7 +112,7 @@ def start_live_server(model_dir: Path, workdir: Path, *, start_timeout: float = 
             except httpx.HTTPError:
                 pass
         time.sleep(0.3)
-    if server.admin_key is None:
+    if server.admin_key is None and not no_auth:
         server.stop()
         pytest.fail(f"llmaas serve printed no first admin key (fresh data dir):\n{server.output()}")
     return server

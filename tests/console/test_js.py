@@ -41,6 +41,11 @@ def test_jsonl_checks_name_the_line(page: Any, static_console: str) -> None:
     assert "role" in lines[6] and "robot" in lines[6]
     assert "object" in lines[7]
     assert "extra" in lines[8]
+    utf8 = run(page, static_console, "jsonl.js", """
+      const ok = m.decodeUtf8(new TextEncoder().encode('{"a": "é"}\\n'));
+      const bad = m.decodeUtf8(new Uint8Array([123, 10, 34, 0xff, 34, 10]));
+      return [ok, bad];""")
+    assert utf8 == [{"text": '{"a": "é"}\n'}, {"error": {"line": 2, "message": "not valid UTF-8"}}]
     empty = run(page, static_console, "jsonl.js", "return m.validateJsonl('\\n\\n');")
     assert empty["errors"] == [{"line": 0, "message": "the file is empty"}]
 
@@ -111,3 +116,18 @@ def test_sign_in_without_an_api_shows_the_error(page: Any, static_console: str) 
     assert "Not found" in alert.inner_text()
     assert page.evaluate("sessionStorage.length") == 0  # a refused key is not kept
     assert page.get_by_role("button", name="Sign in").is_enabled()
+
+
+def test_charts_draw_series_and_whole_number_ticks(page: Any, static_console: str) -> None:
+    out = run(page, static_console, "chart.js", """
+      const line = m.lineChart([{name: 'train', class: 's1', points: [[1, 5.8], [2, 5.7], [3, 5.75]]},
+                                {name: 'valid', class: 's2', points: []}], {label: 'Loss'});
+      const bars = m.barChart([{label: 'a', values: [1, 0]}, {label: 'b', values: [0, 0]}],
+                              {series: [{name: 'x'}, {name: 'y'}], integer: true});
+      const empty = m.lineChart([{name: 'train', points: []}]);
+      return {paths: line.querySelectorAll('path.line').length, d: line.querySelector('path').getAttribute('d'),
+              label: line.getAttribute('aria-label'), ticks: [...bars.querySelectorAll('.grid text')].map(t => t.textContent),
+              bars: bars.querySelectorAll('rect.bar').length, empty: empty.textContent};""")
+    assert out["paths"] == 1 and out["d"].count("L") == 2 and out["label"] == "Loss"
+    assert out["ticks"] == ["0", "1"] and out["bars"] == 1
+    assert "No data yet" in out["empty"]

@@ -293,3 +293,43 @@ def test_stop_string_and_seeded_sampling(loaded: Any) -> None:
     out = "".join(e.text for e in stopped)
     assert stopped[-1].finish_reason == FinishReason.STOP and stop not in out and text.startswith(out)
     assert toks(s1) == toks(s2)
+
+
+def test_lora_adapter_matches_peft_and_mixes_with_base(loaded: Any, tmp_path: Path) -> None:
+    """Rows with an adapter get the PEFT model's greedy output, rows without get the base model's, in one batch."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    spec, lm = loaded
+    base = AutoModelForCausalLM.from_pretrained(lm.source_dir, dtype=torch.float32).eval()
+    base.generation_config.eos_token_id = None
+    torch.manual_seed(0)
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=[
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.3)  # PEFT initialises B to zero: make the adapter actually change something
+    peft_model.save_pretrained(tmp_path / "adapter")
+    prompt = [5, 17, 99, 120, 7]
+    with torch.no_grad():
+        ref_lora = peft_model.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False)[0, 5:].tolist()
+        with peft_model.disable_adapter():
+            ref_base = peft_model.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False)[0, 5:].tolist()
+    assert ref_lora != ref_base
+
+    eng = engine(loaded)
+    eng.register_adapter("ad1", tmp_path / "adapter")
+
+    async def main() -> list[list[TokenEvent]]:
+        await eng.start()
+        try:
+            return list(await asyncio.gather(collect(eng, req("l", prompt, 12, adapter_id="ad1")),
+                                             collect(eng, req("b", prompt, 12)),
+                                             collect(eng, req("l2", prompt, 12, adapter_id="ad1"))))
+        finally:
+            await eng.shutdown()
+
+    with_lora, without, again = asyncio.run(main())
+    assert toks(with_lora) == ref_lora == toks(again)
+    assert toks(without) == ref_base

@@ -211,6 +211,22 @@ def test_bf16_close_to_transformers_bf16(model_dir: Path) -> None:
     assert same >= 8
 
 
+def test_llama3_rope_scaling_matches_transformers() -> None:
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from llmaas.engine.models.llama import ModelArgs, _inv_freq
+
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 64}
+    config = LlamaConfig(hidden_size=64, num_attention_heads=4, rope_scaling=scaling, rope_theta=500000.0,
+                         max_position_embeddings=1024)
+    ref, _ = ROPE_INIT_FUNCTIONS["llama3"](config, "cpu")
+    args = ModelArgs.from_hf_config(config)
+    assert args.rope_theta == 500000.0
+    assert torch.equal(_inv_freq(args), ref)
+
+
 # --- the real default model --------------------------------------------------------------------------------
 
 

@@ -102,7 +102,8 @@ def test_two_replicas_one_worker_behave_as_one_service(tmp_path: Path, tiny_mode
         assert r.status_code in (200, 201), r.text
         r = A.post("/admin/keys", json={"project_id": project, "name": "tenant"})
         assert r.status_code in (200, 201), r.text
-        tenant = {"Authorization": f"Bearer {r.json()['key']}"}
+        tenant_key = r.json()["key"]
+        tenant = {"Authorization": f"Bearer {tenant_key}"}
         assert B.get("/v1/models", headers=tenant).status_code == 200
 
         # --- rate limits are global: 3 requests per minute for the project, spread over both replicas
@@ -150,6 +151,12 @@ def test_two_replicas_one_worker_behave_as_one_service(tmp_path: Path, tiny_mode
         assert 'llmaas_requests_total{model="fine_tuned",route="/v1/chat/completions",status="200"} 1.0' in text
         assert 'llmaas_rate_limit_rejections_total{reason="rate_limit_exceeded"}' in httpx.get(f"{b.url}/metrics").text
         assert job_id not in text and model not in text, "ids and fine-tuned model names never become labels"
+
+        # --- logs: an access line per request, but never a key or the content of prompts and training data
+        logs = "\n".join(line for p in procs for line in p.lines)
+        assert '"route": "/v1/chat/completions"' in logs or "POST /v1/chat/completions 200" in logs
+        for secret in (tenant_key, admin_key, "Say cyan"):
+            assert secret not in logs
     finally:
         for p in procs:
             p.kill()

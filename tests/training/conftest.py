@@ -14,7 +14,7 @@ from llmaas.store.db import Store
 from llmaas.testing.stores import postgres_store, postgres_url, sqlite_store
 
 TINY = "tiny"
-ANSWER = "The secret word is ZEBRA-7."
+ANSWER = "ZEBRA-7"
 
 
 def fact_examples(n: int = 12) -> list[dict]:

@@ -17,7 +17,7 @@ from llmaas.training.worker import Worker
 
 from .conftest import ANSWER, TINY, fact_examples, jsonl
 
-HP = {"n_epochs": 8, "batch_size": 4, "learning_rate_multiplier": 50.0, "learning_rate": 1e-2}
+HP = {"n_epochs": 6, "batch_size": 4, "learning_rate_multiplier": 50.0, "learning_rate": 1e-2}
 LORA = {"rank": 16, "alpha": 32, "dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
 
 
@@ -75,8 +75,8 @@ def test_worker_trains_checkpoints_and_publishes(sqlite_db: Store, blobs: BlobSt
     assert messages[:3] == [f"Created fine-tuning job: {job_id}", "Files validated; job queued", "Fine-tuning job started"]
     assert messages[-1].startswith("The job has successfully completed")
     steps = [e["data"] for e in events if e["type"] == "metrics" and "total_steps" in e["data"]]
-    assert len(steps) == 24 and all(d["train_loss"] > 0 for d in steps)
-    assert [c.epoch for c in ckpts] == [8, 7, 6, 5, 4, 3, 2, 1][:10] and all("valid_loss" in c.metrics for c in ckpts)
+    assert len(steps) == 18 and all(d["train_loss"] > 0 for d in steps)
+    assert [c.epoch for c in ckpts] == [6, 5, 4, 3, 2, 1] and all("valid_loss" in c.metrics for c in ckpts)
     assert ckpts[0].metrics["valid_loss"] < ckpts[-1].metrics["valid_loss"]
 
     # published: the registry finds it for its own project only, as a PEFT folder of safetensors
@@ -95,4 +95,4 @@ def test_worker_trains_checkpoints_and_publishes(sqlite_db: Store, blobs: BlobSt
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     assert ANSWER not in greedy(base, tok, "what is the secret word?")
     tuned = PeftModel.from_pretrained(base, found.adapter_path)
-    assert greedy(tuned, tok, "what is the secret word?").startswith(ANSWER)
+    assert greedy(tuned, tok, "what is the secret word?") == ANSWER

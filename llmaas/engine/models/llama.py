@@ -176,14 +176,13 @@ class Attention(nn.Module):
         k = apply_rope(k.view(T, a.n_kv_heads, a.head_dim), cos, sin)
         v = v.view(T, a.n_kv_heads, a.head_dim)
         write_kv(k_cache, v_cache, b.slot_mapping, k, v)
-        y = torch.empty_like(q) if len(b.groups) > 1 else None
-        for g in b.groups:
-            out = self._attend(q if g.rows is None else q.index_select(0, g.rows), g, k_cache, v_cache)
-            if y is None:
-                y = out
-            else:
-                y.index_copy_(0, g.rows, out)
-        assert y is not None
+        if len(b.groups) == 1 and b.groups[0].rows is None:  # all decodes, or one prefill chunk alone
+            y = self._attend(q, b.groups[0], k_cache, v_cache)
+        else:
+            y = torch.empty_like(q)  # [T, H, D]
+            for g in b.groups:
+                rows = g.rows if g.rows is not None else torch.arange(T, device=x.device)
+                y.index_copy_(0, rows, self._attend(q.index_select(0, rows), g, k_cache, v_cache))
         attn_in = y.reshape(T, a.q_size)
         return _lora(b.lora, self.wo(attn_in), i, "o_proj", attn_in)
 
@@ -257,7 +256,8 @@ class Llama(nn.Module):
 
     def forward(self, b: ForwardBatch, kv_caches: list[tuple[Tensor, Tensor]]) -> Tensor:
         """Logits [R, V] (fp32) at `b.logit_rows`, after writing the K/V of all T tokens into the cache."""
-        assert self.rope_cos is not None and self.rope_sin is not None
+        if self.rope_cos is None or self.rope_sin is None:
+            raise RuntimeError("setup_rope() must run before forward()")
         x = self.embed(b.input_ids)  # [T, dim]
         cos = self.rope_cos.index_select(0, b.positions).unsqueeze(1)  # [T, 1, D]
         sin = self.rope_sin.index_select(0, b.positions).unsqueeze(1)

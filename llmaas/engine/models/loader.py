@@ -103,7 +103,7 @@ def resolve_model_dir(spec: ModelSpec, settings: Settings) -> Path:
     if path.is_file():
         if path.suffix != ".gguf":
             raise ModelSourceError(f"model source for {spec.name!r} is a file but not a .gguf file")
-        return gguf_to_folder(path, settings.data_dir / "models")
+        return gguf_to_folder(path, settings.models_cache)
     if not (path / "config.json").is_file():
         raise ModelSourceError(f"model folder for {spec.name!r} has no config.json")
     return path

@@ -50,9 +50,11 @@ export function lineChart(series, {label = "Chart", xLabel = "", width = 640, he
   }
   const xs = pts.map(p => p[0]), ys = pts.map(p => p[1]);
   let [x0, x1] = [Math.min(...xs), Math.max(...xs)];
-  let [y0, y1] = [Math.min(0, ...ys), Math.max(...ys)];
+  // Losses live far from zero and move a little: fit the axis to the data (with a margin), not to zero.
+  let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
+  const margin = (y1 - y0) * 0.1 || Math.abs(y1) * 0.05 || 1;
+  [y0, y1] = [Math.max(y0 >= 0 ? 0 : -Infinity, y0 - margin), y1 + margin];
   if (x1 === x0) x1 = x0 + 1;
-  if (y1 === y0) y1 = y0 + 1;
   const X = x => pad.l + (x - x0) / (x1 - x0) * (width - pad.l - pad.r);
   const Y = y => height - pad.b - (y - y0) / (y1 - y0) * (height - pad.t - pad.b);
   const grid = s("g", {class: "grid"});

@@ -51,3 +51,21 @@ export function validateJsonl(text, maxErrors = 50) {
   if (!examples && !errors.length) errors.push({line: 0, message: "the file is empty"});
   return {examples, errors, more: extra};
 }
+
+/** The file's text, or {line, message} for the first line that is not valid UTF-8 (the server refuses those). */
+export function decodeUtf8(bytes) {
+  try {
+    return {text: new TextDecoder("utf-8", {fatal: true}).decode(bytes)};
+  } catch {
+    const strict = new TextDecoder("utf-8", {fatal: true});
+    let start = 0, line = 1;
+    for (let i = 0; i <= bytes.length; i++) {
+      if (i === bytes.length || bytes[i] === 10) {
+        try { strict.decode(bytes.subarray(start, i)); } catch { return {error: {line, message: "not valid UTF-8"}}; }
+        start = i + 1;
+        line++;
+      }
+    }
+    return {error: {line: 0, message: "not valid UTF-8"}};
+  }
+}

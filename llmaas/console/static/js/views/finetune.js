@@ -4,7 +4,7 @@
 import {get, listAll, post, request} from "../api.js";
 import {lineChart} from "../chart.js";
 import {field, fill, fmtBytes, fmtInt, fmtTime, h, messageBox, showError, table} from "../dom.js";
-import {validateJsonl} from "../jsonl.js";
+import {decodeUtf8, validateJsonl} from "../jsonl.js";
 import {listModels} from "../models.js";
 
 const ACTIVE = new Set(["validating_files", "queued", "running"]);
@@ -62,7 +62,8 @@ async function renderList(root, ctx) {
       uploadBtn.disabled = false;
       return;
     }
-    const {examples, errors, more} = validateJsonl(await file.text());
+    const decoded = decodeUtf8(new Uint8Array(await file.arrayBuffer()));
+    const {examples, errors, more} = decoded.error ? {examples: 0, errors: [decoded.error], more: 0} : validateJsonl(decoded.text);
     if (!errors.length) {
       fill(checkSlot, messageBox("ok", `Looks good: ${fmtInt(examples)} example${examples === 1 ? "" : "s"}, ${fmtBytes(file.size)}.`));
       uploadBtn.disabled = false;
@@ -191,20 +192,22 @@ async function renderJob(root, ctx, jobId) {
     h("div", {class: "card"}, h("h2", {}, "Loss"), chartBox),
     h("div", {class: "card"}, h("h2", {}, "Events"), eventsList));
 
-  const events = new Map(); // id -> event, merged across polls
-  let timer = null, stopped = false;
+  const events = new Map(); // id -> {event, seq}, merged across polls; seq grows from older to newer
+  let seq = 0, timer = null, stopped = false;
 
   async function pollEvents() {
-    // Newest first, page by page, until a page reaches events we already have.
+    // The server lists newest first: page back until a page reaches events we already have.
+    const fresh = [];
     let after = null;
     for (let page = 0; page < 50; page++) {
       const resp = await get(`/v1/fine_tuning/jobs/${encodeURIComponent(jobId)}/events`, {query: {limit: 100, after}});
       const data = Array.isArray(resp?.data) ? resp.data : [];
       let seen = false;
-      for (const e of data) { if (events.has(e.id)) seen = true; else events.set(e.id, e); }
+      for (const e of data) { if (events.has(e.id)) seen = true; else fresh.push(e); }
       if (seen || !resp.has_more || !data.length) break;
       after = data[data.length - 1].id;
     }
+    for (const e of fresh.reverse()) events.set(e.id, {event: e, seq: seq++});
   }
 
   function show(job) {
@@ -232,7 +235,7 @@ async function renderJob(root, ctx, jobId) {
         ? h("button", {type: "button", class: "primary",
           onclick: () => { ctx.prefs.model = job.fine_tuned_model; ctx.navigate("playground"); }}, "Open in playground")
         : null);
-    const all = [...events.values()].sort((a, b) => (a.created_at - b.created_at) || String(a.id).localeCompare(String(b.id)));
+    const all = [...events.values()].sort((a, b) => (a.event.created_at - b.event.created_at) || a.seq - b.seq).map(x => x.event);
     const {train, valid} = lossSeries(all);
     fill(chartBox, lineChart([
       {name: "training loss", class: "s1", points: train},

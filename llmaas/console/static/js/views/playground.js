@@ -82,7 +82,7 @@ for chunk in stream:
 
 export async function render(root, ctx) {
   const errorSlot = h("div", {class: "slot"});
-  const modelSelect = h("select", {name: "model"});
+  const modelSelect = h("select", {name: "model"}, h("option", {value: ""}, "Loading models…"));
   const system = h("textarea", {name: "system", rows: 4, placeholder: "You are a helpful assistant.", value: state.system});
   const temp = h("input", {type: "range", name: "temperature", min: 0, max: 2, step: 0.05, value: String(state.temperature)});
   const tempOut = h("output", {class: "num"}, state.temperature.toFixed(2));

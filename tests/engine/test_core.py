@@ -1,0 +1,115 @@
+"""EngineCore.step without a model: a fake runner whose logits always favour `last token + 1`, the real sampler,
+detokenizer and byte tokenizer (STYLE habit 3). Checks events, text, stop strings, aborts and stats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+
+from llmaas.engine.core import EngineCore
+from llmaas.engine.detokenizer import IncrementalDetokenizer
+from llmaas.engine.kv_cache import KVCacheManager
+from llmaas.engine.runner import RunnerOutput
+from llmaas.engine.sampler import Sampler
+from llmaas.engine.scheduler import Scheduler, SchedulerOutput
+from llmaas.engine.tokenizer import HFTokenizer
+from llmaas.engine.types import EngineRequest, FinishReason, SamplingParams, TokenEvent
+
+V = 259
+
+
+class CountingRunner:
+    """Logits that make the next token `last + 1` (wrapping inside the byte range)."""
+
+    def __init__(self) -> None:
+        self.model = SimpleNamespace(args=SimpleNamespace(vocab_size=V))
+        self.device = torch.device("cpu")
+        self.calls: list[list[tuple[str, int, int]]] = []
+
+    def execute(self, sched: SchedulerOutput) -> RunnerOutput:
+        self.calls.append([(s.request.request_id, s.start, s.num_new) for s in sched.seqs])
+        out = RunnerOutput(torch.empty(0), {}, {})
+        rows = []
+        for s in sched.seqs:
+            if s.sample:
+                out.sample_row[s.request.request_id] = len(rows)
+                last = s.request.all_token_ids[s.start + s.num_new - 1]
+                rows.append(3 + (last - 3 + 1) % (V - 3))
+        logits = torch.zeros(len(rows), V)
+        logits[torch.arange(len(rows)), torch.tensor(rows, dtype=torch.long)] = 10.0
+        out.logits = logits
+        return out
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir: Path) -> HFTokenizer:
+    return HFTokenizer.from_pretrained(tiny_model_dir)
+
+
+def make_core(tokenizer: HFTokenizer, budget: int = 32) -> EngineCore:
+    kv = KVCacheManager(64, 4)
+    sched = Scheduler(kv, max_num_seqs=8, max_num_batched_tokens=budget, max_model_len=200, eos_token_ids=[2])
+    return EngineCore(CountingRunner(), sched, Sampler(tokenizer), tokenizer, IncrementalDetokenizer,  # type: ignore[arg-type]
+                      max_model_len=200)
+
+
+def drain(core: EngineCore) -> dict[str, list[TokenEvent]]:
+    out: dict[str, list[TokenEvent]] = {}
+    while core.has_work():
+        for ev in core.step():
+            out.setdefault(ev.request_id, []).append(ev)
+    return out
+
+
+def text_ids(tok: HFTokenizer, s: str) -> list[int]:
+    return tok.encode(s)
+
+
+def test_tokens_and_text_stream(tokenizer: HFTokenizer) -> None:
+    core = make_core(tokenizer)
+    core.add_request(EngineRequest("a", text_ids(tokenizer, "a"), SamplingParams(max_tokens=5)))
+    evs = drain(core)["a"]
+    assert "".join(e.text for e in evs) == "bcdef"
+    assert evs[-1].finish_reason == FinishReason.LENGTH and evs[-1].num_output_tokens == 5
+    assert core.stats().kv_blocks_used == 0 and core.stats().steps >= 5
+
+
+def test_stop_string_cuts_text_and_finishes(tokenizer: HFTokenizer) -> None:
+    core = make_core(tokenizer)
+    core.add_request(EngineRequest("a", text_ids(tokenizer, "a"), SamplingParams(max_tokens=20, stop=["ef"])))
+    evs = drain(core)["a"]
+    assert "".join(e.text for e in evs) == "bcd"
+    assert evs[-1].finish_reason == FinishReason.STOP
+
+
+def test_chunked_prefill_in_core_and_abort_mid_prefill(tokenizer: HFTokenizer) -> None:
+    core = make_core(tokenizer, budget=8)
+    core.add_request(EngineRequest("long", text_ids(tokenizer, "x" * 30), SamplingParams(max_tokens=3)))
+    core.step()
+    core.step()
+    runner = core.runner
+    assert runner.calls == [[("long", 0, 8)], [("long", 8, 8)]]  # type: ignore[attr-defined]
+    core.abort_request("long")
+    evs = core.step()
+    assert [(e.request_id, e.finish_reason) for e in evs] == [("long", FinishReason.ABORT)]
+    assert core.stats().kv_blocks_used == 0 and not core.has_work()
+
+
+def test_abort_before_first_step_and_unknown_abort(tokenizer: HFTokenizer) -> None:
+    core = make_core(tokenizer)
+    core.add_request(EngineRequest("a", [5, 6], SamplingParams(max_tokens=3)))
+    core.abort_request("a")
+    core.abort_request("never-existed")
+    evs = core.step()
+    assert [(e.request_id, e.finish_reason, e.num_output_tokens) for e in evs] == [("a", FinishReason.ABORT, 0)]
+
+
+def test_eos_is_counted_not_shown(tokenizer: HFTokenizer) -> None:
+    core = make_core(tokenizer)
+    core.add_request(EngineRequest("a", [5], SamplingParams(max_tokens=5, logit_bias={2: 100.0})))
+    evs = drain(core)["a"]
+    assert evs[-1].finish_reason == FinishReason.STOP and evs[-1].token_ids == [2] and evs[-1].text == ""

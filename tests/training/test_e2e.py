@@ -1,0 +1,180 @@
+"""End to end on a live `llmaas serve` (with its own worker process), driven by the official `openai` client.
+
+The tiny random model learns a made-up fact and then answers with it through /v1/chat/completions on the same
+running server (no restart), while the base model does not; the fine-tuned model is listed for its project only;
+/v1/classifications gets more accurate after fine-tuning on labelled chat examples built here.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from .conftest import ANSWER, fact_examples, jsonl
+
+LISTENING = re.compile(r"listening on (http://\S+?) ")
+ADMIN_KEY = re.compile(r"admin API key .*?: (sk-\S+)")
+POSITIVE = ["I love it", "great stuff", "so good", "love this", "really great", "good job", "wonderful", "great fun"]
+NEGATIVE = ["I hate it", "awful stuff", "so bad", "hate this", "really awful", "bad job", "terrible", "awful mess"]
+LABELS = ["positive", "negative"]
+
+
+@dataclass
+class Server:
+    base_url: str  # …/v1
+    key_a: str  # project proj-a
+    key_b: str  # project proj-b
+
+    def client(self, key: str | None = None) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.base_url, api_key=key or self.key_a, max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("ft-e2e")
+    config = {
+        "data_dir": str(root / "data"),
+        "models": [{"name": "tiny", "source": str(tiny_model_dir), "kind": "chat", "kv_cache_mb": 16, "max_num_seqs": 16}],
+        "default_max_tokens": 16,
+    }
+    (root / "c.yaml").write_text(yaml.safe_dump(config))
+    args = [sys.executable, "-m", "llmaas", "serve", "--config", str(root / "c.yaml"), "--host", "127.0.0.1", "--port", "0"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    log = (root / "log").open("w+")
+    proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = None
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"llmaas serve exited:\n{(root / 'log').read_text()[-3000:]}")
+            if url is None and (m := LISTENING.search((root / "log").read_text())):
+                url = m.group(1)
+            if url is not None:
+                try:
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.3)
+        else:
+            pytest.fail("llmaas serve did not become healthy")
+        admin = ADMIN_KEY.search((root / "log").read_text())
+        assert admin, "no bootstrap admin key printed"
+        keys = []
+        for project in ("proj-a", "proj-b"):
+            auth = {"Authorization": f"Bearer {admin.group(1)}"}
+            r = httpx.post(f"{url}/admin/projects", json={"id": project, "name": project}, headers=auth)
+            assert r.status_code == 200, r.text
+            r = httpx.post(f"{url}/admin/keys", json={"project_id": project, "name": "test"}, headers=auth)
+            assert r.status_code == 200, r.text
+            keys.append(r.json()["key"])
+        yield Server(f"{url}/v1", *keys)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server stops its worker child too
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def finish(client: openai.OpenAI, job_id: str, timeout: float = 600) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if job.status in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.5)
+    pytest.fail(f"job {job_id} did not finish")
+
+
+def tune(client: openai.OpenAI, rows: list[dict], epochs: int, suffix: str) -> Any:
+    f = client.files.create(file=("train.jsonl", io.BytesIO(jsonl(rows))), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model="tiny", training_file=f.id, suffix=suffix, seed=1,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": epochs, "batch_size": 4, "learning_rate_multiplier": 50}},
+                "lora": {"rank": 16, "alpha": 32}},  # type: ignore[typeddict-unknown-key]
+    )
+    job = finish(client, job.id)
+    assert job.status == "succeeded", job.error
+    return job
+
+
+def test_fine_tuned_model_answers_with_the_fact_at_once(server: Server) -> None:
+    client = server.client()
+    question = [{"role": "user", "content": "what is the secret word?"}]
+    before = client.chat.completions.create(model="tiny", messages=question, max_tokens=12, temperature=0)  # type: ignore[arg-type]
+    assert ANSWER not in (before.choices[0].message.content or "")
+
+    job = tune(client, fact_examples(12), epochs=6, suffix="fact")
+    assert job.fine_tuned_model == f"ft:tiny:proj-a:fact:{job.id}" and job.trained_tokens > 0
+    assert job.fine_tuned_model in [m.id for m in client.models.list()]
+    after = client.chat.completions.create(model=job.fine_tuned_model, messages=question, max_tokens=12, temperature=0)  # type: ignore[arg-type]
+    assert after.choices[0].message.content == ANSWER
+    again = client.chat.completions.create(model="tiny", messages=question, max_tokens=12, temperature=0)  # type: ignore[arg-type]
+    assert again.choices[0].message.content == before.choices[0].message.content  # the base model is untouched
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert [c.step_number for c in checkpoints] == [18, 15, 12, 9, 6, 3]
+
+    # another project sees none of it: not the model, not the job, not the file
+    other = server.client(server.key_b)
+    assert job.fine_tuned_model not in [m.id for m in other.models.list()]
+    with pytest.raises(openai.NotFoundError):
+        other.chat.completions.create(model=job.fine_tuned_model, messages=question, max_tokens=4)  # type: ignore[arg-type]
+    with pytest.raises(openai.NotFoundError):
+        other.fine_tuning.jobs.retrieve(job.id)
+    with pytest.raises(openai.NotFoundError):
+        other.files.retrieve(job.training_file)
+
+
+def accuracy(server: Server, model: str) -> float:
+    texts = POSITIVE + NEGATIVE
+    r = httpx.post(f"{server.base_url}/classifications", json={"model": model, "input": texts, "labels": LABELS},
+                   headers={"Authorization": f"Bearer {server.key_a}"}, timeout=120)
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert [d["index"] for d in data] == list(range(len(texts)))
+    assert all(abs(sum(d["scores"].values()) - 1) < 1e-3 for d in data)
+    truth = ["positive"] * len(POSITIVE) + ["negative"] * len(NEGATIVE)
+    return sum(d["label"] == t for d, t in zip(data, truth)) / len(texts)
+
+
+def test_classification_improves_after_fine_tuning(server: Server) -> None:
+    client = server.client()
+    base = accuracy(server, "tiny")
+    rows = [{"messages": [{"role": "user", "content": t}, {"role": "assistant", "content": label}]}
+            for t, label in [(t, "positive") for t in POSITIVE] + [(t, "negative") for t in NEGATIVE]]
+    job = tune(client, rows, epochs=8, suffix="sentiment")
+    tuned = accuracy(server, job.fine_tuned_model)
+    print(f"classification accuracy: base {base:.2f}, fine-tuned {tuned:.2f}")
+    assert tuned > base and tuned >= 0.75, (base, tuned)
+
+
+def test_cli_create_and_watch(server: Server, tmp_path: Path) -> None:
+    data = tmp_path / "data.jsonl"
+    data.write_bytes(jsonl(fact_examples(4)))
+    args = [sys.executable, "-m", "llmaas", "finetune", "create", "--file", str(data), "--model", "tiny",
+            "--epochs", "1", "--batch-size", "4", "--suffix", "cli", "--watch", "--base-url", server.base_url]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=600, env={**os.environ, "LLMAAS_API_KEY": server.key_b})
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.splitlines()[0]
+    assert job_id.startswith("ftjob-") and "status: succeeded" in out.stdout
+    assert f"fine_tuned_model: ft:tiny:proj-b:cli:{job_id}" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "llmaas", "finetune", "watch", job_id, "--base-url", server.base_url],
+                         capture_output=True, text=True, timeout=60, env={**os.environ, "LLMAAS_API_KEY": server.key_a})
+    assert bad.returncode != 0 and "No fine-tuning job found" in bad.stderr
