@@ -160,8 +160,9 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 async def run_level(base_url: str, model, work: Workload, concurrency: int, n_requests: int,
-                    extra_body, tokenizer, issue_s: float = 60.0, cap_s: float = 120.0) -> LevelResult:
-    """Drive `concurrency` closed-loop workers over the first n_requests of `work` (cycled).
+                    extra_body, tokenizer, issue_s: float = 60.0, cap_s: float = 120.0, offset: int = 0) -> LevelResult:
+    """Drive `concurrency` closed-loop workers over n_requests of `work` from `offset` on (cycled). Give each level its
+    own offset: a server with a prefix cache would otherwise answer a prompt it has already seen.
 
     `model` is a name or a function of the request index. extra_body(max_tokens) -> dict of server-specific
     fields (EOS suppression). Workers stop taking new requests
@@ -177,7 +178,7 @@ async def run_level(base_url: str, model, work: Workload, concurrency: int, n_re
         while next_i < n_requests and time.perf_counter() - t0 < issue_s:
             i = next_i
             next_i += 1
-            j = i % len(work.messages)
+            j = (offset + i) % len(work.messages)
             m = work.max_tokens[j]
             body = {"model": model(i) if callable(model) else model, "messages": work.messages[j], "stream": True, "max_tokens": m,
                     "temperature": 0, **extra_body(m)}

@@ -91,7 +91,8 @@ def main(argv=None) -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(hf_folder()))
-    work: Workload = make_workload(tokenizer, a.streams * a.rounds)
+    n = a.streams * a.rounds
+    work: Workload = make_workload(tokenizer, 4 * n)  # each pass gets fresh prompts (no prefix-cache hits)
     peer = peers(a.threads)["llmaas"]
     data_dir = Path(peer.env["LLMAAS_DATA_DIR"])
     result = {"command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -104,7 +105,7 @@ def main(argv=None) -> None:
             names = register(data_dir, adapters)
             eos = lambda m: {"ignore_eos": True, "stream_options": {"include_usage": True}}  # noqa: E731
             # Check each adapter is served and changes the output (greedy, same prompt as base).
-            one = Workload(work.messages[:1], [16], work.prompt_tokens[:1])
+            one = Workload(work.messages[:1], [24], work.prompt_tokens[:1])
             texts = {}
             for name in [BASE, *names]:
                 lvl = asyncio.run(run_level(srv.base_url, name, one, 1, 1, eos, tokenizer, cap_s=120))
@@ -117,9 +118,9 @@ def main(argv=None) -> None:
                 print(f"adapter requests fail: {errors[0]}", flush=True)
             plan = [("base", BASE), ("lora", lambda i: names[i % len(names)])] * 1
             plan = plan + plan[::-1]  # base, lora, lora, base
-            for label, model in plan:
-                lvl = asyncio.run(run_level(srv.base_url, model, work, a.streams, a.streams * a.rounds, eos,
-                                            tokenizer, issue_s=a.cap_s, cap_s=a.cap_s))
+            for k, (label, model) in enumerate(plan):
+                lvl = asyncio.run(run_level(srv.base_url, model, work, a.streams, n, eos, tokenizer,
+                                            issue_s=a.cap_s, cap_s=a.cap_s, offset=k * n))
                 lvl.peak_rss_mb = srv.take_level_peak() / 2**20
                 result["passes"].append({"label": label, **as_dict(lvl)})
                 print(f"  {label:5s} out {lvl.out_tok_s:7.1f} tok/s  req/s {lvl.req_s:5.2f}  TTFT p50 "

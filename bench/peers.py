@@ -135,7 +135,9 @@ def peers(threads: int = THREADS) -> dict[str, Peer]:
         Peer("llama-cpp-python", f"llama-cpp-python {LCP_VERSION} server, one request at a time (Q4_1 GGUF)",
              lambda port: [str(LCP_VENV / "bin" / "python"), "-m", "llama_cpp.server", "--model", gguf,
                            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-                           "--n_threads", str(threads), "--n_threads_batch", str(threads)],
+                           "--n_threads", str(threads), "--n_threads_batch", str(threads),
+                           # its default cancels the running stream when a new request arrives; queue instead
+                           "--interrupt_requests", "False"],
              "smollm2",
              [lambda m: {**_bias(m), "stream_options": {"include_usage": True}}, _bias,
               lambda m: {"min_tokens": m}],

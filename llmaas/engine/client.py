@@ -21,7 +21,7 @@ import torch
 from llmaas.engine.core import EngineCore
 from llmaas.engine.kv_cache import KVCacheManager
 from llmaas.engine.models.llama import Llama
-from llmaas.engine.runner import ModelRunner, kv_block_bytes
+from llmaas.engine.runner import ModelRunner, kv_block_bytes, pick_num_threads
 from llmaas.engine.scheduler import Scheduler
 from llmaas.engine.types import EngineRequest, EngineStats, TokenEvent
 from llmaas.errors import InvalidRequest, Overloaded, Unavailable
@@ -160,6 +160,8 @@ def build_chat_engine(spec: Any, loaded: Any, device: torch.device | str, dtype:
 
     device = torch.device(device)
     model = Llama.from_hf(loaded.config, loaded.tensors, device, dtype)
+    if device.type == "cpu":
+        pick_num_threads(model)
     num_blocks = num_blocks or max(spec.kv_cache_mb * 2**20 // kv_block_bytes(model, spec.block_size, dtype), 1)
     max_len = spec.max_model_len or model.args.max_position_embeddings
     window = getattr(loaded.config, "sliding_window", None)

@@ -6,10 +6,14 @@ groups and masks. It does not decide who runs (scheduler.py) or what is sampled 
 
 from __future__ import annotations
 
+import logging
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from llmaas.engine.models.llama import AttnGroup, ForwardBatch, Llama
@@ -21,6 +25,9 @@ class RunnerOutput:
     logits: Tensor  # [R, V] float32
     sample_row: dict[str, int]  # request id -> its row in `logits` (requests that sample this step)
     prompt_rows: dict[str, tuple[int, int, int]]  # echo requests: id -> (first row, count, first position)
+
+
+log = logging.getLogger(__name__)
 
 
 def kv_block_bytes(model: Llama, block_size: int, dtype: torch.dtype) -> int:
@@ -110,3 +117,33 @@ class ModelRunner:
         batch, out = self.prepare(sched)
         out.logits = self.model(batch, self.kv_caches)
         return out
+
+
+def pick_num_threads(model: Llama, trials: int = 5) -> int:
+    """CPU: keep all intra-op threads, or drop to one if that runs this model's matmuls clearly faster right now.
+
+    Measured, not assumed: on a shared, oversubscribed host, OpenMP barriers make multi-threaded small matmuls
+    10-20x slower than one thread; on an idle host, all threads win. Process-wide (torch has one intra-op pool).
+    """
+    n = torch.get_num_threads()
+    if n <= 1:
+        return n
+    w = model.layers[0].mlp.w_gate_up.weight  # [2I, dim]: the largest per-layer matmul
+    x = torch.randn(16, w.shape[1], dtype=w.dtype, device=w.device)  # a decode batch
+
+    def best_time(threads: int) -> float:
+        torch.set_num_threads(threads)
+        best = math.inf
+        for _ in range(trials):
+            t = time.perf_counter()
+            for _ in range(4):
+                F.linear(x, w)
+            best = min(best, time.perf_counter() - t)
+        return best
+
+    t_all, t_one = best_time(n), best_time(1)
+    chosen = 1 if t_one < 0.8 * t_all else n
+    torch.set_num_threads(chosen)
+    log.info("engine: %d intra-op thread(s) (matmul probe: %.2f ms with %d, %.2f ms with 1)", chosen, t_all * 1e3, n,
+             t_one * 1e3)
+    return chosen

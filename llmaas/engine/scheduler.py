@@ -134,13 +134,18 @@ class Scheduler:
                 scheduled[req.request_id] = n
                 budget -= n
 
-        while self.waiting and not preempted and budget > 0 and len(self.running) < self.max_num_seqs:
-            req = self.waiting[0]
+        pending: set[bytes] = set()  # prefix blocks that requests admitted in this step are about to compute
+        for req in list(self.waiting) if not preempted else []:
+            if budget == 0 or len(self.running) >= self.max_num_seqs:
+                break
             hits, num_hit = self.kv.get_computed_blocks(req)
+            first_miss = req.block_hashes[len(hits)] if len(req.block_hashes) > len(hits) else None
+            if req.use_prefix_cache and first_miss in pending:
+                continue  # n>1 / same system prompt: wait one step and reuse the sibling's blocks instead
             n = min(req.num_tokens - num_hit, budget)
             if not self.kv.allocate_slots(req, n, hits):
-                break
-            self.waiting.popleft()
+                break  # first come, first served: nobody overtakes a request that does not fit
+            self.waiting.remove(req)
             if req.num_cached_tokens < 0:  # count the prompt once, not again after a preemption
                 req.num_cached_tokens = num_hit
                 self.kv.count_query(req.num_tokens, num_hit)
@@ -149,6 +154,8 @@ class Scheduler:
             self.running.append(req)
             scheduled[req.request_id] = n
             budget -= n
+            if req.use_prefix_cache:
+                pending.update(req.block_hashes[len(hits) :])
 
         seqs = []
         for req in self.running:

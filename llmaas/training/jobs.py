@@ -145,13 +145,13 @@ def list_jobs(session: Session, *, project_id: str, after: str | None, limit: in
 
 
 def cancel_job(session: Session, job_id: str, *, project_id: str) -> FineTuningJob:
+    """Cancel a job that has not finished (a worker notices within about a second); cancelling twice is a no-op."""
     job = get_job(session, job_id, project_id=project_id)
-    if JobStatus.of(job.status).finished or not transition(session, job.id, JobStatus.CANCELLED):
-        session.refresh(job)
-        if job.status != JobStatus.CANCELLED.api:
-            raise InvalidRequest(f"Job has already completed: status {job.status}", param="fine_tuning_job_id")
-    add_event(session, job, "Fine-tuning job cancelled")
+    if transition(session, job.id, JobStatus.CANCELLED):
+        add_event(session, job, "Fine-tuning job cancelled")
     session.refresh(job)
+    if job.status != JobStatus.CANCELLED.api:
+        raise InvalidRequest(f"Job has already completed: status {job.status}", param="fine_tuning_job_id")
     return job
 
 

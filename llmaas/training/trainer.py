@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Sequence
@@ -121,20 +122,22 @@ def train(
         raise ValueError("no training example has an assistant answer left after tokenization")
 
     first_epoch = 1
-    if resume_from is not None:
-        done, ckpt = resume_from
-        model = PeftModel.from_pretrained(model, ckpt, is_trainable=True)
-        first_epoch = done + 1
-    else:
-        lora = LoraConfig(
-            r=config.lora_rank,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=config.target_modules,
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, lora)
+    with warnings.catch_warnings():  # PEFT calls a transformers API deprecated in 5.x; nothing to act on here
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        if resume_from is not None:
+            done, ckpt = resume_from
+            model = PeftModel.from_pretrained(model, ckpt, is_trainable=True)
+            first_epoch = done + 1
+        else:
+            lora = LoraConfig(
+                r=config.lora_rank,
+                lora_alpha=config.lora_alpha,
+                lora_dropout=config.lora_dropout,
+                target_modules=config.target_modules,
+                bias="none",
+                task_type="CAUSAL_LM",
+            )
+            model = get_peft_model(model, lora)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)

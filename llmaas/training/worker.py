@@ -26,8 +26,8 @@ from llmaas.training import jobs as J
 from llmaas.training.files import Example, FileValidationError, parse_jsonl
 from llmaas.training.jobs import JobStatus
 from llmaas.training.registry import materialize
-from llmaas.training.trainer import Stopped, TrainConfig, load_base, train
 from llmaas.training.sources import resolve_source
+from llmaas.training.trainer import Stopped, TrainConfig, load_base, train
 
 log = logging.getLogger("llmaas.training.worker")
 

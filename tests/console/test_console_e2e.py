@@ -11,17 +11,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from playwright.sync_api import expect
-
-from conftest import ARTIFACTS, open_page
+from console_browser import ARTIFACTS, open_page
 from console_live import LiveServer, start_live_server
 
 pytestmark = pytest.mark.browser
+expect = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)").expect
 expect.set_options(timeout=20_000)  # the machine is shared: give slow moments room, as the page fixture does
 
 GOOD_JSONL = "".join(
@@ -111,6 +112,19 @@ def test_sign_in_chat_streams_with_usage_then_sign_out(page: Any, live: LiveServ
     assert page.locator(".msg-user .content").inner_text() == "Hello\nthere"
     assert page.locator(".composer").bounding_box() == composer  # no layout jump while streaming
     snap(page, "e2e-chat")
+    # The code snippets reproduce the request; run both against the server with the key from the environment.
+    page.get_by_text("Use this from code").click()
+    env = {**os.environ, "LLMAAS_API_KEY": live.admin_key}
+    page.get_by_role("button", name="Copy curl").click()
+    curl = page.evaluate("navigator.clipboard.readText()")
+    assert live.admin_key not in curl and curl.startswith(f"curl -N {live.url}/v1/chat/completions")
+    done = subprocess.run(["bash", "-c", curl], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "data: [DONE]" in done.stdout, done.stdout + done.stderr
+    page.get_by_role("button", name="Copy Python").click()
+    python = page.evaluate("navigator.clipboard.readText()")
+    assert live.admin_key not in python
+    done = subprocess.run([sys.executable, "-c", python], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "completion_tokens=" in done.stdout, done.stdout + done.stderr
     # The key is in sessionStorage only, and sign-out clears it.
     assert page.evaluate("sessionStorage.getItem('llmaas.apiKey')") == live.admin_key
     assert page.evaluate("localStorage.length") == 0 and page.context.cookies() == []
@@ -134,6 +148,15 @@ def test_stop_a_generation(page: Any, live: LiveServer) -> None:
     page.get_by_role("button", name="New chat").click()
     set_max_tokens(page, 16)
     assert "tokens" in wait_finished(send(page, "Still there?"))  # the server is fine after the abort
+    # Asking for more than the context holds: the server's reason, plus what to do about it.
+    set_max_tokens(page, 512)
+    box = page.get_by_label("Message", exact=True)
+    box.fill("Too long now")
+    box.press("Enter")
+    alert = page.locator(".pg-chat [role=alert]")
+    alert.wait_for()
+    assert "512" in alert.inner_text() and "Start a new chat" in alert.inner_text()
+    assert box.input_value() == "Too long now"
 
 
 def test_phone_width_has_no_sideways_scroll(phone_page: Any, live: LiveServer) -> None:
@@ -182,6 +205,9 @@ def test_usage_goes_up_after_a_chat(page: Any, live: LiveServer) -> None:
         page.get_by_role("button", name="Refresh").click()
         page.wait_for_timeout(500)
     assert page.locator(".card", has_text="By model").get_by_text("tiny").count() >= 1
+    per_day = page.locator(".card", has_text="Tokens per day by model")
+    per_day.locator("svg text.legend", has_text="tiny").wait_for()
+    assert per_day.locator("rect.bar").count() >= 1
     snap(page, "e2e-usage")
 
 
@@ -211,6 +237,14 @@ def test_admin_creates_and_revokes_a_key(page: Any, live: LiveServer, browser: A
     finally:
         next(other, None)
 
+    # Limits of a project: set, then shown.
+    page.locator("tr", has=page.locator("code", has_text=re.compile("^default$"))).get_by_role("button", name="Set limits").click()
+    limits = page.locator("form", has_text="Limits of default")
+    limits.get_by_label("Requests / minute").fill("1000")
+    limits.get_by_role("button", name="Save limits").click()
+    page.locator("tr", has_text="rpm 1,000").wait_for()
+    assert live.api("GET", "/admin/projects/default").json()["rpm"] == 1000
+
     page.get_by_role("button", name="I have saved it").click()
     assert page.get_by_label("New API key").count() == 0  # the secret is gone from the page
     page.once("dialog", lambda d: d.accept())
@@ -224,7 +258,7 @@ def test_rate_limit_is_explained_with_when_to_retry(page: Any, live: LiveServer)
     created = live.api("POST", "/admin/keys", json={"project_id": "default", "name": "slow", "rpm": 2}).json()
     sign_in(page, live, created["key"])  # /v1/me: one request of this minute
     set_max_tokens(page, 4)
-    for _ in range(3):
+    for _ in range(4):
         box = page.get_by_label("Message", exact=True)
         box.fill("again")
         box.press("Enter")
@@ -316,3 +350,19 @@ def test_no_auth_server_takes_any_key(page: Any, tiny_model_dir: Path, tmp_path:
         assert "tokens" in wait_finished(send(page, "Hello"))
     finally:
         server.stop()
+
+
+def test_cancel_a_running_job(page: Any, live: LiveServer) -> None:
+    live.require("/v1/fine_tuning/jobs", "fine-tuning")
+    uploaded = live.api("POST", "/v1/files", files={"file": ("long.jsonl", GOOD_JSONL.encode())}, data={"purpose": "fine-tune"})
+    job = live.api("POST", "/v1/fine_tuning/jobs",
+                   json={"model": "tiny", "training_file": uploaded.json()["id"], "hyperparameters": {"n_epochs": 50}}).json()
+    sign_in(page, live)
+    page.get_by_role("link", name="Fine-tuning").click()
+    page.get_by_role("link", name=job["id"]).click()  # from the jobs list to the job
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Cancel job").click()
+    page.locator(".badge", has_text="cancelled").wait_for(timeout=60_000)
+    page.get_by_text("This job was cancelled.").wait_for()
+    assert page.get_by_role("button", name="Cancel job").count() == 0
+    assert live.api("GET", f"/v1/fine_tuning/jobs/{job['id']}").json()["status"] == "cancelled"

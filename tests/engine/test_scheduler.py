@@ -134,3 +134,17 @@ def test_abort_waiting_and_running() -> None:
     assert [r.request_id for r in s.running] == ["b"] and not s.waiting
     s.finish_request(s.requests["b"], RequestStatus.FINISHED_ABORTED)
     assert s.kv.num_used == 0
+
+
+def test_siblings_wait_one_step_to_share_a_prompt() -> None:
+    """n>1: identical prompts submitted together are computed once; the siblings join a step later, as cache hits."""
+    s = make(block_size=4, budget=64)
+    for i in range(3):
+        s.add_request(req(f"n{i}", 13, max_tokens=2))
+    s.add_request(req("other", 6, max_tokens=2, first=100))
+    out = step(s)
+    assert [(q.request.request_id, q.num_new) for q in out.seqs] == [("n0", 13), ("other", 6)]
+    out = step(s)
+    assert [(q.request.request_id, q.start, q.num_new) for q in out.seqs] == [("n0", 13, 1), ("other", 6, 1),
+                                                                             ("n1", 12, 1), ("n2", 12, 1)]
+    assert s.requests["n1"].num_cached_tokens == 12

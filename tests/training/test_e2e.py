@@ -161,6 +161,14 @@ def test_classification_improves_after_fine_tuning(server: Server) -> None:
             for t, label in [(t, "positive") for t in POSITIVE] + [(t, "negative") for t in NEGATIVE]]
     job = tune(client, rows, epochs=8, suffix="sentiment")
     tuned = accuracy(server, job.fine_tuned_model)
+    auth = {"Authorization": f"Bearer {server.key_a}"}
+    for body, param in [({"labels": ["a", "a"]}, "labels"), ({"labels": ["a"]}, "labels"), ({"labels": [str(i) for i in range(17)]}, "labels"),
+                        ({"labels": ["a", "b"], "input": ["x"] * 65}, "input"), ({"labels": ["a", "b"], "model": job.fine_tuned_model + "x"}, "model")]:
+        r = httpx.post(f"{server.base_url}/classifications", json={"model": "tiny", "input": ["x"], **body}, headers=auth, timeout=60)
+        assert r.status_code in (400, 404) and r.json()["error"]["param"] == param, r.text
+    other = httpx.post(f"{server.base_url}/classifications", json={"model": job.fine_tuned_model, "input": ["x"], "labels": LABELS},
+                       headers={"Authorization": f"Bearer {server.key_b}"}, timeout=60)
+    assert other.status_code == 404
     print(f"classification accuracy: base {base:.2f}, fine-tuned {tuned:.2f}")
     assert tuned > base and tuned >= 0.75, (base, tuned)
 

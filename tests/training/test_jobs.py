@@ -117,3 +117,18 @@ def test_concurrent_claimers_sqlite(sqlite_db: Store) -> None:
 @pytest.mark.postgres
 def test_concurrent_claimers_postgres(pg_db: Store) -> None:
     assert max(concurrent_claims(pg_db, 30, 8).values()) == 1
+
+
+@pytest.mark.parametrize("db", ["sqlite_db", pytest.param("pg_db", marks=pytest.mark.postgres)])
+def test_migration_0002_matches_the_models(db: str, request: pytest.FixtureRequest) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    import llmaas.store.models  # noqa: F401  (all tables on Base.metadata)
+    from llmaas.store.db import Base
+
+    store: Store = request.getfixturevalue(db)
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    ours = ("files", "fine_tuning_jobs", "fine_tuning_events", "fine_tuning_checkpoints")
+    assert [d for d in diff if any(t in str(d) for t in ours)] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
 import torch
 
 from llmaas.config import Settings
@@ -39,7 +40,9 @@ def job(store: Store, job_id: str):
         return J.get_job(s, job_id, project_id="p1")
 
 
-def test_bad_file_fails_in_validating_files(sqlite_db: Store, blobs: BlobStore, settings: Settings) -> None:
+@pytest.mark.parametrize("db", ["sqlite_db", pytest.param("pg_db", marks=pytest.mark.postgres)])
+def test_bad_file_fails_in_validating_files(db: str, request: pytest.FixtureRequest, blobs: BlobStore, settings: Settings) -> None:
+    sqlite_db: Store = request.getfixturevalue(db)  # the worker's database work, on both backends
     bad = jsonl(fact_examples(3)) + b'{"messages": [{"role": "user", "content": "no answer"}]}\n'
     job_id = create(sqlite_db, upload(sqlite_db, blobs, bad))
     assert Worker(settings, sqlite_db, blobs).run_once()
@@ -57,6 +60,7 @@ def greedy(model, tok, question: str) -> str:
     return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")  # PEFT vs transformers 5.x
 def test_worker_trains_checkpoints_and_publishes(sqlite_db: Store, blobs: BlobStore, settings: Settings, tiny_model_dir: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer

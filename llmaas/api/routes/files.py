@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from typing import Annotated, Any, AsyncIterator, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -16,6 +15,7 @@ from llmaas.api.protocol.files import FileDeleted, FileList, FileObject
 from llmaas.api.serving.files import FileService
 from llmaas.errors import InvalidRequest, PayloadTooLarge
 from llmaas.store.blobs import BlobStore
+from llmaas.training.filestore import PURPOSES
 
 router = APIRouter(tags=["files"], responses=ERROR_RESPONSES)
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file itself
@@ -41,7 +41,23 @@ async def _bounded(request: Request, cap: int) -> AsyncIterator[bytes]:
         yield chunk
 
 
-@router.post("/v1/files", response_model=FileObject)
+UPLOAD_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "purpose"],
+                    "properties": {"file": {"type": "string", "format": "binary"}, "purpose": {"type": "string", "enum": list(PURPOSES)}},
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/v1/files", response_model=FileObject, openapi_extra=UPLOAD_SCHEMA)
 async def upload_file(request: Request, principal: PrincipalDep, files: FilesDep) -> dict[str, Any]:
     """Upload a file (multipart: `file` and `purpose`)."""
     limit = request.app.state.settings.limits.max_upload_bytes

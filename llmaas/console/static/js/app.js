@@ -137,5 +137,7 @@ signoutBtn.addEventListener("click", () => {
   route();
 });
 
+// No form ever submits natively (that would reload the page with its fields in the URL): views handle `submit`.
+document.addEventListener("submit", ev => ev.preventDefault(), true);
 window.addEventListener("hashchange", route);
 route();

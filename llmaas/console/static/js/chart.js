@@ -67,26 +67,38 @@ export function lineChart(series, {label = "Chart", xLabel = "", width = 640, he
   }
   svg.append(grid);
   if (xLabel) svg.append(s("text", {x: width - pad.r, y: height - 4, "text-anchor": "end", class: "axis-label"}, xLabel));
-  let lx = pad.l;
+  const named = [];
   for (const se of series) {
     if (!se.points.length) continue;
     const sorted = [...se.points].sort((a, b) => a[0] - b[0]);
     const d = sorted.map((p, i) => `${i ? "L" : "M"}${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join("");
     svg.append(s("path", {d, class: `line ${se.class || ""}`}));
     if (sorted.length === 1) svg.append(s("circle", {cx: X(sorted[0][0]), cy: Y(sorted[0][1]), r: 3, class: `dot ${se.class || ""}`}));
-    svg.append(s("rect", {x: lx, y: 8, width: 10, height: 10, class: `swatch ${se.class || ""}`}));
-    const last = sorted[sorted.length - 1][1];
-    svg.append(s("text", {x: lx + 14, y: 17, class: "legend"}, `${se.name} (last ${short(last)})`));
-    lx += 170;
+    named.push({class: se.class, text: `${se.name} (last ${short(sorted[sorted.length - 1][1])})`});
   }
+  legend(svg, named, pad.l, width);
   return svg;
 }
 
 /**
  * barChart([{label, values: [v1, v2, ...]}], {series: [{name, class}], label}) -> <svg> of stacked columns.
  */
+/** Swatches and names in rows across the top; returns how many rows it took. */
+function legend(svg, items, x0, width) {
+  let x = x0, y = 8, rows = 1;
+  for (const it of items) {
+    const w = 24 + String(it.text).length * 6.5; // a rough text width: no layout pass needed
+    if (x > x0 && x + w > width) { x = x0; y += 16; rows++; }
+    svg.append(s("rect", {x, y, width: 10, height: 10, class: `swatch ${it.class || ""}`}));
+    svg.append(s("text", {x: x + 14, y: y + 9, class: "legend"}, it.text));
+    x += w;
+  }
+  return rows;
+}
+
 export function barChart(rows, {series = [{name: "value", class: "s1"}], label = "Chart", width = 640, height = 240, integer = false} = {}) {
-  const pad = {l: 48, r: 12, t: 26, b: 40};
+  const legendRows = Math.max(1, Math.ceil(series.reduce((a, se) => a + 24 + String(se.name).length * 6.5, 0) / (width - 60)));
+  const pad = {l: 48, r: 12, t: 12 + 16 * legendRows, b: 40};
   const svg = frame(width, height, label);
   const totals = rows.map(r => r.values.reduce((a, b) => a + b, 0));
   const max = Math.max(1, ...totals);
@@ -112,11 +124,6 @@ export function barChart(rows, {series = [{name: "value", class: "s1"}], label =
     });
     if (i % every === 0) svg.append(s("text", {x: x + bw / 2, y: height - pad.b + 16, "text-anchor": "middle", class: "tick"}, r.label));
   });
-  let lx = pad.l;
-  for (const se of series) {
-    svg.append(s("rect", {x: lx, y: 8, width: 10, height: 10, class: `swatch ${se.class || ""}`}));
-    svg.append(s("text", {x: lx + 14, y: 17, class: "legend"}, se.name));
-    lx += 130;
-  }
+  legend(svg, series.map(se => ({...se, text: se.name})), pad.l, width);
   return svg;
 }

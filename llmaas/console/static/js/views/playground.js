@@ -23,6 +23,7 @@ function usageText(m) {
   }
   if (m.finish === "stopped") parts.push("stopped by you");
   else if (m.finish === "length") parts.push("cut off at max tokens");
+  else if (m.finish === "failed part-way") parts.push("the reply failed part-way");
   else if (m.finish && m.finish !== "stop") parts.push(`finished: ${m.finish}`);
   if (m.seconds && m.usage?.completion_tokens) {
     parts.push(`${m.seconds.toFixed(1)} s, ${(m.usage.completion_tokens / m.seconds).toFixed(1)} tokens/s`);
@@ -127,34 +128,12 @@ export async function render(root, ctx) {
   fill(root, h("div", {class: "playground"}, settings,
     h("div", {class: "card pg-chat"}, log, errorSlot, form)));
 
-  // --- models ------------------------------------------------------------------------------------------
   let models = [];
-  try {
-    models = (await listModels()).filter(m => m.kind === "chat");
-  } catch (err) {
-    showError(errorSlot, err);
-  }
-  const base = models.filter(m => !m.fineTuned), tuned = models.filter(m => m.fineTuned);
-  const opt = m => h("option", {value: m.id}, m.id);
-  fill(modelSelect,
-    base.length ? h("optgroup", {label: "Base models"}, base.map(opt)) : null,
-    tuned.length ? h("optgroup", {label: "Fine-tuned"}, tuned.map(opt)) : null);
-  if (!models.length && !errorSlot.childElementCount) {
-    showError(errorSlot, new Error("No chat models are served. Start llmaas with at least one chat model."));
-  }
-  const wanted = ctx.prefs.model || state.model;
-  delete ctx.prefs.model;
-  if (wanted && models.some(m => m.id === wanted)) {
-    if (wanted !== state.model) state.messages = [];
-    state.model = wanted;
-  } else state.model = models[0]?.id || "";
-  modelSelect.value = state.model;
-  const limitTokens = () => {
+  function limitTokens() {
     const m = models.find(x => x.id === state.model);
     ctxNote.textContent = m?.contextLength ? `Context length: ${m.contextLength.toLocaleString("en-US")} tokens` : "";
     maxTokens.max = String(m?.contextLength || 4096);
-  };
-  limitTokens();
+  }
 
   // --- settings ----------------------------------------------------------------------------------------
   modelSelect.addEventListener("change", () => { state.model = modelSelect.value; limitTokens(); showSnippet(); });
@@ -195,6 +174,7 @@ export async function render(root, ctx) {
     log.append(messageView(user).el);
     const view = messageView(reply);
     view.el.classList.add("streaming");
+    log.setAttribute("aria-busy", "true"); // screen readers read the reply once it is complete, not per token
     view.usage.textContent = "generating…";
     log.append(view.el);
     log.scrollTop = log.scrollHeight;
@@ -220,17 +200,24 @@ export async function render(root, ctx) {
     } catch (err) {
       if (err.name === "AbortError") {
         reply.finish = "stopped";
+      } else if (reply.content) {
+        reply.finish = "failed part-way"; // keep what arrived; the error says why it ended
+        showError(errorSlot, err);
       } else {
         // Nothing useful came back: take the turn out of the history and give the text back to retry.
         state.messages.splice(state.messages.indexOf(user), 2);
         view.el.previousElementSibling?.remove();
         view.el.remove();
         if (!input.value) input.value = text;
+        if (err.code === "context_length_exceeded") {
+          err.message += " Start a new chat, shorten the system prompt, or lower Max tokens.";
+        }
         showError(errorSlot, err instanceof ApiError ? err : new Error(`The reply failed: ${err.message}`));
       }
     } finally {
       reply.seconds = (performance.now() - t0) / 1000;
       view.el.classList.remove("streaming");
+      log.removeAttribute("aria-busy");
       view.usage.textContent = usageText(reply);
       controller = null;
       setBusy(false);
@@ -255,5 +242,32 @@ export async function render(root, ctx) {
     if (hint && log.childElementCount > 1) hint.remove();
   });
   observer.observe(log, {childList: true});
+
+  // --- models (last: everything above already works while they load) --------------------------------------
+  try {
+    models = (await listModels()).filter(m => m.kind === "chat");
+  } catch (err) {
+    showError(errorSlot, err);
+  }
+  const base = models.filter(m => !m.fineTuned), tuned = models.filter(m => m.fineTuned);
+  const opt = m => h("option", {value: m.id}, m.id);
+  fill(modelSelect,
+    base.length ? h("optgroup", {label: "Base models"}, base.map(opt)) : null,
+    tuned.length ? h("optgroup", {label: "Fine-tuned"}, tuned.map(opt)) : null);
+  if (!models.length && !errorSlot.childElementCount) {
+    showError(errorSlot, new Error("No chat models are served. Start llmaas with at least one chat model."));
+  }
+  const wanted = ctx.prefs.model || state.model;
+  delete ctx.prefs.model;
+  if (wanted && models.some(m => m.id === wanted)) {
+    if (wanted !== state.model && !controller) { // another model: a fresh conversation
+      state.messages = [];
+      fill(log, h("p", {class: "empty hint-empty"}, "Say hello to start a conversation."));
+    }
+    state.model = wanted;
+  } else state.model = models[0]?.id || "";
+  modelSelect.value = state.model;
+  limitTokens();
+  showSnippet();
   return () => { observer.disconnect(); controller?.abort(); };
 }

@@ -82,6 +82,35 @@ function breakdown(title, data, what, names = new Map()) {
   ], rows, {empty: "No usage in this period."}));
 }
 
+/**
+ * Stacked tokens per day for the top groups (model or key). The API groups by one dimension at a time, so this
+ * asks once per day, at most 6 requests at a time.
+ */
+async function perDayChart(groupBy, q, days, names = new Map(), top = 5) {
+  const results = new Array(days.length);
+  let next = 0;
+  await Promise.all(Array.from({length: Math.min(6, days.length)}, async () => {
+    while (next < days.length) {
+      const i = next++;
+      const t = Date.parse(`${days[i].day}T00:00:00Z`) / 1000;
+      const resp = await get("/v1/usage", {query: {...q, group_by: groupBy, start: Math.max(q.start, t), end: Math.min(q.end, t + DAY)}});
+      results[i] = Array.isArray(resp?.data) ? resp.data : [];
+    }
+  }));
+  const totals = new Map();
+  for (const data of results) for (const r of data) totals.set(r.group, (totals.get(r.group) || 0) + num(r.total_tokens));
+  const kept = [...totals].sort((a, b) => b[1] - a[1]).slice(0, top).map(([g]) => g);
+  const other = totals.size > kept.length;
+  const series = kept.map((g, i) => ({name: names.get(g) || g, class: `s${i + 1}`}));
+  if (other) series.push({name: "other", class: "s6"});
+  const rows = results.map((data, i) => {
+    const values = kept.map(g => data.filter(r => r.group === g).reduce((a, r) => a + num(r.total_tokens), 0));
+    if (other) values.push(data.filter(r => !kept.includes(r.group)).reduce((a, r) => a + num(r.total_tokens), 0));
+    return {label: days[i].day.slice(5), values};
+  });
+  return barChart(rows, {series, label: `Tokens per day by ${groupBy}`, integer: true});
+}
+
 export async function render(root, ctx) {
   const range = h("select", {name: "range"}, RANGES.map((r, i) => h("option", {value: String(i), selected: i === 1}, r.label)));
   const project = h("select", {name: "project"});
@@ -127,6 +156,7 @@ export async function render(root, ctx) {
         get("/v1/usage", {query: {...q, group_by: "key"}}),
       ]);
       const rows = dailyRows(byDay?.data || [], start, end);
+      const modelChart = h("p", {class: "loading"}, "Loading…"), keyChart = h("p", {class: "loading"}, "Loading…");
       const keyNames = await keyNamesFor(project.value || ctx.me?.project_id);
       const sum = k => (byModel?.data || []).reduce((a, r) => a + num(r[k]), 0); // totals: every group counted once
       fill(out,
@@ -139,7 +169,15 @@ export async function render(root, ctx) {
           h("div", {class: "card"}, h("h2", {}, "Requests per day"), barChart(rows.map(r => ({label: r.day.slice(5), values: [r.requests]})),
             {series: [{name: "requests", class: "s3"}], label: "Requests per day", integer: true}))),
         h("div", {class: "grid2"}, breakdown("By model", byModel?.data || [], "Model"), breakdown("By key", byKey?.data || [], "Key", keyNames)),
+        h("div", {class: "grid2"},
+          h("div", {class: "card"}, h("h2", {}, "Tokens per day by model"), modelChart),
+          h("div", {class: "card"}, h("h2", {}, "Tokens per day by key"), keyChart)),
         project.value ? null : limitsCard(me));
+      // Drawn after the rest, which does not wait for these per-day queries.
+      const later = (slot, groupBy, names) => perDayChart(groupBy, q, rows, names)
+        .then(svg => fill(slot, svg)).catch(err => fill(slot, messageBox("error", err.message)));
+      later(modelChart, "model");
+      later(keyChart, "key", keyNames);
     } catch (err) {
       fill(out, messageBox("error", err.message));
     } finally {
