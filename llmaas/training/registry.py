@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,13 @@ def materialize(blobs: BlobStore, key: str, cache_dir: Path) -> Path:
 
 
 class FineTunedModels:
+    MAX_CACHED = 1024
+
     def __init__(self, store: Store, blobs: BlobStore, cache_dir: Path) -> None:
         self.store, self.blobs, self.cache_dir = store, blobs, cache_dir
+        # Found models only (a published model never changes), keyed by tenant too; misses always ask the store,
+        # so a model published by any replica's worker is served at once.
+        self._found: OrderedDict[tuple[str, str], FineTunedModel] = OrderedDict()
 
     @classmethod
     def from_settings(cls, settings: Any, store: Store) -> "FineTunedModels":
@@ -79,8 +85,17 @@ class FineTunedModels:
     async def lookup(self, model: str, principal: Any) -> FineTunedModel | None:
         if not model.startswith("ft:"):
             return None
+        key = (principal.project_id, model)
+        if key in self._found:
+            self._found.move_to_end(key)
+            return self._found[key]
         found = await asyncio.to_thread(self._query, principal.project_id, model)
-        return found[0] if found else None
+        if not found:
+            return None
+        self._found[key] = found[0]
+        if len(self._found) > self.MAX_CACHED:
+            self._found.popitem(last=False)
+        return found[0]
 
     async def list(self, principal: Any) -> list[FineTunedModel]:
         return await asyncio.to_thread(self._query, principal.project_id, None)

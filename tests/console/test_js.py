@@ -116,6 +116,12 @@ def test_sign_in_without_an_api_shows_the_error(page: Any, static_console: str) 
     assert "Not found" in alert.inner_text()
     assert page.evaluate("sessionStorage.length") == 0  # a refused key is not kept
     assert page.get_by_role("button", name="Sign in").is_enabled()
+    # No form submits natively (that would put its fields in the URL), even one no view has wired up yet.
+    page.evaluate("""() => { const f = document.createElement('form');
+        const i = document.createElement('input'); i.name = 'prompt'; i.value = 'secret'; f.append(i);
+        document.body.append(f); f.requestSubmit(); }""")
+    page.wait_for_timeout(300)
+    assert "secret" not in page.url
 
 
 def test_charts_draw_series_and_whole_number_ticks(page: Any, static_console: str) -> None:

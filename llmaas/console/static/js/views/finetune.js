@@ -28,7 +28,7 @@ async function renderList(root, ctx) {
   const trainSelect = h("select", {name: "training_file", required: true});
   const validSelect = h("select", {name: "validation_file"});
   const modelSelect = h("select", {name: "model", required: true});
-  const suffix = h("input", {type: "text", name: "suffix", maxlength: 40, pattern: "[A-Za-z0-9_\\-]*", placeholder: "my-model"});
+  const suffix = h("input", {type: "text", name: "suffix", maxlength: 64, pattern: "[A-Za-z0-9_.\\-]*", placeholder: "my-model"});
   const epochs = h("input", {type: "number", name: "n_epochs", min: 1, max: 50, step: 1, placeholder: "auto"});
   const startBtn = h("button", {type: "submit", class: "primary"}, "Start fine-tuning");
   const startSlot = h("div", {class: "slot"});
@@ -45,7 +45,7 @@ async function renderList(root, ctx) {
     h("h2", {id: "start-title"}, "2. Start a job"),
     h("div", {class: "grid2"},
       field("Training file", trainSelect), field("Validation file (optional)", validSelect),
-      field("Base model", modelSelect), field("Suffix (optional)", suffix, "Letters, digits, - and _; part of the new model's name."),
+      field("Base model", modelSelect), field("Suffix (optional)", suffix, "Letters, digits, ., - and _; part of the new model's name."),
       field("Epochs (optional)", epochs)),
     startSlot, h("div", {class: "row"}, startBtn));
   fill(root, h("h1", {}, "Fine-tuning"), h("div", {class: "grid2 top"}, uploadForm, startForm),

@@ -1,8 +1,8 @@
 """Profile llmaas under the serving load with py-spy: where the server's Python time goes at N concurrent streams.
 
     pip install py-spy
-    python bench/profile.py                 # 32 streams, 30 s of samples
-    python bench/profile.py --streams 1 --seconds 20
+    python bench/profile_llmaas.py                 # 32 streams, 30 s of samples
+    python bench/profile_llmaas.py --streams 1 --seconds 20
 
 Starts `llmaas serve --no-auth --no-worker`, drives it with the benchmark's streaming load, and meanwhile runs
 `py-spy record` on the server process (all threads, `--gil` off, idle frames dropped). Writes the collapsed stacks
