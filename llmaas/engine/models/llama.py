@@ -142,10 +142,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        # Normalize in fp32, scale in the model dtype: HF's LlamaRMSNorm, bit for bit.
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
+        # Normalize in fp32, scale in the model dtype: HF's LlamaRMSNorm bit for bit (checked), in one fused kernel.
+        return self.weight * F.rms_norm(x.float(), self.weight.shape, eps=self.eps).to(x.dtype)
 
 
 def _lora(lora: LoraHook | None, y: Tensor, layer: int, name: str, x: Tensor) -> Tensor:
@@ -169,12 +167,13 @@ class Attention(nn.Module):
         a, i = self.args, self.layer_idx
         T = x.shape[0]
         qkv = self.wqkv(x)  # [T, q_size + 2 kv_size]
-        q, k, v = qkv.split([a.q_size, a.kv_size, a.kv_size], dim=-1)
         if b.lora is not None:
-            q, k, v = (_lora(b.lora, t, i, n, x) for t, n in ((q, "q_proj"), (k, "k_proj"), (v, "v_proj")))
-        q = apply_rope(q.view(T, a.n_heads, a.head_dim), cos, sin)
-        k = apply_rope(k.view(T, a.n_kv_heads, a.head_dim), cos, sin)
-        v = v.view(T, a.n_kv_heads, a.head_dim)
+            q, k, v = qkv.split([a.q_size, a.kv_size, a.kv_size], dim=-1)
+            qkv = torch.cat([_lora(b.lora, t, i, n, x) for t, n in ((q, "q_proj"), (k, "k_proj"), (v, "v_proj"))], -1)
+        # rotate q and k heads together: [T, H + Hkv, D]
+        qk = apply_rope(qkv[:, : a.q_size + a.kv_size].view(T, a.n_heads + a.n_kv_heads, a.head_dim), cos, sin)
+        q, k = qk.split([a.n_heads, a.n_kv_heads], dim=1)  # [T, H, D], [T, Hkv, D]
+        v = qkv[:, a.q_size + a.kv_size :].view(T, a.n_kv_heads, a.head_dim)
         write_kv(k_cache, v_cache, b.slot_mapping, k, v)
         if len(b.groups) == 1 and b.groups[0].rows is None:  # all decodes, or one prefill chunk alone
             y = self._attend(q, b.groups[0], k_cache, v_cache)
