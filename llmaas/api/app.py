@@ -39,7 +39,8 @@ def _import_router(name: str) -> Any | None:
         return None
     router = getattr(module, "router")
     for route in router.routes:  # each route's docstring's first line is its OpenAPI summary
-        doc = (getattr(route, "endpoint", None).__doc__ or "").strip() if hasattr(route, "endpoint") else ""
+        endpoint = getattr(route, "endpoint", None)
+        doc = (endpoint.__doc__ or "").strip() if endpoint is not None else ""
         if doc and not getattr(route, "summary", None):
             route.summary = doc.splitlines()[0].rstrip(".")
     return router
@@ -98,9 +99,10 @@ def create_app(
         router = _import_router(name)
         if router is not None:
             app.include_router(router, dependencies=[Depends(get_principal)])
-    public = [r for r in map(_import_router, PUBLIC_ROUTERS) if r is not None]
-    for router in public:
-        app.include_router(router)
+    for name in PUBLIC_ROUTERS:
+        router = _import_router(name)
+        if router is not None:
+            app.include_router(router)
     # The web console: public static files only (its paths are in deps.PUBLIC_PATHS); it acts through the API above.
     from llmaas.console import router as console_router
 

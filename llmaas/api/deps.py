@@ -15,11 +15,13 @@ from fastapi.security import APIKeyHeader
 
 from llmaas.api.context import LOCAL_ADMIN, Meter, Principal
 from llmaas.config import Settings
+from llmaas.console import PUBLIC_PATHS as CONSOLE_PATHS
 from llmaas.errors import PermissionDenied
 
-# Routes anyone may call without a key: keep this short (SECURITY.md #5). Exact paths; "/console" covers its mount.
+# Routes anyone may call without a key: keep this short (SECURITY.md #5). Exact route paths; the console's own two
+# (its page and its static files) come from the console package.
 PUBLIC_PATHS: frozenset[str] = frozenset(
-    {"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/", "/console", "/console/{asset:path}"}
+    {"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", *CONSOLE_PATHS}
 )
 
 # Shows the "Authorize" button in /docs; the raw header goes to the auth backend unchanged.

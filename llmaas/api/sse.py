@@ -3,20 +3,25 @@
 `sse_response(chunks)` frames each chunk as `data: <json>\\n\\n` and ends with `data: [DONE]\\n\\n`; an error after the
 stream started becomes one `data: {"error": …}` event (the status line is already sent). When the client disconnects,
 Starlette cancels the stream and we close the chunk iterator, so the serving layer aborts its engine requests at once.
-`until_disconnected()` gives non-streaming requests the same behaviour.
+`until_disconnected()` gives non-streaming requests the same behaviour; `generation_response()` is both rules applied
+to a chat or text completion, so their routes stay one line.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 from fastapi import Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from llmaas.api.errors import ClientDisconnected, error_sse
+
+if TYPE_CHECKING:
+    from llmaas.api.serving.generation import GenerationRun
 
 DONE = "data: [DONE]\n\n"
 T = TypeVar("T")
@@ -103,3 +108,13 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
             pass
         raise ClientDisconnected()
     return task.result()
+
+
+async def generation_response(request: Request, prepare: Awaitable[GenerationRun], stream: bool) -> Response:
+    """Start a generation, then stream its chunks as SSE or answer its whole result as JSON (with its rate-limit
+    headers). A client who disconnects at any point aborts the engine requests."""
+    run = await until_disconnected(request, prepare)
+    if stream:
+        return sse_response(run.chunks(), run.headers, on_close=run.close)
+    result = await until_disconnected(request, run.complete())
+    return JSONResponse(result.model_dump(mode="json"), headers=run.headers)

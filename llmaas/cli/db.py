@@ -1,17 +1,21 @@
 """`llmaas db upgrade|current`: migrate the database named by the settings (no server needed).
 
-Also home of `open_store()`, which the other tenancy commands (keys, projects, usage) use to reach the database
-directly, like Django's manage.py.
+Also home of `open_store()` and `run_in_store()`, which the other tenancy commands (keys, projects, usage) use to
+reach the database directly, like Django's manage.py.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import click
+from sqlalchemy.orm import Session
 
 from llmaas.config import load_settings
+from llmaas.errors import LlmaasError
 from llmaas.store.db import Store
+
+T = TypeVar("T")
 
 config_option = click.option(
     "--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -26,6 +30,18 @@ def open_store(config_file: str | None, *, upgrade: bool = True) -> Store:
     if upgrade:
         store.upgrade()
     return store
+
+
+def run_in_store(config_file: str | None, work: Callable[[Session], T]) -> T:
+    """`work` in one session (committed when it returns); a client error is a one-line message, not a traceback."""
+    store = open_store(config_file)
+    try:
+        with store.session() as s:
+            return work(s)
+    except (LlmaasError, ValueError) as exc:  # e.g. no such project, a malformed project id
+        raise click.ClickException(getattr(exc, "message", str(exc))) from exc
+    finally:
+        store.close()
 
 
 def _redact(url: str) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from llmaas.cli.db import config_option, open_store
+from llmaas.cli.db import config_option, open_store, run_in_store
 from llmaas.errors import LlmaasError
 from llmaas.store import crud
 from llmaas.tenancy import keys as tenancy_keys
@@ -60,12 +60,9 @@ def create(
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 def list_(config_file: str | None, project_id: str | None, as_json: bool) -> None:
     """List keys (prefix, project, flags); never secrets."""
-    store = open_store(config_file)
-    try:
-        with store.session() as s:
-            rows: list[dict[str, Any]] = [k.to_dict() for k in crud.list_keys(s, project_id=project_id)]
-    finally:
-        store.close()
+    rows: list[dict[str, Any]] = run_in_store(
+        config_file, lambda s: [k.to_dict() for k in crud.list_keys(s, project_id=project_id)]
+    )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -80,14 +77,7 @@ def list_(config_file: str | None, project_id: str | None, as_json: bool) -> Non
 @click.argument("key_id")
 def revoke(config_file: str | None, key_id: str) -> None:
     """Revoke a key (running servers stop accepting it within their 5 s key cache)."""
-    store = open_store(config_file)
-    try:
-        with store.session() as s:
-            crud.revoke_key(s, key_id=key_id)
-    except LlmaasError as exc:
-        raise click.ClickException(exc.message) from exc
-    finally:
-        store.close()
+    run_in_store(config_file, lambda s: crud.revoke_key(s, key_id=key_id))
     click.echo(f"Revoked {key_id}")
 
 

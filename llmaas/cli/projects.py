@@ -7,9 +7,7 @@ from typing import Any
 
 import click
 
-from llmaas.api.serving.admin import project_dict
-from llmaas.cli.db import config_option, open_store
-from llmaas.errors import LlmaasError
+from llmaas.cli.db import config_option, run_in_store
 from llmaas.store import crud
 
 
@@ -35,17 +33,6 @@ class _LimitType(click.ParamType):
 LIMIT = _LimitType()
 
 
-def _run(config_file: str | None, fn: Any) -> Any:
-    store = open_store(config_file)
-    try:
-        with store.session() as s:
-            return fn(s)
-    except (LlmaasError, ValueError) as exc:
-        raise click.ClickException(getattr(exc, "message", str(exc))) from exc
-    finally:
-        store.close()
-
-
 def _show(p: dict[str, Any]) -> None:
     click.echo(json.dumps(p, indent=2))
 
@@ -65,15 +52,15 @@ def projects() -> None:
 def create(config_file: str | None, project_id: str, name: str | None, rpm: int | None, tpm: int | None,
            budget: int | None) -> None:  # fmt: skip
     """Create a project."""
-    _show(_run(config_file, lambda s: project_dict(crud.create_project(
-        s, project_id=project_id, name=name or project_id, rpm=rpm, tpm=tpm, monthly_token_budget=budget))))  # fmt: skip
+    _show(run_in_store(config_file, lambda s: crud.create_project(
+        s, project_id=project_id, name=name or project_id, rpm=rpm, tpm=tpm, monthly_token_budget=budget).to_dict()))  # fmt: skip
 
 
 @projects.command("list")
 @config_option
 def list_(config_file: str | None) -> None:
     """List projects and their limits."""
-    for p in _run(config_file, lambda s: [project_dict(p) for p in crud.list_projects(s)]):
+    for p in run_in_store(config_file, lambda s: [p.to_dict() for p in crud.list_projects(s)]):
         click.echo(f"{p['id']}  {p['name']}  rpm={p['rpm']} tpm={p['tpm']} budget={p['monthly_token_budget']}")
 
 
@@ -82,7 +69,7 @@ def list_(config_file: str | None) -> None:
 @click.argument("project_id")
 def show(config_file: str | None, project_id: str) -> None:
     """Show one project."""
-    _show(_run(config_file, lambda s: project_dict(crud.get_project(s, project_id=project_id))))
+    _show(run_in_store(config_file, lambda s: crud.get_project(s, project_id=project_id).to_dict()))
 
 
 @projects.command("set-limits")
@@ -95,7 +82,7 @@ def set_limits(config_file: str | None, project_id: str, rpm: Any, tpm: Any, bud
     """Set or remove a project's limits (running servers pick them up within 5 s)."""
     changes = {k: (None if v == "none" else v) for k, v in
                {"rpm": rpm, "tpm": tpm, "monthly_token_budget": budget}.items() if v is not None}  # fmt: skip
-    _show(_run(config_file, lambda s: project_dict(crud.update_project(s, project_id=project_id, **changes))))
+    _show(run_in_store(config_file, lambda s: crud.update_project(s, project_id=project_id, **changes).to_dict()))
 
 
 def register(cli: Any) -> None:

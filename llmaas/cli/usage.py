@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 import click
+from sqlalchemy.orm import Session
 
-from llmaas.cli.db import config_option, open_store
-from llmaas.errors import LlmaasError
+from llmaas.cli.db import config_option, run_in_store
 from llmaas.store import crud
 
 
@@ -36,17 +36,13 @@ def _when(value: str | None) -> int | None:
 def usage(config_file: str | None, project_id: str, group_by: str, start: str | None, end: str | None,
           as_json: bool) -> None:  # fmt: skip
     """Show metered usage of a project."""
-    store = open_store(config_file)
-    try:
-        with store.session() as s:
-            crud.get_project(s, project_id=project_id)
-            rows: list[dict[str, Any]] = crud.usage_summary(
-                s, project_id=project_id, start=_when(start), end=_when(end), group_by=group_by
-            )
-    except LlmaasError as exc:
-        raise click.ClickException(exc.message) from exc
-    finally:
-        store.close()
+    since, until = _when(start), _when(end)
+
+    def work(s: Session) -> list[dict[str, Any]]:
+        crud.get_project(s, project_id=project_id)  # an unknown project is an error, not an empty report
+        return crud.usage_summary(s, project_id=project_id, start=since, end=until, group_by=group_by)
+
+    rows = run_in_store(config_file, work)
     if as_json:
         click.echo(json.dumps({"object": "list", "data": rows}, indent=2))
         return

@@ -71,6 +71,7 @@ class EngineCore:
 
     # --- the step ----------------------------------------------------------------------------------------
 
+    @torch.inference_mode()
     def step(self) -> list[TokenEvent]:
         st = _Step()
         self._drain_inbox(st)
@@ -96,19 +97,26 @@ class EngineCore:
                     self._finish_event(req, FinishReason.ABORT, st)
                 continue
             req = Request.from_engine_request(item)
-            problem = self._check(item)
+            try:
+                problem = self._check(item)
+                if problem is None:
+                    self._admit(req)
+            except Exception:
+                log.exception("request %s could not be admitted", req.request_id)
+                problem = ERROR_MESSAGE
             if problem:
                 req.status = RequestStatus.FINISHED_ERROR
                 st.events.append(self._event(req, _SeqState(None, None), [], "", None, problem))
-                continue
-            p = item.params
-            gen = None
-            if p.seed is not None:
-                gen = torch.Generator(device=self.runner.device)
-                gen.manual_seed(p.seed)
-            detok = self.detokenizer_factory(self.tokenizer, req.prompt_token_ids, p)
-            self._states[req.request_id] = _SeqState(detok, gen, [None] if req.echo_prompt_logprobs else None)
-            self.scheduler.add_request(req)
+
+    def _admit(self, req: Request) -> None:
+        p = req.params
+        gen = None
+        if p.seed is not None:
+            gen = torch.Generator(device=self.runner.device)
+            gen.manual_seed(p.seed)
+        detok = self.detokenizer_factory(self.tokenizer, req.prompt_token_ids, p)
+        self._states[req.request_id] = _SeqState(detok, gen, [None] if req.echo_prompt_logprobs else None)
+        self.scheduler.add_request(req)
 
     def _check(self, r: EngineRequest) -> str | None:
         if not r.prompt_token_ids:

@@ -19,15 +19,14 @@ from torch import Tensor
 from llmaas.engine.models.llama import AttnGroup, ForwardBatch, Llama
 from llmaas.engine.scheduler import ScheduledSeq, SchedulerOutput
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class RunnerOutput:
     logits: Tensor  # [R, V] float32
     sample_row: dict[str, int]  # request id -> its row in `logits` (requests that sample this step)
     prompt_rows: dict[str, tuple[int, int, int]]  # echo requests: id -> (first row, count, first position)
-
-
-log = logging.getLogger(__name__)
 
 
 def kv_block_bytes(model: Llama, block_size: int, dtype: torch.dtype) -> int:
@@ -76,8 +75,7 @@ class ModelRunner:
         slots: list[int] = []
         logit_rows: list[int] = []
         out = RunnerOutput(torch.empty(0), {}, {})
-        decode_rows: list[int] = []
-        decode_seqs: list[ScheduledSeq] = []
+        decode: list[tuple[ScheduledSeq, int]] = []
         prefill: list[tuple[ScheduledSeq, list[int]]] = []
         for s in sched.seqs:
             req, first = s.request, len(ids)
@@ -87,8 +85,7 @@ class ModelRunner:
             slots += [s.block_ids[p // bs] * bs + p % bs for p in positions]
             rows = list(range(first, first + s.num_new))
             if s.num_new == 1:
-                decode_rows += rows
-                decode_seqs.append(s)
+                decode.append((s, first))
             else:
                 prefill.append((s, rows))
             if req.echo_prompt_logprobs and s.start < req.num_prompt_tokens - 1:
@@ -98,10 +95,9 @@ class ModelRunner:
             if s.sample:
                 out.sample_row[req.request_id] = len(logit_rows)
                 logit_rows.append(rows[-1])
-        single = len(prefill) + (1 if decode_seqs else 0) == 1
-        groups = []
-        if decode_seqs:
-            groups.append(self._group(decode_seqs, None if single else decode_rows))
+        buckets = _length_buckets(decode)
+        single = len(prefill) + len(buckets) == 1 and (not buckets or len(buckets[0]) == len(sched.seqs))
+        groups = [self._group([s for s, _ in b], None if single else [r for _, r in b]) for b in buckets]
         groups += [self._group([s], None if single else rows) for s, rows in prefill]
         lora = None
         if self.lora_manager is not None and any(s.request.adapter_id for s in sched.seqs):
@@ -117,6 +113,26 @@ class ModelRunner:
         batch, out = self.prepare(sched)
         out.logits = self.model(batch, self.kv_caches)
         return out
+
+
+BUCKET_MIN_LEN = 512  # contexts shorter than this always share one decode group
+
+
+def _length_buckets(decode: list[tuple[ScheduledSeq, int]]) -> list[list[tuple[ScheduledSeq, int]]]:
+    """Decodes grouped by context length, so that one long conversation does not pad every short one's keys
+    to its length: a group's longest context is at most twice its shortest (or under BUCKET_MIN_LEN)."""
+    if not decode:
+        return []
+    order = sorted(decode, key=lambda d: d[0].start)
+    buckets = [[order[0]]]
+    for d in order[1:]:
+        first = buckets[-1][0][0].start
+        if d[0].start > max(2 * first, BUCKET_MIN_LEN):
+            buckets.append([])
+        buckets[-1].append(d)
+    if len(buckets) == 1:
+        return [decode]  # keep batch order: with no prefill, the rows are then 0..T-1 and need no index
+    return buckets
 
 
 def pick_num_threads(model: Llama, trials: int = 15) -> int:

@@ -31,6 +31,18 @@ class Project(Base):
     monthly_token_budget: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The API's and CLI's shape of a project."""
+        return {
+            "object": "project",
+            "id": self.id,
+            "name": self.name,
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "monthly_token_budget": self.monthly_token_budget,
+            "created_at": self.created_at,
+        }
+
 
 class ApiKey(Base):
     """An API key. The secret is shown once at creation; only its sha256 and a display prefix are stored."""

@@ -5,9 +5,9 @@ A secret is `sk-` + `secrets.token_urlsafe(32)` (256 random bits), so a single u
 characters are kept as a display prefix for listings and logs.
 
 `KeyDirectory` caches key and project records for `ttl_s` (default 5 s, bounded LRU), so authentication does not
-hit the database on every request. Consequence, by design: revoking a key, letting it expire is exact (checked on
-every request), but a revocation or a limit change made by another process takes effect within `ttl_s` on every
-replica; revocations made through this process's admin API take effect at once (the entry is dropped).
+hit the database on every request. Consequence, by design: expiry is exact (checked on every request), but a
+revocation or a limit change made by another process takes effect within `ttl_s` on every replica; changes made
+through this process's admin API take effect at once (the cache is dropped).
 
 This module knows no HTTP (that is `llmaas.api.auth`).
 """
@@ -43,33 +43,15 @@ def display_prefix(secret: str) -> str:
     return secret[:DISPLAY_PREFIX_LEN]
 
 
-def create_key(
-    store: Store,
-    *,
-    project_id: str,
-    name: str,
-    is_admin: bool = False,
-    models: list[str] | None = None,
-    expires_at: int | None = None,
-    rpm: int | None = None,
-    tpm: int | None = None,
-    monthly_token_budget: int | None = None,
-) -> tuple[ApiKey, str]:
-    """Create a key; returns the row and the secret, which is never stored nor retrievable again."""
+def create_key(store: Store, *, project_id: str, name: str, **options: Any) -> tuple[ApiKey, str]:
+    """Create a key; returns the row and the secret, which is never stored nor retrievable again.
+
+    `options` are `crud.insert_key`'s: is_admin, models, expires_at, rpm, tpm, monthly_token_budget.
+    """
     secret = generate_secret()
     with store.session() as s:
         row = crud.insert_key(
-            s,
-            project_id=project_id,
-            name=name,
-            prefix=display_prefix(secret),
-            key_hash=hash_secret(secret),
-            is_admin=is_admin,
-            models=models,
-            expires_at=expires_at,
-            rpm=rpm,
-            tpm=tpm,
-            monthly_token_budget=monthly_token_budget,
+            s, project_id=project_id, name=name, prefix=display_prefix(secret), key_hash=hash_secret(secret), **options
         )
     return row, secret
 

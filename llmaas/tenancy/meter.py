@@ -44,6 +44,16 @@ def seconds_to_next_month(at: dt.datetime | None = None) -> int:
     return max(1, math.ceil((nxt - at).total_seconds()))
 
 
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    """One level a request is limited at (`key:<id>` or `project:<id>`) and its limits there (None = none)."""
+
+    name: str
+    rpm: int | None
+    tpm: int | None
+    budget: int | None
+
+
 @dataclass(slots=True)
 class _Ticket:
     tpm_windows: list[tuple[str, int]] = field(default_factory=list)  # (bucket, window start) to correct
@@ -77,60 +87,67 @@ class TenancyMeter:
 
     async def _admit(self, principal: Principal, *, model: str, route: str, request_id: str, tokens: int) -> Reservation:
         limits = await self.directory.limits(principal.key_id, principal.project_id)
-        scopes = []  # (scope name, rpm, tpm, budget)
+        scopes: list[_Scope] = []
         if principal.key_id is not None:
-            scopes.append((f"key:{principal.key_id}", limits.key_rpm, limits.key_tpm, limits.key_budget))
-        scopes.append((f"project:{principal.project_id}", limits.project_rpm, limits.project_tpm, limits.project_budget))
+            scopes.append(_Scope(f"key:{principal.key_id}", limits.key_rpm, limits.key_tpm, limits.key_budget))
+        scopes.append(_Scope(f"project:{principal.project_id}", limits.project_rpm, limits.project_tpm, limits.project_budget))
+        ticket = _Ticket()
+        headers = await self._take_rate(scopes, tokens, model, ticket)
+        await self._charge_budgets(scopes, tokens, ticket, headers)
+        return Reservation(principal, model, tokens, request_id, route, headers=headers, ticket=ticket)
 
+    async def _take_rate(self, scopes: list[_Scope], tokens: int, model: str, ticket: _Ticket) -> dict[str, str]:
+        """Take one request and `tokens` from every rpm/tpm bucket at once, or raise RateLimited; the headers to send."""
         checks: list[Check] = []
-        for scope, rpm, tpm, _ in scopes:
-            if rpm is not None:
-                checks.append(Check(f"rpm:{scope}", rpm, 1))
-            if tpm is not None:
-                if tokens > tpm:
+        for scope in scopes:
+            if scope.rpm is not None:
+                checks.append(Check(f"rpm:{scope.name}", scope.rpm, 1))
+            if scope.tpm is not None:
+                if tokens > scope.tpm:
                     raise RateLimited(
                         f"Request too large for {model}: it reserves {tokens} tokens (prompt + max_tokens × n) but "
-                        f"the limit is {tpm} tokens per minute. Lower max_tokens or n.",
+                        f"the limit is {scope.tpm} tokens per minute. Lower max_tokens or n.",
                         param="max_tokens",
                     )
-                checks.append(Check(f"tpm:{scope}", tpm, tokens))
+                checks.append(Check(f"tpm:{scope.name}", scope.tpm, tokens))
+        if not checks:
+            return {}
+        decision = await self.limiter.acquire(checks)
+        req_states = [s for c, s in zip(checks, decision.states) if c.bucket.startswith("rpm:")]
+        tok_states = [s for c, s in zip(checks, decision.states) if c.bucket.startswith("tpm:")]
+        headers = ratelimit_headers(_tightest(req_states), _tightest(tok_states))
+        if not decision.allowed:
+            blocking = decision.blocking(checks)
+            wait_s = max(1, math.ceil((blocking.reset_ms if blocking else 1000) / 1000))
+            kind = "requests" if blocking is None or blocking.bucket.startswith("rpm:") else "tokens"
+            unit = "rpm" if kind == "requests" else "tpm"
+            used = blocking.used if blocking else 0
+            limit = blocking.limit if blocking else 0
+            raise RateLimited(
+                f"Rate limit reached for {kind} per minute ({unit}) on {model}: Limit {limit}, Used {used}. "
+                f"Please try again in {wait_s}s.",
+                retry_after=wait_s,
+                headers=headers,
+            )
+        ticket.tpm_windows = [(c.bucket, s.window) for c, s in zip(checks, decision.states) if c.bucket.startswith("tpm:")]
+        return headers
 
-        ticket = _Ticket()
-        headers: dict[str, str] = {}
-        if checks:
-            decision = await self.limiter.acquire(checks)
-            req_states = [s for c, s in zip(checks, decision.states) if c.bucket.startswith("rpm:")]
-            tok_states = [s for c, s in zip(checks, decision.states) if c.bucket.startswith("tpm:")]
-            headers = ratelimit_headers(_tightest(req_states), _tightest(tok_states))
-            if not decision.allowed:
-                blocking = decision.blocking(checks)
-                wait_s = max(1, math.ceil((blocking.reset_ms if blocking else 1000) / 1000))
-                kind = "requests" if blocking is None or blocking.bucket.startswith("rpm:") else "tokens"
-                unit = "rpm" if kind == "requests" else "tpm"
-                used = blocking.used if blocking else 0
-                limit = blocking.limit if blocking else 0
-                raise RateLimited(
-                    f"Rate limit reached for {kind} per minute ({unit}) on {model}: Limit {limit}, Used {used}. "
-                    f"Please try again in {wait_s}s.",
-                    retry_after=wait_s,
-                    headers=headers,
-                )
-            ticket.tpm_windows = [(c.bucket, s.window) for c, s in zip(checks, decision.states) if c.bucket.startswith("tpm:")]
-
-        budgets = [(scope, budget) for scope, _, _, budget in scopes if budget is not None]
-        if budgets:
-            period = month_period()
-            refused = await asyncio.to_thread(self._charge, budgets, period, tokens)
-            if refused is not None:
-                await self._release(ticket, -tokens)
-                raise QuotaExceeded(
-                    "You exceeded your current quota: the monthly token budget of this "
-                    f"{'key' if refused.startswith('key:') else 'project'} is used up. Ask your llmaas administrator.",
-                    retry_after=seconds_to_next_month(),
-                    headers=headers,
-                )
-            ticket.budget_scopes, ticket.period = [scope for scope, _ in budgets], period
-        return Reservation(principal, model, tokens, request_id, route, headers=headers, ticket=ticket)
+    async def _charge_budgets(self, scopes: list[_Scope], tokens: int, ticket: _Ticket, headers: dict[str, str]) -> None:
+        """Charge every monthly budget or none; on refusal give the tokens back to the rate limiter and raise."""
+        budgets = [(scope.name, scope.budget) for scope in scopes if scope.budget is not None]
+        if not budgets:
+            return
+        period = month_period()
+        refused = await asyncio.to_thread(self._charge, budgets, period, tokens)
+        if refused is not None:
+            await self._release(ticket, -tokens)
+            raise QuotaExceeded(
+                "You exceeded your current quota: the monthly token budget of this "
+                f"{'key' if refused.startswith('key:') else 'project'} is used up. Ask your llmaas administrator.",
+                retry_after=seconds_to_next_month(),
+                headers=headers,
+            )
+        ticket.budget_scopes, ticket.period = [name for name, _ in budgets], period
 
     def _charge(self, budgets: list[tuple[str, int]], period: str, tokens: int) -> str | None:
         with self.store.session() as s:

@@ -75,8 +75,10 @@ class UsageWriter:
         return len(rows)
 
     async def close(self) -> None:
+        """Stop the timer, then write what is left; a flush already under way finishes first."""
         if self._task is not None:
-            self._task.cancel()
+            async with self._flush_lock:  # cancelling mid-flush would return before its batch is written
+                self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:

@@ -3,6 +3,8 @@
 Nothing here is a mock: PostgreSQL (127.0.0.1:5432, role root or postgres, database `test`) and Redis (127.0.0.1:6379)
 are the real servers; each test run gets its own schema / key prefix so parallel runs never collide, and it is
 dropped afterwards. Override with LLMAAS_TEST_POSTGRES_URL / LLMAAS_TEST_REDIS_URL.
+
+`store` is a pytest fixture run against both backends; a conftest.py that imports it offers it to its tests.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from llmaas.store.db import Store
 
@@ -63,6 +67,20 @@ def postgres_store(url: str) -> Iterator[Store]:
         store.close()
         with psycopg.connect(raw, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A migrated Store: a SQLite file, then a fresh PostgreSQL schema (skipped when no server answers)."""
+    if request.param == "sqlite":
+        with sqlite_store(tmp_path) as s:
+            yield s
+        return
+    url = postgres_url()
+    if url is None:
+        pytest.skip("no PostgreSQL server at 127.0.0.1:5432")
+    with postgres_store(url) as s:
+        yield s
 
 
 def redis_available() -> bool:

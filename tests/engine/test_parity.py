@@ -269,3 +269,38 @@ def test_smollm2_greedy_matches_transformers(smollm2: tuple[Any, Any]) -> None:
         assert tokens(events[f"q{i}"]) == ref
     paris = "".join(e.text for e in events["q0"])
     assert paris.startswith("The capital of France is Paris.")
+
+
+def test_long_and_short_contexts_decode_in_separate_groups(model_dir: Path, reference: list,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long conversation beside short ones: the decodes split into length groups, outputs unchanged."""
+    from llmaas.engine import runner
+    from llmaas.engine.runner import _length_buckets
+
+    monkeypatch.setattr(runner, "BUCKET_MIN_LEN", 64)
+    groups_seen: list[int] = []
+    real_prepare = runner.ModelRunner.prepare
+
+    def prepare(self: Any, sched: Any) -> Any:
+        batch, out = real_prepare(self, sched)
+        groups_seen.append(len(batch.groups))
+        return batch, out
+
+    monkeypatch.setattr(runner.ModelRunner, "prepare", prepare)
+    engine = make_engine(model_dir, max_num_batched_tokens=1024)
+    long_prompt = [3 + (i * 7) % 250 for i in range(440)]
+    reqs = [EngineRequest(f"r{i}", p, greedy()) for i, p in enumerate(prompts()[:5])]
+    events = run_sync(engine, reqs + [EngineRequest("long", long_prompt, greedy())])
+    for i, ref in enumerate(reference[:5]):
+        assert check_greedy(tokens(events[f"r{i}"]), ref) == 0
+    alone = run_sync(engine, [EngineRequest("long-alone", long_prompt, greedy())])["long-alone"]
+    assert tokens(events["long"]) == tokens(alone) and len(tokens(alone)) == NEW_TOKENS
+    assert max(groups_seen) >= 2
+    monkeypatch.setattr(runner, "BUCKET_MIN_LEN", 512)
+    fake = [(SimpleSeq(start), i) for i, start in enumerate([5, 40, 600, 30, 1300])]
+    assert [[i for _, i in b] for b in _length_buckets(fake)] == [[0, 3, 1], [2], [4]]  # type: ignore[arg-type]
+
+
+class SimpleSeq:
+    def __init__(self, start: int) -> None:
+        self.start = start

@@ -8,9 +8,7 @@ generated (served by uvicorn on a free loopback port, since an in-process transp
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -26,28 +24,15 @@ from llmaas.store.db import Store
 from llmaas.tenancy import keys
 from llmaas.tenancy.limits import RedisLimiter
 from llmaas.tenancy.runtime import Tenancy
+from llmaas.testing.fakes import FakeRegistry
 from llmaas.testing.stores import REDIS_URL, redis_available, unique_prefix
-
-_FAKES = Path(__file__).resolve().parents[1] / "api" / "api_fakes.py"
-
-
-def _fakes() -> Any:
-    if not _FAKES.exists():
-        pytest.skip("tests/api/api_fakes.py (the api engineer's fake engine) is not there")
-    if "tenancy_api_fakes" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("tenancy_api_fakes", _FAKES)
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        sys.modules["tenancy_api_fakes"] = module  # dataclasses resolve annotations through sys.modules
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return sys.modules["tenancy_api_fakes"]
-
 
 def _app(store: Store, tmp_path: Path, *, redis_prefix: str | None = None) -> tuple[Any, Tenancy]:
     settings = Settings(data_dir=tmp_path, usage_flush_s=0.05)
     tenancy = Tenancy.from_settings(settings, store=store)
     if redis_prefix is not None:
         tenancy.limiter = tenancy.meter.limiter = RedisLimiter(REDIS_URL, prefix=redis_prefix)
-    app = create_app(settings, _fakes().FakeRegistry(), meter=tenancy.meter, auth=tenancy.auth, store=store,
+    app = create_app(settings, FakeRegistry(), meter=tenancy.meter, auth=tenancy.auth, store=store,
                      components=[tenancy])
     return app, tenancy
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -162,6 +163,27 @@ def test_usage_writer_flushes_on_close(store: Store) -> None:
         await writer.close()
         with store.session() as s:
             assert crud.usage_summary(s, project_id="default")[0]["requests"] == 100
+
+    asyncio.run(run())
+
+
+def test_usage_writer_close_waits_for_a_flush_under_way(store: Store) -> None:
+    """close() during a timed flush must not return before that batch is in the database."""
+
+    class SlowWriter(UsageWriter):
+        def _write(self, rows: list[dict]) -> None:
+            time.sleep(0.3)  # a slow database: the timed flush is still writing when close() comes
+            super()._write(rows)
+
+    async def run() -> None:
+        writer = SlowWriter(store, flush_s=0.01)
+        writer.start()
+        writer.record(dict(project_id="default", key_id=None, model="m", route="chat", request_id="r",
+                           prompt_tokens=1, completion_tokens=1, status=200, latency_ms=1, created_at=now()))
+        await asyncio.sleep(0.1)
+        await writer.close()
+        with store.session() as s:
+            assert crud.usage_summary(s, project_id="default")[0]["requests"] == 1
 
     asyncio.run(run())
 

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer
 from llmaas.api.protocol.common import (
     HARD_MAX_TOKENS,
     HARD_MAX_TOP_LOGPROBS,
-    OpenAIBaseModel,
+    FinishReasonLiteral,
+    OmitsEmptyUsage,
     ResponseModel,
     SamplingFields,
     Usage,
@@ -156,7 +157,7 @@ class ChatChoice(ResponseModel):
     index: int
     message: AssistantMessage
     logprobs: ChoiceLogprobs | None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: FinishReasonLiteral | None = None
 
 
 class ChatCompletion(ResponseModel):
@@ -184,10 +185,10 @@ class ChatChunkChoice(ResponseModel):
     index: int
     delta: ChoiceDelta
     logprobs: ChoiceLogprobs | None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: FinishReasonLiteral | None = None
 
 
-class ChatCompletionChunk(ResponseModel):
+class ChatCompletionChunk(OmitsEmptyUsage):
     """One server-sent event of a streamed chat completion."""
 
     id: str
@@ -197,10 +198,3 @@ class ChatCompletionChunk(ResponseModel):
     system_fingerprint: str | None = None
     choices: list[ChatChunkChoice]
     usage: Usage | None = Field(None, description="Only on the last chunk, with stream_options.include_usage.")
-
-    @model_serializer(mode="wrap")
-    def _drop_empty_usage(self, handler: Any) -> dict[str, Any]:
-        data = handler(self)
-        if data.get("usage") is None:
-            data.pop("usage", None)
-        return dict(data)

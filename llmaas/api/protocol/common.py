@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from llmaas.config import Limits
 from llmaas.engine.types import SamplingParams
@@ -93,6 +93,17 @@ class Usage(ResponseModel):
     completion_tokens: int = 0
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails | None = None
+
+
+class OmitsEmptyUsage(ResponseModel):
+    """A response whose `usage` key is left out when None, as OpenAI does (streams carry usage on the last chunk only)."""
+
+    @model_serializer(mode="wrap")
+    def _drop_empty_usage(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("usage") is None:
+            data.pop("usage", None)
+        return dict(data)
 
 
 class StreamOptions(OpenAIBaseModel):
@@ -203,4 +214,4 @@ def derive_seed(seed: int | None, choice: int) -> int | None:
     return (seed * 6364136223846793005 + 1442695040888963407 * choice) % 2**63
 
 
-FinishReasonLiteral = Literal["stop", "length"]
+FinishReasonLiteral = Literal["stop", "length"]  # OpenAI's finish_reason values that this server produces

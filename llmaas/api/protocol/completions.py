@@ -8,14 +8,16 @@ text_offset). Refused: a non-empty `suffix` (no fill-in-the-middle), `best_of` o
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_serializer
+from pydantic import Field
 
 from llmaas.api.protocol.common import (
     HARD_MAX_N,
     HARD_MAX_TOKENS,
     HARD_MAX_TOP_LOGPROBS,
+    FinishReasonLiteral,
+    OmitsEmptyUsage,
     ResponseModel,
     SamplingFields,
     Usage,
@@ -80,10 +82,10 @@ class CompletionChoice(ResponseModel):
     index: int
     text: str
     logprobs: LegacyLogprobs | None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: FinishReasonLiteral | None = None
 
 
-class Completion(ResponseModel):
+class Completion(OmitsEmptyUsage):
     """A text completion; streamed, each chunk has this same shape with partial `text`."""
 
     id: str
@@ -93,10 +95,3 @@ class Completion(ResponseModel):
     system_fingerprint: str | None = None
     choices: list[CompletionChoice]
     usage: Usage | None = None
-
-    @model_serializer(mode="wrap")
-    def _drop_empty_usage(self, handler: Any) -> dict[str, Any]:
-        data = handler(self)
-        if data.get("usage") is None:
-            data.pop("usage", None)
-        return dict(data)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 
 from llmaas.api.deps import CallDep
 from llmaas.api.protocol.chat import ChatCompletion, ChatCompletionRequest
 from llmaas.api.protocol.common import ERROR_RESPONSES
 from llmaas.api.serving.chat import prepare_chat
-from llmaas.api.sse import sse_response, until_disconnected
+from llmaas.api.sse import generation_response
 
 router = APIRouter(tags=["chat"])
 
@@ -17,8 +16,4 @@ router = APIRouter(tags=["chat"])
 @router.post("/v1/chat/completions", response_model=ChatCompletion, responses=ERROR_RESPONSES)
 async def create_chat_completion(body: ChatCompletionRequest, call: CallDep, request: Request) -> Response:
     """Create a chat completion (OpenAI-compatible; `stream: true` answers with server-sent events)."""
-    run = await until_disconnected(request, prepare_chat(body, call))
-    if body.stream:
-        return sse_response(run.chunks(), run.headers, on_close=run.close)
-    result = await until_disconnected(request, run.complete())
-    return JSONResponse(result.model_dump(mode="json"), headers=run.headers)
+    return await generation_response(request, prepare_chat(body, call), body.stream)

@@ -9,7 +9,6 @@ empty `choices` and `usage`. It does not know HTTP or SSE framing (sse.py does).
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from typing import AsyncIterator
 
@@ -26,17 +25,17 @@ from llmaas.api.protocol.chat import (
     TokenLogprobOut,
     TopLogprob,
 )
-from llmaas.api.protocol.common import PromptTokensDetails, Usage
+from llmaas.api.protocol.common import Usage
 from llmaas.api.serving.generation import (
     MIN_LOGPROB,
-    SYSTEM_FINGERPRINT,
     Generation,
+    GenerationRun,
     finish_reason,
     new_id,
     plan_max_tokens,
     resolve_chat_model,
 )
-from llmaas.engine.types import EngineRequest, TokenEvent, TokenLogprob
+from llmaas.engine.types import EngineRequest, TokenLogprob
 from llmaas.errors import InvalidRequest
 
 ROUTE = "/v1/chat/completions"
@@ -71,31 +70,12 @@ async def prepare_chat(req: ChatCompletionRequest, call: Call) -> "ChatRun":
     ]
     gen = Generation(target, call, ROUTE, request_id, requests, [0] * req.n, [len(prompt)])
     first = await gen.start()
-    return ChatRun(req, gen, first, int(time.time()))
+    return ChatRun(gen, first, req)
 
 
 @dataclass
-class ChatRun:
+class ChatRun(GenerationRun):
     req: ChatCompletionRequest
-    gen: Generation
-    first: tuple[int, TokenEvent]
-    created: int
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return self.gen.headers
-
-    async def close(self) -> None:
-        await self.gen.close()
-
-    def usage(self) -> Usage:
-        g = self.gen
-        return Usage(
-            prompt_tokens=g.prompt_tokens,
-            completion_tokens=g.completion_tokens,
-            total_tokens=g.prompt_tokens + g.completion_tokens,
-            prompt_tokens_details=PromptTokensDetails(cached_tokens=g.cached_tokens),
-        )
 
     async def complete(self) -> ChatCompletion:
         n = self.req.n
@@ -114,14 +94,7 @@ class ChatRun:
             )
             for i in range(n)
         ]
-        return ChatCompletion(
-            id=self.gen.request_id,
-            created=self.created,
-            model=self.req.model,
-            system_fingerprint=SYSTEM_FINGERPRINT,
-            choices=choices,
-            usage=self.usage(),
-        )
+        return ChatCompletion(**self.envelope(), choices=choices, usage=self.gen.usage())
 
     async def chunks(self) -> AsyncIterator[ChatCompletionChunk]:
         for i in range(self.req.n):
@@ -133,18 +106,10 @@ class ChatRun:
             if event.finished:
                 yield self._chunk(ChatChunkChoice(index=i, delta=ChoiceDelta(), finish_reason=finish_reason(self.gen, i)))
         if self.req.include_usage:
-            yield self._chunk(None, usage=self.usage())
+            yield self._chunk(None, usage=self.gen.usage())
 
     def _chunk(self, choice: ChatChunkChoice | None, usage: Usage | None = None) -> ChatCompletionChunk:
-        return ChatCompletionChunk(
-            id=self.gen.request_id,
-            created=self.created,
-            model=self.req.model,
-            system_fingerprint=SYSTEM_FINGERPRINT,
-            choices=[choice] if choice is not None else [],
-            usage=usage,
-        )
-
+        return ChatCompletionChunk(**self.envelope(), choices=[choice] if choice is not None else [], usage=usage)
 
 
 def token_bytes(text: str) -> list[int]:

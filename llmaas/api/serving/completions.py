@@ -8,19 +8,18 @@ Logprobs use OpenAI's legacy shape. It does not know HTTP or SSE framing (sse.py
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 from llmaas.api.deps import Call
-from llmaas.api.protocol.common import PromptTokensDetails, Usage
+from llmaas.api.protocol.common import Usage
 from llmaas.api.protocol.completions import Completion, CompletionChoice, CompletionRequest, LegacyLogprobs
 from llmaas.api.serving.generation import (
     MIN_LOGPROB,
-    SYSTEM_FINGERPRINT,
     Generation,
-    finish_reason,
+    GenerationRun,
     check_token_ids,
+    finish_reason,
     new_id,
     plan_max_tokens,
     resolve_chat_model,
@@ -76,36 +75,17 @@ async def prepare_completion(req: CompletionRequest, call: Call) -> "CompletionR
             prompt_index.append(p)
     gen = Generation(target, call, ROUTE, request_id, requests, prompt_index, [len(ids) for ids in prompts])
     first = await gen.start()
-    return CompletionRun(req, gen, first, int(time.time()), tokenizer, prompts, texts)
+    return CompletionRun(gen, first, req, tokenizer, prompts, texts)
 
 
 @dataclass
-class CompletionRun:
+class CompletionRun(GenerationRun):
     req: CompletionRequest
-    gen: Generation
-    first: tuple[int, TokenEvent]
-    created: int
     tokenizer: Tokenizer
     prompts: list[list[int]]
     prompt_texts: list[str]
     _offsets: dict[int, int] = field(default_factory=dict)  # choice -> text offset so far (legacy logprobs)
-    _echoed: set[int] = field(default_factory=set)
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return self.gen.headers
-
-    async def close(self) -> None:
-        await self.gen.close()
-
-    def usage(self) -> Usage:
-        g = self.gen
-        return Usage(
-            prompt_tokens=g.prompt_tokens,
-            completion_tokens=g.completion_tokens,
-            total_tokens=g.prompt_tokens + g.completion_tokens,
-            prompt_tokens_details=PromptTokensDetails(cached_tokens=g.cached_tokens),
-        )
+    _echoed: set[int] = field(default_factory=set)  # choices whose echoed prompt was already sent
 
     async def complete(self) -> Completion:
         count = len(self.gen.requests)
@@ -125,14 +105,7 @@ class CompletionRun:
             )
             for i in range(count)
         ]
-        return Completion(
-            id=self.gen.request_id,
-            created=self.created,
-            model=self.req.model,
-            system_fingerprint=SYSTEM_FINGERPRINT,
-            choices=choices,
-            usage=self.usage(),
-        )
+        return self._chunk(choices, usage=self.gen.usage())
 
     async def chunks(self) -> AsyncIterator[Completion]:
         async for i, event in self.gen.events(self.first):
@@ -143,17 +116,11 @@ class CompletionRun:
                 )
                 yield self._chunk([choice])
         if self.req.include_usage:
-            yield self._chunk([], usage=self.usage())
+            yield self._chunk([], usage=self.gen.usage())
 
     def _chunk(self, choices: list[CompletionChoice], usage: Usage | None = None) -> Completion:
-        return Completion(
-            id=self.gen.request_id,
-            created=self.created,
-            model=self.req.model,
-            system_fingerprint=SYSTEM_FINGERPRINT,
-            choices=choices,
-            usage=usage,
-        )
+        """A whole completion or one streamed chunk: OpenAI gives both the same shape."""
+        return Completion(**self.envelope(), choices=choices, usage=usage)
 
     def _piece(self, i: int, event: TokenEvent) -> tuple[str, LegacyLogprobs | None]:
         """This event's text for choice i (with the echoed prompt in front the first time) and its logprobs."""

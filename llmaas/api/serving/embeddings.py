@@ -14,7 +14,7 @@ import time
 
 from llmaas.api.deps import Call
 from llmaas.api.protocol.embeddings import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
-from llmaas.api.serving.generation import check_token_ids, new_id, not_found
+from llmaas.api.serving.generation import check_token_ids, kind_of, new_id, not_found
 from llmaas.engine.protocol import Embedder
 from llmaas.errors import ContextLengthExceeded, InvalidRequest, LlmaasError, ModelNotFound
 
@@ -24,8 +24,7 @@ ROUTE = "/v1/embeddings"
 def resolve_embedder(name: str, call: Call) -> Embedder:
     if not call.principal.may_use(name):
         raise not_found(name)
-    kinds = {info.id: info.kind for info in call.models.list()}
-    if kinds.get(name) == "chat":
+    if kind_of(call.models, name) == "chat":
         raise InvalidRequest(f"`{name}` is a chat model; /v1/embeddings needs an embedding model.", param="model")
     try:
         return call.models.embedder(name)  # type: ignore[no-any-return]

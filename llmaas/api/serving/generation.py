@@ -1,4 +1,6 @@
-"""What chat and text completions share: model resolution, the token budget, and one `Generation` per API call.
+"""What chat and text completions share: model resolution, the token budget, one `Generation` per API call, and
+the `GenerationRun` base that turns a started generation into a response or a chunk stream. The small helpers every
+model endpoint uses (ids, model_not_found, model kinds, token-id checks) live here too.
 
 A `Generation` is the n engine requests of one call: it reserves tokens with the meter before anything reaches the
 engine, runs the requests concurrently, merges their events, aborts whatever still runs when the consumer stops
@@ -15,9 +17,11 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import anyio
+from pydantic import BaseModel
 
 from llmaas.api.context import Reservation
 from llmaas.api.deps import Call
+from llmaas.api.protocol.common import PromptTokensDetails, Usage
 from llmaas.engine.protocol import ChatEngine
 from llmaas.engine.types import EngineRequest, FinishReason, TokenEvent
 from llmaas.errors import (
@@ -51,7 +55,8 @@ class Target:
     adapter_id: str | None = None
 
 
-def _kind_of(models: Any, name: str) -> str | None:
+def kind_of(models: Any, name: str) -> str | None:
+    """`chat` or `embedding` for a base model of the registry; None for any other name."""
     for info in models.list():
         if info.id == name:
             return str(info.kind)
@@ -62,7 +67,7 @@ async def resolve_chat_model(name: str, call: Call, route: str) -> Target:
     """A base chat model or the caller's fine-tuned model; 404 model_not_found otherwise (never 403)."""
     if not call.principal.may_use(name):
         raise not_found(name)
-    kind = _kind_of(call.models, name)
+    kind = kind_of(call.models, name)
     if kind == "embedding":
         raise InvalidRequest(f"`{name}` is an embedding model; use /v1/embeddings. {route} needs a chat model.", param="model")
     if kind == "chat":
@@ -151,6 +156,14 @@ class Generation:
         for c in self.choices:
             best[c.prompt_index] = min(best.get(c.prompt_index, c.cached_tokens), c.cached_tokens)
         return sum(best.values())
+
+    def usage(self) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            total_tokens=self.prompt_tokens + self.completion_tokens,
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=self.cached_tokens),
+        )
 
     async def start(self) -> tuple[int, TokenEvent]:
         """Reserve tokens, submit every choice, and wait for the first event (so Overloaded is still a 429)."""
@@ -242,6 +255,43 @@ class Generation:
                 status=self._status,
                 latency_s=time.monotonic() - self._started,
             )
+
+
+# --- a started generation, as the routes see it ------------------------------------------------------
+
+
+@dataclass
+class GenerationRun:
+    """A started `Generation` and its first event: `complete()` aggregates it, `chunks()` streams it.
+
+    Subclasses (chat, completions) shape the answer; what every response of the call repeats lives here.
+    """
+
+    gen: Generation
+    first: tuple[int, TokenEvent]
+    created: int = field(init=False, default_factory=lambda: int(time.time()))
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.gen.headers
+
+    async def close(self) -> None:
+        await self.gen.close()
+
+    def envelope(self) -> dict[str, Any]:
+        """The fields every response and chunk of this call carries (the model as the client named it)."""
+        return {
+            "id": self.gen.request_id,
+            "created": self.created,
+            "model": self.gen.target.model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+        }
+
+    async def complete(self) -> BaseModel:
+        raise NotImplementedError
+
+    def chunks(self) -> AsyncIterator[BaseModel]:
+        raise NotImplementedError
 
 
 def finish_reason(gen: Generation, i: int) -> str:

@@ -1,8 +1,12 @@
 """A tiny fake engine behind `llmaas.engine.protocol`: byte tokenizer, scripted generation, fake embedder, registry.
 
+For tests of everything above the engine (tests/api, tests/tenancy): the real app runs around it in-process, in
+milliseconds, with no model. Parity with a real model is the engine's tests' job, not this module's.
+
 Behaviour the API tests steer through the prompt text: "OVERLOAD" -> Overloaded at submit, "FAIL" -> the sequence
-fails inside the engine ("LATEFAIL": after 3 tokens), "SLOW" -> 50 ms between tokens (disconnect tests). Greedy output is a fixed reply with a
-multi-byte character; sampled output depends only on the seed (so seed determinism is testable).
+fails inside the engine ("LATEFAIL": after 3 tokens), "SLOW" -> 50 ms between tokens (disconnect tests). Greedy
+output is a fixed reply with a multi-byte character; sampled output depends only on the seed (so seed determinism
+is testable).
 """
 
 from __future__ import annotations
