@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -127,6 +128,7 @@ def main(argv=None) -> None:
                       f"{lvl.ttft_p50_ms or 0:7.0f}ms  TPOT p50 {lvl.tpot_p50_ms or 0:6.0f}ms  done "
                       f"{lvl.completed}/{lvl.requests}  exact {lvl.tokens_exact}  errors {lvl.errors}", flush=True)
             result["peak_rss_mb"] = srv.peak_rss / 2**20
+    shutil.rmtree(data_dir, ignore_errors=True)
     tok = {k: [x["out_tok_s"] for x in result["passes"] if x["label"] == k] for k in ("base", "lora")}
     base, lora = sum(tok["base"]) / len(tok["base"]), sum(tok["lora"]) / len(tok["lora"])
     ratio = lora / base if base else 0.0

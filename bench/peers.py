@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -180,10 +179,12 @@ class ServerProcess:
         self.peak_rss = 0
         self._level_peak = 0
         self._stop = threading.Event()
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("")
 
     def __enter__(self) -> "ServerProcess":
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        self._logf = open(self.log, "w")
+        self._logf = open(self.log, "a")
         cmd = self.peer.command(self.port)
         self._logf.write(f"$ {' '.join(cmd)}\n")
         self._logf.flush()
@@ -232,6 +233,42 @@ class ServerProcess:
             self._level_peak = max(self._level_peak, r)
             self._stop.wait(0.2)
 
+    def cpu_busy(self, window: float = 1.0) -> float:
+        """CPU seconds per second the process tree used over `window` (1.0 = one core flat out)."""
+        def total() -> float:
+            try:
+                root = psutil.Process(self.proc.pid)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                return 0.0
+            t = 0.0
+            for p in procs:
+                try:
+                    c = p.cpu_times()
+                    t += c.user + c.system
+                except psutil.Error:
+                    pass
+            return t
+        t0 = total()
+        time.sleep(window)
+        return (total() - t0) / window
+
+    def drain(self, max_s: float = 30.0) -> str:
+        """Wait until the server stops computing (cancelled streams it did not abort); restart it if it won't.
+
+        Without this, a server that keeps generating for disconnected clients steals the CPU from the next
+        server's measurement."""
+        deadline = time.monotonic() + max_s
+        while time.monotonic() < deadline:
+            if self.cpu_busy() < 0.1:
+                return "idle"
+        self.__exit__(None, None, None)
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._stop = threading.Event()
+        self.__enter__()
+        return "restarted"
+
     def take_level_peak(self) -> int:
         peak, self._level_peak = self._level_peak, self.rss()
         return peak
@@ -253,5 +290,3 @@ class ServerProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self._logf.close()
-        if self.peer.name == "llmaas":
-            shutil.rmtree(self.peer.env.get("LLMAAS_DATA_DIR", ""), ignore_errors=True)

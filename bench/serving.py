@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -103,7 +104,11 @@ def run_one_level(rec: dict, h: dict, c: int, args, work, tokenizer) -> None:
     print(f"[{rec['name']:>18}] {row(lvl.__dict__)}", flush=True)
     if lvl.errors:
         print(f"[{rec['name']}] {lvl.errors} errors; first: {lvl.first_error}", flush=True)
-    time.sleep(1.0)
+    if lvl.cancelled:  # it may still be generating for the cancelled streams: let it finish or restart it
+        state = srv.drain()
+        rec["levels"][-1]["after_cancel"] = state
+        if state != "idle":
+            print(f"[{rec['name']}] still busy after cancelling {lvl.cancelled} streams: {state}", flush=True)
 
 
 def run_all(order: list[str], table: dict, args, work, tokenizer, levels: list[int], save) -> list[dict]:
@@ -267,7 +272,10 @@ def main(argv=None) -> None:
         result["servers"] = records
         out.write_text(json.dumps(result, indent=2))
 
-    result["servers"] = run_all(order, table, args, work, tokenizer, levels, save)
+    try:
+        result["servers"] = run_all(order, table, args, work, tokenizer, levels, save)
+    finally:
+        shutil.rmtree(table["llmaas"].env["LLMAAS_DATA_DIR"], ignore_errors=True)
     if not args.no_limits:  # again at the end: the best of both is nearer the machine's true limit
         again = measure(count_params(hf), gguf_path().stat().st_size)
         result["limits_runs"] = [result["limits"], again]

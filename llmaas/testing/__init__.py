@@ -1,1 +1,5 @@
-"""Helpers shared by the test suite and benchmarks (tiny random models). Not imported by the server."""
+"""Helpers shared by the test suite and benchmarks. Not imported by the server.
+
+`tiny` builds tiny random models on disk; `fakes` is a fake engine registry for tests above the engine; `stores`
+gives real SQLite/PostgreSQL stores and Redis prefixes (and the `store` fixture, so it needs pytest).
+"""

@@ -1,6 +1,6 @@
 """The tenancy HTTP surface in-process (SQLite and PostgreSQL): admin API, /v1/me, /v1/usage, 401/403/404/429 shapes.
 
-The app here is the tenancy routers on a bare FastAPI with the api engineer's error handlers and deps, plus one
+The app here is the tenancy routers on a bare FastAPI with the API's error handlers and deps, plus one
 metered echo route standing in for the serving layer (admit → respond with x-ratelimit headers → settle).
 """
 
@@ -14,7 +14,6 @@ import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 
-from llmaas.api.context import NullMeter
 from llmaas.api.deps import PrincipalDep, get_principal
 from llmaas.api.errors import install_error_handlers
 from llmaas.api.routes import admin as admin_routes
@@ -44,8 +43,7 @@ def build_app(store: Store, settings: Settings) -> tuple[FastAPI, Tenancy]:
     app.include_router(echo)
     app.include_router(admin_routes.router)
     app.include_router(usage_routes.router)
-    app.state.settings, app.state.store, app.state.auth = settings, store, tenancy.auth
-    app.state.meter = tenancy.meter if tenancy else NullMeter()
+    app.state.settings, app.state.store, app.state.auth, app.state.meter = settings, store, tenancy.auth, tenancy.meter
     return app, tenancy
 
 

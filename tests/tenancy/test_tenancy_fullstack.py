@@ -1,4 +1,5 @@
-"""Tenancy inside the real app: the api engineer's chat route over a fake engine, with our auth, meter and store.
+"""Tenancy inside the real app: the chat route over the fake engine (`llmaas.testing.fakes`), with tenancy's auth,
+meter and store.
 
 Covers what only the whole stack shows: x-ratelimit headers on model responses, exactly-N admission over HTTP (on
 the in-process and the Redis limiter), model scopes, and a stream the client drops being billed for what was
@@ -26,6 +27,7 @@ from llmaas.tenancy.limits import RedisLimiter
 from llmaas.tenancy.runtime import Tenancy
 from llmaas.testing.fakes import FakeRegistry
 from llmaas.testing.stores import REDIS_URL, redis_available, unique_prefix
+
 
 def _app(store: Store, tmp_path: Path, *, redis_prefix: str | None = None) -> tuple[Any, Tenancy]:
     settings = Settings(data_dir=tmp_path, usage_flush_s=0.05)

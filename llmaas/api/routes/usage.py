@@ -30,6 +30,7 @@ async def get_usage(
 @router.get("/me")
 async def get_me(request: Request, principal: PrincipalDep) -> Me:
     """The calling key: its project, scopes, limits and this month's usage."""
-    auth = request.app.state.auth
-    directory = getattr(auth, "directory", None) or getattr(getattr(request.app.state, "meter", None), "directory", None)
-    return await serving.me(request.app.state.store, directory, principal)
+    state = request.app.state
+    # Limits come through tenancy's key cache: auth's, or the meter's when auth is off; a bare app has neither.
+    directory = getattr(state.auth, "directory", None) or getattr(getattr(state, "meter", None), "directory", None)
+    return await serving.me(state.store, directory, principal)

@@ -30,7 +30,6 @@ from llmaas.api.serving.generation import (
     MIN_LOGPROB,
     Generation,
     GenerationRun,
-    finish_reason,
     new_id,
     plan_max_tokens,
     resolve_chat_model,
@@ -90,7 +89,7 @@ class ChatRun(GenerationRun):
                 index=i,
                 message=AssistantMessage(content="".join(texts[i])),
                 logprobs=ChoiceLogprobs(content=logprobs[i]) if self.req.logprobs else None,
-                finish_reason=finish_reason(self.gen, i),
+                finish_reason=self.gen.finish_reason(i),
             )
             for i in range(n)
         ]
@@ -104,7 +103,7 @@ class ChatRun(GenerationRun):
                 lp = ChoiceLogprobs(content=chat_logprobs(event.logprobs or [])) if self.req.logprobs else None
                 yield self._chunk(ChatChunkChoice(index=i, delta=ChoiceDelta(content=event.text), logprobs=lp))
             if event.finished:
-                yield self._chunk(ChatChunkChoice(index=i, delta=ChoiceDelta(), finish_reason=finish_reason(self.gen, i)))
+                yield self._chunk(ChatChunkChoice(index=i, delta=ChoiceDelta(), finish_reason=self.gen.finish_reason(i)))
         if self.req.include_usage:
             yield self._chunk(None, usage=self.gen.usage())
 

@@ -19,7 +19,6 @@ from llmaas.api.serving.generation import (
     Generation,
     GenerationRun,
     check_token_ids,
-    finish_reason,
     new_id,
     plan_max_tokens,
     resolve_chat_model,
@@ -101,7 +100,7 @@ class CompletionRun(GenerationRun):
                 index=i,
                 text="".join(texts[i]),
                 logprobs=lps[i] if self.req.logprobs is not None else None,
-                finish_reason=finish_reason(self.gen, i),
+                finish_reason=self.gen.finish_reason(i),
             )
             for i in range(count)
         ]
@@ -112,7 +111,7 @@ class CompletionRun(GenerationRun):
             text, lp = self._piece(i, event)
             if text or lp is not None or event.finished:
                 choice = CompletionChoice(
-                    index=i, text=text, logprobs=lp, finish_reason=finish_reason(self.gen, i) if event.finished else None
+                    index=i, text=text, logprobs=lp, finish_reason=self.gen.finish_reason(i) if event.finished else None
                 )
                 yield self._chunk([choice])
         if self.req.include_usage:

@@ -157,6 +157,10 @@ class Generation:
             best[c.prompt_index] = min(best.get(c.prompt_index, c.cached_tokens), c.cached_tokens)
         return sum(best.values())
 
+    def finish_reason(self, i: int) -> str:
+        """OpenAI's finish_reason of choice i: `length` when max_tokens/context ran out, `stop` otherwise."""
+        return "length" if self.choices[i].finish_reason == FinishReason.LENGTH else "stop"
+
     def usage(self) -> Usage:
         return Usage(
             prompt_tokens=self.prompt_tokens,
@@ -257,6 +261,14 @@ class Generation:
             )
 
 
+def _status_of(exc: BaseException) -> int:
+    if isinstance(exc, LlmaasError):
+        return exc.status
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+        return 499  # client closed the request: billed for what was generated
+    return 500
+
+
 # --- a started generation, as the routes see it ------------------------------------------------------
 
 
@@ -292,17 +304,3 @@ class GenerationRun:
 
     def chunks(self) -> AsyncIterator[BaseModel]:
         raise NotImplementedError
-
-
-def finish_reason(gen: Generation, i: int) -> str:
-    """OpenAI's finish_reason of choice i: `length` when max_tokens/context ran out, `stop` otherwise."""
-    reason = gen.choices[i].finish_reason
-    return "length" if reason == FinishReason.LENGTH else "stop"
-
-
-def _status_of(exc: BaseException) -> int:
-    if isinstance(exc, LlmaasError):
-        return exc.status
-    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
-        return 499  # client closed the request: billed for what was generated
-    return 500
