@@ -160,6 +160,8 @@ def build_chat_engine(spec: Any, loaded: Any, device: torch.device | str, dtype:
 
     device = torch.device(device)
     model = Llama.from_hf(loaded.config, loaded.tensors, device, dtype)
+    if model.pack_weights():
+        log.info("engine: projections run on oneDNN-packed bf16 weights")
     if device.type == "cpu":
         pick_num_threads(model)
     num_blocks = num_blocks or max(spec.kv_cache_mb * 2**20 // kv_block_bytes(model, spec.block_size, dtype), 1)

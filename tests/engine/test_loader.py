@@ -18,7 +18,9 @@ from llmaas.engine.models.loader import ModelSourceError, load_model, resolve_mo
 
 
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data")
+    # model_cache_dir=None beats conftest's LLMAAS_MODEL_CACHE_DIR (the real models' shared cache): these tests
+    # check the default location, data_dir/models.
+    return Settings(data_dir=tmp_path / "data", model_cache_dir=None)
 
 
 def spec(source: str, kind: str = "chat") -> ModelSpec:

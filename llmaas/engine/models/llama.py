@@ -135,6 +135,37 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 # --- modules ---------------------------------------------------------------------------------------------
 
 
+class Linear(nn.Linear):
+    """nn.Linear that can run on a oneDNN-packed copy of its weight (CPU bf16; see `Llama.pack_weights`).
+
+    Packing reorders the weight once into oneDNN's blocked layout instead of at every call: on the AVX-512-bf16
+    CPUs here that halves a batch-1 decode matmul and saves 10-20% on batched ones, with bit-identical results
+    (checked at pack time). A private ATen op (the one inductor's freezing uses), so it is probed, never assumed.
+    """
+
+    packed: Tensor | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.packed is None:
+            return F.linear(x, self.weight, self.bias)
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [None], "")
+
+    def pack(self) -> bool:
+        """Use a packed weight from now on if it computes exactly what F.linear does; False (unchanged) if not."""
+        try:
+            packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, None)
+            for m in (1, 3, 67):  # decode-sized and prefill-sized row counts
+                x = torch.randn(m, self.in_features, dtype=self.weight.dtype)
+                if not torch.equal(torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [None], ""),
+                                   F.linear(x, self.weight, self.bias)):
+                    return False
+        except (RuntimeError, AttributeError):  # no oneDNN, or an op signature from another torch version
+            return False
+        self.packed = packed
+        return True
+
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
@@ -158,8 +189,8 @@ class Attention(nn.Module):
     def __init__(self, args: ModelArgs, layer_idx: int, qkv_bias: bool, o_bias: bool) -> None:
         super().__init__()
         self.args, self.layer_idx = args, layer_idx
-        self.wqkv = nn.Linear(args.dim, args.q_size + 2 * args.kv_size, bias=qkv_bias)
-        self.wo = nn.Linear(args.q_size, args.dim, bias=o_bias)
+        self.wqkv = Linear(args.dim, args.q_size + 2 * args.kv_size, bias=qkv_bias)
+        self.wo = Linear(args.q_size, args.dim, bias=o_bias)
         self.scale = 1.0 / math.sqrt(args.head_dim)
 
     def forward(self, x: Tensor, b: ForwardBatch, cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor) -> Tensor:
@@ -214,8 +245,8 @@ class MLP(nn.Module):
     def __init__(self, args: ModelArgs, layer_idx: int, bias: bool) -> None:
         super().__init__()
         self.layer_idx, self.inter = layer_idx, args.intermediate_size
-        self.w_gate_up = nn.Linear(args.dim, 2 * args.intermediate_size, bias=bias)
-        self.w_down = nn.Linear(args.intermediate_size, args.dim, bias=bias)
+        self.w_gate_up = Linear(args.dim, 2 * args.intermediate_size, bias=bias)
+        self.w_down = Linear(args.intermediate_size, args.dim, bias=bias)
 
     def forward(self, x: Tensor, lora: LoraHook | None) -> Tensor:
         gate, up = self.w_gate_up(x).split([self.inter, self.inter], dim=-1)  # [T, I] each
@@ -245,13 +276,25 @@ class Llama(nn.Module):
         self.embed = nn.Embedding(args.vocab_size, args.dim)
         self.layers = nn.ModuleList(Block(args, i, qkv_bias, o_bias, mlp_bias) for i in range(args.n_layers))
         self.norm = RMSNorm(args.dim, args.norm_eps)
-        self.lm_head = nn.Linear(args.dim, args.vocab_size, bias=False)
+        self.lm_head = Linear(args.dim, args.vocab_size, bias=False)
         self.rope_cos: Tensor | None = None
         self.rope_sin: Tensor | None = None
 
     def setup_rope(self, max_len: int, device: torch.device, dtype: torch.dtype) -> None:
         cos, sin = rope_tables(self.args, max_len)
         self.rope_cos, self.rope_sin = cos.to(device, dtype), sin.to(device, dtype)
+
+    def pack_weights(self) -> bool:
+        """CPU bf16: run every projection on oneDNN-packed weights (see `Linear`); True if all of them were packed.
+
+        Only bf16 on CPU: in fp32 the packed kernel rounds differently from F.linear (MKL), and fp32 is the dtype
+        whose parity with transformers is exact. The packed copies sit beside the weights (LoRA and probes read
+        those), so this costs one more copy of the projection weights in memory.
+        """
+        w = self.lm_head.weight
+        if w.device.type != "cpu" or w.dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available():
+            return False
+        return all([m.pack() for m in self.modules() if isinstance(m, Linear)])
 
     def forward(self, b: ForwardBatch, kv_caches: list[tuple[Tensor, Tensor]]) -> Tensor:
         """Logits [R, V] (fp32) at `b.logit_rows`, after writing the K/V of all T tokens into the cache."""
