@@ -227,6 +227,7 @@ def summarize(concurrency: int, results: list[StreamResult], t0: float, tokenize
         ttft_p50_ms=percentile(ttft + censored, 0.5), ttft_p99_ms=percentile(ttft + censored, 0.99),
         ttft_censored=len(censored), tpot_p50_ms=percentile(tpot, 0.5), tpot_p99_ms=percentile(tpot, 0.99),
         first_error=errors[0].error if errors else None, sample_text=(ok[0].text[:120] if ok else ""),
+        extra={"streams": [[r.max_tokens, r.n_out, r.status, r.finish_reason] for r in results]},
     )
 
 

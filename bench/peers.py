@@ -31,7 +31,7 @@ LLAMA_BUILD = PEERS_DIR / "llama.cpp-build"
 LLAMA_SERVER = LLAMA_BUILD / "bin" / "llama-server"
 LCP_VENV = PEERS_DIR / "lcp-venv"
 THREADS = os.cpu_count() or 2
-EOS_IDS = (2,)  # <|im_end|>, SmolLM2's chat EOS
+EOS_IDS = (0, 2)  # <|endoftext|> and <|im_end|>: llama.cpp stops on either (its end-of-generation set)
 
 
 def _run(cmd: list[str], log: Path, env: dict | None = None, cwd: Path | None = None) -> None:

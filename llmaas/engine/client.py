@@ -21,7 +21,7 @@ import torch
 from llmaas.engine.core import EngineCore
 from llmaas.engine.kv_cache import KVCacheManager
 from llmaas.engine.models.llama import Llama
-from llmaas.engine.runner import ModelRunner, kv_block_bytes, pick_num_threads
+from llmaas.engine.runner import ModelRunner, ThreadTuner, kv_block_bytes
 from llmaas.engine.scheduler import Scheduler
 from llmaas.engine.types import EngineRequest, EngineStats, TokenEvent
 from llmaas.errors import InvalidRequest, Overloaded, Unavailable
@@ -162,8 +162,9 @@ def build_chat_engine(spec: Any, loaded: Any, device: torch.device | str, dtype:
     model = Llama.from_hf(loaded.config, loaded.tensors, device, dtype)
     if model.pack_weights():
         log.info("engine: projections run on oneDNN-packed bf16 weights")
-    if device.type == "cpu":
-        pick_num_threads(model)
+    threads = ThreadTuner(model) if device.type == "cpu" else None
+    if threads is not None:
+        threads.maybe_retune()
     num_blocks = num_blocks or max(spec.kv_cache_mb * 2**20 // kv_block_bytes(model, spec.block_size, dtype), 1)
     max_len = spec.max_model_len or model.args.max_position_embeddings
     window = getattr(loaded.config, "sliding_window", None)
@@ -176,7 +177,7 @@ def build_chat_engine(spec: Any, loaded: Any, device: torch.device | str, dtype:
     scheduler = Scheduler(kv, max_num_seqs=spec.max_num_seqs, max_num_batched_tokens=spec.max_num_batched_tokens,
                           max_model_len=max_len, eos_token_ids=list(tokenizer.eos_token_ids))
     runner = ModelRunner(model, num_blocks=num_blocks, block_size=spec.block_size, max_model_len=max_len,
-                         device=device, dtype=dtype, lora_manager=lora)
+                         device=device, dtype=dtype, lora_manager=lora, threads=threads)
     core = EngineCore(runner, scheduler, Sampler(tokenizer), tokenizer, IncrementalDetokenizer,
                       max_model_len=max_len, lora_manager=lora)
     return AsyncEngine(core, model_name=spec.name, tokenizer=tokenizer, max_model_len=max_len,

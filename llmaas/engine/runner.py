@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,14 +37,16 @@ def kv_block_bytes(model: Llama, block_size: int, dtype: torch.dtype) -> int:
 
 class ModelRunner:
     def __init__(self, model: Llama, *, num_blocks: int, block_size: int, max_model_len: int,
-                 device: torch.device, dtype: torch.dtype, lora_manager: Any = None) -> None:
+                 device: torch.device, dtype: torch.dtype, lora_manager: Any = None,
+                 threads: ThreadTuner | None = None) -> None:
         a = model.args
+        self.threads = threads
         self.model, self.block_size, self.device, self.dtype = model, block_size, device, dtype
         self.lora_manager = lora_manager
         self.num_kv_heads, self.group = a.n_kv_heads, a.n_heads // a.n_kv_heads
-        shape = (num_blocks, block_size, a.n_kv_heads, a.head_dim)
+        shape = (a.n_kv_heads, num_blocks, block_size, a.head_dim)  # heads first: see Attention._attend
         zeros = lambda: torch.zeros(shape, device=device, dtype=dtype)  # noqa: E731
-        self.kv_caches = [(zeros(), zeros()) for _ in range(a.n_layers)]  # [N, bs, Hkv, D] each, written in place
+        self.kv_caches = [(zeros(), zeros()) for _ in range(a.n_layers)]  # [Hkv, N, bs, D] each, written in place
         model.setup_rope(max_model_len, device, dtype)
 
     # --- inputs ------------------------------------------------------------------------------------------
@@ -58,13 +61,13 @@ class ModelRunner:
         nb = -(-max(ends) // bs)
         table = self._tensor([b for s in seqs for b in (s.block_ids[:nb] + [0] * (nb - len(s.block_ids[:nb])))])
         key_pos = torch.arange(nb * bs, device=self.device)  # [L]
-        # last visible key of query t of sequence s: start_s + t   -> mask [S, 1, G*Q, L]
+        # last visible key of query t of sequence s: start_s + t   -> mask [1, S, G*Q, L]
         starts = self._tensor([s.start for s in seqs]).view(-1, 1)
         last = starts + torch.arange(q_len, device=self.device)  # [S, Q]
         mask = key_pos.view(1, 1, -1) <= last.unsqueeze(-1)  # [S, Q, L]
         if q_len > 1:  # rows ordered (g, t), as the attention reshapes q; one query row broadcasts instead
             mask = mask.repeat(1, self.group, 1)
-        mask = mask.unsqueeze(1)
+        mask = mask.unsqueeze(0)
         row_index = None if rows is None else self._tensor(rows)
         return AttnGroup(row_index, table.view(len(seqs), nb), mask, len(seqs), q_len)
 
@@ -110,6 +113,8 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute(self, sched: SchedulerOutput) -> RunnerOutput:
+        if self.threads is not None:
+            self.threads.maybe_retune()
         batch, out = self.prepare(sched)
         out.logits = self.model(batch, self.kv_caches)
         return out
@@ -135,36 +140,54 @@ def _length_buckets(decode: list[tuple[ScheduledSeq, int]]) -> list[list[tuple[S
     return buckets
 
 
-def pick_num_threads(model: Llama, trials: int = 15) -> int:
-    """CPU: all intra-op threads only if they run this model's matmuls clearly faster than one thread, right now.
+class ThreadTuner:
+    """CPU: how many intra-op threads the forward pass uses, re-measured every `interval` seconds of engine work.
 
     Measured, not assumed: on a shared, oversubscribed host, OpenMP barriers make multi-threaded small matmuls
-    10-20x slower than one thread (seen here: ~1 s vs ~85 ms per SmolLM2 decode step); on an idle host all threads
-    win by up to their count. The bar is asymmetric because the downside is: one thread costs at most 2x on an idle
-    2-core box, the wrong choice under load costs 10x. Medians, not minima: a lucky quiet moment must not decide.
-    Process-wide (torch has one intra-op pool).
+    5-20x slower than one thread (seen here: ~1.4 s vs ~0.2 s per 32-stream decode step); on an idle host all
+    threads win by up to their count. Other tenants come and go, so one measurement at startup goes stale: the probe
+    (~20-100 ms) reruns every `interval` s while the engine is busy, bounding a wrong choice to that long. Medians,
+    not minima, so a lucky quiet moment does not decide; more threads must win by 20%, because the downside is
+    asymmetric. `LLMAAS_NUM_THREADS` fixes the count and turns the probe off. Process-wide (torch has one pool).
     """
-    n = torch.get_num_threads()
-    if n <= 1:
-        return n
-    w = model.layers[0].mlp.w_gate_up.weight  # [2I, dim]: the largest per-layer matmul
-    x = torch.randn(16, w.shape[1], dtype=w.dtype, device=w.device)  # a decode batch
 
-    def median_time(threads: int) -> float:
-        torch.set_num_threads(threads)
-        F.linear(x, w)
-        times = []
-        for _ in range(trials):
-            t = time.perf_counter()
-            for _ in range(4):
-                F.linear(x, w)
-            times.append(time.perf_counter() - t)
-        return sorted(times)[len(times) // 2]
+    def __init__(self, model: Llama, *, interval: float = 20.0, fixed: int | None = None) -> None:
+        self.model, self.interval = model, interval
+        if fixed is None and os.environ.get("LLMAAS_NUM_THREADS", "").strip().isdigit():
+            fixed = int(os.environ["LLMAAS_NUM_THREADS"])
+        if fixed is not None and fixed > 0:
+            torch.set_num_threads(fixed)
+        self.max_threads = torch.get_num_threads()
+        self.fixed = fixed is not None and fixed > 0 or self.max_threads <= 1
+        self.chosen = self.max_threads
+        self._next = 0.0
 
-    t_one, t_all, t_one_again = median_time(1), median_time(n), median_time(1)
-    t_one = min(t_one, t_one_again)
-    chosen = n if t_all < 0.7 * t_one else 1
-    torch.set_num_threads(chosen)
-    log.info("engine: %d intra-op thread(s) (matmul probe: %.2f ms with %d, %.2f ms with 1)", chosen, t_all * 1e3, n,
-             t_one * 1e3)
-    return chosen
+    def maybe_retune(self) -> None:
+        if not self.fixed and time.monotonic() >= self._next:
+            self.retune()
+
+    def retune(self, trials: int = 9) -> int:
+        w = self.model.layers[0].mlp.w_gate_up  # [2I, dim]: the largest per-layer matmul
+        x = torch.randn(16, w.in_features, dtype=w.weight.dtype, device=w.weight.device)  # a decode batch
+
+        def median_time(threads: int) -> float:
+            torch.set_num_threads(threads)
+            w(x)
+            times = []
+            for _ in range(trials):
+                t = time.perf_counter()
+                for _ in range(4):
+                    w(x)
+                times.append(time.perf_counter() - t)
+            return sorted(times)[len(times) // 2]
+
+        n = self.max_threads
+        t_one, t_all, t_one_again = median_time(1), median_time(n), median_time(1)
+        t_one = min(t_one, t_one_again)
+        chosen = n if t_all < 0.8 * t_one else 1
+        torch.set_num_threads(chosen)
+        if chosen != self.chosen or self._next == 0.0:
+            log.info("engine: %d intra-op thread(s) (matmul probe: %.2f ms with %d, %.2f ms with 1)", chosen,
+                     t_all * 1e3, n, t_one * 1e3)
+        self.chosen, self._next = chosen, time.monotonic() + self.interval
+        return chosen

@@ -80,7 +80,7 @@ class AttnGroup:
 
     rows: Tensor | None  # [S*Q] token rows of the flattened batch (None = all rows, in order)
     block_table: Tensor  # [S, max_blocks] block ids
-    mask: Tensor  # [S, 1, G*Q, L] bool, True = attend
+    mask: Tensor  # [1, S, G*Q, L] bool, True = attend (broadcast over KV heads)
     num_seqs: int
     q_len: int
 
@@ -194,7 +194,7 @@ class Attention(nn.Module):
         self.scale = 1.0 / math.sqrt(args.head_dim)
 
     def forward(self, x: Tensor, b: ForwardBatch, cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor) -> Tensor:
-        # x: [T, dim]; k_cache, v_cache: [num_blocks, block_size, Hkv, D]
+        # x: [T, dim]; k_cache, v_cache: [Hkv, num_blocks, block_size, D]
         a, i = self.args, self.layer_idx
         T = x.shape[0]
         qkv = self.wqkv(x)  # [T, q_size + 2 kv_size]
@@ -218,27 +218,35 @@ class Attention(nn.Module):
 
     def _attend(self, q: Tensor, g: AttnGroup, k_cache: Tensor, v_cache: Tensor) -> Tensor:
         # q: [S*Q, H, D] -> [S*Q, H, D]; GQA without repeating K/V: each KV head's G query heads become rows.
+        # KV heads lead and sequences follow ([Hkv, S, ...]) so that the gathered K/V are contiguous, one [L, D]
+        # matrix per (head, sequence): no transpose copy before SDPA.
         a = self.args
         S, Q, Hkv, D = g.num_seqs, g.q_len, a.n_kv_heads, a.head_dim
         G = a.n_heads // Hkv
-        qg = q.view(S, Q, Hkv, G, D).permute(0, 2, 3, 1, 4).reshape(S, Hkv, G * Q, D)
-        k = gather_kv(k_cache, g.block_table)  # [S, Hkv, L, D]
+        qg = q.view(S, Q, Hkv, G, D).permute(2, 0, 3, 1, 4).reshape(Hkv, S, G * Q, D)
+        k = gather_kv(k_cache, g.block_table)  # [Hkv, S, L, D]
         v = gather_kv(v_cache, g.block_table)
-        o = F.scaled_dot_product_attention(qg, k, v, attn_mask=g.mask, scale=self.scale)  # [S, Hkv, G*Q, D]
-        return o.view(S, Hkv, G, Q, D).permute(0, 3, 1, 2, 4).reshape(S * Q, a.n_heads, D)
+        if Q == 1:  # decode: two batched matmuls beat SDPA's per-(head, sequence) tiling ~2x at G rows of queries
+            scores = torch.matmul(qg, k.transpose(-1, -2)).float().mul_(self.scale)  # [Hkv, S, G, L] fp32
+            scores.masked_fill_(~g.mask, float("-inf"))
+            o = torch.matmul(scores.softmax(dim=-1).to(v.dtype), v)  # [Hkv, S, G, D]
+        else:
+            o = F.scaled_dot_product_attention(qg, k, v, attn_mask=g.mask, scale=self.scale)  # [Hkv, S, G*Q, D]
+        return o.view(Hkv, S, G, Q, D).permute(1, 3, 0, 2, 4).reshape(S * Q, a.n_heads, D)
 
 
 def write_kv(k_cache: Tensor, v_cache: Tensor, slots: Tensor, k: Tensor, v: Tensor) -> None:
-    # k, v: [T, Hkv, D] into the flat slots of the paged cache, in place
-    k_cache.view(-1, *k.shape[1:]).index_copy_(0, slots, k)
-    v_cache.view(-1, *v.shape[1:]).index_copy_(0, slots, v)
+    # k, v: [T, Hkv, D] into the flat slots of the paged cache [Hkv, N, bs, D], in place
+    Hkv, D = k.shape[1], k.shape[2]
+    k_cache.view(Hkv, -1, D).index_copy_(1, slots, k.transpose(0, 1))
+    v_cache.view(Hkv, -1, D).index_copy_(1, slots, v.transpose(0, 1))
 
 
 def gather_kv(cache: Tensor, block_table: Tensor) -> Tensor:
-    # cache: [N, bs, Hkv, D], block_table: [S, nb] -> [S, Hkv, nb*bs, D]
+    # cache: [Hkv, N, bs, D], block_table: [S, nb] -> [Hkv, S, nb*bs, D], contiguous
     S, nb = block_table.shape
-    blocks = cache.index_select(0, block_table.reshape(-1))  # [S*nb, bs, Hkv, D]
-    return blocks.view(S, nb * cache.shape[1], cache.shape[2], cache.shape[3]).transpose(1, 2)
+    Hkv, _, bs, D = cache.shape
+    return cache.index_select(1, block_table.reshape(-1)).view(Hkv, S, nb * bs, D)
 
 
 class MLP(nn.Module):

@@ -1,0 +1,65 @@
+"""The engine's CPU speed paths change no result: oneDNN-packed bf16 projections and the thread-count tuner.
+
+Speed itself is measured by bench/ (a test never asserts wall-clock time); here only exactness and the choices.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from llmaas.config import ModelSpec, Settings
+from llmaas.engine.device import cpu_supports_bf16
+from llmaas.engine.models.llama import Linear, Llama
+from llmaas.engine.models.loader import load_model
+from llmaas.engine.runner import ThreadTuner
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads() -> Any:
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny(model_dir: Path, dtype: torch.dtype) -> Llama:
+    spec = ModelSpec(name="m", source=str(model_dir))
+    loaded = load_model(spec, Settings(data_dir=model_dir / "data", auth=False))
+    return Llama.from_hf(loaded.config, loaded.tensors, torch.device("cpu"), dtype)
+
+
+def test_fp32_is_never_packed(tiny_model_dir: Path) -> None:
+    model = tiny(tiny_model_dir, torch.float32)
+    assert model.pack_weights() is False
+    assert all(m.packed is None for m in model.modules() if isinstance(m, Linear))
+
+
+@pytest.mark.skipif(not cpu_supports_bf16(), reason="bf16 is emulated (100x slower) on this CPU")
+def test_packed_bf16_projections_are_bit_identical(tiny_model_dir: Path) -> None:
+    model = tiny(tiny_model_dir, torch.bfloat16)
+    if not model.pack_weights():
+        pytest.skip("this torch build has no oneDNN packed linear")
+    for m in (model.layers[0].attn.wqkv, model.layers[1].mlp.w_down, model.lm_head):
+        assert m.packed is not None
+        for rows in (1, 5, 40):
+            x = torch.randn(rows, m.in_features, dtype=torch.bfloat16)
+            assert torch.equal(m(x), torch.nn.functional.linear(x, m.weight, m.bias))
+
+
+def test_thread_tuner_fixed_by_env_and_choices(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny(tiny_model_dir, torch.float32)
+    monkeypatch.setenv("LLMAAS_NUM_THREADS", "1")
+    fixed = ThreadTuner(model)
+    assert fixed.fixed and torch.get_num_threads() == 1
+    fixed.maybe_retune()  # no probe: the count stays
+    assert torch.get_num_threads() == 1
+    monkeypatch.delenv("LLMAAS_NUM_THREADS")
+    torch.set_num_threads(2)
+    tuner = ThreadTuner(model, interval=3600.0)
+    assert tuner.max_threads == 2 and not tuner.fixed
+    tuner.maybe_retune()
+    assert tuner.chosen in (1, 2) and torch.get_num_threads() == tuner.chosen
+    assert tuner.retune(trials=1) in (1, 2)  # probes 1 vs all threads again
