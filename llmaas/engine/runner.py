@@ -158,7 +158,7 @@ class ThreadTuner:
         if fixed is not None and fixed > 0:
             torch.set_num_threads(fixed)
         self.max_threads = torch.get_num_threads()
-        self.fixed = fixed is not None and fixed > 0 or self.max_threads <= 1
+        self.fixed = (fixed is not None and fixed > 0) or self.max_threads <= 1
         self.chosen = self.max_threads
         self._next = 0.0
 
