@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import shutil
 import subprocess
 import sys
 import threading
@@ -66,7 +67,8 @@ def main(argv=None) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"profile-llmaas-{a.streams}streams-{time.strftime('%Y%m%d-%H%M%S')}.txt"
     eos = lambda m: {"ignore_eos": True, "stream_options": {"include_usage": True}}  # noqa: E731
-    with ServerProcess(peers(a.threads)["llmaas"], RESULTS / "logs" / "llmaas-profile.log") as srv:
+    peer = peers(a.threads)["llmaas"]
+    with ServerProcess(peer, RESULTS / "logs" / "llmaas-profile.log") as srv:
         # Warm up, then sample while the load runs (load keeps going a bit longer than the recording).
         asyncio.run(run_level(srv.base_url, "SmolLM2-135M-Instruct", work, 1, 1, eos, tokenizer, cap_s=120))
         cmd = ["py-spy", "record", "-p", str(srv.proc.pid), "-d", str(a.seconds), "-r", str(a.rate), "-f", "raw",
@@ -85,6 +87,7 @@ def main(argv=None) -> None:
         rec.start()
         rec.join()
         driver.join()
+    shutil.rmtree(peer.env["LLMAAS_DATA_DIR"], ignore_errors=True)
     lvl = load_result.get("lvl")
     if lvl:
         print(f"load during the profile: {a.streams} streams, {lvl.out_tok_s:.1f} out tok/s, TPOT p50 "

@@ -147,8 +147,9 @@ class ThreadTuner:
     5-20x slower than one thread (seen here: ~1.4 s vs ~0.2 s per 32-stream decode step); on an idle host all
     threads win by up to their count. Other tenants come and go, so one measurement at startup goes stale: the probe
     (~20-100 ms) reruns every `interval` s while the engine is busy, bounding a wrong choice to that long. Medians,
-    not minima, so a lucky quiet moment does not decide; more threads must win by 20%, because the downside is
-    asymmetric. `LLMAAS_NUM_THREADS` fixes the count and turns the probe off. Process-wide (torch has one pool).
+    not minima, so a lucky quiet moment does not decide; more threads must win by 30%, twice, because the
+    downside is asymmetric (one thread costs at most 2x on an idle 2-core box, the wrong choice under load 5-20x).
+    `LLMAAS_NUM_THREADS` fixes the count and turns the probe off. Process-wide (torch has one pool).
     """
 
     def __init__(self, model: Llama, *, interval: float = 20.0, fixed: int | None = None) -> None:
@@ -176,18 +177,20 @@ class ThreadTuner:
             times = []
             for _ in range(trials):
                 t = time.perf_counter()
-                for _ in range(4):
-                    w(x)
+                w(x)
+                w(x)
                 times.append(time.perf_counter() - t)
             return sorted(times)[len(times) // 2]
 
+        # 1, n, 1, n, 1: more threads must clearly beat both neighbouring one-thread runs, twice; a momentary lull
+        # in the neighbours' load is not enough (one comparison chose 2 threads here at load 4.5).
         n = self.max_threads
-        t_one, t_all, t_one_again = median_time(1), median_time(n), median_time(1)
-        t_one = min(t_one, t_one_again)
-        chosen = n if t_all < 0.8 * t_one else 1
+        t = [median_time(1 if i % 2 == 0 else n) for i in range(5)]
+        wins = all(t[i] < 0.7 * min(t[i - 1], t[i + 1]) for i in (1, 3))
+        chosen = n if wins else 1
         torch.set_num_threads(chosen)
         if chosen != self.chosen or self._next == 0.0:
             log.info("engine: %d intra-op thread(s) (matmul probe: %.2f ms with %d, %.2f ms with 1)", chosen,
-                     t_all * 1e3, n, t_one * 1e3)
+                     min(t[1], t[3]) * 1e3, n, min(t[0], t[2], t[4]) * 1e3)
         self.chosen, self._next = chosen, time.monotonic() + self.interval
         return chosen
