@@ -146,9 +146,9 @@ class ThreadTuner:
     Measured, not assumed: on a shared, oversubscribed host, OpenMP barriers make multi-threaded small matmuls
     5-20x slower than one thread (seen here: ~1.4 s vs ~0.2 s per 32-stream decode step); on an idle host all
     threads win by up to their count. Other tenants come and go, so one measurement at startup goes stale: the probe
-    (~20-100 ms) reruns every `interval` s while the engine is busy, bounding a wrong choice to that long. Medians,
-    not minima, so a lucky quiet moment does not decide; more threads must win by 30%, twice, because the
-    downside is asymmetric (one thread costs at most 2x on an idle 2-core box, the wrong choice under load 5-20x).
+    (5 windows of 40 ms) reruns every `interval` s while the engine is busy, bounding a wrong choice to that long.
+    More threads must win by 30%, twice, because the downside is asymmetric (one thread costs at most 2x on an
+    idle 2-core box, the wrong choice under load 5-20x).
     `LLMAAS_NUM_THREADS` fixes the count and turns the probe off. Process-wide (torch has one pool).
     """
 
@@ -167,25 +167,25 @@ class ThreadTuner:
         if not self.fixed and time.monotonic() >= self._next:
             self.retune()
 
-    def retune(self, trials: int = 9) -> int:
+    def retune(self, window: float = 0.04) -> int:
         w = self.model.layers[0].mlp.w_gate_up  # [2I, dim]: the largest per-layer matmul
         x = torch.randn(16, w.in_features, dtype=w.weight.dtype, device=w.weight.device)  # a decode batch
 
-        def median_time(threads: int) -> float:
+        def time_per_call(threads: int) -> float:
+            # Sustained work over a window of several scheduler time slices, not medians of short bursts: a burst
+            # can land in a neighbour's pause, while a descheduled thread stalls every OpenMP barrier of real work.
             torch.set_num_threads(threads)
             w(x)
-            times = []
-            for _ in range(trials):
-                t = time.perf_counter()
+            calls, start = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - start) < window:
                 w(x)
-                w(x)
-                times.append(time.perf_counter() - t)
-            return sorted(times)[len(times) // 2]
+                calls += 1
+            return elapsed / calls
 
         # 1, n, 1, n, 1: more threads must clearly beat both neighbouring one-thread runs, twice; a momentary lull
         # in the neighbours' load is not enough (one comparison chose 2 threads here at load 4.5).
         n = self.max_threads
-        t = [median_time(1 if i % 2 == 0 else n) for i in range(5)]
+        t = [time_per_call(1 if i % 2 == 0 else n) for i in range(5)]
         wins = all(t[i] < 0.7 * min(t[i - 1], t[i + 1]) for i in (1, 3))
         chosen = n if wins else 1
         torch.set_num_threads(chosen)
