@@ -3,7 +3,11 @@
 `LoraManager` knows which adapters exist (registered by our own id → a folder in our own store), loads them on first
 use (safetensors only) and keeps at most `max_loras` in memory (LRU). Each engine step calls `prepare(ids)` with one
 adapter id per token row; the returned `LoraContext` gives the model, for each projection, the per-row delta
-`scale · (x Aᵢᵀ) Bᵢᵀ` of that row's adapter (rows grouped by adapter; rows without one get zero).
+`scale · (x Aᵢᵀ) Bᵢᵀ` of that row's adapter (rows without one get zero).
+
+Two matmuls per projection however many adapters a step mixes: the step's adapters are stacked along the rank,
+`A_cat [Σr, in]` and `B_cat [out, Σr]` (scale folded into B), cached per set of adapters; a row mask
+`M [T, Σr]` keeps each row on its own adapter's rank slice: `((x A_catᵀ) ⊙ M) B_catᵀ`.
 
 It does not train (training/ does), never fetches an adapter by a client-given path, and supports plain LoRA on the
 seven Llama-family projections: DoRA, LoRA biases, embedding LoRA and `modules_to_save` are refused, not ignored.
@@ -28,6 +32,7 @@ from llmaas.errors import EngineError
 log = logging.getLogger(__name__)
 
 MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_STACK_CACHE = 4  # adapter sets whose stacked weights are kept (batches come and go)
 _KEY = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)\.lora_([AB])(?:\.\w+)?\.weight$")
 
 
@@ -38,13 +43,19 @@ class AdapterError(EngineError):
 @dataclass(slots=True)
 class _Weights:
     a: torch.Tensor  # [r, in]
-    b: torch.Tensor  # [out, r]
-    scale: float
+    b: torch.Tensor  # [out, r], the adapter's scale folded in
 
 
 @dataclass(slots=True)
 class _Adapter:
-    weights: dict[tuple[int, str], _Weights]  # (layer, module) -> A, B, scale
+    weights: dict[tuple[int, str], _Weights]  # (layer, module) -> A, scaled B
+
+
+@dataclass(slots=True)
+class _Stacked:
+    a: torch.Tensor  # A_cat [Σr, in]: the adapters that target this module, concatenated along the rank
+    b: torch.Tensor  # B_cat [out, Σr]
+    owners: tuple[int, ...]  # per rank column: the index (in the step's adapter set) of the adapter owning it
 
 
 def module_dims(config: Any) -> dict[str, tuple[int, int]]:
@@ -80,6 +91,7 @@ class LoraManager:
         self.dtype = dtype
         self._paths: dict[str, Path] = {}
         self._loaded: OrderedDict[str, _Adapter] = OrderedDict()  # least recently used first
+        self._stacks: OrderedDict[tuple[str, ...], dict[tuple[int, str], _Stacked]] = OrderedDict()  # per adapter set
         self._lock = threading.Lock()  # register() runs on the event loop, prepare() on the engine thread
 
     # --- registry -------------------------------------------------------------------------------------
@@ -99,11 +111,13 @@ class LoraManager:
         with self._lock:
             self._paths[adapter_id] = path
             self._loaded.pop(adapter_id, None)  # re-registering replaces the weights
+            self._stacks.clear()
 
     def unregister(self, adapter_id: str) -> None:
         with self._lock:
             self._paths.pop(adapter_id, None)
             self._loaded.pop(adapter_id, None)
+            self._stacks.clear()
 
     def __contains__(self, adapter_id: object) -> bool:
         return adapter_id in self._paths
@@ -116,20 +130,40 @@ class LoraManager:
 
     def prepare(self, adapter_ids: list[str | None]) -> "LoraContext | None":
         """The LoRA view of one step: one adapter id (or None) per token row. None when no row has one."""
-        wanted = list(dict.fromkeys(a for a in adapter_ids if a is not None))
+        wanted = tuple(sorted({a for a in adapter_ids if a is not None}))
         if not wanted:
             return None
-        adapters = {a: self._get(a) for a in wanted}
+        adapters = [self._get(a) for a in wanted]
         self._evict(keep=set(wanted))
-        if len(wanted) == 1 and all(a == wanted[0] for a in adapter_ids):
-            groups = [(adapters[wanted[0]], None)]  # every row uses one adapter: no gather/scatter
-        else:
-            rows: dict[str, list[int]] = {a: [] for a in wanted}
-            for i, a in enumerate(adapter_ids):
-                if a is not None:
-                    rows[a].append(i)
-            groups = [(adapters[a], torch.tensor(r, device=self.device)) for a, r in rows.items()]
-        return LoraContext(groups, len(adapter_ids), self.dims)
+        with self._lock:
+            stacks = self._stacks.get(wanted)
+            if stacks is not None:
+                self._stacks.move_to_end(wanted)
+        if stacks is None:
+            stacks = self._stack(adapters)
+            with self._lock:
+                self._stacks[wanted] = stacks
+                while len(self._stacks) > _STACK_CACHE:
+                    self._stacks.popitem(last=False)
+        if len(wanted) == 1 and None not in adapter_ids:
+            return LoraContext(stacks, None, self.dtype)  # every row uses one adapter: no mask
+        index = {a: i for i, a in enumerate(wanted)}
+        rows = torch.tensor([-1 if a is None else index[a] for a in adapter_ids], device=self.device)  # [T]
+        return LoraContext(stacks, rows, self.dtype)
+
+    def _stack(self, adapters: list[_Adapter]) -> dict[tuple[int, str], _Stacked]:
+        """A_cat / B_cat of every (layer, module) some of these adapters target (once per adapter set)."""
+        stacks: dict[tuple[int, str], _Stacked] = {}
+        for key in {k for ad in adapters for k in ad.weights}:
+            parts = [(i, ad.weights[key]) for i, ad in enumerate(adapters) if key in ad.weights]
+            owners = tuple(i for i, w in parts for _ in range(w.a.shape[0]))
+            if len(parts) == 1:  # nothing to concatenate: share the adapter's own tensors
+                stacks[key] = _Stacked(parts[0][1].a, parts[0][1].b, owners)
+            else:
+                a = torch.cat([w.a for _, w in parts])  # [Σr, in]
+                b = torch.cat([w.b for _, w in parts], dim=1)  # [out, Σr]
+                stacks[key] = _Stacked(a, b, owners)
+        return stacks
 
     def _get(self, adapter_id: str) -> _Adapter:
         with self._lock:
@@ -142,6 +176,7 @@ class LoraManager:
         adapter = self._load(path)
         with self._lock:
             self._loaded[adapter_id] = adapter
+            self._stacks.clear()
         log.info("loaded LoRA adapter %s (%d modules)", adapter_id, len(adapter.weights))
         return adapter
 
@@ -152,6 +187,7 @@ class LoraManager:
                     break
                 if adapter_id not in keep:
                     del self._loaded[adapter_id]
+                    self._stacks.clear()
 
     def _load(self, path: Path) -> _Adapter:
         from safetensors.torch import load_file
@@ -186,8 +222,9 @@ class LoraManager:
             if rank != r:
                 raise AdapterError(f"adapter rank for layer {layer} {module} disagrees with its config")
             scale = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
+            b = b.to(torch.float32) * scale  # fold the scale in before rounding to the engine dtype
             weights[(layer, module)] = _Weights(
-                a.to(self.device, self.dtype).contiguous(), b.to(self.device, self.dtype).contiguous(), scale
+                a.to(self.device, self.dtype).contiguous(), b.to(self.device, self.dtype).contiguous()
             )
         if not weights:
             raise AdapterError("adapter has no LoRA weights")
@@ -195,32 +232,32 @@ class LoraManager:
 
 
 class LoraContext:
-    """Per-step: which rows use which adapter. `delta` is called by every projection of every layer."""
+    """Per-step: the stacked weights of this step's adapters and each row's adapter. `delta` is called by every
+    projection of every layer; the row mask is built once per rank layout (usually once per step)."""
 
-    def __init__(
-        self, groups: list[tuple[_Adapter, torch.Tensor | None]], num_rows: int, dims: dict[str, tuple[int, int]]
-    ) -> None:
-        self.groups = groups  # (adapter, row indices or None = all rows)
-        self.num_rows = num_rows
-        self.dims = dims
+    def __init__(self, stacks: dict[tuple[int, str], _Stacked], rows: torch.Tensor | None, dtype: torch.dtype) -> None:
+        self.stacks = stacks
+        self.rows = rows  # [T]: each row's adapter (index in the step's set), -1 for none; None: one adapter, all rows
+        self.dtype = dtype
+        self._masks: dict[tuple[int, ...], torch.Tensor] = {}
 
     def delta(self, layer_idx: int, module: str, x: torch.Tensor) -> torch.Tensor | None:
         # x: [T, in] (any leading shape with T rows in total) -> [T, out], or None when no adapter touches it
-        active = [(ad.weights[(layer_idx, module)], rows) for ad, rows in self.groups if (layer_idx, module) in ad.weights]
-        if not active:
+        w = self.stacks.get((layer_idx, module))
+        if w is None:
             return None
         lead, d_in = x.shape[:-1], x.shape[-1]
-        flat = x.reshape(-1, d_in)
-        if len(active) == 1 and active[0][1] is None:
-            w = active[0][0]
-            return ((flat @ w.a.T) @ w.b.T * w.scale).reshape(*lead, -1)
-        out = flat.new_zeros(flat.shape[0], self.dims[module][1])
-        for w, rows in active:
-            if rows is None:
-                out += (flat @ w.a.T) @ w.b.T * w.scale
-            else:
-                out.index_copy_(0, rows, (flat.index_select(0, rows) @ w.a.T) @ w.b.T * w.scale)
-        return out.reshape(*lead, -1)
+        h = x.reshape(-1, d_in) @ w.a.T  # [T, Σr]
+        if self.rows is not None:
+            h.mul_(self._mask(w.owners))
+        return (h @ w.b.T).reshape(*lead, -1)  # [T, out]
+
+    def _mask(self, owners: tuple[int, ...]) -> torch.Tensor:
+        m = self._masks.get(owners)
+        if m is None:  # M [T, Σr]: 1 where the row's adapter owns the rank column
+            cols = torch.tensor(owners, device=self.rows.device)
+            m = self._masks[owners] = (self.rows[:, None] == cols[None, :]).to(self.dtype)
+        return m
 
 
 # --- config ---------------------------------------------------------------------------------------------

@@ -61,6 +61,10 @@ def test_mixed_batch_deltas_match_peft(tiny_model_dir: Path, adapters: dict[str,
     ids: list[str | None] = ["a", None, "b", "a", "b", None, "a"]
     ctx = mgr.prepare(ids)
     assert ctx is not None and mgr.num_loaded == 2
+    _check_against_peft(mgr, ctx, ids, {n: m for n, (_, m) in adapters.items()})
+
+
+def _check_against_peft(mgr: LoraManager, ctx: Any, ids: list[str | None], models: dict[str, Any]) -> None:
     g = torch.Generator().manual_seed(0)
     for layer in range(2):
         for module in MODULES:
@@ -72,7 +76,7 @@ def test_mixed_batch_deltas_match_peft(tiny_model_dir: Path, adapters: dict[str,
                 if name is None:
                     assert bool((delta[row] == 0).all())
                     continue
-                peft_mod = _peft_module(adapters[name][1], layer, module)
+                peft_mod = _peft_module(models[name], layer, module)
                 xr = x[row : row + 1]
                 with torch.no_grad():
                     if hasattr(peft_mod, "lora_A"):  # PEFT's LoRA layer: base output + its delta
@@ -80,6 +84,26 @@ def test_mixed_batch_deltas_match_peft(tiny_model_dir: Path, adapters: dict[str,
                     else:  # a module this adapter leaves alone
                         expected = torch.zeros(1, mgr.dims[module][1])
                 torch.testing.assert_close(delta[row : row + 1], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_many_adapters_in_one_batch_and_stack_invalidation(
+    tiny_model_dir: Path, adapters: dict[str, tuple[Path, Any]], tmp_path: Path
+) -> None:
+    c_path, d_path = tmp_path / "c", tmp_path / "d"
+    c = _make_adapter(tiny_model_dir, c_path, 3, r=3, lora_alpha=6, target_modules=["o_proj", "gate_proj", "up_proj"])
+    d = _make_adapter(
+        tiny_model_dir, d_path, 4, r=8, lora_alpha=4, target_modules=list(MODULES), rank_pattern={"k_proj": 2}
+    )
+    models = {"a": adapters["a"][1], "b": adapters["b"][1], "c": c, "d": d}
+    mgr = LoraManager(_config(tiny_model_dir), max_loras=4)
+    for name, path in (("a", adapters["a"][0]), ("b", adapters["b"][0]), ("c", c_path), ("d", d_path)):
+        mgr.register(name, path)
+    ids: list[str | None] = ["d", "a", None, "c", "b", "d", "c", "a", None, "b"]
+    _check_against_peft(mgr, mgr.prepare(["a", "b"]), ["a", "b"], models)  # a smaller set first: its own stacks
+    _check_against_peft(mgr, mgr.prepare(ids), ids, models)
+    _check_against_peft(mgr, mgr.prepare(["d"] * 3), ["d"] * 3, models)  # one adapter: the unmasked path
+    mgr.register("a", d_path)  # new weights for a loaded id: cached stacks must not keep the old ones
+    _check_against_peft(mgr, mgr.prepare(ids), ids, {**models, "a": d})
 
 
 def test_untargeted_module_gives_none_and_single_adapter_fast_path(
