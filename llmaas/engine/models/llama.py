@@ -227,8 +227,9 @@ class Attention(nn.Module):
         qg = q.view(S, Q, Hkv, G, D).permute(2, 0, 3, 1, 4).reshape(Hkv, S, G * Q, D)
         k = gather_kv(k_cache, g.block_table)  # [Hkv, S, L, D]
         v = gather_kv(v_cache, g.block_table)
-        if Q == 1:  # decode: G query rows per (head, sequence) are too few for SDPA's tiling; two batched matmuls
-            # take ~0.4 ms per layer where SDPA took ~1 ms (SmolLM2, 32 sequences, bf16)
+        if Q == 1 and S >= 8:  # batched decode: G query rows per (head, sequence) are too few for SDPA's tiling;
+            # two batched matmuls take ~0.4 ms per layer where SDPA took ~1 ms (SmolLM2, 32 sequences, bf16). With
+            # one sequence SDPA's single call wins (~10% of a step): fewer ops.
             scores = torch.matmul(qg, k.transpose(-1, -2)).float().mul_(self.scale)  # [Hkv, S, G, L] fp32
             scores.masked_fill_(~g.mask, float("-inf"))
             o = torch.matmul(scores.softmax(dim=-1).to(v.dtype), v)  # [Hkv, S, G, D]
