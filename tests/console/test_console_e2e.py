@@ -19,7 +19,9 @@ from typing import Any, Iterator
 
 import pytest
 from console_browser import ARTIFACTS, open_page
-from console_live import LiveServer, start_live_server
+from console_live import require, start_live_server
+
+from llmaas.testing.server import LlmaasProcess
 
 pytestmark = pytest.mark.browser
 expect = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)").expect
@@ -33,7 +35,7 @@ GOOD_JSONL = "".join(
 
 
 @pytest.fixture(scope="module")
-def live(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def live(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlmaasProcess]:
     server = start_live_server(tiny_model_dir, tmp_path_factory.mktemp("console-live"))
     try:
         yield server
@@ -47,10 +49,10 @@ def snap(page: Any, name: str) -> None:
         page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def sign_in(page: Any, live: LiveServer, key: str | None = None) -> None:
+def sign_in(page: Any, live: LlmaasProcess, key: str | None = None) -> None:
     page.goto(f"{live.url}/")
     field = page.get_by_label("API key")
-    field.fill(key or live.admin_key)
+    field.fill(key or live.api_key)
     field.press("Enter")
     page.get_by_role("button", name="Sign out").wait_for()
 
@@ -79,7 +81,7 @@ def set_max_tokens(page: Any, n: int) -> None:
 
 # --- sign in, chat ---------------------------------------------------------------------------------------------
 
-def test_bad_key_is_refused_in_words(page: Any, live: LiveServer) -> None:
+def test_bad_key_is_refused_in_words(page: Any, live: LlmaasProcess) -> None:
     page.goto(f"{live.url}/")
     page.get_by_label("API key").fill("sk-not-a-real-key")
     page.get_by_role("button", name="Sign in").click()
@@ -89,7 +91,7 @@ def test_bad_key_is_refused_in_words(page: Any, live: LiveServer) -> None:
     assert page.evaluate("sessionStorage.length") == 0
 
 
-def test_sign_in_chat_streams_with_usage_then_sign_out(page: Any, live: LiveServer) -> None:
+def test_sign_in_chat_streams_with_usage_then_sign_out(page: Any, live: LlmaasProcess) -> None:
     sign_in(page, live)
     expect(page.get_by_label("Model")).to_have_value("tiny")
     page.get_by_label("System prompt").fill("You are terse.")
@@ -114,26 +116,26 @@ def test_sign_in_chat_streams_with_usage_then_sign_out(page: Any, live: LiveServ
     snap(page, "e2e-chat")
     # The code snippets reproduce the request; run both against the server with the key from the environment.
     page.get_by_text("Use this from code").click()
-    env = {**os.environ, "LLMAAS_API_KEY": live.admin_key}
+    env = {**os.environ, "LLMAAS_API_KEY": live.api_key}
     page.get_by_role("button", name="Copy curl").click()
     curl = page.evaluate("navigator.clipboard.readText()")
-    assert live.admin_key not in curl and curl.startswith(f"curl -N {live.url}/v1/chat/completions")
+    assert live.api_key not in curl and curl.startswith(f"curl -N {live.url}/v1/chat/completions")
     done = subprocess.run(["bash", "-c", curl], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "data: [DONE]" in done.stdout, done.stdout + done.stderr
     page.get_by_role("button", name="Copy Python").click()
     python = page.evaluate("navigator.clipboard.readText()")
-    assert live.admin_key not in python
+    assert live.api_key not in python
     done = subprocess.run([sys.executable, "-c", python], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "completion_tokens=" in done.stdout, done.stdout + done.stderr
     # The key is in sessionStorage only, and sign-out clears it.
-    assert page.evaluate("sessionStorage.getItem('llmaas.apiKey')") == live.admin_key
+    assert page.evaluate("sessionStorage.getItem('llmaas.apiKey')") == live.api_key
     assert page.evaluate("localStorage.length") == 0 and page.context.cookies() == []
     page.get_by_role("button", name="Sign out").click()
     page.get_by_label("API key").wait_for()
     assert page.evaluate("sessionStorage.length") == 0
 
 
-def test_stop_a_generation(page: Any, live: LiveServer) -> None:
+def test_stop_a_generation(page: Any, live: LlmaasProcess) -> None:
     sign_in(page, live)
     set_max_tokens(page, 460)
     page.get_by_label("Message", exact=True).fill("Tell me a long story")
@@ -159,7 +161,7 @@ def test_stop_a_generation(page: Any, live: LiveServer) -> None:
     assert box.input_value() == "Too long now"
 
 
-def test_phone_width_has_no_sideways_scroll(phone_page: Any, live: LiveServer) -> None:
+def test_phone_width_has_no_sideways_scroll(phone_page: Any, live: LlmaasProcess) -> None:
     sign_in(phone_page, live)
     set_max_tokens(phone_page, 16)
     wait_finished(send(phone_page, "Hi from a phone"))
@@ -171,7 +173,7 @@ def test_phone_width_has_no_sideways_scroll(phone_page: Any, live: LiveServer) -
         assert width[0] <= width[1], f"{view}: {width}"
 
 
-def test_models_page_shows_context_length_and_opens_playground(page: Any, live: LiveServer) -> None:
+def test_models_page_shows_context_length_and_opens_playground(page: Any, live: LlmaasProcess) -> None:
     sign_in(page, live)
     page.get_by_role("link", name="Models").click()
     row = page.locator("tr", has=page.locator("code", has_text=re.compile("^tiny$")))
@@ -188,8 +190,8 @@ def _usage_total(page: Any) -> int:
     return int(page.get_by_test_id("usage-total-tokens").inner_text().replace(",", ""))
 
 
-def test_usage_goes_up_after_a_chat(page: Any, live: LiveServer) -> None:
-    live.require("/v1/usage", "usage page")
+def test_usage_goes_up_after_a_chat(page: Any, live: LlmaasProcess) -> None:
+    require(live, "/v1/usage", "usage page")
     sign_in(page, live)
     page.get_by_role("link", name="Usage").click()
     before = _usage_total(page)
@@ -211,8 +213,8 @@ def test_usage_goes_up_after_a_chat(page: Any, live: LiveServer) -> None:
     snap(page, "e2e-usage")
 
 
-def test_admin_creates_and_revokes_a_key(page: Any, live: LiveServer, browser: Any, request: pytest.FixtureRequest) -> None:
-    live.require("/admin/keys", "admin page")
+def test_admin_creates_and_revokes_a_key(page: Any, live: LlmaasProcess, browser: Any, request: pytest.FixtureRequest) -> None:
+    require(live, "/admin/keys", "admin page")
     sign_in(page, live)
     page.get_by_role("link", name="Admin").click()
     form = page.locator("form", has_text="New key")
@@ -253,8 +255,8 @@ def test_admin_creates_and_revokes_a_key(page: Any, live: LiveServer, browser: A
     assert live.api("GET", "/v1/me", key=secret).status_code == 401
 
 
-def test_rate_limit_is_explained_with_when_to_retry(page: Any, live: LiveServer) -> None:
-    live.require("/admin/keys", "rate-limited key")
+def test_rate_limit_is_explained_with_when_to_retry(page: Any, live: LlmaasProcess) -> None:
+    require(live, "/admin/keys", "rate-limited key")
     created = live.api("POST", "/admin/keys", json={"project_id": "default", "name": "slow", "rpm": 2}).json()
     sign_in(page, live, created["key"])  # /v1/me: one request of this minute
     set_max_tokens(page, 4)
@@ -275,9 +277,9 @@ def test_rate_limit_is_explained_with_when_to_retry(page: Any, live: LiveServer)
 
 # --- fine-tuning -----------------------------------------------------------------------------------------------
 
-def test_fine_tune_from_upload_to_chat(page: Any, live: LiveServer) -> None:
-    live.require("/v1/files", "file upload")
-    live.require("/v1/fine_tuning/jobs", "fine-tuning")
+def test_fine_tune_from_upload_to_chat(page: Any, live: LlmaasProcess) -> None:
+    require(live, "/v1/files", "file upload")
+    require(live, "/v1/fine_tuning/jobs", "fine-tuning")
     sign_in(page, live)
     page.get_by_role("link", name="Fine-tuning").click()
     upload = page.get_by_label("JSONL file")
@@ -313,7 +315,7 @@ def test_fine_tune_from_upload_to_chat(page: Any, live: LiveServer) -> None:
             pytest.fail(f"the job did not succeed: {page.locator('main').inner_text()[:2000]}")
         if time.monotonic() > deadline:
             pytest.fail(f"the job did not finish in 300 s: {page.locator('main').inner_text()[:1500]}\n"
-                        f"server output:\n{live.output()}")
+                        f"server output:\n{live.output}")
         page.wait_for_timeout(1000)
     chart = page.locator(".chart-box svg")
     assert chart.locator("path.line.s1").count() == 1  # training loss
@@ -326,9 +328,9 @@ def test_fine_tune_from_upload_to_chat(page: Any, live: LiveServer) -> None:
     assert "tokens" in wait_finished(send(page, "What is 2 plus 2?"))
 
 
-def test_server_side_job_error_is_shown(page: Any, live: LiveServer) -> None:
+def test_server_side_job_error_is_shown(page: Any, live: LlmaasProcess) -> None:
     """A file the browser cannot check (here: sent by the API, not the console) fails the job; the page says why."""
-    live.require("/v1/fine_tuning/jobs", "fine-tuning")
+    require(live, "/v1/fine_tuning/jobs", "fine-tuning")
     bad = GOOD_JSONL.encode() + b'{"messages": [{"role": "user", "content": "\xff"}, {"role": "assistant", "content": "x"}]}\n'
     uploaded = live.api("POST", "/v1/files", files={"file": ("bad.jsonl", bad)}, data={"purpose": "fine-tune"})
     assert uploaded.status_code == 200, uploaded.text
@@ -352,8 +354,8 @@ def test_no_auth_server_takes_any_key(page: Any, tiny_model_dir: Path, tmp_path:
         server.stop()
 
 
-def test_cancel_a_running_job(page: Any, live: LiveServer) -> None:
-    live.require("/v1/fine_tuning/jobs", "fine-tuning")
+def test_cancel_a_running_job(page: Any, live: LlmaasProcess) -> None:
+    require(live, "/v1/fine_tuning/jobs", "fine-tuning")
     uploaded = live.api("POST", "/v1/files", files={"file": ("long.jsonl", GOOD_JSONL.encode())}, data={"purpose": "fine-tune"})
     job = live.api("POST", "/v1/fine_tuning/jobs",
                    json={"model": "tiny", "training_file": uploaded.json()["id"], "hyperparameters": {"n_epochs": 50}}).json()

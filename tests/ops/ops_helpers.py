@@ -6,20 +6,10 @@ exercise them inside `llmaas serve`.
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import httpx
-import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -126,85 +116,3 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         return StreamingResponse(stream(), media_type="text/plain")
 
     return app
-
-
-# --- real servers -------------------------------------------------------------------------------------------------
-
-LISTENING = re.compile(r"listening on (http://\S+?) ")
-ADMIN_KEY = re.compile(r"admin API key .*?: (sk-\S+)")
-START_TIMEOUT_S = float(os.environ.get("LLMAAS_E2E_START_TIMEOUT", "300"))
-
-
-class Proc:
-    """One `llmaas …` subprocess (its own session, so a test can clean up the whole group) and what it printed."""
-
-    def __init__(self, args: list[str], root: Path, env: dict[str, str] | None = None) -> None:
-        self.lines: list[str] = []
-        self.url: str | None = None
-        self.api_key: str | None = None
-        full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                    **(env or {})}
-        self.proc = subprocess.Popen([sys.executable, "-m", "llmaas", *args], cwd=root, env=full_env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                     start_new_session=True)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if self.url is None and (m := LISTENING.search(line)):
-                self.url = m.group(1)
-            if self.api_key is None and (m := ADMIN_KEY.search(line)):
-                self.api_key = m.group(1)
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines[-150:])
-
-    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                time.sleep(0.3)
-                raise AssertionError(f"llmaas exited with {self.proc.returncode}:\n{self.output}")
-            if self.url is not None:
-                try:
-                    if httpx.get(f"{self.url}/ready", timeout=5).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.3)
-        self.kill()
-        raise AssertionError(f"llmaas was not ready after {timeout:.0f} s:\n{self.output}")
-
-    def terminate(self, timeout: float = 60) -> int:
-        """SIGTERM to the main process only (as Kubernetes does to PID 1); returns its exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
-
-    def group_alive(self) -> bool:
-        """Whether any process of this one's group (its children: the fine-tuning worker) is still running."""
-        try:
-            os.killpg(self.proc.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-
-    def kill(self) -> None:
-        """SIGKILL the whole group, children included (cleanup after a test, also after a failure)."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=30)
-
-
-def serve(root: Path, config: dict[str, Any], *flags: str, env: dict[str, str] | None = None) -> Proc:
-    """Start `llmaas serve` on a free loopback port with `config` as its YAML config file."""
-    root.mkdir(parents=True, exist_ok=True)
-    config = {"data_dir": str(root / "data"), **config}
-    cfg = root / "llmaas.yaml"
-    cfg.write_text(yaml.safe_dump(config))
-    return Proc(["serve", "--config", str(cfg), "--host", "127.0.0.1", "--port", "0", *flags], root, env)

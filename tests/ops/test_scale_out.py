@@ -22,7 +22,8 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
-from ops_helpers import Proc, serve
+
+from llmaas.testing.server import LlmaasProcess, serve
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -81,10 +82,10 @@ def test_two_replicas_one_worker_behave_as_one_service(tmp_path: Path, tiny_mode
     out = cli(tmp_path, env, "keys", "create", "--admin", "--project", "default", "--name", "ops-admin")
     admin_key = next(tok for tok in out.split() if tok.startswith("sk-"))
 
-    procs: list[Proc] = []
+    procs: list[LlmaasProcess] = []
     try:
-        a = serve(tmp_path / "a", shared)
-        b = serve(tmp_path / "b", shared)
+        a = serve(tmp_path / "a", shared, wait=False)
+        b = serve(tmp_path / "b", shared, wait=False)
         procs += [a, b]
         ready = [threading.Thread(target=p.wait_ready) for p in (a, b)]
         for t in ready:
@@ -126,7 +127,7 @@ def test_two_replicas_one_worker_behave_as_one_service(tmp_path: Path, tiny_mode
         job_id = r.json()["id"]
         worker_cfg = tmp_path / "worker.yaml"
         worker_cfg.write_text(json.dumps({**shared, "data_dir": str(tmp_path / "w")}))  # JSON is YAML
-        worker = Proc(["worker", "--config", str(worker_cfg)], tmp_path)
+        worker = LlmaasProcess(["worker", "--config", str(worker_cfg)], tmp_path)
         procs.append(worker)
         deadline = time.monotonic() + TRAIN_TIMEOUT_S
         job: dict[str, Any] = {}

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from ops_helpers import serve
+
+from llmaas.testing.server import serve
 
 STREAMS = 4
 MAX_TOKENS = 400  # the tiny model's context is 512: long enough to be mid-stream when SIGTERM arrives
@@ -53,7 +54,7 @@ def sigterm_during_streams(tmp_path: Path, model_dir: Path, grace_s: float) -> t
         "usage_flush_s": 60,
         "shutdown_grace_s": grace_s,
     }
-    server = serve(tmp_path, config)
+    server = serve(tmp_path, config, wait=False)
     try:
         server.wait_ready()
         assert server.url and server.api_key, server.output

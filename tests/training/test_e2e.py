@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
-import signal
 import subprocess
 import sys
 import time
@@ -22,12 +20,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import yaml
+
+from llmaas.testing.server import serve
 
 from .conftest import ANSWER, fact_examples, jsonl
 
-LISTENING = re.compile(r"listening on (http://\S+?) ")
-ADMIN_KEY = re.compile(r"admin API key .*?: (sk-\S+)")
 POSITIVE = ["I love it", "great stuff", "so good", "love this", "really great", "good job", "wonderful", "great fun"]
 NEGATIVE = ["I hate it", "awful stuff", "so bad", "hate this", "really awful", "bad job", "terrible", "awful mess"]
 LABELS = ["positive", "negative"]
@@ -51,46 +48,18 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
         "models": [{"name": "tiny", "source": str(tiny_model_dir), "kind": "chat", "kv_cache_mb": 16, "max_num_seqs": 16}],
         "default_max_tokens": 16,
     }
-    (root / "c.yaml").write_text(yaml.safe_dump(config))
-    args = [sys.executable, "-m", "llmaas", "serve", "--config", str(root / "c.yaml"), "--host", "127.0.0.1", "--port", "0"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    log = (root / "log").open("w+")
-    proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = serve(root, config)  # auth on, with its fine-tuning worker
     try:
-        url = None
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"llmaas serve exited:\n{(root / 'log').read_text()[-3000:]}")
-            if url is None and (m := LISTENING.search((root / "log").read_text())):
-                url = m.group(1)
-            if url is not None:
-                try:
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.3)
-        else:
-            pytest.fail("llmaas serve did not become healthy")
-        admin = ADMIN_KEY.search((root / "log").read_text())
-        assert admin, "no bootstrap admin key printed"
         keys = []
         for project in ("proj-a", "proj-b"):
-            auth = {"Authorization": f"Bearer {admin.group(1)}"}
-            r = httpx.post(f"{url}/admin/projects", json={"id": project, "name": project}, headers=auth)
+            r = proc.api("POST", "/admin/projects", json={"id": project, "name": project})
             assert r.status_code == 200, r.text
-            r = httpx.post(f"{url}/admin/keys", json={"project_id": project, "name": "test"}, headers=auth)
+            r = proc.api("POST", "/admin/keys", json={"project_id": project, "name": "test"})
             assert r.status_code == 200, r.text
             keys.append(r.json()["key"])
-        yield Server(f"{url}/v1", *keys)
+        yield Server(proc.base_url, *keys)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server stops its worker child too
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        proc.stop(timeout=60)  # the server stops its worker child too
 
 
 def finish(client: openai.OpenAI, job_id: str, timeout: float = 600) -> Any:
