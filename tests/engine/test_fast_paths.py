@@ -40,13 +40,17 @@ def test_fp32_is_never_packed(tiny_model_dir: Path) -> None:
 @pytest.mark.skipif(not cpu_supports_bf16(), reason="bf16 is emulated (100x slower) on this CPU")
 def test_packed_bf16_projections_are_bit_identical(tiny_model_dir: Path) -> None:
     model = tiny(tiny_model_dir, torch.bfloat16)
+    modules = (model.layers[0].attn.wqkv, model.layers[1].mlp.w_down, model.lm_head)
+    weights = [m.weight.detach().clone() for m in modules]  # packing drops the unpacked copies
     if not model.pack_weights():
         pytest.skip("this torch build has no oneDNN packed linear")
-    for m in (model.layers[0].attn.wqkv, model.layers[1].mlp.w_down, model.lm_head):
+    for m, w in zip(modules, weights):
         assert m.packed is not None
         for rows in (1, 5, 40):
             x = torch.randn(rows, m.in_features, dtype=torch.bfloat16)
-            assert torch.equal(m(x), torch.nn.functional.linear(x, m.weight, m.bias))
+            assert torch.equal(m(x), torch.nn.functional.linear(x, w, m.bias))
+    assert model.layers[0].attn.wqkv.weight.numel() == 0  # one copy of the weights in memory, not two
+    assert model.lm_head.weight is model.embed.weight  # the tied table stays: the embedding reads it
 
 
 def test_thread_tuner_fixed_by_env_and_choices(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -152,8 +152,11 @@ class Linear(nn.Linear):
             return F.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [None], "")
 
-    def pack(self) -> bool:
-        """Use a packed weight from now on if it computes exactly what F.linear does; False (unchanged) if not."""
+    def pack(self, keep_weight: bool = False) -> bool:
+        """Use a packed weight from now on if it computes exactly what F.linear does; False (unchanged) if not.
+
+        The packed copy then replaces the weight (one copy in memory, not two) unless `keep_weight` (a weight shared
+        with another module, e.g. the embedding tied to the LM head)."""
         try:
             packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, None)
             for m in (1, 3, 67):  # decode-sized and prefill-sized row counts
@@ -164,6 +167,8 @@ class Linear(nn.Linear):
         except (RuntimeError, AttributeError):  # no oneDNN, or an op signature from another torch version
             return False
         self.packed = packed
+        if not keep_weight:
+            self.weight = nn.Parameter(self.weight.new_empty(0), requires_grad=False)
         return True
 
 
@@ -299,13 +304,14 @@ class Llama(nn.Module):
         """CPU bf16: run every projection on oneDNN-packed weights (see `Linear`); True if all of them were packed.
 
         Only bf16 on CPU: in fp32 the packed kernel rounds differently from F.linear (MKL), and fp32 is the dtype
-        whose parity with transformers is exact. The packed copies sit beside the weights (LoRA and probes read
-        those), so this costs one more copy of the projection weights in memory.
+        whose parity with transformers is exact. Packed weights replace the originals, except the LM head's when it
+        is the (tied) embedding table.
         """
         w = self.lm_head.weight
         if w.device.type != "cpu" or w.dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available():
             return False
-        return all([m.pack() for m in self.modules() if isinstance(m, Linear)])
+        tied = self.lm_head.weight is self.embed.weight
+        return all([m.pack(keep_weight=tied and m is self.lm_head) for m in self.modules() if isinstance(m, Linear)])
 
     def forward(self, b: ForwardBatch, kv_caches: list[tuple[Tensor, Tensor]]) -> Tensor:
         """Logits [R, V] (fp32) at `b.logit_rows`, after writing the K/V of all T tokens into the cache."""
