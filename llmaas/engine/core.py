@@ -241,21 +241,20 @@ class EngineCore:
         self.scheduler.finish_request(req, RequestStatus.FINISHED_ERROR)
         self._finish_event(req, FinishReason.ERROR, st, ERROR_MESSAGE)
 
-    def fail_all(self, message: str = ERROR_MESSAGE) -> list[TokenEvent]:
-        """Finish every request (after an unexpected engine fault, or at shutdown with ABORT)."""
-        st = _Step()
-        self._drain_inbox(st)
-        for req in list(self.scheduler.running) + list(self.scheduler.waiting):
-            self.scheduler.finish_request(req, RequestStatus.FINISHED_ERROR)
-            self._finish_event(req, FinishReason.ERROR, st, message)
-        return st.events
+    def fail_all(self) -> list[TokenEvent]:
+        """Finish every request with ERROR (after an unexpected fault of the step loop itself)."""
+        return self._finish_all(RequestStatus.FINISHED_ERROR, ERROR_MESSAGE)
 
     def abort_all(self) -> list[TokenEvent]:
+        """Finish every request with ABORT (at shutdown)."""
+        return self._finish_all(RequestStatus.FINISHED_ABORTED, None)
+
+    def _finish_all(self, status: RequestStatus, error: str | None) -> list[TokenEvent]:
         st = _Step()
         self._drain_inbox(st)
         for req in list(self.scheduler.running) + list(self.scheduler.waiting):
-            self.scheduler.finish_request(req, RequestStatus.FINISHED_ABORTED)
-            self._finish_event(req, FinishReason.ABORT, st)
+            self.scheduler.finish_request(req, status)
+            self._finish_event(req, status.finish_reason, st, error)  # type: ignore[arg-type]
         return st.events
 
     # --- stats -------------------------------------------------------------------------------------------
