@@ -73,19 +73,19 @@ class Sampler:
         _apply_logit_bias(logits, params)
         _apply_penalties(logits, rows)
 
-        greedy = torch.tensor([p.greedy for p in params], device=logits.device)
-        greedy_tokens = logits.argmax(dim=-1)
-        if bool(greedy.all()):
-            return greedy_tokens
+        greedy = [p.greedy for p in params]
+        if all(greedy):
+            return logits.argmax(dim=-1)
 
         temps = torch.tensor([1.0 if p.greedy else p.temperature for p in params], device=logits.device)
         logits.div_(temps.unsqueeze(1))
         _apply_top_k_top_p(logits, params)
         _apply_min_p(logits, params)
 
-        probs = torch.softmax(logits, dim=-1)
-        sampled = _draw(probs, rows)
-        return torch.where(greedy, greedy_tokens, sampled)
+        sampled = _draw(torch.softmax(logits, dim=-1), rows)
+        if not any(greedy):
+            return sampled
+        return torch.where(torch.tensor(greedy, device=logits.device), logits.argmax(dim=-1), sampled)
 
     # --- logprobs -----------------------------------------------------------------------------------
 
@@ -210,14 +210,19 @@ def _apply_min_p(logits: torch.Tensor, params: list[SamplingParams]) -> None:
 
 
 def _draw(probs: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
-    """One token per row: argmax(probs / Exp(1) noise), i.e. an exact draw, batched (vLLM's trick).
+    """One token per row, an exact draw by inverse transform: the first token whose cumulative probability exceeds
+    a uniform number. One random number per row, not one per vocabulary entry: at 32 rows x 49k tokens, Exp(1) noise
+    for the argmax(probs / noise) trick took 26 ms of a 78 ms step here; this takes ~1 ms.
 
-    Rows with a generator draw their own noise so their output does not depend on their neighbours.
+    Rows with a generator draw their own number, so their output does not depend on their neighbours.
     """
-    noise = torch.empty_like(probs)
-    seeded = [i for i, r in enumerate(rows) if r.generator is not None]
-    if len(seeded) < len(rows):
-        noise.exponential_()
-    for i in seeded:
-        noise[i].exponential_(generator=rows[i].generator)
-    return (probs / noise).argmax(dim=-1)
+    cdf = probs.cumsum(dim=-1)  # [B, V], non-decreasing
+    total = cdf[:, -1:]
+    u = torch.rand(len(rows), 1, device=probs.device, dtype=cdf.dtype)
+    for i, r in enumerate(rows):
+        if r.generator is not None:
+            u[i] = torch.rand(1, generator=r.generator, device=probs.device, dtype=cdf.dtype)
+    # Below `total` even after rounding, so the first cdf value above it exists and belongs to a token of nonzero
+    # probability (cdf[i - 1] <= target < cdf[i]): a masked-out token can never come out.
+    target = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, target, right=True).squeeze(1)

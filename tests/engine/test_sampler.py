@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from llmaas.engine.sampler import Sampler, SamplingRow, make_generator
+from llmaas.engine.sampler import Sampler, SamplingRow, _draw, make_generator
 from llmaas.engine.types import SamplingParams
 
 V = 32
@@ -71,6 +71,14 @@ def test_temperature_distribution_matches_softmax(sampler: Sampler) -> None:
     freq = torch.bincount(torch.tensor(res.token_ids), minlength=V).float() / n
     expect = torch.softmax(base / 0.7, -1)
     assert torch.allclose(freq[:4], expect[:4], atol=0.03)
+
+
+@pytest.mark.parametrize("u", [0.0, 0.49, 0.5, 1.0 - 2**-24, 1.0])
+def test_draw_never_returns_a_zero_probability_token(u: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Inverse transform at the edges of the uniform draw (1.0 stands for u * total rounding up to the total).
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.0, 0.5, 0.0]])
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.full((1, 1), u))
+    assert _draw(probs, [row(sp(temperature=1.0))]).tolist() == [1 if u < 0.5 else 4]
 
 
 def test_top_k_top_p_min_p_restrict_support(sampler: Sampler) -> None:
