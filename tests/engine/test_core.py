@@ -40,7 +40,7 @@ class CountingRunner:
                 last = s.request.all_token_ids[s.start + s.num_new - 1]
                 rows.append(3 + (last - 3 + 1) % (V - 3))
         logits = torch.zeros(len(rows), V)
-        logits[torch.arange(len(rows)), torch.tensor(rows, dtype=torch.long)] = 10.0
+        logits[torch.arange(len(rows)), torch.tensor(rows, dtype=torch.long)] = 100.0  # sampled or not, always it
         out.logits = logits
         return out
 
