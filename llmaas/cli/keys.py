@@ -1,4 +1,4 @@
-"""`llmaas keys create|list|revoke`: manage API keys directly in the database (no server needed).
+"""`llmaas keys create|list|set-limits|revoke`: manage API keys directly in the database (no server needed).
 
 `create` prints the secret once, on stdout alone (so `KEY=$(llmaas keys create …)` works); it is never stored.
 """
@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from llmaas.cli.db import config_option, open_store, run_in_store
+from llmaas.cli.projects import LIMIT
 from llmaas.errors import LlmaasError
 from llmaas.store import crud
 from llmaas.tenancy import keys as tenancy_keys
@@ -70,6 +71,20 @@ def list_(config_file: str | None, project_id: str | None, as_json: bool) -> Non
         state = "revoked" if k["revoked_at"] else ("expired" if k["expires_at"] and k["expires_at"] <= time.time() else "active")
         flags = ",".join(f for f in ["admin" if k["is_admin"] else "", state] if f)
         click.echo(f"{k['id']}  {k['prefix']}…  {k['project_id']}  {k['name']}  [{flags}]")
+
+
+@keys.command("set-limits")
+@config_option
+@click.argument("key_id")
+@click.option("--rpm", type=LIMIT, default=None, help="Requests per minute ('none': the project's limit applies).")
+@click.option("--tpm", type=LIMIT, default=None, help="Tokens per minute ('none': the project's limit applies).")
+@click.option("--budget", type=LIMIT, default=None, help="Monthly token budget ('none': the project's applies).")
+def set_limits(config_file: str | None, key_id: str, rpm: Any, tpm: Any, budget: Any) -> None:
+    """Set or remove a key's own limits (running servers pick them up within 5 s)."""
+    changes = {k: (None if v == "none" else v) for k, v in
+               {"rpm": rpm, "tpm": tpm, "monthly_token_budget": budget}.items() if v is not None}  # fmt: skip
+    row = run_in_store(config_file, lambda s: crud.update_key(s, key_id=key_id, **changes).to_dict())
+    click.echo(json.dumps(row, indent=2))
 
 
 @keys.command("revoke")

@@ -181,6 +181,17 @@ def list_keys(session: Session, *, project_id: str | None = None) -> list[ApiKey
     return list(session.scalars(stmt))
 
 
+def update_key(session: Session, *, key_id: str, **fields: Any) -> ApiKey:
+    """Set a key's name, limits, model scope or expiry; None removes a limit, the scope or the expiry."""
+    row = get_key(session, key_id=key_id)
+    for name, value in fields.items():
+        if name not in ("name", "models", "expires_at", *_LIMIT_FIELDS):
+            raise ValueError(f"unknown key field {name}")
+        setattr(row, name, value)
+    session.flush()
+    return row
+
+
 def revoke_key(session: Session, *, key_id: str, project_id: str | None = None) -> ApiKey:
     row = get_key(session, key_id=key_id, project_id=project_id)
     if row.revoked_at is None:

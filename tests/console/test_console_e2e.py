@@ -247,6 +247,14 @@ def test_admin_creates_and_revokes_a_key(page: Any, live: LlmaasProcess, browser
     page.locator("tr", has_text="rpm 1,000").wait_for()
     assert live.api("GET", "/admin/projects/default").json()["rpm"] == 1000
 
+    # A key's own limits, the same way.
+    page.get_by_role("button", name="Set limits of key console-e2e").click()
+    key_limits = page.locator("form", has_text="Limits of key console-e2e")
+    key_limits.get_by_label("Tokens / minute").fill("5000")
+    key_limits.get_by_role("button", name="Save limits").click()
+    page.locator("tr", has_text="console-e2e").filter(has_text="tpm 5,000").wait_for()
+    assert live.api("GET", "/v1/me", key=secret).json()["limits"]["tpm"] == 5000
+
     page.get_by_role("button", name="I have saved it").click()
     assert page.get_by_label("New API key").count() == 0  # the secret is gone from the page
     page.once("dialog", lambda d: d.accept())

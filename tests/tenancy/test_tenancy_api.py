@@ -124,6 +124,18 @@ def test_admin_flow_me_usage_and_isolation(api) -> None:
                                  ("POST", f"/admin/keys/{key_id}/revoke"), ("PATCH", "/admin/projects/acme")]:
                 _is_error(await c.request(method, path, json={}, headers=_h(secret)), 403, "insufficient_permissions")
 
+            # PATCH a key: its limits, scope and name change at once; null lifts a limit
+            r = await c.patch(f"/admin/keys/{key_id}", json={"rpm": 50, "tpm": None, "models": ["m1", "m2"], "name": "ci2"},
+                              headers=_h(admin))
+            assert (r.json()["rpm"], r.json()["tpm"], r.json()["models"], r.json()["name"]) == (50, None, ["m1", "m2"], "ci2")
+            me = (await c.get("/v1/me", headers=_h(secret))).json()
+            assert me["limits"] == {"rpm": 50, "tpm": None, "monthly_token_budget": None}  # the tighter of key and project
+            assert me["models"] == ["m1", "m2"] and me["key_name"] == "ci2"
+            for bad in [{"is_admin": True}, {"project_id": "other"}, {"rpm": 0}, {"expires_at": 1}]:
+                _is_error(await c.patch(f"/admin/keys/{key_id}", json=bad, headers=_h(admin)), 400)
+            _is_error(await c.patch(f"/admin/keys/{key_id}", json={"rpm": 9}, headers=_h(secret)), 403,
+                      "insufficient_permissions")
+
             # PATCH limits, revoke
             r = await c.patch("/admin/projects/acme", json={"rpm": None, "monthly_token_budget": 5}, headers=_h(admin))
             assert r.json()["rpm"] is None and r.json()["monthly_token_budget"] == 5
@@ -188,6 +200,7 @@ def test_hostile_ids_are_404(api) -> None:
                     _is_error(await c.get(path, headers=_h(admin)), 404)
                 _is_error(await c.post(f"/admin/keys/{bad}/revoke", headers=_h(admin)), 404)
                 _is_error(await c.patch(f"/admin/projects/{bad}", json={"name": "x"}, headers=_h(admin)), 404)
+                _is_error(await c.patch(f"/admin/keys/{bad}", json={"name": "x"}, headers=_h(admin)), 404)
                 assert (await c.get("/admin/projects", headers=_h(admin))).status_code == 200  # still healthy
 
     asyncio.run(run())

@@ -68,6 +68,8 @@ def test_cli_end_to_end(tmp_path: Path, db_url: str | None) -> None:
     assert secret not in ok("keys", "list") and secret not in json.dumps(listing)
     ci = next(k for k in listing if k["name"] == "ci")
     assert ci["models"] == ["m1", "m2"]
+    limits = json.loads(ok("keys", "set-limits", ci["id"], "--rpm", "9", "--budget", "none"))
+    assert limits["rpm"] == 9 and limits["monthly_token_budget"] is None and "key_hash" not in limits
     ok("keys", "revoke", ci["id"])
     assert "revoked" in ok("keys", "list", "--project", "acme")
     bad = runner.invoke(cli, ["keys", "revoke", "key-'; drop table api_keys"], env=env)

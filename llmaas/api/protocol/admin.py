@@ -29,8 +29,8 @@ class ProjectCreate(_Strict):
     monthly_token_budget: Budget | None = None
 
 
-class ProjectUpdate(_Strict):
-    """PATCH: fields present are set; a limit sent as null is removed."""
+class _Patch(_Strict):
+    """PATCH: fields present are set; a limit (or scope, or expiry) sent as null is removed; a null name is ignored."""
 
     name: Name | None = None
     rpm: Rpm | None = None
@@ -42,6 +42,17 @@ class ProjectUpdate(_Strict):
         if out.get("name", "") is None:
             out.pop("name")
         return out
+
+
+class ProjectUpdate(_Patch):
+    pass
+
+
+class KeyUpdate(_Patch):
+    """A key's name, limits, model scope and expiry; never its project, admin flag or secret (issue a new key)."""
+
+    models: list[ModelName] | None = Field(None, max_length=256, description="Models this key may use; null = all.")
+    expires_at: int | None = Field(None, ge=0, le=2**40, description="Unix seconds; null = never.")
 
 
 class KeyCreate(_Strict):

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from llmaas.api.deps import get_admin
-from llmaas.api.protocol.admin import KeyCreate, ProjectCreate, ProjectUpdate
+from llmaas.api.protocol.admin import KeyCreate, KeyUpdate, ProjectCreate, ProjectUpdate
 from llmaas.api.serving.admin import AdminService
 from llmaas.errors import Unavailable
 
@@ -62,6 +62,12 @@ async def list_keys(request: Request, project_id: str | None = Query(None, max_l
 async def get_key(key_id: str, request: Request) -> dict[str, Any]:
     """Show one API key (never its secret)."""
     return await _service(request).get_key(key_id)
+
+
+@router.patch("/keys/{key_id}")
+async def update_key(key_id: str, body: KeyUpdate, request: Request) -> dict[str, Any]:
+    """Rename a key or set its limits, model scope or expiry (null removes a limit, the scope or the expiry)."""
+    return await _service(request).update_key(key_id, body)
 
 
 @router.post("/keys/{key_id}/revoke")

@@ -11,7 +11,7 @@ from typing import Any, Callable, TypeVar
 
 from sqlalchemy.orm import Session
 
-from llmaas.api.protocol.admin import KeyCreate, ProjectCreate, ProjectUpdate
+from llmaas.api.protocol.admin import KeyCreate, KeyUpdate, ProjectCreate, ProjectUpdate
 from llmaas.errors import InvalidRequest
 from llmaas.store import crud
 from llmaas.store.db import Store, now
@@ -82,6 +82,13 @@ class AdminService:
 
     async def get_key(self, key_id: str) -> dict[str, Any]:
         return await self._db(lambda s: crud.get_key(s, key_id=key_id).to_dict())
+
+    async def update_key(self, key_id: str, body: KeyUpdate) -> dict[str, Any]:
+        if body.expires_at is not None and body.expires_at <= now():
+            raise InvalidRequest("expires_at must be in the future.", param="expires_at")
+        out = await self._db(lambda s: crud.update_key(s, key_id=key_id, **body.changes()).to_dict())
+        self._changed()
+        return out
 
     async def revoke_key(self, key_id: str) -> dict[str, Any]:
         out = await self._db(lambda s: crud.revoke_key(s, key_id=key_id).to_dict())

@@ -79,22 +79,25 @@ export async function render(root, ctx) {
       {label: "Project", cell: p => h("code", {}, p.id)},
       {label: "Name", cell: p => p.name || ""},
       {label: "Limits", cell: p => limitText(p)},
-      {label: "", cell: p => h("button", {type: "button", class: "small", onclick: ev => editLimits(p, ev.target)}, "Set limits")},
+      {label: "", cell: p => h("button", {type: "button", class: "small",
+        onclick: ev => editLimits(p.id, p, `/admin/projects/${encodeURIComponent(p.id)}`, loadProjects, ev.target)}, "Set limits")},
     ], projects, {empty: "No projects."}));
   }
 
-  function editLimits(p, button) {
-    const li = limitInputs(p);
+  // One form for a project's limits and a key's own (PATCH; an empty field removes the limit).
+  function editLimits(label, current, path, reload, button) {
+    const li = limitInputs(current);
     const slot = h("div", {class: "slot"});
-    const form = h("form", {class: "subform inline"}, h("h3", {}, `Limits of ${p.id}`), h("div", {class: "grid3"}, limitFields(li)),
+    const form = h("form", {class: "subform inline"}, h("h3", {}, `Limits of ${label}`), h("div", {class: "grid3"}, limitFields(li)),
       slot, h("div", {class: "row"}, h("button", {type: "submit", class: "primary"}, "Save limits"),
         h("button", {type: "button", onclick: () => form.remove()}, "Close")));
     form.addEventListener("submit", async ev => {
       ev.preventDefault();
       try {
         const body = {rpm: null, tpm: null, monthly_token_budget: null, ...readLimits(li)}; // empty = no limit
-        await patch(`/admin/projects/${encodeURIComponent(p.id)}`, body);
-        await loadProjects();
+        await patch(path, body);
+        form.remove();
+        await reload();
       } catch (err) { showError(slot, err); }
     });
     button.closest(".table-wrap").after(form);
@@ -120,8 +123,12 @@ export async function render(root, ctx) {
       {label: "Created", cell: k => fmtTime(k.created_at)},
       {label: "Status", cell: k => keyRevoked(k) ? h("span", {class: "badge status-cancelled"}, "revoked")
         : h("span", {class: "badge status-succeeded"}, "active")},
-      {label: "", cell: k => keyRevoked(k) ? "" : h("button", {type: "button", class: "small danger",
-        "aria-label": `Revoke key ${k.name || k.id}`, onclick: ev => revoke(k, ev.target)}, "Revoke")},
+      {label: "", cell: k => keyRevoked(k) ? "" : h("div", {class: "row"},
+        h("button", {type: "button", class: "small", "aria-label": `Set limits of key ${k.name || k.id}`,
+          onclick: ev => editLimits(`key ${k.name || k.id}`, k, `/admin/keys/${encodeURIComponent(k.id)}`, loadKeys, ev.target)},
+          "Set limits"),
+        h("button", {type: "button", class: "small danger",
+          "aria-label": `Revoke key ${k.name || k.id}`, onclick: ev => revoke(k, ev.target)}, "Revoke"))},
     ], keys, {empty: "This project has no keys yet."}));
   }
 
