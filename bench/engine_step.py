@@ -1,0 +1,107 @@
+"""Engine-only decode speed: the default model's engine step at N streams, with no HTTP, client or tokenizer in the way.
+
+    python bench/engine_step.py                       # 1, 8, 32 streams, all threads
+    python bench/engine_step.py --streams 1,32 --threads 1
+
+Builds the engine exactly as `llmaas serve` does (default model, bf16 where the CPU has it, packed weights), prefills
+N ~128-token prompts, then times every decode step (sampling at temperature 0.7, EOS ignored): step p50, the model
+forward's share of it, and decode tok/s = N / step. Prints each figure against the machine's bf16 bounds measured in
+the same run (bench/limits.py): at one stream the memory bound (weights read once per token), at many the compute
+bound. `bench/serving.py` measures the same engine behind HTTP, with prefills interleaved and the load generator on
+the same cores; the gap between the two is the cost of serving, not of the engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from limits import format_limits, measure  # noqa: E402
+
+
+def build_engine(threads: int | None):
+    from llmaas.config import Settings
+    from llmaas.engine.client import build_chat_engine
+    from llmaas.engine.device import pick_device, pick_dtype
+    from llmaas.engine.models.loader import load_model
+
+    settings = Settings()
+    spec = next(s for s in settings.models if s.kind == "chat")
+    device = pick_device(spec)
+    dtype = pick_dtype(spec, device)
+    engine = build_chat_engine(spec, load_model(spec, settings), device, dtype)
+    if threads and engine.core.runner.threads is not None:
+        engine.core.runner.threads.fixed = True  # no re-probing mid-measurement
+        torch.set_num_threads(threads)
+    return engine, dtype
+
+
+def run_level(core, streams: int, out_tokens: int, seed: int) -> dict:
+    from llmaas.engine.types import EngineRequest, SamplingParams
+
+    g = torch.Generator().manual_seed(seed)
+    for i in range(streams):
+        prompt = torch.randint(100, 40_000, (128,), generator=g).tolist()
+        params = SamplingParams(max_tokens=out_tokens, temperature=0.7, ignore_eos=True)
+        core.add_request(EngineRequest(f"bench-{seed}-{i}", prompt, params))
+    while core.scheduler.waiting or core._inbox or any(
+        r.num_computed_tokens < r.num_prompt_tokens for r in core.scheduler.running
+    ):
+        core.step()  # prefill: not timed
+    model = core.runner.model
+    forward = model.forward
+    fwd: list[float] = []
+
+    def timed(*args, **kwargs):
+        t = time.perf_counter()
+        out = forward(*args, **kwargs)
+        fwd.append(time.perf_counter() - t)
+        return out
+
+    model.forward = timed
+    steps: list[float] = []
+    try:
+        while core.has_work():
+            t = time.perf_counter()
+            core.step()
+            steps.append(time.perf_counter() - t)
+    finally:
+        del model.forward
+    step = statistics.median(steps)
+    return {"streams": streams, "step_ms": step * 1e3, "forward_ms": statistics.median(fwd) * 1e3,
+            "tok_s": streams / step}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--streams", default="1,8,32")
+    ap.add_argument("--out-tokens", type=int, default=96)
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the engine's own choice)")
+    args = ap.parse_args()
+
+    engine, dtype = build_engine(args.threads)
+    # Weights read per token: every projection and the LM head (the embedding table is only indexed).
+    read_per_token = sum(m.in_features * m.out_features for m in engine.core.runner.model.modules()
+                         if isinstance(m, torch.nn.Linear))
+    lim = measure(read_per_token)
+    print(format_limits(lim))
+    bounds = lim["bounds"]["bf16" if dtype == torch.bfloat16 else "fp32"]
+    print(f"\nengine: {dtype}, {torch.get_num_threads()} thread(s)")
+    print(f"{'streams':>8} {'step p50':>9} {'forward':>9} {'tok/s':>8}  fraction of bound")
+    for i, n in enumerate(int(s) for s in args.streams.split(",")):
+        run_level(engine.core, n, 8, seed=1000 + i)  # warm-up: kernels for this batch size
+        r = run_level(engine.core, n, args.out_tokens, seed=i)
+        bound, kind = (bounds["batch1_tok_s"], "batch-1 memory") if n == 1 else (bounds["large_batch_tok_s"], "compute")
+        print(f"{n:>8} {r['step_ms']:>7.1f}ms {r['forward_ms']:>7.1f}ms {r['tok_s']:>8.1f}  "
+              f"{r['tok_s'] / bound:.0%} of the {kind} bound ({bound:.0f} tok/s)")
+
+
+if __name__ == "__main__":
+    main()
