@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from llmaas.cli.db import config_option, open_store, run_in_store
-from llmaas.cli.projects import LIMIT
+from llmaas.cli.projects import limit_changes, limit_options
 from llmaas.errors import LlmaasError
 from llmaas.store import crud
 from llmaas.tenancy import keys as tenancy_keys
@@ -76,13 +76,10 @@ def list_(config_file: str | None, project_id: str | None, as_json: bool) -> Non
 @keys.command("set-limits")
 @config_option
 @click.argument("key_id")
-@click.option("--rpm", type=LIMIT, default=None, help="Requests per minute ('none': the project's limit applies).")
-@click.option("--tpm", type=LIMIT, default=None, help="Tokens per minute ('none': the project's limit applies).")
-@click.option("--budget", type=LIMIT, default=None, help="Monthly token budget ('none': the project's applies).")
+@limit_options("only the project's limit applies")
 def set_limits(config_file: str | None, key_id: str, rpm: Any, tpm: Any, budget: Any) -> None:
     """Set or remove a key's own limits (running servers pick them up within 5 s)."""
-    changes = {k: (None if v == "none" else v) for k, v in
-               {"rpm": rpm, "tpm": tpm, "monthly_token_budget": budget}.items() if v is not None}  # fmt: skip
+    changes = limit_changes(rpm, tpm, budget)
     row = run_in_store(config_file, lambda s: crud.update_key(s, key_id=key_id, **changes).to_dict())
     click.echo(json.dumps(row, indent=2))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -31,6 +31,24 @@ class _LimitType(click.ParamType):
 
 
 LIMIT = _LimitType()
+
+
+def limit_options(removed: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--rpm/--tpm/--budget, each an integer or `none` (`removed` says what `none` leaves in force)."""
+
+    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
+        for flag, what in (("--budget", "Monthly token budget"), ("--tpm", "Tokens per minute"),
+                           ("--rpm", "Requests per minute")):
+            f = click.option(flag, type=LIMIT, default=None, help=f"{what} ('none': {removed}).")(f)
+        return f
+
+    return wrap
+
+
+def limit_changes(rpm: Any, tpm: Any, budget: Any) -> dict[str, int | None]:
+    """The limits given on the command line: a number sets, `none` removes, an absent option leaves as is."""
+    given = {"rpm": rpm, "tpm": tpm, "monthly_token_budget": budget}
+    return {k: (None if v == "none" else v) for k, v in given.items() if v is not None}
 
 
 def _show(p: dict[str, Any]) -> None:
@@ -75,13 +93,10 @@ def show(config_file: str | None, project_id: str) -> None:
 @projects.command("set-limits")
 @config_option
 @click.argument("project_id")
-@click.option("--rpm", type=LIMIT, default=None, help="Requests per minute ('none' removes).")
-@click.option("--tpm", type=LIMIT, default=None, help="Tokens per minute ('none' removes).")
-@click.option("--budget", type=LIMIT, default=None, help="Monthly token budget ('none' removes).")
+@limit_options("no limit")
 def set_limits(config_file: str | None, project_id: str, rpm: Any, tpm: Any, budget: Any) -> None:
     """Set or remove a project's limits (running servers pick them up within 5 s)."""
-    changes = {k: (None if v == "none" else v) for k, v in
-               {"rpm": rpm, "tpm": tpm, "monthly_token_budget": budget}.items() if v is not None}  # fmt: skip
+    changes = limit_changes(rpm, tpm, budget)
     _show(run_in_store(config_file, lambda s: crud.update_project(s, project_id=project_id, **changes).to_dict()))
 
 
