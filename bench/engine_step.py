@@ -2,6 +2,7 @@
 
     python bench/engine_step.py                       # 1, 8, 32 streams, all threads
     python bench/engine_step.py --streams 1,32 --threads 1
+    python bench/engine_step.py --streams 32 --profile    # plus torch.profiler's top ops over the timed steps
 
 Builds the engine exactly as `llmaas serve` does (default model, bf16 where the CPU has it, packed weights), prefills
 N ~128-token prompts, then times every decode step (sampling at temperature 0.7, EOS ignored): step p50, the model
@@ -43,7 +44,7 @@ def build_engine(threads: int | None):
     return engine, dtype
 
 
-def run_level(core, streams: int, out_tokens: int, seed: int) -> dict:
+def run_level(core, streams: int, out_tokens: int, seed: int, profile: bool = False) -> dict:
     from llmaas.engine.types import EngineRequest, SamplingParams
 
     g = torch.Generator().manual_seed(seed)
@@ -67,13 +68,19 @@ def run_level(core, streams: int, out_tokens: int, seed: int) -> dict:
 
     model.forward = timed
     steps: list[float] = []
+    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if profile else None
     try:
+        if profiler is not None:
+            profiler.start()
         while core.has_work():
             t = time.perf_counter()
             core.step()
             steps.append(time.perf_counter() - t)
     finally:
         del model.forward
+        if profiler is not None:
+            profiler.stop()
+            print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
     step = statistics.median(steps)
     return {"streams": streams, "step_ms": step * 1e3, "forward_ms": statistics.median(fwd) * 1e3,
             "tok_s": streams / step}
@@ -84,6 +91,7 @@ def main() -> None:
     ap.add_argument("--streams", default="1,8,32")
     ap.add_argument("--out-tokens", type=int, default=96)
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the engine's own choice)")
+    ap.add_argument("--profile", action="store_true", help="torch.profiler table of each level's timed steps")
     args = ap.parse_args()
 
     engine, dtype = build_engine(args.threads)
@@ -97,7 +105,7 @@ def main() -> None:
     print(f"{'streams':>8} {'step p50':>9} {'forward':>9} {'tok/s':>8}  fraction of bound")
     for i, n in enumerate(int(s) for s in args.streams.split(",")):
         run_level(engine.core, n, 8, seed=1000 + i)  # warm-up: kernels for this batch size
-        r = run_level(engine.core, n, args.out_tokens, seed=i)
+        r = run_level(engine.core, n, args.out_tokens, seed=i, profile=args.profile)
         bound, kind = (bounds["batch1_tok_s"], "batch-1 memory") if n == 1 else (bounds["large_batch_tok_s"], "compute")
         print(f"{n:>8} {r['step_ms']:>7.1f}ms {r['forward_ms']:>7.1f}ms {r['tok_s']:>8.1f}  "
               f"{r['tok_s'] / bound:.0%} of the {kind} bound ({bound:.0f} tok/s)")
