@@ -352,11 +352,14 @@ class Llama(nn.Module):
         """
         args = ModelArgs.from_hf_config(config)
 
+        def key(name: str) -> str:  # HF names carry a `model.` prefix, or not
+            return f"model.{name}" if f"model.{name}" in tensors else name
+
         def has(name: str) -> bool:
-            return f"model.{name}" in tensors or name in tensors
+            return key(name) in tensors
 
         def get(*names: str) -> Tensor:  # one tensor, or several concatenated (fused projections), cast
-            parts = [tensors[f"model.{n}" if f"model.{n}" in tensors else n].to(device=device, dtype=dtype) for n in names]
+            parts = [tensors[key(n)].to(device=device, dtype=dtype) for n in names]
             return parts[0] if len(parts) == 1 else torch.cat(parts)
 
         qkv_bias, o_bias = has("layers.0.self_attn.q_proj.bias"), has("layers.0.self_attn.o_proj.bias")
