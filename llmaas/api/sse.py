@@ -27,8 +27,13 @@ DONE = "data: [DONE]\n\n"
 T = TypeVar("T")
 
 
+# Line breaks to str.splitlines() that JSON leaves raw: clients that split an SSE body into lines that way
+# (httpx's iter_lines, for one) would cut a data line in two. Escaped, they are the same JSON string.
+_SPLITLINES_ESCAPES = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def encode(chunk: BaseModel) -> str:
-    return f"data: {chunk.model_dump_json()}\n\n"
+    return f"data: {chunk.model_dump_json().translate(_SPLITLINES_ESCAPES)}\n\n"
 
 
 async def _frames(chunks: AsyncIterator[BaseModel]) -> AsyncIterator[str]:

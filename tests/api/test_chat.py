@@ -165,3 +165,21 @@ def test_disconnect_mid_stream_aborts_and_bills(client: Any, registry: Any, mete
     assert engine.submitted[-1].request_id in engine.aborted
     assert meter.settled and meter.settled[-1]["completion"] < len(GREEDY_REPLY.encode())
     assert chat(client, temperature=0).status_code == 200  # still healthy
+
+
+def test_sse_frames_survive_splitlines_clients() -> None:
+    """U+2028/U+2029/U+0085 in generated text are line breaks to str.splitlines (httpx's iter_lines splits on them):
+    a data line must stay one line, and decode to the same text."""
+    import json
+
+    from pydantic import BaseModel
+
+    from llmaas.api.sse import encode
+
+    class Chunk(BaseModel):
+        text: str
+
+    text = "a\u2028b\u2029c\x85d\x1ce"
+    frame = encode(Chunk(text=text))
+    lines = frame.strip().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0][len("data: "):]) == {"text": text}
