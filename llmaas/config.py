@@ -41,6 +41,9 @@ class ModelSpec(BaseModel):
     max_waiting: int = Field(256, ge=1, le=1_000_000, description="Bounded waiting queue; beyond it requests get 429.")
     max_loras: int = Field(8, ge=0, le=1024, description="Adapters kept loaded at once (LRU).")
     allow_adapters: bool = Field(True, description="Whether fine-tuned adapters of this model may be served.")
+    engine_process: bool = Field(
+        True, description="Run this model's engine core in a process of its own, so the API's work never holds the step loop's GIL (native engine only; false: a thread of the API process)."
+    )
 
 
 def _default_models() -> list[ModelSpec]:
@@ -95,6 +98,7 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS; empty = CORS off.")
     allowed_hosts: list[str] = Field(default_factory=list, description="Host header allowlist (DNS-rebinding guard); empty = any.")
     shutdown_grace_s: float = Field(30.0, ge=0, le=3600, description="How long SIGTERM waits for in-flight streams.")
+    num_threads: int | None = Field(None, ge=1, le=1024, description="CPU threads of each engine's forward pass; unset = measured at start and every 20 s of work (one or all cores).")
     usage_flush_s: float = Field(1.0, gt=0, le=60, description="Usage records are written in batches at this interval.")
 
     @field_validator("data_dir")

@@ -23,7 +23,7 @@ from llmaas.errors import ModelNotFound
 
 log = logging.getLogger(__name__)
 
-ChatBuilder = Callable[[ModelSpec, LoadedModel, torch.device, torch.dtype], ChatEngine]
+ChatBuilder = Callable[[ModelSpec, LoadedModel, torch.device, torch.dtype, Settings], ChatEngine]
 """Hook: build a ready-to-start ChatEngine from a spec and its loaded weights, on `device` in `dtype`."""
 
 _BUILDERS: dict[str, ChatBuilder] = {}
@@ -41,14 +41,20 @@ def register_architecture(*architectures: str) -> Callable[[ChatBuilder], ChatBu
 
 
 @register_architecture("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
-def _native_engine(spec: ModelSpec, loaded: LoadedModel, device: torch.device, dtype: torch.dtype) -> ChatEngine:
-    """Our engine: continuous batching over a paged KV cache."""
-    from llmaas.engine.client import build_chat_engine
+def _native_engine(spec: ModelSpec, loaded: LoadedModel, device: torch.device, dtype: torch.dtype,
+                   settings: Settings) -> ChatEngine:
+    """Our engine: continuous batching over a paged KV cache, its core in a process of its own unless told not to."""
+    if spec.engine_process:
+        from llmaas.engine.process import EngineProcess
 
-    return build_chat_engine(spec, loaded, device, dtype)
+        return EngineProcess(spec, loaded, device, dtype, settings)
+    from llmaas.engine.factory import build_chat_engine
+
+    return build_chat_engine(spec, loaded, device, dtype, num_threads=settings.num_threads)
 
 
-def _fallback_engine(spec: ModelSpec, loaded: LoadedModel, device: torch.device, dtype: torch.dtype) -> ChatEngine:
+def _fallback_engine(spec: ModelSpec, loaded: LoadedModel, device: torch.device, dtype: torch.dtype,
+                     settings: Settings) -> ChatEngine:
     """Any other architecture: transformers' own model, one sequence at a time (slower, logged as such)."""
     try:
         from llmaas.engine.models.hf_fallback import build_fallback_engine
@@ -94,7 +100,7 @@ class ModelRegistry:
                 embedders[spec.name] = build_embedder(spec, settings, device, dtype)
             else:
                 loaded = load_model(spec, settings)
-                chat[spec.name] = builder_for(loaded.architecture)(spec, loaded, device, dtype)
+                chat[spec.name] = builder_for(loaded.architecture)(spec, loaded, device, dtype, settings)
             log.info("loaded %s model %r on %s (%s) in %.1f s", spec.kind, spec.name, device, dtype,
                      time.perf_counter() - t0)
         return cls(chat, embedders)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from llmaas.engine.models.llama import AttnGroup, ForwardBatch, Llama
+from llmaas.engine.models.llama import AttnGroup, ForwardBatch, Llama, ModelArgs
 from llmaas.engine.scheduler import ScheduledSeq, SchedulerOutput
 
 log = logging.getLogger(__name__)
@@ -30,8 +29,7 @@ class RunnerOutput:
     prompt_rows: dict[str, tuple[int, int, int]]  # echo requests: id -> (first row, count, first position)
 
 
-def kv_block_bytes(model: Llama, block_size: int, dtype: torch.dtype) -> int:
-    a = model.args
+def kv_block_bytes(a: ModelArgs, block_size: int, dtype: torch.dtype) -> int:
     return 2 * a.n_layers * block_size * a.n_kv_heads * a.head_dim * torch.empty((), dtype=dtype).element_size()
 
 
@@ -149,13 +147,12 @@ class ThreadTuner:
     (5 windows of 40 ms) reruns every `interval` s while the engine is busy, bounding a wrong choice to that long.
     More threads must win by 30%, twice, because the downside is asymmetric (one thread costs at most 2x on an
     idle 2-core box, the wrong choice under load 5-20x).
-    `LLMAAS_NUM_THREADS` fixes the count and turns the probe off. Process-wide (torch has one pool).
+    `fixed` (the `num_threads` setting, LLMAAS_NUM_THREADS) sets the count and turns the probe off. Process-wide
+    (torch has one pool).
     """
 
     def __init__(self, model: Llama, *, interval: float = 20.0, fixed: int | None = None) -> None:
         self.model, self.interval = model, interval
-        if fixed is None and os.environ.get("LLMAAS_NUM_THREADS", "").strip().isdigit():
-            fixed = int(os.environ["LLMAAS_NUM_THREADS"])
         if fixed is not None and fixed > 0:
             torch.set_num_threads(fixed)
         self.max_threads = torch.get_num_threads()

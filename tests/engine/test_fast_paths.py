@@ -53,14 +53,15 @@ def test_packed_bf16_projections_are_bit_identical(tiny_model_dir: Path) -> None
     assert model.lm_head.weight is model.embed.weight  # the tied table stays: the embedding reads it
 
 
-def test_thread_tuner_fixed_by_env_and_choices(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_thread_tuner_fixed_by_setting_and_choices(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = tiny(tiny_model_dir, torch.float32)
     monkeypatch.setenv("LLMAAS_NUM_THREADS", "1")
-    fixed = ThreadTuner(model)
+    fixed = ThreadTuner(model, fixed=Settings().num_threads)  # the environment reaches the engine as a setting
     assert fixed.fixed and torch.get_num_threads() == 1
     fixed.maybe_retune()  # no probe: the count stays
     assert torch.get_num_threads() == 1
     monkeypatch.delenv("LLMAAS_NUM_THREADS")
+    assert Settings().num_threads is None
     torch.set_num_threads(2)
     tuner = ThreadTuner(model, interval=3600.0)
     assert tuner.max_threads == 2 and not tuner.fixed

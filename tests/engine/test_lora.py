@@ -181,16 +181,16 @@ def test_refuses_what_it_cannot_apply(tiny_model_dir: Path, adapters: dict[str, 
 def test_engine_generation_matches_peft(
     tiny_model_dir: Path, adapters: dict[str, tuple[Path, Any]], tmp_path: Path
 ) -> None:
-    client = pytest.importorskip("llmaas.engine.client", reason="engine-core's client.py is not there yet")
     from transformers import LlamaForCausalLM
 
     from llmaas.config import ModelSpec, Settings
+    from llmaas.engine.factory import build_chat_engine
     from llmaas.engine.models.loader import load_model
     from llmaas.engine.types import EngineRequest, SamplingParams
 
     spec = ModelSpec(name="tiny", source=str(tiny_model_dir), dtype="float32", kv_cache_mb=4)
     loaded = load_model(spec, Settings(data_dir=tmp_path))
-    engine = client.build_chat_engine(spec, loaded, torch.device("cpu"), torch.float32)
+    engine = build_chat_engine(spec, loaded, torch.device("cpu"), torch.float32)
     for name, (path, _) in adapters.items():
         engine.register_adapter(name, path)
     prompt = loaded.tokenizer.apply_chat_template([{"role": "user", "content": "Tell me a story"}])

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from llmaas.config import ModelSpec, Settings
-from llmaas.engine.client import AsyncEngine, build_chat_engine
+from llmaas.engine.client import AsyncEngine
+from llmaas.engine.factory import build_chat_engine
 from llmaas.engine.models.loader import load_model
 from llmaas.engine.types import EngineRequest, FinishReason, SamplingParams, TokenEvent
 from llmaas.testing.tiny import build_tiny_llama

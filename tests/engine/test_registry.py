@@ -64,7 +64,7 @@ def test_architectures_register_like_extensions() -> None:
     assert builder_for("GPT2LMHeadModel") is not native  # the transformers fallback
 
     @register_architecture("MyOwnForCausalLM")
-    def mine(spec, loaded, device, dtype):  # type: ignore[no-untyped-def]
+    def mine(spec, loaded, device, dtype, settings):  # type: ignore[no-untyped-def]
         return "engine"
 
     assert builder_for("MyOwnForCausalLM") is mine
@@ -75,7 +75,6 @@ def test_architectures_register_like_extensions() -> None:
 
 @pytest.fixture(scope="module")
 def registry(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
-    pytest.importorskip("llmaas.engine.client", reason="engine-core's client.py (build_chat_engine) is not there yet")
     settings = Settings(
         data_dir=tmp_path_factory.mktemp("data"),
         models=[
@@ -206,7 +205,6 @@ def test_default_models_answer() -> None:
     import os
     import tempfile
 
-    pytest.importorskip("llmaas.engine.client", reason="engine-core's client.py (build_chat_engine) is not there yet")
     root = Path(os.environ.get("LLMAAS_TEST_MODEL_CACHE", Path(tempfile.gettempdir()) / "llmaas-test-models"))
     reg = ModelRegistry.from_settings(Settings(data_dir=root))  # default models; the GGUF conversion is cached there
     assert {m.id for m in reg.list()} == {"SmolLM2-135M-Instruct", "all-MiniLM-L6-v2"}
