@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from llmaas.api.body_limit import MULTIPART_OVERHEAD
 from llmaas.api.deps import PrincipalDep
 from llmaas.api.protocol.common import ERROR_RESPONSES
 from llmaas.api.protocol.files import FileDeleted, FileList, FileObject
@@ -18,7 +19,6 @@ from llmaas.store.blobs import BlobStore
 from llmaas.training.filestore import PURPOSES
 
 router = APIRouter(tags=["files"], responses=ERROR_RESPONSES)
-MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file itself
 
 
 def get_files(request: Request) -> FileService:
@@ -108,7 +108,10 @@ async def retrieve_file(file_id: str, principal: PrincipalDep, files: FilesDep) 
 async def file_content(file_id: str, principal: PrincipalDep, files: FilesDep) -> StreamingResponse:
     """Download a file's bytes."""
     chunks = await files.content(principal, file_id)
-    return StreamingResponse(chunks, media_type="application/octet-stream")
+    # A download, never a page: browsers save it instead of rendering it. The name is our id (no client text in a
+    # header); the id passed the ownership lookup, so it is one of ours.
+    disposition = f'attachment; filename="{file_id}.jsonl"'
+    return StreamingResponse(chunks, media_type="application/octet-stream", headers={"Content-Disposition": disposition})
 
 
 @router.delete("/v1/files/{file_id}", response_model=FileDeleted)
