@@ -38,6 +38,8 @@ def error_payload(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, st
         headers = dict(exc.headers)
         if exc.retry_after is not None:
             headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        elif exc.status == 429:  # docs/api.md: every 429 carries Retry-After
+            headers["Retry-After"] = "1"
         return exc.status, _body(exc.message, exc.type, exc.param, exc.code), headers
     if isinstance(exc, ClientDisconnected):
         return 499, _body("Client closed the request.", "invalid_request_error", None, None), {}

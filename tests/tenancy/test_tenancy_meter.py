@@ -8,7 +8,7 @@ import time
 import pytest
 
 from llmaas.api.auth import Authenticator
-from llmaas.errors import QuotaExceeded, RateLimited, Unauthenticated
+from llmaas.errors import QuotaExceeded, RateLimited, RequestTooLarge, Unauthenticated
 from llmaas.store import crud
 from llmaas.store.db import Store, now
 from llmaas.store.models import ApiKey
@@ -141,8 +141,9 @@ def test_tpm_too_large_and_key_limits_under_project(store: Store) -> None:
         _, secret = keys.create_key(store, project_id="p", name="a", tpm=300)
         principal = await Authenticator(KeyDirectory(store)).authenticate(f"Bearer {secret}")
         meter = _meter(store)
-        with pytest.raises(RateLimited, match="too large"):
+        with pytest.raises(RequestTooLarge, match="too large") as too_large:  # no wait helps: a 400, never a 429
             await meter.admit(principal, model="m", route="chat", request_id="r", tokens=301)
+        assert too_large.value.status == 400 and too_large.value.code == "request_too_large"
         r = await meter.admit(principal, model="m", route="chat", request_id="r", tokens=300)
         assert r.headers["x-ratelimit-remaining-tokens"] == "0"
         await meter.settle(r, prompt_tokens=100, completion_tokens=0, status=200, latency_s=0)  # a dropped stream
