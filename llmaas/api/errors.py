@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from llmaas.errors import LlmaasError
+from llmaas.errors import LlmaasError, NotFound
 
 logger = logging.getLogger("llmaas.api")
 
@@ -71,6 +71,8 @@ def install_error_handlers(app: FastAPI) -> None:
     """Route every exception type through `error_response`."""
 
     async def handle(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, NotFound):  # counted per key, so ids cannot be scanned at full speed (tenancy/limits.py)
+            await _count_not_found(request)
         return error_response(exc)
 
     for exc_type in (LlmaasError, RequestValidationError, StarletteHTTPException, ClientDisconnected, Exception):
@@ -78,6 +80,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 # --- helpers -----------------------------------------------------------------------------------------
+
+
+async def _count_not_found(request: Request) -> None:
+    guard = getattr(request.app.state, "not_found_guard", None)
+    principal = getattr(request.state, "principal", None)
+    if guard is None or principal is None:
+        return
+    try:
+        await guard.count(principal.key_id)
+    except Exception:  # noqa: BLE001 - the 404 is still the answer; a limiter outage must not turn it into a 500
+        logger.warning("counting a not-found answer failed", exc_info=True)
 
 
 def _body(message: str, type_: str, param: str | None, code: str | None) -> dict[str, Any]:
