@@ -203,3 +203,10 @@ def test_downloads_are_attachments(http: TestClient) -> None:
 def test_job_numbers_are_strict_json_types(http: TestClient, extra: dict[str, Any], param: str) -> None:
     r = http.post("/v1/fine_tuning/jobs", json={"model": "tiny", "training_file": "file-x", **extra}, headers={"Authorization": "Bearer key-a"})
     assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1]", b"null", b'{"model": ', b"{\xff}", b'{"model": "\\ud800"}'])
+def test_malformed_job_bodies_are_openai_400s(http: TestClient, body: bytes) -> None:
+    for path in ["/v1/fine_tuning/jobs", "/v1/files"]:
+        r = http.post(path, content=body, headers={"Authorization": "Bearer key-a", "Content-Type": "application/json"})
+        assert r.status_code == 400 and set(r.json()["error"]) == {"message", "type", "param", "code"}, (path, r.text)
