@@ -64,6 +64,16 @@ def error_of(r: httpx.Response, status: int) -> dict[str, Any]:
     return r.json()["error"]  # type: ignore[no-any-return]
 
 
+# --- polish: a first start reads as address, models, admin key ----------------------------------------------
+
+
+def test_a_first_start_log_is_short(server: Any) -> None:
+    out = server.output
+    assert "llmaas: listening on" in out and "first admin API key" in out and "loaded chat model 'tiny'" in out
+    assert "alembic" not in out, out  # no line per plugin or migration step
+    assert "it/s]" not in out and "%|" not in out, out  # no tqdm bars
+
+
 # --- 1, 2: text and numbers ---------------------------------------------------------------------------------
 
 
