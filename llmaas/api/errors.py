@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmaas.errors import LlmaasError, NotFound
+from llmaas.unicode import has_surrogate
 
 logger = logging.getLogger("llmaas.api")
 
@@ -94,7 +95,12 @@ async def _count_not_found(request: Request) -> None:
 
 
 def _body(message: str, type_: str, param: str | None, code: str | None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    # Messages may quote client text; one that is not valid Unicode must not turn the answer into a 500.
+    return {"error": {"message": _text(message), "type": type_, "param": None if param is None else _text(param), "code": code}}
+
+
+def _text(value: str) -> str:
+    return value.encode("utf-8", "replace").decode("utf-8") if has_surrogate(value) else value
 
 
 def _validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:

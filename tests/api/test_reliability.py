@@ -321,3 +321,12 @@ def test_every_route_answers_malformed_bodies_with_an_openai_400(client: Any) ->
             assert set(r.json()) == {"error"} and set(r.json()["error"]) == {"message", "type", "param", "code"}
             if body != b"{}" and takes_body:  # 503: files and fine-tuning look for their database first (none here)
                 assert r.status_code in (400, 503), (method, path, body, r.text)
+
+
+def test_error_messages_quoting_non_unicode_text_still_render() -> None:
+    from llmaas.api.errors import error_response
+    from llmaas.errors import InvalidRequest
+
+    response = error_response(InvalidRequest("'\ud800' is not a valid purpose", param="x\udc00"))
+    body = json.loads(response.body)
+    assert response.status_code == 400 and body["error"]["message"] == "'?' is not a valid purpose" and body["error"]["param"] == "x?"

@@ -210,3 +210,15 @@ def test_malformed_job_bodies_are_openai_400s(http: TestClient, body: bytes) -> 
     for path in ["/v1/fine_tuning/jobs", "/v1/files"]:
         r = http.post(path, content=body, headers={"Authorization": "Bearer key-a", "Content-Type": "application/json"})
         assert r.status_code == 400 and set(r.json()["error"]) == {"message", "type", "param", "code"}, (path, r.text)
+
+
+def test_multipart_charsets_other_than_utf8_are_refused(http: TestClient) -> None:
+    # The form parser decodes with the client's charset; unicode_escape would turn b"\\ud800" into a lone surrogate.
+    body = (b'--B\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+            b'--B\r\nContent-Disposition: form-data; name="file"; filename="a\\ud800b"\r\n\r\n{"prompt":"a","completion":"b"}\n\r\n--B--\r\n')
+    for charset, status in [("unicode_escape", 400), ("raw_unicode_escape", 400), ("utf-16", 400), ("utf-8", 200), ('"UTF-8"', 200)]:
+        r = http.post("/v1/files", content=body, headers={"Authorization": "Bearer key-a", "Content-Type": f"multipart/form-data; boundary=B; charset={charset}"})
+        assert r.status_code == status, (charset, r.text)
+        if status == 400:
+            assert r.json()["error"]["param"] == "file"
+    assert display_name("a\ud800b\udfff") == "ab"  # and a filename that is not text never reaches the database

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, AsyncIterator, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -19,6 +20,7 @@ from llmaas.store.blobs import BlobStore
 from llmaas.training.filestore import PURPOSES
 
 router = APIRouter(tags=["files"], responses=ERROR_RESPONSES)
+_CHARSET = re.compile(r";\s*charset\s*=\s*([^;\s]+)", re.IGNORECASE)
 
 
 def get_files(request: Request) -> FileService:
@@ -61,8 +63,14 @@ UPLOAD_SCHEMA = {
 async def upload_file(request: Request, principal: PrincipalDep, files: FilesDep) -> dict[str, Any]:
     """Upload a file (multipart: `file` and `purpose`)."""
     limit = request.app.state.settings.limits.max_upload_bytes
-    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
         raise InvalidRequest("Upload files as multipart/form-data with fields 'file' and 'purpose'.", param="file")
+    # The parser decodes names and fields with the client's `charset`; codecs such as unicode_escape would make
+    # strings that are not valid Unicode. Form fields are UTF-8 (what every client sends, usually implicitly).
+    charset = _CHARSET.search(content_type)
+    if charset is not None and charset.group(1).strip('"').lower().replace("_", "-") not in ("utf-8", "utf8", "us-ascii", "ascii"):
+        raise InvalidRequest("Multipart form fields must be UTF-8 (charset=utf-8, or no charset).", param="file")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
         raise PayloadTooLarge(f"The file is larger than the limit of {limit} bytes.")
