@@ -237,3 +237,21 @@ def test_redis_down_fails_closed() -> None:
             await lim.close()
 
     asyncio.run(run())
+
+
+def test_revocation_by_another_process_takes_effect_within_one_second(store: Store) -> None:
+    """Issue 14 #7: the key cache (default TTL) lets a revoked key through for at most KEY_CACHE_TTL_S = 1 s."""
+    from llmaas.tenancy.keys import KEY_CACHE_TTL_S
+
+    async def run() -> None:
+        assert KEY_CACHE_TTL_S <= 1.0
+        row, secret = keys.create_key(store, project_id="default", name="soon-revoked")
+        auth = Authenticator(KeyDirectory(store))  # this replica's default cache
+        await auth.authenticate(f"Bearer {secret}")  # cached now
+        with store.session() as s:  # another process (the CLI, another replica) revokes it in the database
+            crud.revoke_key(s, key_id=row.id)
+        await asyncio.sleep(KEY_CACHE_TTL_S + 0.05)
+        with pytest.raises(Unauthenticated, match="revoked"):
+            await auth.authenticate(f"Bearer {secret}")
+
+    asyncio.run(run())
