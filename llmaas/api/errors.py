@@ -26,7 +26,7 @@ logger = logging.getLogger("llmaas.api")
 GENERIC_500 = "The server had an error while processing your request. Sorry about that!"
 _HTTP_CODES = {401: "invalid_api_key", 403: "insufficient_permissions", 404: "not_found", 413: "payload_too_large"}
 # pydantic puts union-member tags (str, list[int], function-after[...]) into error locations; they are not fields.
-_UNION_TAG = re.compile(r"^(str|int|float|bool|none|dict|list|.*\[.*\].*)$")
+_UNION_TAG = re.compile(r"^(str|int|float|bool|none|dict|list|constrained-\w+|.*\[.*\].*)$")
 
 
 class ClientDisconnected(Exception):
@@ -115,6 +115,9 @@ def _validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
             None,
         )
     param = _param_path(first.get("loc", ()))
+    # In a union such as "auto" | int, pydantic reports the literal branch first ("Input should be 'auto'"); the
+    # type the client got wrong is more useful.
+    first = next((e for e in errors if e.get("type") != "literal_error" and _param_path(e.get("loc", ())) == param), first)
     if first.get("type") == "missing":
         return f"Missing required parameter: '{param}'.", param
     if param is None:  # the body itself (absent, or not an object)

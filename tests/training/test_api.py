@@ -222,3 +222,10 @@ def test_multipart_charsets_other_than_utf8_are_refused(http: TestClient) -> Non
         if status == 400:
             assert r.json()["error"]["param"] == "file"
     assert display_name("a\ud800b\udfff") == "ab"  # and a filename that is not text never reaches the database
+
+
+def test_a_mistyped_union_field_names_the_type(http: TestClient) -> None:
+    body = {"model": "tiny", "training_file": "file-x", "hyperparameters": {"n_epochs": "3"}}
+    r = http.post("/v1/fine_tuning/jobs", json=body, headers={"Authorization": "Bearer key-a"})
+    e = r.json()["error"]
+    assert r.status_code == 400 and e["param"] == "hyperparameters.n_epochs" and "integer" in e["message"], e
