@@ -88,8 +88,10 @@ ERROR_WHEN = {
     "ModelNotFound": "No such model for this caller.",
     "Conflict": "The object's state forbids it (cancelling a finished job, a duplicate id).",
     "PayloadTooLarge": "The body or upload exceeds `limits.max_body_bytes` / `limits.max_upload_bytes`.",
-    "RateLimited": "Requests or tokens per minute of the key or project exhausted; `Retry-After` says when to retry.",
-    "QuotaExceeded": "The monthly token budget of the key or project is spent.",
+    "RateLimited": "Requests or tokens per minute of the key or project exhausted, or the key's not-found allowance (`limits.max_not_found_per_minute`); `Retry-After` says when to retry.",
+    "RequestTooLarge": "The request alone reserves more tokens (prompt + `max_tokens` × `n`) than a tokens-per-minute limit allows; no retry can help.",
+    "QuotaExceeded": "The monthly token budget of the key or project is spent; `Retry-After` is the start of next month.",
+    "Overloaded": "The engine's waiting queue is full (backpressure); `Retry-After` says when to retry. Not billed.",
     "Unavailable": "The server is starting or shutting down, or a dependency (database) is unreachable.",
 }
 

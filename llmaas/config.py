@@ -69,6 +69,10 @@ class Limits(BaseModel):
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="Larger file uploads get 413.")
     max_classification_inputs: int = Field(64, ge=1, le=10_000, description="Texts in one /v1/classifications request.")
     max_classification_labels: int = Field(16, ge=2, le=1000, description="Labels in one /v1/classifications request.")
+    max_not_found_per_minute: int = Field(
+        120, ge=1, le=1_000_000,
+        description="Not-found (404) answers one key may get per minute; past it the key gets 429 until the minute ends (no id scanning).",
+    )
 
 
 class Settings(BaseSettings):

@@ -38,6 +38,12 @@ class ContextLengthExceeded(InvalidRequest):
     code = "context_length_exceeded"
 
 
+class RequestTooLarge(InvalidRequest):
+    """The request alone reserves more tokens than a tokens-per-minute limit allows: no retry can help (not a 429)."""
+
+    code = "request_too_large"
+
+
 class Unauthenticated(LlmaasError):
     status, type, code = 401, "invalid_request_error", "invalid_api_key"
 

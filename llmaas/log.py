@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -178,6 +179,23 @@ def configure_logging(settings: Any, stream: Any = None) -> None:
     # Libraries that log request bodies or URLs at debug level stay quiet unless content logging is on.
     for name in ("httpx", "httpcore", "urllib3", "multipart"):
         logging.getLogger(name).setLevel(logging.DEBUG if _log_content else logging.WARNING)
+    # Alembic narrates every plugin and migration step at info; a first start should read as a few lines.
+    debug = str(getattr(settings, "log_level", "info")).lower() == "debug"
+    logging.getLogger("alembic").setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+def quiet_progress_bars() -> None:
+    """No tqdm bars from transformers / huggingface_hub / GGUF conversion in a server log (they are not log lines).
+
+    Environment defaults (an operator's own setting wins), set before those libraries read them; libraries already
+    imported are told directly.
+    """
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 # --- access log --------------------------------------------------------------------------------------------------

@@ -94,9 +94,10 @@ def run(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM. Prints where it listens first (stdout), then loads models and starts."""
     import uvicorn
 
-    from llmaas.log import configure_logging
+    from llmaas.log import configure_logging, quiet_progress_bars
 
     configure_logging(settings)  # ops: JSON/plain lines with request ids; uvicorn's loggers go through it
+    quiet_progress_bars()  # before any model loads: a first start reads as address, models, admin key
     sock = bind_socket(settings.host, settings.port)
     url = base_url(sock)
     print(f"llmaas: listening on {url} (OpenAI base_url: {url}/v1; loading models…)", flush=True)

@@ -21,6 +21,7 @@ from llmaas.api.deps import get_principal
 from llmaas.api.errors import install_error_handlers
 from llmaas.api.middleware import install_middleware
 from llmaas.config import Settings
+from llmaas.tenancy.limits import InProcessLimiter, NotFoundGuard
 
 # Modules under llmaas.api.routes exposing `router`. Protected = every route needs a key (or --no-auth).
 PROTECTED_ROUTERS = ["models", "chat", "completions", "embeddings", "classifications", "files", "fine_tuning", "usage", "admin"]
@@ -86,6 +87,9 @@ def create_app(
     app.state.auth = auth
     app.state.store = store
     app.state.finetuned = finetuned
+    # Not-found answers are counted per key in the meter's limiter (shared by replicas with Redis), else in-process.
+    limiter = getattr(app.state.meter, "limiter", None) or InProcessLimiter()
+    app.state.not_found_guard = NotFoundGuard(limiter, settings.limits.max_not_found_per_minute)
 
     install_error_handlers(app)
     app.add_middleware(

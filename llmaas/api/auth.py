@@ -2,7 +2,7 @@
 
 Missing, malformed, unknown, revoked and expired keys each get an OpenAI-like message that never echoes the key.
 Lookups go through `KeyDirectory`'s short TTL cache (revocation by another process takes effect within its TTL,
-5 s by default; see `llmaas.tenancy.keys`). Route protection itself lives in `api/deps.py`; this only verifies keys.
+1 s; see `llmaas.tenancy.keys`). Route protection itself lives in `api/deps.py`; this only verifies keys.
 """
 
 from __future__ import annotations

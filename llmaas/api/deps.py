@@ -32,7 +32,10 @@ async def get_principal(request: Request, authorization: Annotated[str | None, S
     """The caller, from the Authorization header (raises Unauthenticated); the local admin when auth is off."""
     auth = request.app.state.auth
     principal = LOCAL_ADMIN if auth is None else await auth.authenticate(authorization)
-    request.state.principal = principal  # for logs and metrics middleware
+    request.state.principal = principal  # for logs and metrics middleware, and the not-found count (api/errors.py)
+    guard = getattr(request.app.state, "not_found_guard", None)
+    if guard is not None:
+        await guard.check(principal.key_id)  # a key that scanned for ids waits (429) before anything is looked up
     return principal
 
 

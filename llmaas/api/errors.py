@@ -18,14 +18,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from llmaas.errors import LlmaasError
+from llmaas.errors import LlmaasError, NotFound
+from llmaas.unicode import has_surrogate
 
 logger = logging.getLogger("llmaas.api")
 
 GENERIC_500 = "The server had an error while processing your request. Sorry about that!"
 _HTTP_CODES = {401: "invalid_api_key", 403: "insufficient_permissions", 404: "not_found", 413: "payload_too_large"}
 # pydantic puts union-member tags (str, list[int], function-after[...]) into error locations; they are not fields.
-_UNION_TAG = re.compile(r"^(str|int|float|bool|none|dict|list|.*\[.*\].*)$")
+_UNION_TAG = re.compile(r"^(str|int|float|bool|none|dict|list|constrained-\w+|.*\[.*\].*)$")
 
 
 class ClientDisconnected(Exception):
@@ -38,6 +39,8 @@ def error_payload(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, st
         headers = dict(exc.headers)
         if exc.retry_after is not None:
             headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        elif exc.status == 429:  # docs/api.md: every 429 carries Retry-After
+            headers["Retry-After"] = "1"
         return exc.status, _body(exc.message, exc.type, exc.param, exc.code), headers
     if isinstance(exc, ClientDisconnected):
         return 499, _body("Client closed the request.", "invalid_request_error", None, None), {}
@@ -69,6 +72,8 @@ def install_error_handlers(app: FastAPI) -> None:
     """Route every exception type through `error_response`."""
 
     async def handle(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, NotFound):  # counted per key, so ids cannot be scanned at full speed (tenancy/limits.py)
+            await _count_not_found(request)
         return error_response(exc)
 
     for exc_type in (LlmaasError, RequestValidationError, StarletteHTTPException, ClientDisconnected, Exception):
@@ -78,8 +83,24 @@ def install_error_handlers(app: FastAPI) -> None:
 # --- helpers -----------------------------------------------------------------------------------------
 
 
+async def _count_not_found(request: Request) -> None:
+    guard = getattr(request.app.state, "not_found_guard", None)
+    principal = getattr(request.state, "principal", None)
+    if guard is None or principal is None:
+        return
+    try:
+        await guard.count(principal.key_id)
+    except Exception:  # noqa: BLE001 - the 404 is still the answer; a limiter outage must not turn it into a 500
+        logger.warning("counting a not-found answer failed", exc_info=True)
+
+
 def _body(message: str, type_: str, param: str | None, code: str | None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    # Messages may quote client text; one that is not valid Unicode must not turn the answer into a 500.
+    return {"error": {"message": _text(message), "type": type_, "param": None if param is None else _text(param), "code": code}}
+
+
+def _text(value: str) -> str:
+    return value.encode("utf-8", "replace").decode("utf-8") if has_surrogate(value) else value
 
 
 def _validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
@@ -94,6 +115,9 @@ def _validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
             None,
         )
     param = _param_path(first.get("loc", ()))
+    # In a union such as "auto" | int, pydantic reports the literal branch first ("Input should be 'auto'"); the
+    # type the client got wrong is more useful.
+    first = next((e for e in errors if e.get("type") != "literal_error" and _param_path(e.get("loc", ())) == param), first)
     if first.get("type") == "missing":
         return f"Missing required parameter: '{param}'.", param
     if param is None:  # the body itself (absent, or not an object)

@@ -78,7 +78,7 @@ def list_(config_file: str | None, project_id: str | None, as_json: bool) -> Non
 @click.argument("key_id")
 @limit_options("only the project's limit applies")
 def set_limits(config_file: str | None, key_id: str, rpm: Any, tpm: Any, budget: Any) -> None:
-    """Set or remove a key's own limits (running servers pick them up within 5 s)."""
+    """Set or remove a key's own limits (running servers pick them up within 1 s)."""
     changes = limit_changes(rpm, tpm, budget)
     row = run_in_store(config_file, lambda s: crud.update_key(s, key_id=key_id, **changes).to_dict())
     click.echo(json.dumps(row, indent=2))
@@ -88,7 +88,7 @@ def set_limits(config_file: str | None, key_id: str, rpm: Any, tpm: Any, budget:
 @config_option
 @click.argument("key_id")
 def revoke(config_file: str | None, key_id: str) -> None:
-    """Revoke a key (running servers stop accepting it within their 5 s key cache)."""
+    """Revoke a key (running servers stop accepting it within 1 s)."""
     run_in_store(config_file, lambda s: crud.revoke_key(s, key_id=key_id))
     click.echo(f"Revoked {key_id}")
 

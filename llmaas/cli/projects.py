@@ -95,7 +95,7 @@ def show(config_file: str | None, project_id: str) -> None:
 @click.argument("project_id")
 @limit_options("no limit")
 def set_limits(config_file: str | None, project_id: str, rpm: Any, tpm: Any, budget: Any) -> None:
-    """Set or remove a project's limits (running servers pick them up within 5 s)."""
+    """Set or remove a project's limits (running servers pick them up within 1 s)."""
     changes = limit_changes(rpm, tpm, budget)
     _show(run_in_store(config_file, lambda s: crud.update_project(s, project_id=project_id, **changes).to_dict()))
 

@@ -30,8 +30,8 @@ class Base(DeclarativeBase):
 
 
 def new_id(prefix: str) -> str:
-    """A server-generated, unguessable id such as `file-3f9a…` or `ftjob-…` (never derived from client input)."""
-    return f"{prefix}-{secrets.token_hex(12)}"
+    """A server-generated, unguessable id such as `key-3f9a…` or `ftckpt-…`: 128 random bits (never derived from client input)."""
+    return f"{prefix}-{secrets.token_hex(16)}"
 
 
 def now() -> int:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from llmaas.errors import Unavailable
+from llmaas.errors import RateLimited, Unavailable
 
 WINDOW_MS = 60_000
 
@@ -182,6 +182,43 @@ class RedisLimiter:
 
     async def close(self) -> None:
         await self.redis.aclose()
+
+
+class NotFoundGuard:
+    """Bounds not-found answers per key, so ids (files, jobs, models, keys) cannot be scanned at full speed.
+
+    Every 404 a key receives is counted in a one-minute window of the limiter (shared across replicas with Redis);
+    once a key has had `per_minute` of them, every request of that key gets 429 `rate_limit_exceeded` with
+    `Retry-After` until the window closes, whether or not the id it names exists (so a 200 cannot be told from a 404
+    while scanning). Callers without a key (auth off: the local admin) are not limited.
+    """
+
+    def __init__(self, limiter: Limiter, per_minute: int) -> None:
+        self.limiter = limiter
+        self.per_minute = per_minute
+
+    @staticmethod
+    def _bucket(key_id: str) -> str:
+        return f"404:key:{key_id}"
+
+    async def check(self, key_id: str | None) -> None:
+        """Raise RateLimited while this key's not-found allowance of the current minute is used up."""
+        if key_id is None:
+            return
+        # cost 0 against limit - 1: refused exactly when used >= per_minute (nothing is taken)
+        decision = await self.limiter.acquire([Check(self._bucket(key_id), self.per_minute - 1, 0)])
+        if not decision.allowed:
+            wait_s = max(1, math.ceil(decision.states[0].reset_ms / 1000))
+            raise RateLimited(
+                f"Too many requests for objects that do not exist ({self.per_minute} per minute); "
+                f"please try again in {wait_s}s.",
+                retry_after=wait_s,
+            )
+
+    async def count(self, key_id: str | None) -> None:
+        """One not-found answer for this key (past the allowance the count just stays full)."""
+        if key_id is not None:
+            await self.limiter.acquire([Check(self._bucket(key_id), self.per_minute, 1)])
 
 
 def make_limiter(settings: Any) -> Limiter:

@@ -3,7 +3,8 @@
 admit: look up the key's and project's limits (cached), take requests + tokens (prompt + max_tokens × n) from the
 rate limiter in one atomic step, then charge the monthly budget with one conditional UPDATE; refusal → 429
 (`rate_limit_exceeded` or `insufficient_quota`) with `Retry-After` and `x-ratelimit-*` headers, and nothing stays
-reserved. settle: correct the token reservation to the actual count (limiter window and budget) and queue one usage
+reserved. A request that alone reserves more than a tokens-per-minute limit is a 400 `request_too_large` instead
+(no wait would let it through). settle: correct the token reservation to the actual count (limiter window and budget) and queue one usage
 record; it never raises (it runs in the serving layer's `finally`, also for dropped streams).
 """
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmaas.api.context import Principal, Reservation
-from llmaas.errors import QuotaExceeded, RateLimited
+from llmaas.errors import QuotaExceeded, RateLimited, RequestTooLarge
 from llmaas.store import crud
 from llmaas.store.db import Store, now
 from llmaas.tenancy.keys import KeyDirectory
@@ -103,8 +104,8 @@ class TenancyMeter:
             if scope.rpm is not None:
                 checks.append(Check(f"rpm:{scope.name}", scope.rpm, 1))
             if scope.tpm is not None:
-                if tokens > scope.tpm:
-                    raise RateLimited(
+                if tokens > scope.tpm:  # waiting cannot help, so a 400 (retrying clients would loop on a 429)
+                    raise RequestTooLarge(
                         f"Request too large for {model}: it reserves {tokens} tokens (prompt + max_tokens × n) but "
                         f"the limit is {scope.tpm} tokens per minute. Lower max_tokens or n.",
                         param="max_tokens",

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
+from llmaas.unicode import lone_surrogate_path
+
 ROLES = ("system", "user", "assistant")
 MAX_LINE_BYTES = 1024 * 1024  # one example; longer lines are refused rather than parsed
 MAX_MESSAGES = 1024
@@ -97,6 +99,9 @@ def parse_jsonl(chunks: Iterable[bytes]) -> Iterator[Example]:
             raise FileValidationError("not valid UTF-8", number) from None
         except json.JSONDecodeError as exc:
             raise FileValidationError(f"invalid JSON ({exc.msg})", number) from None
+        bad = lone_surrogate_path(obj)
+        if bad is not None:  # an escape like \\ud800: not text, and no tokenizer takes it
+            raise FileValidationError(f"{bad[:80]} contains a lone surrogate (not valid Unicode)", number)
         try:
             yield parse_example(obj)
         except ValueError as exc:

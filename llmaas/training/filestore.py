@@ -20,7 +20,7 @@ from llmaas.store.training_models import FileRecord
 from llmaas.training.jobs import sortable_id
 
 PURPOSES = ("fine-tune", "batch", "assistants", "vision", "user_data", "evals")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")  # controls, and lone surrogates (not text)
 
 
 def display_name(filename: str | None) -> str:

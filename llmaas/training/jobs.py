@@ -57,8 +57,8 @@ ACTIVE = [s.api for s in JobStatus if not s.finished]
 
 
 def sortable_id(prefix: str) -> str:
-    """A server-generated id that sorts by creation time (ties within a second stay ordered), then random."""
-    return f"{prefix}-{time.time_ns():016x}{secrets.token_hex(8)}"
+    """A server-generated id that sorts by creation time (ties within a second stay ordered), then 128 random bits."""
+    return f"{prefix}-{time.time_ns():016x}{secrets.token_hex(16)}"
 
 
 def sources(to: JobStatus) -> list[str]:

@@ -34,6 +34,21 @@ def test_serve_flags_become_settings(monkeypatch: Any, tmp_path: Path) -> None:
     assert "authentication is OFF" in r.output
 
 
+def test_serve_dtype_sets_the_chat_models_dtype(monkeypatch: Any, tmp_path: Path) -> None:
+    seen: list[Settings] = []
+    monkeypatch.setattr("llmaas.server.run", seen.append)
+    base = ["serve", "--data-dir", str(tmp_path), "--port", "0"]
+    for extra in (["--dtype", "bfloat16"], ["--dtype", "bfloat16", "--model", "a=/models/a"]):
+        r = CliRunner().invoke(cli, [*base, *extra])
+        assert r.exit_code == 0, r.output
+    default, flagged = seen
+    assert [(m.name, m.dtype) for m in default.chat_models] == [("SmolLM2-135M-Instruct", "bfloat16")]
+    assert [(m.name, m.dtype) for m in flagged.chat_models] == [("a", "bfloat16")]
+    assert all(m.dtype == "auto" for m in default.embedding_models)  # embedding models keep theirs
+    r = CliRunner().invoke(cli, [*base, "--dtype", "float64"])
+    assert r.exit_code != 0 and "float64" in r.output
+
+
 def test_serve_refuses_bad_settings(monkeypatch: Any) -> None:
     monkeypatch.setattr("llmaas.server.run", lambda s: None)
     r = CliRunner().invoke(cli, ["serve", "--model", "a=/x", "--model", "a=/y"])

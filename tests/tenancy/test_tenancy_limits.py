@@ -94,3 +94,32 @@ def test_headers_format() -> None:
         "x-ratelimit-remaining-requests": "15",
         "x-ratelimit-reset-requests": "2s",
     }
+
+
+@pytest.mark.parametrize("backend", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def test_not_found_guard_cuts_a_key_off_across_replicas(backend: str) -> None:
+    """Issue 14 #8: after `per_minute` 404s a key is refused (429 + Retry-After) on every replica sharing the limiter."""
+    from llmaas.errors import RateLimited
+    from llmaas.tenancy.limits import NotFoundGuard
+
+    async def run() -> None:
+        prefix = unique_prefix()
+        limiters = [InProcessLimiter()] if backend == "memory" else [_redis(prefix), _redis(prefix)]
+        guards = [NotFoundGuard(lim, per_minute=5) for lim in limiters]
+        try:
+            for i in range(5):
+                await guards[0].check("k")
+                await guards[i % len(guards)].count("k")  # 404s answered by either replica
+            for g in guards:
+                with pytest.raises(RateLimited) as info:
+                    await g.check("k")
+                assert info.value.retry_after is not None and 1 <= info.value.retry_after <= 60
+                await g.check("other-key")  # other keys are unaffected
+                await g.check(None)  # no key (auth off): never limited
+            for _ in range(10):
+                await guards[0].count("k")  # past the allowance the count just stays full
+        finally:
+            for lim in limiters:
+                await lim.close()
+
+    asyncio.run(run())

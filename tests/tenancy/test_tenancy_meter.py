@@ -8,7 +8,7 @@ import time
 import pytest
 
 from llmaas.api.auth import Authenticator
-from llmaas.errors import QuotaExceeded, RateLimited, Unauthenticated
+from llmaas.errors import QuotaExceeded, RateLimited, RequestTooLarge, Unauthenticated
 from llmaas.store import crud
 from llmaas.store.db import Store, now
 from llmaas.store.models import ApiKey
@@ -141,8 +141,9 @@ def test_tpm_too_large_and_key_limits_under_project(store: Store) -> None:
         _, secret = keys.create_key(store, project_id="p", name="a", tpm=300)
         principal = await Authenticator(KeyDirectory(store)).authenticate(f"Bearer {secret}")
         meter = _meter(store)
-        with pytest.raises(RateLimited, match="too large"):
+        with pytest.raises(RequestTooLarge, match="too large") as too_large:  # no wait helps: a 400, never a 429
             await meter.admit(principal, model="m", route="chat", request_id="r", tokens=301)
+        assert too_large.value.status == 400 and too_large.value.code == "request_too_large"
         r = await meter.admit(principal, model="m", route="chat", request_id="r", tokens=300)
         assert r.headers["x-ratelimit-remaining-tokens"] == "0"
         await meter.settle(r, prompt_tokens=100, completion_tokens=0, status=200, latency_s=0)  # a dropped stream
@@ -234,5 +235,23 @@ def test_redis_down_fails_closed() -> None:
                 await lim.acquire([Check("rpm:key:k", 1, 1)])
         finally:
             await lim.close()
+
+    asyncio.run(run())
+
+
+def test_revocation_by_another_process_takes_effect_within_one_second(store: Store) -> None:
+    """Issue 14 #7: the key cache (default TTL) lets a revoked key through for at most KEY_CACHE_TTL_S = 1 s."""
+    from llmaas.tenancy.keys import KEY_CACHE_TTL_S
+
+    async def run() -> None:
+        assert KEY_CACHE_TTL_S <= 1.0
+        row, secret = keys.create_key(store, project_id="default", name="soon-revoked")
+        auth = Authenticator(KeyDirectory(store))  # this replica's default cache
+        await auth.authenticate(f"Bearer {secret}")  # cached now
+        with store.session() as s:  # another process (the CLI, another replica) revokes it in the database
+            crud.revoke_key(s, key_id=row.id)
+        await asyncio.sleep(KEY_CACHE_TTL_S + 0.05)
+        with pytest.raises(Unauthenticated, match="revoked"):
+            await auth.authenticate(f"Bearer {secret}")
 
     asyncio.run(run())

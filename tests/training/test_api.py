@@ -158,3 +158,74 @@ def test_job_creation_validates_and_shapes(http: TestClient) -> None:
     assert events.data[0].object == "fine_tuning.job.event"
     assert a.fine_tuning.jobs.checkpoints.list(job.id).data == []
 
+
+
+# --- issue 14: the upload cap, downloads, JSON types (lone surrogates in files: test_files.py) -----------------------------------
+
+
+def exact_jsonl(size: int) -> bytes:
+    """A valid one-example JSONL file of exactly `size` bytes."""
+    head, tail = b'{"prompt": "', b'", "completion": "ok"}\n'
+    return head + b"p" * (size - len(head) - len(tail)) + tail
+
+
+def test_the_upload_cap_counts_the_files_own_bytes(http: TestClient) -> None:
+    a = client_for(http, "key-a")  # max_upload_bytes = 4096 (the fixture)
+    f = a.files.create(file=("exact.jsonl", io.BytesIO(exact_jsonl(4096))), purpose="fine-tune")
+    assert f.bytes == 4096  # exactly the cap: accepted, whatever the multipart framing adds
+    with pytest.raises(openai.APIStatusError) as info:
+        a.files.create(file=("over.jsonl", io.BytesIO(exact_jsonl(4097))), purpose="fine-tune")
+    assert info.value.status_code == 413 and "4096" in info.value.message
+
+
+def test_downloads_are_attachments(http: TestClient) -> None:
+    a = client_for(http, "key-a")
+    f = a.files.create(file=('x"; evil=1.jsonl', io.BytesIO(jsonl(fact_examples(1)))), purpose="fine-tune")
+    r = http.get(f"/v1/files/{f.id}/content", headers={"Authorization": "Bearer key-a"})
+    assert r.status_code == 200
+    assert r.headers["content-disposition"] == f'attachment; filename="{f.id}.jsonl"'  # our id, never the client's name
+    assert r.headers["content-type"] == "application/octet-stream" and r.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize(
+    "extra, param",
+    [
+        ({"seed": True}, "seed"),
+        ({"hyperparameters": {"n_epochs": True}}, "hyperparameters.n_epochs"),
+        ({"hyperparameters": {"batch_size": "4"}}, "hyperparameters.batch_size"),
+        ({"hyperparameters": {"n_epochs": 2.0}}, "hyperparameters.n_epochs"),
+        ({"hyperparameters": {"learning_rate_multiplier": False}}, "hyperparameters.learning_rate_multiplier"),
+        ({"method": {"type": "supervised", "lora": {"rank": 8.0}}}, "method.lora.rank"),
+        ({"method": {"type": "supervised", "lora": {"dropout": "0.1"}}}, "method.lora.dropout"),
+        ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": True}}}}, "method.supervised.hyperparameters.batch_size"),
+    ],
+)
+def test_job_numbers_are_strict_json_types(http: TestClient, extra: dict[str, Any], param: str) -> None:
+    r = http.post("/v1/fine_tuning/jobs", json={"model": "tiny", "training_file": "file-x", **extra}, headers={"Authorization": "Bearer key-a"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1]", b"null", b'{"model": ', b"{\xff}", b'{"model": "\\ud800"}'])
+def test_malformed_job_bodies_are_openai_400s(http: TestClient, body: bytes) -> None:
+    for path in ["/v1/fine_tuning/jobs", "/v1/files"]:
+        r = http.post(path, content=body, headers={"Authorization": "Bearer key-a", "Content-Type": "application/json"})
+        assert r.status_code == 400 and set(r.json()["error"]) == {"message", "type", "param", "code"}, (path, r.text)
+
+
+def test_multipart_charsets_other_than_utf8_are_refused(http: TestClient) -> None:
+    # The form parser decodes with the client's charset; unicode_escape would turn b"\\ud800" into a lone surrogate.
+    body = (b'--B\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+            b'--B\r\nContent-Disposition: form-data; name="file"; filename="a\\ud800b"\r\n\r\n{"prompt":"a","completion":"b"}\n\r\n--B--\r\n')
+    for charset, status in [("unicode_escape", 400), ("raw_unicode_escape", 400), ("utf-16", 400), ("utf-8", 200), ('"UTF-8"', 200)]:
+        r = http.post("/v1/files", content=body, headers={"Authorization": "Bearer key-a", "Content-Type": f"multipart/form-data; boundary=B; charset={charset}"})
+        assert r.status_code == status, (charset, r.text)
+        if status == 400:
+            assert r.json()["error"]["param"] == "file"
+    assert display_name("a\ud800b\udfff") == "ab"  # and a filename that is not text never reaches the database
+
+
+def test_a_mistyped_union_field_names_the_type(http: TestClient) -> None:
+    body = {"model": "tiny", "training_file": "file-x", "hyperparameters": {"n_epochs": "3"}}
+    r = http.post("/v1/fine_tuning/jobs", json=body, headers={"Authorization": "Bearer key-a"})
+    e = r.json()["error"]
+    assert r.status_code == 400 and e["param"] == "hyperparameters.n_epochs" and "integer" in e["message"], e

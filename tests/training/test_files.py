@@ -37,6 +37,8 @@ def test_chat_and_prompt_completion_formats() -> None:
         ('[1, 2]', 1, "JSON object"),
         ('{"text": "x"}', 1, "expected a chat example"),
         ('{"prompt": "p", "completion": ""}', 1, "completion"),
+        ('{"prompt": "p", "completion": "c"}\n{"prompt": "a\\ud800", "completion": "c"}', 2, "prompt contains a lone surrogate"),
+        ('{"messages": [{"role": "user", "content": "\\udfffx"}, {"role": "assistant", "content": "a"}]}', 1, "messages[0].content"),
     ],
 )
 def test_bad_lines_are_named(text: str, line: int, needle: str) -> None:

@@ -18,7 +18,9 @@ ModelName = Annotated[str, Field(min_length=1, max_length=512)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown fields are refused; JSON types are strict (no bool or string as a number, no fraction as an integer)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ProjectCreate(_Strict):

@@ -19,6 +19,7 @@ from llmaas.api.protocol.common import (
     OmitsEmptyUsage,
     ResponseModel,
     SamplingFields,
+    StrictModel,
     Usage,
 )
 from llmaas.config import Limits
@@ -27,7 +28,7 @@ from llmaas.errors import InvalidRequest
 HARD_MAX_MESSAGES = 100_000  # Limits.max_messages' own ceiling
 
 
-class ContentPart(BaseModel):
+class ContentPart(StrictModel):
     """One part of a message's content. Only `text` parts are supported."""
 
     model_config = ConfigDict(extra="allow")
@@ -36,7 +37,7 @@ class ContentPart(BaseModel):
     text: str | None = None
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(StrictModel):
     model_config = ConfigDict(extra="allow")  # name, refusal, annotations…: accepted, not used
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -60,7 +61,7 @@ class ChatMessage(BaseModel):
         return "\n".join(texts)
 
 
-class ResponseFormat(BaseModel):
+class ResponseFormat(StrictModel):
     model_config = ConfigDict(extra="allow")
 
     type: str = Field(max_length=64)
@@ -69,7 +70,7 @@ class ResponseFormat(BaseModel):
 class ChatCompletionRequest(SamplingFields):
     """A chat completion request. Unknown fields are ignored (and their names logged)."""
 
-    model: str = Field(max_length=256, description="A model id from GET /v1/models (base or fine-tuned).")
+    model: str = Field(max_length=512, description="A model id from GET /v1/models (base or fine-tuned).")
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=HARD_MAX_MESSAGES)] = Field(
         description="The conversation so far; rendered with the model's own chat template."
     )

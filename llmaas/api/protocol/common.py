@@ -35,15 +35,27 @@ StopString = Annotated[str, Field(max_length=HARD_MAX_STOP_LEN)]
 
 
 class OpenAIBaseModel(BaseModel):
-    """Request base: unknown fields are accepted (OpenAI clients send extras) and their *names* logged, never values."""
+    """Request base: unknown fields are accepted (OpenAI clients send extras) and their *names* logged, never values.
 
-    model_config = ConfigDict(extra="allow")
+    Strict about JSON types, as OpenAI is: a boolean or a string is never a number (`"max_tokens": true` is not 1,
+    `"5"` is not 5), a fraction is never an integer (1.5, 1.0), and only `true`/`false` are booleans. An integer where
+    a float is expected is fine (JSON has one number type). Subclasses inherit this; nested models should derive from
+    this base (or `StrictModel`) too, since pydantic's `strict` does not reach into another model's fields.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True)
 
     @model_validator(mode="after")
     def _log_ignored_fields(self) -> "OpenAIBaseModel":
         if self.model_extra:
             logger.info("ignoring unknown request fields %s in %s", sorted(self.model_extra)[:20], type(self).__name__)
         return self
+
+
+class StrictModel(BaseModel):
+    """A nested request part that keeps its own extra-field policy but shares the JSON-type strictness above."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class ResponseModel(BaseModel):

@@ -31,7 +31,7 @@ TokenIds = Annotated[list[Annotated[int, Field(ge=0, le=2**31 - 1)]], Field(min_
 class CompletionRequest(SamplingFields):
     """A text completion request. Unknown fields are ignored (and their names logged)."""
 
-    model: str = Field(max_length=256, description="A model id from GET /v1/models (base or fine-tuned).")
+    model: str = Field(max_length=512, description="A model id from GET /v1/models (base or fine-tuned).")
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=HARD_MAX_N)] | TokenIds | Annotated[
         list[TokenIds], Field(min_length=1, max_length=HARD_MAX_N)
     ] = Field(description="A string, a list of strings, a token array or a list of token arrays.")

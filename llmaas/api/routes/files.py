@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, AsyncIterator, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -9,6 +10,7 @@ from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from llmaas.api.body_limit import MULTIPART_OVERHEAD
 from llmaas.api.deps import PrincipalDep
 from llmaas.api.protocol.common import ERROR_RESPONSES
 from llmaas.api.protocol.files import FileDeleted, FileList, FileObject
@@ -18,7 +20,7 @@ from llmaas.store.blobs import BlobStore
 from llmaas.training.filestore import PURPOSES
 
 router = APIRouter(tags=["files"], responses=ERROR_RESPONSES)
-MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file itself
+_CHARSET = re.compile(r";\s*charset\s*=\s*([^;\s]+)", re.IGNORECASE)
 
 
 def get_files(request: Request) -> FileService:
@@ -61,8 +63,14 @@ UPLOAD_SCHEMA = {
 async def upload_file(request: Request, principal: PrincipalDep, files: FilesDep) -> dict[str, Any]:
     """Upload a file (multipart: `file` and `purpose`)."""
     limit = request.app.state.settings.limits.max_upload_bytes
-    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
         raise InvalidRequest("Upload files as multipart/form-data with fields 'file' and 'purpose'.", param="file")
+    # The parser decodes names and fields with the client's `charset`; codecs such as unicode_escape would make
+    # strings that are not valid Unicode. Form fields are UTF-8 (what every client sends, usually implicitly).
+    charset = _CHARSET.search(content_type)
+    if charset is not None and charset.group(1).strip('"').lower().replace("_", "-") not in ("utf-8", "utf8", "us-ascii", "ascii"):
+        raise InvalidRequest("Multipart form fields must be UTF-8 (charset=utf-8, or no charset).", param="file")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
         raise PayloadTooLarge(f"The file is larger than the limit of {limit} bytes.")
@@ -108,7 +116,10 @@ async def retrieve_file(file_id: str, principal: PrincipalDep, files: FilesDep) 
 async def file_content(file_id: str, principal: PrincipalDep, files: FilesDep) -> StreamingResponse:
     """Download a file's bytes."""
     chunks = await files.content(principal, file_id)
-    return StreamingResponse(chunks, media_type="application/octet-stream")
+    # A download, never a page: browsers save it instead of rendering it. The name is our id (no client text in a
+    # header); the id passed the ownership lookup, so it is one of ours.
+    disposition = f'attachment; filename="{file_id}.jsonl"'
+    return StreamingResponse(chunks, media_type="application/octet-stream", headers={"Content-Disposition": disposition})
 
 
 @router.delete("/v1/files/{file_id}", response_model=FileDeleted)

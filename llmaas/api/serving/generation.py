@@ -10,8 +10,8 @@ engine, runs the requests concurrently, merges their events, aborts whatever sti
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -38,7 +38,8 @@ MIN_LOGPROB = -9999.0  # JSON has no -inf
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex}"
+    """A response id (`chatcmpl-…`): 128 random bits (a uuid4 has only 122)."""
+    return f"{prefix}-{secrets.token_hex(16)}"
 
 
 def not_found(model: str) -> ModelNotFound:
@@ -113,6 +114,7 @@ class ChoiceState:
     request: EngineRequest
     prompt_index: int
     finished: bool = False
+    refused: bool = False  # the engine refused it at submit (queue full, not running): it never ran
     output_tokens: int = 0
     cached_tokens: int = 0
     finish_reason: FinishReason | None = None
@@ -144,6 +146,12 @@ class Generation:
     @property
     def prompt_tokens(self) -> int:
         return sum(self.prompt_lengths)
+
+    @property
+    def billed_prompt_tokens(self) -> int:
+        """Prompt tokens to bill: each prompt once, unless the engine refused every choice of it (it never ran)."""
+        ran = {c.prompt_index for c in self.choices if not c.refused}
+        return sum(n for i, n in enumerate(self.prompt_lengths) if i in ran)
 
     @property
     def completion_tokens(self) -> int:
@@ -218,10 +226,12 @@ class Generation:
         return i, event
 
     async def _pump(self, i: int, request: EngineRequest) -> None:
+        got_event = False
         try:
             stream = self.target.engine.generate(request)
             try:
                 async for event in stream:
+                    got_event = True
                     await self._queue.put((i, event, None))
             finally:
                 aclose = getattr(stream, "aclose", None)
@@ -230,6 +240,9 @@ class Generation:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which decides the status
+            # Failing before its first event is the engine refusing the submit (Overloaded, Unavailable): nothing
+            # ran, so nothing is billed for it. Engine failures of a running sequence arrive as events instead.
+            self.choices[i].refused = not got_event
             await self._queue.put((i, None, exc))
 
     async def close(self) -> None:
@@ -254,7 +267,7 @@ class Generation:
         if self.reservation is not None:
             await self.call.meter.settle(
                 self.reservation,
-                prompt_tokens=self.prompt_tokens,
+                prompt_tokens=self.billed_prompt_tokens,
                 completion_tokens=self.completion_tokens,
                 status=self._status,
                 latency_s=time.monotonic() - self._started,
