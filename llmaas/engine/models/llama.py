@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from llmaas.engine.kernels.paged_attention import paged_decode
+
 
 @dataclass
 class ModelArgs:
@@ -78,13 +80,15 @@ class LoraHook(Protocol):
 
 @dataclass
 class AttnGroup:
-    """Sequences attended together: S sequences with Q query rows each (padded), keys gathered from the cache."""
+    """Sequences attended together: S sequences with Q query rows each (padded), keys from the cache: read in place
+    by the paged decode kernel when `lens` is set (Q = 1), else gathered and masked by `mask`."""
 
     rows: Tensor | None  # [S*Q] token rows of the flattened batch (None = all rows, in order)
     block_table: Tensor  # [S, max_blocks] block ids
-    mask: Tensor  # [1, S, G*Q, L] bool, True = attend (broadcast over KV heads)
+    mask: Tensor | None  # [1, S, G*Q, L] bool, True = attend (broadcast over KV heads); None with `lens`
     num_seqs: int
     q_len: int
+    lens: Tensor | None = None  # [S] keys visible to each sequence: decode through kernels/paged_attention
 
 
 @dataclass
@@ -245,6 +249,8 @@ class Attention(nn.Module):
         # KV heads lead and sequences follow ([Hkv, S, ...]) so that the gathered K/V are contiguous, one [L, D]
         # matrix per (head, sequence): no transpose copy before SDPA.
         a = self.args
+        if g.lens is not None:
+            return paged_decode(q, k_cache, v_cache, g.block_table, g.lens, self.scale)
         S, Q, Hkv, D = g.num_seqs, g.q_len, a.n_kv_heads, a.head_dim
         G = a.n_heads // Hkv
         qg = q.view(S, Q, Hkv, G, D).permute(2, 0, 3, 1, 4).reshape(Hkv, S, G * Q, D)
