@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -217,3 +218,27 @@ def test_unknown_fields_ignored_and_no_database_is_503(settings: Settings, regis
         assert r.status_code == 503 and r.json()["error"]["code"] == "service_unavailable"
         r = c.post("/v1/responses", json={"model": "tiny", "input": "Hi", "store": False, "service_tier": "auto", "temperature": 0})
         assert r.status_code == 200 and r.json()["output"][0]["content"][0]["text"] == GREEDY_REPLY
+
+
+def test_disconnect_mid_stream_aborts_bills_and_stores_nothing(rclient: TestClient, registry: FakeRegistry, meter: Any) -> None:
+    body = {"model": "tiny", "input": "SLOW please", "stream": True, "temperature": 0}
+    with rclient.stream("POST", "/v1/responses", json=body, headers=ADMIN) as r:
+        lines = r.iter_lines()
+        created = json.loads(next(line for line in lines if line.startswith("data: "))[len("data: "):])
+        for _ in range(8):
+            next(lines)
+    engine = registry.engines["tiny"]
+    for _ in range(100):  # the server side notices the disconnect asynchronously
+        if meter.settled:
+            break
+        time.sleep(0.02)
+    assert engine.submitted[-1].request_id in engine.aborted
+    assert meter.settled and meter.settled[-1]["completion"] < len(GREEDY_REPLY.encode())
+    assert rclient.get(f"/v1/responses/{created['response']['id']}", headers=ADMIN).status_code == 404
+    assert create(rclient).status_code == 200  # still healthy
+
+
+def test_rate_limited_before_anything_starts(rclient: TestClient, meter: Any) -> None:
+    meter.refuse = True
+    r = create(rclient)
+    assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded" and r.headers["retry-after"] == "4"
