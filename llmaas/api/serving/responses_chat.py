@@ -96,7 +96,7 @@ def refuse_until_structured_outputs(chat: ChatCompletionRequest) -> None:
     if chat.tool_choice not in (None, "none", "auto"):
         raise InvalidRequest("tool_choice is not supported yet on /v1/responses.", param="tool_choice")
     for m in chat.messages:
-        if m.role == "tool" or (m.model_extra or {}).get("tool_calls"):
+        if m.role == "tool" or getattr(m, "tool_calls", None) or (m.model_extra or {}).get("tool_calls"):
             raise InvalidRequest(
                 "function_call and function_call_output items are not supported yet on /v1/responses.", param="input"
             )
