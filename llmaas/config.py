@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     allowed_hosts: list[str] = Field(default_factory=list, description="Host header allowlist (DNS-rebinding guard); empty = any.")
     shutdown_grace_s: float = Field(30.0, ge=0, le=3600, description="How long SIGTERM waits for in-flight streams.")
     num_threads: int | None = Field(None, ge=1, le=1024, description="CPU threads of each engine's forward pass; unset = measured at start and every 20 s of work (one or all cores).")
+    responses_retention_days: int = Field(30, ge=0, le=36_500, description="Stored Responses API responses (the state behind previous_response_id) are kept this many days; 0 = until deleted.")
     usage_flush_s: float = Field(1.0, gt=0, le=60, description="Usage records are written in batches at this interval.")
 
     @field_validator("data_dir")

@@ -3,6 +3,7 @@
 `sse_response(chunks)` frames each chunk as `data: <json>\\n\\n` and ends with `data: [DONE]\\n\\n`; an error after the
 stream started becomes one `data: {"error": …}` event (the status line is already sent). When the client disconnects,
 Starlette cancels the stream and we close the chunk iterator, so the serving layer aborts its engine requests at once.
+`event_sse_response()` frames named events (`event: …`) without [DONE], as the Responses API streams.
 `until_disconnected()` gives non-streaming requests the same behaviour; `generation_response()` is both rules applied
 to a chat or text completion, so their routes stay one line.
 """
@@ -10,6 +11,7 @@ to a chat or text completion, so their routes stay one line.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 from fastapi import Request
@@ -36,10 +38,15 @@ def encode(chunk: BaseModel) -> str:
     return f"data: {chunk.model_dump_json().translate(_SPLITLINES_ESCAPES)}\n\n"
 
 
-async def _frames(chunks: AsyncIterator[BaseModel]) -> AsyncIterator[str]:
+def encode_event(event: Any) -> str:
+    """A named event, as the Responses API streams them: `event: <type>` then its JSON (which repeats the type)."""
+    return f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
+
+
+async def _frames(chunks: AsyncIterator[Any], named: bool = False) -> AsyncIterator[str]:
     try:
         async for chunk in chunks:
-            yield encode(chunk)
+            yield encode_event(chunk) if named else encode(chunk)
     except (asyncio.CancelledError, GeneratorExit):
         raise  # the client went away: nothing more to send
     except Exception as exc:  # noqa: BLE001 - every error after the headers must still reach the client
@@ -48,7 +55,8 @@ async def _frames(chunks: AsyncIterator[BaseModel]) -> AsyncIterator[str]:
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:
             await aclose()  # aborts the engine requests if they are still running
-    yield DONE
+    if not named:  # the Responses API ends with its last event, not [DONE]
+        yield DONE
 
 
 class SSEResponse(StreamingResponse):
@@ -58,11 +66,12 @@ class SSEResponse(StreamingResponse):
 
     def __init__(
         self,
-        chunks: AsyncIterator[BaseModel],
+        chunks: AsyncIterator[Any],
         headers: dict[str, str] | None = None,
         on_close: Callable[[], Awaitable[None]] | None = None,
+        named: bool = False,
     ) -> None:
-        self._frames = _frames(chunks)
+        self._frames = _frames(chunks, named)
         self._on_close = on_close
         super().__init__(
             self._frames,
@@ -84,6 +93,15 @@ def sse_response(
     on_close: Callable[[], Awaitable[None]] | None = None,
 ) -> SSEResponse:
     return SSEResponse(chunks, headers, on_close)
+
+
+def event_sse_response(
+    events: AsyncIterator[dict[str, Any]],
+    headers: dict[str, str] | None = None,
+    on_close: Callable[[], Awaitable[None]] | None = None,
+) -> SSEResponse:
+    """Named events (`event:` + `data:`), no [DONE]: the framing of /v1/responses streams."""
+    return SSEResponse(events, headers, on_close, named=True)
 
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T:

@@ -161,6 +161,47 @@ def test_stop_a_generation(page: Any, live: LlmaasProcess) -> None:
     assert box.input_value() == "Too long now"
 
 
+def test_playground_on_responses_continues_a_stored_conversation(page: Any, live: LlmaasProcess) -> None:
+    sign_in(page, live)
+    page.locator("select[name=api]").select_option("responses")
+    page.get_by_label("System prompt").fill("You are terse.")
+    set_max_tokens(page, 8)
+    with page.expect_response("**/v1/responses") as first:
+        reply = send(page, "Remember the number seven.")
+    sent = first.value.request.post_data_json
+    assert sent["input"] == "Remember the number seven." and sent["stream"] is True and sent["max_output_tokens"] == 8
+    assert sent["instructions"] == "You are terse." and "previous_response_id" not in sent
+    assert re.search(r"\d+ prompt \+ \d+ completion = \d+ tokens", wait_finished(reply))
+    ids = page.locator("input[name=response_id]")
+    expect(ids).to_have_value(re.compile(r"^resp_"))
+    one = ids.input_value()
+    with page.expect_response("**/v1/responses") as second:
+        wait_finished(send(page, "Which number was it?"))
+    assert second.value.request.post_data_json["previous_response_id"] == one  # only the new turn travels
+    expect(ids).not_to_have_value(one)
+    two = ids.input_value()
+    page.get_by_text("Use this from code").click()
+    page.get_by_role("button", name="Copy Python").click()
+    python = page.evaluate("navigator.clipboard.readText()")
+    assert "client.responses.create(" in python and f'previous_response_id="{two}"' in python
+
+    # A fresh page knows nothing: paste the id, and the stored conversation comes back and goes on.
+    page.reload()
+    page.locator("select[name=api]").select_option("responses")
+    ids.fill(two)
+    page.get_by_role("button", name="Continue").click()
+    expect(page.locator(".msg-user .content")).to_have_text(["Remember the number seven.", "Which number was it?"])
+    expect(page.locator(".msg-assistant")).to_have_count(2)
+    with page.expect_response("**/v1/responses") as third:
+        wait_finished(send(page, "Thanks."))
+    assert third.value.request.post_data_json["previous_response_id"] == two
+    ids.fill("resp_" + "0" * 48)
+    page.get_by_role("button", name="Continue").click()
+    alert = page.locator(".pg-chat [role=alert]")
+    alert.wait_for()
+    assert "Not found" in alert.inner_text()
+
+
 def test_phone_width_has_no_sideways_scroll(phone_page: Any, live: LlmaasProcess) -> None:
     sign_in(phone_page, live)
     set_max_tokens(phone_page, 16)

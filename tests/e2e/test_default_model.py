@@ -30,5 +30,13 @@ def test_capital_of_france(serve_llmaas: Callable[..., Any]) -> None:
             stream=True,
         )
         assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == r.choices[0].message.content
+        # The Responses API answers the same through the same chat path, and continues the conversation by id.
+        first = client.responses.create(model="SmolLM2-135M-Instruct", input="What is the capital of France?",
+                                        temperature=0, max_output_tokens=32)  # fmt: skip
+        assert first.output_text == r.choices[0].message.content
+        follow = client.responses.create(model="SmolLM2-135M-Instruct", input="Which country is that city in?",
+                                         previous_response_id=first.id, temperature=0, max_output_tokens=32)  # fmt: skip
+        assert "France" in follow.output_text, follow.output_text
+        assert follow.usage.input_tokens_details.cached_tokens > 0  # the first turn's blocks were reused
     finally:
         server.stop()

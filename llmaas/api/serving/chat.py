@@ -40,10 +40,15 @@ from llmaas.errors import InvalidRequest
 ROUTE = "/v1/chat/completions"
 
 
-async def prepare_chat(req: ChatCompletionRequest, call: Call) -> "ChatRun":
-    """Validate, template, budget, admit and submit; returns once the first token (or a 4xx) is known."""
+async def prepare_chat(
+    req: ChatCompletionRequest, call: Call, *, route: str = ROUTE, request_id: str | None = None
+) -> "ChatRun":
+    """Validate, template, budget, admit and submit; returns once the first token (or a 4xx) is known.
+
+    `route` and `request_id` name the call in usage records when another API is served through chat (/v1/responses).
+    """
     req.check_limits(call.settings.limits)
-    target = await resolve_chat_model(req.model, call, ROUTE)
+    target = await resolve_chat_model(req.model, call, route)
     tokenizer = target.engine.tokenizer
     if not tokenizer.has_chat_template:
         raise InvalidRequest(
@@ -54,7 +59,7 @@ async def prepare_chat(req: ChatCompletionRequest, call: Call) -> "ChatRun":
     max_tokens = plan_max_tokens(
         req.requested_max_tokens, len(prompt), target.engine.max_model_len, call.settings.default_max_tokens, "messages"
     )
-    request_id = new_id("chatcmpl")
+    request_id = request_id or new_id("chatcmpl")
     requests = [
         EngineRequest(
             request_id=f"{request_id}-{i}",
@@ -67,7 +72,7 @@ async def prepare_chat(req: ChatCompletionRequest, call: Call) -> "ChatRun":
         )
         for i in range(req.n)
     ]
-    gen = Generation(target, call, ROUTE, request_id, requests, [0] * req.n, [len(prompt)])
+    gen = Generation(target, call, route, request_id, requests, [0] * req.n, [len(prompt)])
     first = await gen.start()
     return ChatRun(gen, first, req)
 

@@ -120,19 +120,8 @@ export async function listAll(path, query = {}, maxPages = 20) {
   return out;
 }
 
-/**
- * Stream a chat completion: yields each parsed SSE chunk of /v1/chat/completions (stream + include_usage).
- * Abort with `signal` to stop the generation; the server then stops generating too.
- */
-export async function* streamChat(body, signal) {
-  const resp = await send("/v1/chat/completions", {
-    method: "POST",
-    headers: authHeaders({"Content-Type": "application/json", Accept: "text/event-stream"}),
-    body: JSON.stringify({...body, stream: true, stream_options: {include_usage: true}}),
-    signal,
-  });
-  recordLimits(resp.headers);
-  if (!resp.ok) throw await errorFrom(resp);
+/** The `data:` payloads of a server-sent event stream, parsed, until `[DONE]` or the end of the body. */
+async function* sseEvents(resp) {
   const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
   let buf = "";
   try {
@@ -147,16 +136,52 @@ export async function* streamChat(body, signal) {
         const data = event.split("\n").filter(l => l.startsWith("data:")).map(l => l.slice(5).replace(/^ /, "")).join("\n");
         if (!data) continue;
         if (data === "[DONE]") return;
-        let chunk;
-        try { chunk = JSON.parse(data); } catch { throw new ApiError("The server sent a stream event that is not JSON."); }
-        if (chunk && chunk.error) {
-          const msg = typeof chunk.error.message === "string" ? chunk.error.message : "";
-          throw new ApiError(`The generation failed part-way. ${msg}`.trim(), {code: chunk.error.code ?? null});
-        }
-        yield chunk;
+        try { yield JSON.parse(data); } catch { throw new ApiError("The server sent a stream event that is not JSON."); }
       }
     }
   } finally {
     reader.cancel().catch(() => {});
+  }
+}
+
+async function openStream(path, payload, signal) {
+  const resp = await send(path, {
+    method: "POST",
+    headers: authHeaders({"Content-Type": "application/json", Accept: "text/event-stream"}),
+    body: JSON.stringify(payload),
+    signal,
+  });
+  recordLimits(resp.headers);
+  if (!resp.ok) throw await errorFrom(resp);
+  return resp;
+}
+
+const failedPartWay = error => {
+  const msg = typeof error?.message === "string" ? error.message : "";
+  return new ApiError(`The generation failed part-way. ${msg}`.trim(), {code: error?.code ?? null});
+};
+
+/**
+ * Stream a chat completion: yields each parsed SSE chunk of /v1/chat/completions (stream + include_usage).
+ * Abort with `signal` to stop the generation; the server then stops generating too.
+ */
+export async function* streamChat(body, signal) {
+  const resp = await openStream("/v1/chat/completions", {...body, stream: true, stream_options: {include_usage: true}}, signal);
+  for await (const chunk of sseEvents(resp)) {
+    if (chunk && chunk.error) throw failedPartWay(chunk.error);
+    yield chunk;
+  }
+}
+
+/**
+ * Stream a Responses API turn: yields each event of /v1/responses (response.created … response.completed);
+ * `response.failed` (and a bare `error` event) throw. Abort with `signal` as for chat.
+ */
+export async function* streamResponse(body, signal) {
+  const resp = await openStream("/v1/responses", {...body, stream: true}, signal);
+  for await (const event of sseEvents(resp)) {
+    if (event?.type === "response.failed") throw failedPartWay(event.response?.error);
+    if (event?.type === "error" || (event && event.error && !event.type)) throw failedPartWay(event.error || event);
+    yield event;
   }
 }

@@ -1,17 +1,52 @@
-// Playground: chat with any served model (base or fine-tuned) through streaming /v1/chat/completions,
-// with a system prompt, temperature, max tokens, per-reply token usage, Stop, and copyable curl / Python.
+// Playground: chat with any served model (base or fine-tuned) through streaming /v1/chat/completions, or through
+// the Responses API (/v1/responses), where the server keeps the conversation: each turn sends only the new message
+// and the previous response's id, and a stored conversation can be continued by pasting its id.
+// With a system prompt, temperature, max tokens, per-reply token usage, Stop, and copyable curl / Python.
 
-import {ApiError, streamChat} from "../api.js";
+import {ApiError, get, listAll, streamChat, streamResponse} from "../api.js";
 import {copyText, field, fill, h, messageBox, showError} from "../dom.js";
 import {listModels} from "../models.js";
 
 // The conversation survives switching views (not page reloads): it lives in this module.
-const state = {model: "", system: "", temperature: 0.7, maxTokens: 256, messages: []};
+const FRESH = () => ({model: "", system: "", temperature: 0.7, maxTokens: 256, messages: [], api: "chat", responseId: ""});
+const state = FRESH();
 let controller = null;
 
 export function reset() {
   controller?.abort();
-  Object.assign(state, {model: "", system: "", temperature: 0.7, maxTokens: 256, messages: []});
+  Object.assign(state, FRESH());
+}
+
+/** A Responses `usage` in the chat shape the usage line reads. */
+export function chatUsage(u) {
+  return u ? {prompt_tokens: u.input_tokens, completion_tokens: u.output_tokens, total_tokens: u.total_tokens} : null;
+}
+
+const itemText = item => (item.content || []).map(p => p.text ?? p.refusal ?? "").join("");
+
+/**
+ * The conversation that ends with stored response `id`, oldest turn first, as playground messages: walks
+ * previous_response_id (at most `maxTurns` turns) reading each turn's input items and output.
+ */
+export async function loadConversation(id, maxTurns = 50) {
+  const turns = [];
+  for (let cur = id; cur && turns.length < maxTurns;) {
+    const path = `/v1/responses/${encodeURIComponent(cur)}`;
+    let resp;
+    try { resp = await get(path); } catch (err) { if (!turns.length) throw err; break; } // an earlier turn was deleted
+    const items = await listAll(`${path}/input_items`, {order: "asc", limit: 100});
+    turns.unshift({resp, items});
+    cur = resp.previous_response_id;
+  }
+  const messages = [];
+  for (const {resp, items} of turns) {
+    for (const it of items) {
+      if (it.type === "message" && (it.role === "user" || it.role === "assistant")) messages.push({role: it.role, content: itemText(it)});
+    }
+    messages.push({role: "assistant", content: resp.output.filter(o => o.type === "message").map(itemText).join(""),
+      usage: chatUsage(resp.usage), finish: resp.status === "incomplete" ? "length" : "stop", seconds: 0});
+  }
+  return {messages, model: turns.length ? turns[turns.length - 1].resp.model : ""};
 }
 
 function usageText(m) {
@@ -45,6 +80,14 @@ function requestBody(history) {
   if (state.system.trim()) messages.push({role: "system", content: state.system});
   for (const m of history) messages.push({role: m.role, content: m.content});
   return {model: state.model, messages, temperature: state.temperature, max_tokens: state.maxTokens};
+}
+
+/** The /v1/responses body of one turn: only the new message; the server holds the rest under responseId. */
+function responsesBody(text) {
+  const body = {model: state.model, input: text, temperature: state.temperature, max_output_tokens: state.maxTokens};
+  if (state.system.trim()) body.instructions = state.system;
+  if (state.responseId) body.previous_response_id = state.responseId;
+  return body;
 }
 
 const shellQuote = s => `'${s.replace(/'/g, `'\\''`)}'`;
@@ -81,6 +124,28 @@ for chunk in stream:
 `;
 }
 
+export function responsesCurlSnippet(body) {
+  return [`curl -N ${location.origin}/v1/responses \\`,
+    `  -H "Authorization: Bearer $LLMAAS_API_KEY" \\`,
+    `  -H "Content-Type: application/json" \\`,
+    `  -d ${shellQuote(JSON.stringify({...body, stream: true}, null, 2))}`].join("\n");
+}
+
+export function responsesPythonSnippet(body) {
+  const args = Object.entries(body).map(([k, v]) => `    ${k}=${JSON.stringify(v)},`).join("\n");
+  return `import os
+
+from openai import OpenAI
+
+client = OpenAI(base_url=${JSON.stringify(`${location.origin}/v1`)}, api_key=os.environ["LLMAAS_API_KEY"])
+response = client.responses.create(
+${args}
+)
+print(response.output_text)
+print(response.id, response.usage)  # pass previous_response_id=response.id to continue
+`;
+}
+
 export async function render(root, ctx) {
   const errorSlot = h("div", {class: "slot"});
   const modelSelect = h("select", {name: "model"}, h("option", {value: ""}, "Loading models…"));
@@ -89,6 +154,17 @@ export async function render(root, ctx) {
   const tempOut = h("output", {class: "num"}, state.temperature.toFixed(2));
   const maxTokens = h("input", {type: "number", name: "max_tokens", min: 1, max: 4096, step: 1, value: String(state.maxTokens)});
   const ctxNote = h("small", {class: "hint"});
+  const apiSelect = h("select", {name: "api"},
+    h("option", {value: "chat"}, "Chat completions"),
+    h("option", {value: "responses"}, "Responses (stored by the server)"));
+  apiSelect.value = state.api;
+  const responseIdBox = h("input", {type: "text", name: "response_id", placeholder: "resp_…", value: state.responseId,
+    autocomplete: "off", spellcheck: "false"});
+  const continueBtn = h("button", {type: "button"}, "Continue");
+  const conversationField = h("div", {},
+    field("Response id", responseIdBox, "The latest turn's id; paste one to continue a stored conversation."),
+    h("div", {class: "row"}, continueBtn));
+  conversationField.hidden = state.api !== "responses";
   const log = h("div", {class: "messages", role: "log", "aria-live": "polite", "aria-label": "Conversation", tabindex: "0"});
   const input = h("textarea", {name: "prompt", rows: 3, "aria-label": "Message",
     placeholder: "Type a message. Enter sends, Shift+Enter starts a new line."});
@@ -100,24 +176,56 @@ export async function render(root, ctx) {
   const pyBtn = h("button", {type: "button"}, "Copy Python");
 
   const showSnippet = () => {
+    if (state.api === "responses") {
+      const body = responsesBody([...state.messages].reverse().find(m => m.role === "user")?.content || "Hello");
+      snippetCode.textContent = snippetKind === "curl" ? responsesCurlSnippet(body) : responsesPythonSnippet(body);
+      return;
+    }
     const body = requestBody(state.messages.filter(m => m.content));
     snippetCode.textContent = snippetKind === "curl" ? curlSnippet(body) : pythonSnippet(body);
   };
   curlBtn.addEventListener("click", () => { snippetKind = "curl"; showSnippet(); copyText(snippetCode.textContent, curlBtn); });
   pyBtn.addEventListener("click", () => { snippetKind = "python"; showSnippet(); copyText(snippetCode.textContent, pyBtn); });
 
-  const newChat = h("button", {type: "button", onclick: () => {
+  const setResponseId = id => { state.responseId = id; responseIdBox.value = id; };
+  const startOver = () => {
     controller?.abort();
     state.messages = [];
+    setResponseId("");
     fill(log, h("p", {class: "empty hint-empty"}, "Say hello to start a conversation."));
     showError(errorSlot, null);
     showSnippet();
     input.focus();
-  }}, "New chat");
+  };
+  const newChat = h("button", {type: "button", onclick: startOver}, "New chat");
+  apiSelect.addEventListener("change", () => {
+    state.api = apiSelect.value;
+    conversationField.hidden = state.api !== "responses";
+    startOver(); // the two APIs keep the conversation in different places: start afresh
+  });
+  continueBtn.addEventListener("click", async () => {
+    const id = responseIdBox.value.trim();
+    if (!id || controller) return;
+    showError(errorSlot, null);
+    try {
+      const loaded = await loadConversation(id);
+      state.messages = loaded.messages;
+      setResponseId(id);
+      if (loaded.model && models.some(m => m.id === loaded.model)) { state.model = loaded.model; modelSelect.value = loaded.model; limitTokens(); }
+      fill(log, ...state.messages.map(m => messageView(m).el));
+      log.scrollTop = log.scrollHeight;
+      showSnippet();
+      input.focus();
+    } catch (err) {
+      showError(errorSlot, err);
+    }
+  });
 
   const form = h("form", {class: "composer"}, input, sendBtn);
   const settings = h("aside", {class: "card pg-settings", "aria-label": "Settings"},
     field("Model", modelSelect, ctxNote),
+    field("API", apiSelect),
+    conversationField,
     field("System prompt", system),
     h("label", {class: "field"}, h("span", {class: "caption"}, "Temperature ", tempOut), temp),
     field("Max tokens", maxTokens),
@@ -160,6 +268,8 @@ export async function render(root, ctx) {
     sendBtn.classList.toggle("danger", busy);
     sendBtn.setAttribute("aria-label", busy ? "Stop generating" : "Send message");
     modelSelect.disabled = busy;
+    apiSelect.disabled = busy;
+    continueBtn.disabled = busy;
   };
 
   async function sendMessage() {
@@ -185,17 +295,28 @@ export async function render(root, ctx) {
     setBusy(true);
     const t0 = performance.now();
     try {
-      for await (const chunk of streamChat(body, controller.signal)) {
-        const choice = chunk.choices?.[0];
-        const delta = choice?.delta?.content;
-        if (delta) {
-          const stick = nearBottom();
-          text0.appendData(delta);
-          reply.content += delta;
-          if (stick) log.scrollTop = log.scrollHeight;
+      const append = delta => {
+        const stick = nearBottom();
+        text0.appendData(delta);
+        reply.content += delta;
+        if (stick) log.scrollTop = log.scrollHeight;
+      };
+      if (state.api === "responses") {
+        for await (const event of streamResponse(responsesBody(text), controller.signal)) {
+          if (event.type === "response.output_text.delta" && event.delta) append(event.delta);
+          if (event.type === "response.completed" || event.type === "response.incomplete") {
+            reply.usage = chatUsage(event.response.usage);
+            reply.finish = event.type === "response.incomplete" ? "length" : "stop";
+            if (event.response.store) setResponseId(event.response.id); // the next turn continues this one
+          }
         }
-        if (choice?.finish_reason) reply.finish = choice.finish_reason;
-        if (chunk.usage) reply.usage = chunk.usage;
+      } else {
+        for await (const chunk of streamChat(body, controller.signal)) {
+          const choice = chunk.choices?.[0];
+          if (choice?.delta?.content) append(choice.delta.content);
+          if (choice?.finish_reason) reply.finish = choice.finish_reason;
+          if (chunk.usage) reply.usage = chunk.usage;
+        }
       }
     } catch (err) {
       if (err.name === "AbortError") {
@@ -262,6 +383,7 @@ export async function render(root, ctx) {
   if (wanted && models.some(m => m.id === wanted)) {
     if (wanted !== state.model && !controller) { // another model: a fresh conversation
       state.messages = [];
+      setResponseId("");
       fill(log, h("p", {class: "empty hint-empty"}, "Say hello to start a conversation."));
     }
     state.model = wanted;
