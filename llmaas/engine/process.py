@@ -16,6 +16,7 @@ adapters registered so far.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import multiprocessing as mp
 import queue
@@ -80,7 +81,7 @@ class EngineProcess(EngineFrontend):
         await asyncio.sleep(0)  # the child's last events (its aborts), already scheduled by the reader
         self._fail_open_streams(FinishReason.ABORT, None)
         self._proc = None
-        self._stats = EngineStats(kv_blocks_total=self._stats.kv_blocks_total)  # nothing runs any more
+        self._stats = dataclasses.replace(self._stats, waiting=0, running=0, kv_blocks_used=0)  # nothing runs now
 
     def _spawn(self) -> None:
         """Start a child and wait until it is ready to step (blocking: run it off the event loop)."""
