@@ -7,15 +7,13 @@ groups and masks. It does not decide who runs (scheduler.py) or what is sampled 
 from __future__ import annotations
 
 import logging
-import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from llmaas.engine.cpu import ThreadTuner
 from llmaas.engine.kernels import paged_attention
 from llmaas.engine.models.llama import AttnGroup, ForwardBatch, Llama, ModelArgs
 from llmaas.engine.scheduler import ScheduledSeq, SchedulerOutput
@@ -142,58 +140,3 @@ def _length_buckets(decode: list[tuple[ScheduledSeq, int]]) -> list[list[tuple[S
     if len(buckets) == 1:
         return [decode]  # keep batch order: with no prefill, the rows are then 0..T-1 and need no index
     return buckets
-
-
-class ThreadTuner:
-    """CPU: how many intra-op threads the forward pass uses, re-measured every `interval` seconds of engine work.
-
-    Measured, not assumed: on a shared, oversubscribed host, OpenMP barriers make multi-threaded small matmuls
-    5-20x slower than one thread (seen here: ~1.4 s vs ~0.2 s per 32-stream decode step); on an idle host all
-    threads win by up to their count. Other tenants come and go, so one measurement at startup goes stale: the probe
-    (5 windows of 40 ms) reruns every `interval` s while the engine is busy, bounding a wrong choice to that long.
-    More threads must win by 30%, twice, because the downside is asymmetric (one thread costs at most 2x on an
-    idle 2-core box, the wrong choice under load 5-20x).
-    `fixed` (the `num_threads` setting, LLMAAS_NUM_THREADS) sets the count and turns the probe off. Process-wide
-    (torch has one pool).
-    """
-
-    def __init__(self, model: Llama, *, interval: float = 20.0, fixed: int | None = None) -> None:
-        self.model, self.interval = model, interval
-        if fixed is not None and fixed > 0:
-            torch.set_num_threads(fixed)
-        self.max_threads = torch.get_num_threads()
-        self.fixed = (fixed is not None and fixed > 0) or self.max_threads <= 1
-        self.chosen = self.max_threads
-        self._next = 0.0
-
-    def maybe_retune(self) -> None:
-        if not self.fixed and time.monotonic() >= self._next:
-            self.retune()
-
-    def retune(self, window: float = 0.04) -> int:
-        w = self.model.layers[0].mlp.w_gate_up  # [2I, dim]: the largest per-layer matmul
-        x = torch.randn(16, w.in_features, dtype=w.weight.dtype, device=w.weight.device)  # a decode batch
-
-        def time_per_call(threads: int) -> float:
-            # Sustained work over a window of several scheduler time slices, not medians of short bursts: a burst
-            # can land in a neighbour's pause, while a descheduled thread stalls every OpenMP barrier of real work.
-            torch.set_num_threads(threads)
-            w(x)
-            calls, start = 0, time.perf_counter()
-            while (elapsed := time.perf_counter() - start) < window:
-                w(x)
-                calls += 1
-            return elapsed / calls
-
-        # 1, n, 1, n, 1: more threads must clearly beat both neighbouring one-thread runs, twice; a momentary lull
-        # in the neighbours' load is not enough (one comparison chose 2 threads here at load 4.5).
-        n = self.max_threads
-        t = [time_per_call(1 if i % 2 == 0 else n) for i in range(5)]
-        wins = all(t[i] < 0.7 * min(t[i - 1], t[i + 1]) for i in (1, 3))
-        chosen = n if wins else 1
-        torch.set_num_threads(chosen)
-        if chosen != self.chosen or self._next == 0.0:
-            log.info("engine: %d intra-op thread(s) (matmul probe: %.2f ms with %d, %.2f ms with 1)", chosen,
-                     min(t[1], t[3]) * 1e3, n, min(t[0], t[2], t[4]) * 1e3)
-        self.chosen, self._next = chosen, time.monotonic() + self.interval
-        return chosen

@@ -13,9 +13,9 @@ import torch
 
 from llmaas.config import ModelSpec, Settings
 from llmaas.engine.device import cpu_supports_bf16
-from llmaas.engine.models.llama import Linear, Llama
+from llmaas.engine.cpu import Linear, ThreadTuner
+from llmaas.engine.models.llama import Llama
 from llmaas.engine.models.loader import load_model
-from llmaas.engine.runner import ThreadTuner
 
 
 @pytest.fixture(autouse=True)

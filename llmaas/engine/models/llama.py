@@ -3,7 +3,7 @@
 One forward computes a flattened batch of T tokens from many sequences (prefill chunks and decodes mixed):
 the projections run once over all T rows; only attention is per *group* of sequences (all decodes together,
 each prefill chunk alone), over K/V gathered from the cache by block table: one SDPA call per prefill chunk, two
-batched matmuls for the decodes. On CPU in bf16 the projections run on oneDNN-packed weights (`Linear`).
+batched matmuls for the decodes. On CPU in bf16 the projections run on oneDNN-packed weights (`engine/cpu.py`'s `Linear`).
 
 Reads HF-named weights (q/k/v fused into one matmul, gate/up into another); supports GQA, tied embeddings,
 rope_theta, llama3 rope_scaling, attention/MLP biases (Qwen2's qkv bias). It is not a trainer, does not own the
@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from llmaas.engine.cpu import Linear
 from llmaas.engine.kernels.paged_attention import paged_decode
 
 
@@ -139,59 +140,6 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 # --- modules ---------------------------------------------------------------------------------------------
-
-
-class Linear(nn.Linear):
-    """nn.Linear that can run on a oneDNN-packed copy of its weight (CPU bf16; see `Llama.pack_weights`).
-
-    Packing reorders the weight once into oneDNN's blocked layout instead of at every call. Measured on the
-    AVX-512-bf16 CPU here: 2x faster at 1 row and 10-20% at 32-512 rows (one matmul), ~30% off a whole batch-1
-    SmolLM2 decode step (same process, packed vs not), with bit-identical results (checked at pack time). A
-    private ATen op (the one inductor's weight freezing uses), so it is probed, never assumed.
-    """
-
-    packed: Tensor | None = None
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.packed is None:
-            return F.linear(x, self.weight, self.bias)
-        rows = x.shape[0]  # x: [T, in]
-        padded = padded_rows(rows)
-        if padded != rows:
-            x = F.pad(x, (0, 0, 0, padded - rows))
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [None], "")[:rows]
-
-    def pack(self, keep_weight: bool = False) -> bool:
-        """Use a packed weight from now on if it computes exactly what F.linear does; False (unchanged) if not.
-
-        The packed copy then replaces the weight (one copy in memory, not two) unless `keep_weight` (a weight shared
-        with another module, e.g. the embedding tied to the LM head)."""
-        try:
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, None)
-            for m in (1, 3, 67):  # decode-sized and prefill-sized (padded) row counts
-                x = torch.randn(m, self.in_features, dtype=self.weight.dtype)
-                if not torch.equal(self(x), F.linear(x, self.weight, self.bias)):
-                    self.packed = None
-                    return False
-        except (RuntimeError, AttributeError):  # no oneDNN, or an op signature from another torch version
-            self.packed = None
-            return False
-        if not keep_weight:
-            self.weight = nn.Parameter(self.weight.new_empty(0), requires_grad=False)
-        return True
-
-
-def padded_rows(rows: int) -> int:
-    """The row count a packed matmul runs at: `rows` rounded up to a few dozen sizes.
-
-    oneDNN builds (slowly) and caches one kernel per input shape; continuous batching feeds every row count from 1 to
-    the token budget, and the cache of all those kernels grew the server by ~150 MB over a few hundred requests here.
-    Up to 8 rows (latency-bound decodes) run exact; the rest pay at most a few padded rows.
-    """
-    if rows <= 8:
-        return rows
-    step = 8 if rows <= 64 else 32 if rows <= 512 else 128
-    return -(-rows // step) * step
 
 
 class RMSNorm(nn.Module):
