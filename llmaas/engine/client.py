@@ -47,6 +47,11 @@ class EngineFrontend:
     def _cancel(self, request_id: str) -> None:
         raise NotImplementedError
 
+    @property
+    def ready(self) -> bool:
+        """Taking requests (False before start, after shutdown, while an engine process restarts)."""
+        return self._accepting()
+
     # --- ChatEngine --------------------------------------------------------------------------------------
 
     def generate(self, request: EngineRequest) -> AsyncIterator[TokenEvent]:

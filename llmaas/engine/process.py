@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import multiprocessing as mp
 import queue
@@ -156,7 +157,7 @@ class EngineProcess(EngineFrontend):
         asyncio.ensure_future(self._restart())
 
     async def _restart(self) -> None:
-        for delay in (*RESTART_BACKOFF_S, *[RESTART_BACKOFF_S[-1]] * 1000):
+        for delay in itertools.chain(RESTART_BACKOFF_S, itertools.repeat(RESTART_BACKOFF_S[-1])):
             if self._stopping:
                 return
             try:

@@ -105,6 +105,11 @@ class ModelRegistry:
                      time.perf_counter() - t0)
         return cls(chat, embedders)
 
+    @property
+    def ready(self) -> bool:
+        """Every model is loaded and every chat engine takes requests (/ready is 503 while one restarts)."""
+        return bool(self._chat or self._embedders) and all(getattr(e, "ready", True) for e in self._chat.values())
+
     def chat(self, name: str) -> ChatEngine:
         engine = self._chat.get(name)
         if engine is None:

@@ -82,11 +82,12 @@ def test_child_death_fails_open_streams_then_serves_again(setup: tuple) -> None:
             os.kill(first_pid, signal.SIGKILL)
             rest = [ev async for ev in stream]
             assert rest[-1].finished and rest[-1].finish_reason == FinishReason.ERROR and rest[-1].error
+            assert not engine.ready  # /ready is 503 until the new child serves
             for _ in range(600):  # a new child starts (seconds: it imports torch and loads the model)
-                if engine._accepting():
+                if engine.ready:
                     break
                 await asyncio.sleep(0.1)
-            assert engine._proc.pid != first_pid
+            assert engine.ready and engine._proc.pid != first_pid
             short = SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True)
             evs = await collect(engine, EngineRequest("after", prompt, short))
             assert evs[-1].finish_reason == FinishReason.LENGTH and evs[-1].num_output_tokens == 4
