@@ -66,6 +66,9 @@ class Limits(BaseModel):
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="Larger file uploads get 413.")
     max_classification_inputs: int = Field(64, ge=1, le=10_000, description="Texts in one /v1/classifications request.")
     max_classification_labels: int = Field(16, ge=2, le=1000, description="Labels in one /v1/classifications request.")
+    max_schema_bytes: int = Field(64 * 1024, ge=256, le=4 * 1024 * 1024, description="Largest JSON schema (response_format, one tool's parameters), compact JSON.")
+    max_tools: int = Field(128, ge=1, le=1024, description="Tools in one request.")
+    max_grammar_compile_s: float = Field(5.0, gt=0, le=120, description="A schema that takes longer to compile is refused (400).")
 
 
 class Settings(BaseSettings):
