@@ -144,10 +144,10 @@ def apply_masks(logits: torch.Tensor, states: Sequence[GrammarState | None]) -> 
     """Mask `logits` [B, V] in place: row i keeps only what states[i] allows; rows whose state is None untouched."""
     import xgrammar as xgr
 
-    rows = [i for i, s in enumerate(states) if s is not None]
+    rows = [i for i, s in enumerate(states) if s is not None and not s.terminated]  # a finished one has no mask
     if not rows:
         return
-    vocab = max(s.grammar.vocab_size for s in states if s is not None)
+    vocab = max(states[i].grammar.vocab_size for i in rows)  # type: ignore[union-attr]
     bitmask = xgr.allocate_token_bitmask(len(states), vocab)  # [B, ceil(V/32)] int32, all allowed
     for i in rows:
         states[i].matcher.fill_next_token_bitmask(bitmask, i)  # type: ignore[union-attr]
