@@ -86,14 +86,31 @@ class GrammarCompiler:
         return grammar
 
     def _compile(self, spec: GrammarSpec) -> Any:
+        import xgrammar as xgr
+
         try:
             if spec.kind == "json_schema":
-                return self._compiler.compile_json_schema(spec.source, any_whitespace=False, strict_mode=True)
-            if spec.kind == "structural_tag":
-                return self._compiler.compile_structural_tag(spec.source)
+                grammar = xgr.Grammar.from_json_schema(spec.source, any_whitespace=False, strict_mode=True)
+            elif spec.kind == "structural_tag":
+                grammar = xgr.Grammar.from_structural_tag(spec.source)
+            else:
+                raise GrammarError(f"Unknown grammar kind {spec.kind!r}.")
+            return self._compiler.compile_grammar(_json_strings_without_controls(str(grammar)))
+        except GrammarError:
+            raise
         except Exception as e:  # noqa: BLE001 - xgrammar raises several types; the message is about the schema
             raise GrammarError(f"The schema is not supported: {_short(e)}") from None
-        raise GrammarError(f"Unknown grammar kind {spec.kind!r}.")
+
+
+# NOTE: xgrammar 0.2.9 writes strings with minLength/maxLength as `[^"\\\r\n]{m,n}`, which lets raw control
+# characters (U+0000-U+001F) into a JSON string, and strict JSON parsers (Python's json, pydantic) refuse those. Its
+# unbounded strings already exclude them; we give bounded ones the same class, on the grammar's EBNF text.
+_LOOSE_CHARS = '[^\\"\\\\\\r\\n]'
+_STRICT_CHARS = '[^\\0-\\x1f\\"\\\\\\r\\n]'
+
+
+def _json_strings_without_controls(ebnf: str) -> str:
+    return ebnf.replace(_LOOSE_CHARS, _STRICT_CHARS)
 
 
 def compiler_for(tokenizer: Any) -> GrammarCompiler:

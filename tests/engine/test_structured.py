@@ -142,3 +142,9 @@ def test_engine_mixed_batch_constrained_rows_validate(engine: AsyncEngine) -> No
             assert (text, reason) == ('{"a": "xy", "b": true}', FinishReason.STOP)
         else:
             assert reason == FinishReason.LENGTH  # free rows are untouched: random bytes to max_tokens
+
+
+def test_bounded_strings_refuse_raw_control_characters() -> None:
+    st = GrammarState(schema({"type": "string", "maxLength": 4}))
+    assert st.accept(ord('"') + 3)
+    assert 0x02 + 3 not in allowed(st) and ord("\t") + 3 not in allowed(st) and ord("a") + 3 in allowed(st)
