@@ -148,3 +148,9 @@ def test_bounded_strings_refuse_raw_control_characters() -> None:
     st = GrammarState(schema({"type": "string", "maxLength": 4}))
     assert st.accept(ord('"') + 3)
     assert 0x02 + 3 not in allowed(st) and ord("\t") + 3 not in allowed(st) and ord("a") + 3 in allowed(st)
+
+
+def test_a_compile_past_the_time_bound_is_refused() -> None:
+    slow = {"type": "object", "properties": {f"p{i}": {"type": "string", "pattern": "^[a-z]{2,9}@[a-z]{3,8}$"} for i in range(60)}}
+    with pytest.raises(GrammarError, match="too complex"):
+        compile_grammar(TOK, GrammarSpec("json_schema", json.dumps(slow)), timeout_s=1e-4)
