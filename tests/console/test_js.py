@@ -118,11 +118,11 @@ def test_json_schema_box_and_snippets(page: Any, static_console: str) -> None:
     rf, bad, empty, python, curl, parsed, not_json = out
     assert rf["type"] == "json_schema" and rf["json_schema"]["schema"]["properties"]["ok"]["type"] == "boolean"
     assert "not valid JSON" in bad and empty is None
-    assert "response_format=json.loads(" in python and '"json_schema"' in curl
+    assert "response_format=loads(" in python and '"json_schema"' in curl
     compile(python, "snippet.py", "exec")
     ns: dict[str, Any] = {}
-    exec(python.split("client = ")[0], ns)  # the imports and json run; the schema round-trips through json.loads
-    literal = python.split("response_format=json.loads(")[1].split("),\n")[0]
+    exec(python.split("client = ")[0], ns)  # the imports run; the schema round-trips through json's loads
+    literal = python.split("response_format=loads(")[1].split("),\n")[0]
     assert json.loads(eval(literal)) == rf
     assert parsed.startswith("parsed: {") and not_json is None
 

@@ -88,10 +88,10 @@ export function curlSnippet(body) {
 export function pythonSnippet(body) {
   // JSON strings, lists and objects of strings are valid Python literals as written.
   const msgs = JSON.stringify(body.messages, null, 4).replace(/\n/g, "\n    ");
-  // The response format goes through json.loads: JSON's true/false/null are not Python literals.
-  const rf = body.response_format ? `\n    response_format=json.loads(${JSON.stringify(JSON.stringify(body.response_format))}),` : "";
-  return `import json
-import os
+  // The response format goes through json's loads: JSON's true/false/null are not Python literals.
+  const rf = body.response_format ? `\n    response_format=loads(${JSON.stringify(JSON.stringify(body.response_format))}),` : "";
+  return `import os
+from json import loads
 
 from openai import OpenAI
 
