@@ -19,8 +19,8 @@ import torch
 
 from llmaas.engine.runner import ModelRunner, RunnerOutput
 from llmaas.engine.sampler import SamplingRow
-from llmaas.engine.structured import GrammarState
 from llmaas.engine.scheduler import Request, Scheduler, SchedulerOutput
+from llmaas.engine.structured import GrammarState
 from llmaas.engine.types import EngineRequest, EngineStats, FinishReason, RequestStatus, TokenEvent, TokenLogprob
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,6 @@ the real default model.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
 import jsonschema
@@ -106,8 +105,8 @@ def test_tool_calls_required_and_named(client: openai.OpenAI, choice: Any) -> No
 
 
 def test_streamed_tool_calls_are_deltas_like_openai(client: openai.OpenAI) -> None:
-    kw: Any = dict(model="tiny", messages=MSG, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "get_weather"}}, temperature=0,
-                   parallel_tool_calls=False)
+    kw: Any = {"model": "tiny", "messages": MSG, "tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+                "temperature": 0, "parallel_tool_calls": False}
     whole = client.chat.completions.create(**kw)
     chunks = [c for c in client.chat.completions.create(**kw, stream=True) if c.choices]
     deltas = [c.choices[0].delta for c in chunks if c.choices[0].delta.tool_calls]
