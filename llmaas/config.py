@@ -73,6 +73,9 @@ class Limits(BaseModel):
         120, ge=1, le=1_000_000,
         description="Not-found (404) answers one key may get per minute; past it the key gets 429 until the minute ends (no id scanning).",
     )
+    max_schema_bytes: int = Field(64 * 1024, ge=256, le=4 * 1024 * 1024, description="Largest JSON schema (response_format, one tool's parameters), compact JSON.")
+    max_tools: int = Field(128, ge=1, le=1024, description="Tools in one request.")
+    max_grammar_compile_s: float = Field(5.0, gt=0, le=120, description="A schema that takes longer to compile is refused (400).")
 
 
 class Settings(BaseSettings):

@@ -20,6 +20,7 @@ import torch
 from llmaas.engine.runner import ModelRunner, RunnerOutput
 from llmaas.engine.sampler import SamplingRow
 from llmaas.engine.scheduler import Request, Scheduler, SchedulerOutput
+from llmaas.engine.structured import GrammarState
 from llmaas.engine.types import EngineRequest, EngineStats, FinishReason, RequestStatus, TokenEvent, TokenLogprob
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class _SeqState:
     prompt_logprobs: list[TokenLogprob | None] | None = None
     sent_first: bool = False
     logprob: TokenLogprob | None = None
+    grammar: GrammarState | None = None  # constrained decoding (response_format, tools): advanced per sampled token
 
 
 @dataclass
@@ -115,7 +117,9 @@ class EngineCore:
             gen = torch.Generator(device=self.runner.device)
             gen.manual_seed(p.seed)
         detok = self.detokenizer_factory(self.tokenizer, req.prompt_token_ids, p)
-        self._states[req.request_id] = _SeqState(detok, gen, [None] if req.echo_prompt_logprobs else None)
+        grammar = GrammarState(p.grammar) if p.grammar is not None else None  # compiled already: cheap
+        self._states[req.request_id] = _SeqState(detok, gen, [None] if req.echo_prompt_logprobs else None,
+                                                 grammar=grammar)
         self.scheduler.add_request(req)
 
     def _check(self, r: EngineRequest) -> str | None:
@@ -181,13 +185,14 @@ class EngineCore:
 
         def run(batch: list) -> None:
             rows = torch.tensor([out.sample_row[s.request.request_id] for s in batch], device=out.logits.device)
-            srows = [SamplingRow(s.request.params, s.request.output_token_ids,
-                                 self._states[s.request.request_id].generator, s.request.prompt_token_ids)
-                     for s in batch]
+            states = [self._states[s.request.request_id] for s in batch]
+            srows = [SamplingRow(s.request.params, s.request.output_token_ids, state.generator,
+                                 s.request.prompt_token_ids, state.grammar)
+                     for s, state in zip(batch, states)]
             result = self.sampler(out.logits.index_select(0, rows), srows)
-            for s, tok, lp in zip(batch, result.token_ids, result.logprobs or [None] * len(batch)):
+            for s, state, tok, lp in zip(batch, states, result.token_ids, result.logprobs or [None] * len(batch)):
                 st.sampled[s.request.request_id] = tok
-                self._states[s.request.request_id].logprob = lp
+                state.logprob = lp
 
         try:
             run(seqs)
@@ -198,10 +203,30 @@ class EngineCore:
                     run([s])
                 except Exception:
                     self._fail(s.request, st)
+        self._advance_grammars(seqs, st)
+
+    def _advance_grammars(self, seqs: list, st: _Step) -> None:
+        """Each constrained row accepts its sampled token (after the whole batch sampled, so a retry never
+        advances a grammar twice). A token the grammar refuses cannot come out of a masked row; if it does anyway,
+        only that sequence fails."""
+        for s in seqs:
+            rid = s.request.request_id
+            state = self._states.get(rid)
+            if state is None or state.grammar is None or rid not in st.sampled:
+                continue
+            try:
+                ok = state.grammar.accept(st.sampled[rid])
+            except Exception:
+                ok = False
+            if not ok:
+                del st.sampled[rid]
+                self._fail(s.request, st)
 
     def _emit(self, req: Request, token: int, st: _Step) -> None:
         """The TokenEvent of one new token: its text (stop strings cut), logprob, and finish."""
         state = self._states[req.request_id]
+        if state.grammar is not None and state.grammar.terminated and not req.status.finished:
+            self.scheduler.finish_request(req, RequestStatus.FINISHED_STOPPED)  # complete (e.g. with ignore_eos)
         try:
             if req.status == RequestStatus.FINISHED_STOPPED:  # EOS / stop token: not shown as text
                 text = state.detok.flush()

@@ -32,6 +32,11 @@ class Tokenizer(Protocol):
         """Token ids of the templated conversation. Raises InvalidRequest when the model has no chat template."""
         ...
 
+    def compile_grammar(self, spec: Any, salt: str | None = None, timeout_s: float = 5.0) -> Any:
+        """A GrammarSpec compiled for this vocabulary, for SamplingParams.grammar. Blocking (call it in a worker
+        thread), cached per (salt, spec); raises llmaas.engine.types.GrammarError when it cannot be compiled."""
+        ...
+
 
 @runtime_checkable
 class ChatEngine(Protocol):

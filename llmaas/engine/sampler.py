@@ -1,6 +1,7 @@
 """Sampler: one batched step from logits [B, V] to one next token per row, each row with its own parameters.
 
-Order per row (vLLM's): logprobs of the raw model distribution → logit_bias → repetition / presence / frequency
+Order per row (vLLM's): logprobs of the raw model distribution → the grammar mask (constrained rows only, one
+bitmask for the batch, structured.py) → logit_bias → repetition / presence / frequency
 penalties → greedy argmax, or temperature → top-k → top-p → min-p → a draw. Every stage is a tensor op across the
 rows that use it; no Python loop touches the vocabulary. Seeded rows draw from their own `torch.Generator`, so the
 same seed gives the same output whatever else shares the batch.
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from llmaas.engine import structured
 from llmaas.engine.protocol import Tokenizer
 from llmaas.engine.types import SamplingParams, TokenLogprob
 
@@ -27,6 +29,7 @@ class SamplingRow:
     output_token_ids: list[int]
     generator: torch.Generator | None = None
     prompt_token_ids: list[int] | None = None  # when given, repetition_penalty also covers the prompt (as HF/vLLM)
+    grammar: structured.GrammarState | None = None  # constrained decoding: only tokens it allows can come out
 
 
 @dataclass(slots=True)
@@ -47,10 +50,14 @@ class Sampler:
         self.tokenizer = tokenizer
 
     def __call__(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SampleResult:
-        # logits: [B, V] float32, one row per sequence that samples this step
+        # logits: [B, V] float32, one row per sequence that samples this step; grammar rows are masked in place
         if logits.shape[0] != len(rows):
             raise ValueError(f"logits has {logits.shape[0]} rows for {len(rows)} sampling rows")
         params = [r.params for r in rows]
+        want = [i for i, p in enumerate(params) if p.logprobs is not None]
+        raw_rows = logits[want] if want else None  # a copy: the model's own distribution, before any mask
+        if any(r.grammar is not None for r in rows):
+            structured.apply_masks(logits, [r.grammar for r in rows])  # in place: callers pass a per-step copy
         if all(p.greedy and not _adjusts_logits(p) for p in params):  # fast path: one argmax
             tokens = logits.argmax(dim=-1)
         else:
@@ -58,10 +65,9 @@ class Sampler:
         token_list = tokens.tolist()
 
         logprobs: list[TokenLogprob | None] = [None] * len(rows)
-        want = [i for i, p in enumerate(params) if p.logprobs is not None]
-        if want:
+        if raw_rows is not None:
             # log_softmax of the model's own logits: OpenAI reports the model's distribution, not the sampler's
-            raw = torch.log_softmax(logits[want].float(), dim=-1)  # [b, V]
+            raw = torch.log_softmax(raw_rows.float(), dim=-1)  # [b, V]
             for i, lp in zip(want, self._logprobs(raw, [token_list[i] for i in want], [params[i] for i in want])):
                 logprobs[i] = lp
         return SampleResult(token_ids=token_list, logprobs=logprobs)

@@ -133,6 +133,14 @@ class HFTokenizer:
             raise InvalidRequest(f"The messages do not fit this model's chat template: {e}", param="messages") from e
         return self.encode(str(text), add_special_tokens=False)
 
+    # --- constrained decoding ---------------------------------------------------------------------
+
+    def compile_grammar(self, spec: Any, salt: str | None = None, timeout_s: float = 5.0) -> Any:
+        """Compile a GrammarSpec for this vocabulary (blocking, cached; raises GrammarError). See structured.py."""
+        from llmaas.engine.structured import compile_grammar
+
+        return compile_grammar(self, spec, salt, timeout_s)
+
 
 def _is_byte_level(hf_tokenizer: Any) -> bool:
     """True when the backend decodes with GPT-2 style ByteLevel (SmolLM2, Llama 3, Qwen2, GPT-2)."""

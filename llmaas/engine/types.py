@@ -8,6 +8,21 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True, slots=True)
+class GrammarSpec:
+    """What a constrained sequence must produce, before compilation: a JSON schema, or an xgrammar structural tag
+    (JSON text in both cases). Built by the API layer (llmaas/api/serving/structured.py) and compiled by
+    `llmaas.engine.structured.compile_grammar` into the `SamplingParams.grammar` the engine enforces."""
+
+    kind: Literal["json_schema", "structural_tag"]
+    source: str
+
+
+class GrammarError(ValueError):
+    """A GrammarSpec cannot be compiled (invalid or unsupported schema, or past the time bound); safe to show."""
 
 
 @dataclass(slots=True)
@@ -29,6 +44,9 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: int | None = None  # None = no logprobs; k >= 0 = chosen token's logprob + top-k alternatives
     skip_special_tokens: bool = True
+    # A compiled grammar (llmaas.engine.structured.CompiledGrammar): each token is masked to what it allows, and the
+    # sequence stops when it is complete. Compiled before the request reaches the engine, never on the step thread.
+    grammar: Any = None
 
     @property
     def greedy(self) -> bool:

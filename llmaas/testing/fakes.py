@@ -30,6 +30,7 @@ class FakeTokenizer:
 
     eos_token_ids = [2]
     vocab_size = 259
+    special_token_ids = frozenset({0, 1, 2})
 
     def __init__(self, template: bool = True) -> None:
         self.template = template
@@ -62,6 +63,14 @@ class FakeTokenizer:
             return raw.decode()
         except UnicodeDecodeError:
             return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return SPECIALS[token_id].encode() if token_id < 3 else bytes([token_id - 3])
+
+    def compile_grammar(self, spec: Any, salt: str | None = None, timeout_s: float = 5.0) -> Any:
+        from llmaas.engine.structured import compile_grammar  # the real compiler, over this byte vocabulary
+
+        return compile_grammar(self, spec, salt, timeout_s)
 
     @property
     def has_chat_template(self) -> bool:

@@ -6,6 +6,8 @@ ES modules in the page; the sign-in page is checked for its error path when no A
 
 from __future__ import annotations
 
+import json
+
 from typing import Any
 
 import pytest
@@ -104,6 +106,25 @@ def test_code_snippets_quote_and_never_hold_the_key(page: Any, static_console: s
     assert "$LLMAAS_API_KEY" in curl and "'\\''" in curl and '"include_usage": true' in curl
     assert 'os.environ["LLMAAS_API_KEY"]' in python and 'model="tiny"' in python and "max_tokens=9" in python
     compile(python, "snippet.py", "exec")  # the Python snippet is valid Python
+
+
+def test_json_schema_box_and_snippets(page: Any, static_console: str) -> None:
+    out = run(page, static_console, "views/playground.js", """
+      const rf = m.responseFormat('{"type": "object", "properties": {"ok": {"type": "boolean", "default": true}}}');
+      let bad = null;
+      try { m.responseFormat('{"type": '); } catch (e) { bad = e.message; }
+      const body = {model: 'tiny', messages: [{role: 'user', content: 'hi'}], temperature: 0, max_tokens: 9, response_format: rf};
+      return [rf, bad, m.responseFormat('  '), m.pythonSnippet(body), m.curlSnippet(body), m.parsedText('{"ok": true}'), m.parsedText('nope')];""")
+    rf, bad, empty, python, curl, parsed, not_json = out
+    assert rf["type"] == "json_schema" and rf["json_schema"]["schema"]["properties"]["ok"]["type"] == "boolean"
+    assert "not valid JSON" in bad and empty is None
+    assert "response_format=loads(" in python and '"json_schema"' in curl
+    compile(python, "snippet.py", "exec")
+    ns: dict[str, Any] = {}
+    exec(python.split("client = ")[0], ns)  # the imports run; the schema round-trips through json's loads
+    literal = python.split("response_format=loads(")[1].split("),\n")[0]
+    assert json.loads(eval(literal)) == rf
+    assert parsed.startswith("parsed: {") and not_json is None
 
 
 def test_sign_in_without_an_api_shows_the_error(page: Any, static_console: str) -> None:

@@ -104,7 +104,7 @@ def test_openai_exceptions(client: Any, server: Any) -> None:
         ("/chat/completions", {"model": "tiny", "messages": MSG, "logit_bias": {"x": 1}}, 400, "logit_bias", None),
         ("/chat/completions", {"model": "tiny", "messages": MSG, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", None),
         ("/chat/completions", {"model": "tiny", "messages": MSG, "logprobs": True, "top_logprobs": 30}, 400, "top_logprobs", None),
-        ("/chat/completions", {"model": "tiny", "messages": MSG, "tools": [{"type": "function"}]}, 400, "tools", None),
+        ("/chat/completions", {"model": "tiny", "messages": MSG, "tools": [{"type": "function"}]}, 400, "tools[0].function", None),
         ("/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400, "messages[0].content[0].type", None),
         ("/chat/completions", {"model": "all-MiniLM-L6-v2", "messages": MSG}, 400, "model", None),
         ("/completions", {"model": "tiny", "prompt": [99999]}, 400, "prompt", None),

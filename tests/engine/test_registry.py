@@ -13,7 +13,7 @@ from llmaas.config import ModelSpec, Settings
 from llmaas.engine import device as device_mod
 from llmaas.engine.device import cpu_supports_bf16, pick_device, pick_dtype
 from llmaas.engine.registry import ModelRegistry, builder_for, register_architecture
-from llmaas.engine.types import EngineRequest, SamplingParams
+from llmaas.engine.types import EngineRequest, GrammarSpec, SamplingParams
 from llmaas.errors import ModelNotFound
 
 
@@ -185,6 +185,11 @@ def test_unknown_architecture_uses_fallback(tiny_gpt2_dir: Path, tmp_path: Path)
             runs = [[t for ev in await collect(EngineRequest(f"s{i}", prompt, seeded)) for t in ev.token_ids]
                     for i in range(2)]
             assert runs[0] == runs[1]
+
+            grammar = engine.tokenizer.compile_grammar(GrammarSpec("json_schema", '{"enum": ["yes", "no"]}'))
+            evs = await collect(EngineRequest("j", prompt, SamplingParams(max_tokens=20, temperature=1.0, seed=3, grammar=grammar,
+                                                                          ignore_eos=True)))
+            assert "".join(ev.text for ev in evs) in ('"yes"', '"no"') and evs[-1].finish_reason.value == "stop"  # type: ignore[union-attr]
 
             stream = engine.generate(EngineRequest("c", prompt, SamplingParams(max_tokens=100, temperature=0.0)))
             await stream.__anext__()

@@ -193,7 +193,7 @@ class SamplingFields(OpenAIBaseModel):
         return out
 
     def to_sampling_params(
-        self, *, max_tokens: int, vocab_size: int, logprobs: int | None, choice: int = 0
+        self, *, max_tokens: int, vocab_size: int, logprobs: int | None, choice: int = 0, grammar: Any = None
     ) -> SamplingParams:
         """Engine parameters for choice number `choice` (its own seed, derived from `seed`)."""
         temperature = 1.0 if self.temperature is None else self.temperature
@@ -214,6 +214,7 @@ class SamplingFields(OpenAIBaseModel):
             stop=self.stop_list,
             ignore_eos=self.ignore_eos,
             logprobs=logprobs,
+            grammar=grammar,
         )
 
 
@@ -226,4 +227,4 @@ def derive_seed(seed: int | None, choice: int) -> int | None:
     return (seed * 6364136223846793005 + 1442695040888963407 * choice) % 2**63
 
 
-FinishReasonLiteral = Literal["stop", "length"]  # OpenAI's finish_reason values that this server produces
+FinishReasonLiteral = Literal["stop", "length", "tool_calls"]  # OpenAI's finish_reason values that this server produces

@@ -20,6 +20,7 @@ import torch
 
 from llmaas.config import ModelSpec
 from llmaas.engine.detokenizer import IncrementalDetokenizer
+from llmaas.engine.structured import GrammarState
 from llmaas.engine.sampler import Sampler, SamplingRow, make_generator
 from llmaas.engine.types import EngineRequest, EngineStats, FinishReason, TokenEvent, TokenLogprob
 from llmaas.errors import InvalidRequest, Overloaded, Unavailable
@@ -170,6 +171,7 @@ class HFFallbackEngine:
         gen = make_generator(p.seed, self.device) if p.seed is not None else None
         detok = IncrementalDetokenizer(self.tokenizer, prompt, p)
         stop_ids = set(p.stop_token_ids) | (set() if p.ignore_eos else set(self.tokenizer.eos_token_ids))
+        grammar = GrammarState(p.grammar) if p.grammar is not None else None  # constrained decoding, as in core.py
         out_ids: list[int] = []
         past: Any = None
         x = torch.tensor([prompt], device=self.device)
@@ -184,11 +186,13 @@ class HFFallbackEngine:
             prompt_logprobs = None
             if first and req.echo_prompt_logprobs:
                 prompt_logprobs = self._prompt_logprobs(out.logits[0].float(), prompt, p.logprobs or 0)
-            res = self.sampler(out.logits[:, -1, :].float(), [SamplingRow(p, out_ids, gen, prompt)])
+            res = self.sampler(out.logits[:, -1, :].float(), [SamplingRow(p, out_ids, gen, prompt, grammar)])
             token = res.token_ids[0]
             out_ids.append(token)
             finish: FinishReason | None = None
-            if token in stop_ids:
+            if grammar is not None and not grammar.accept(token):
+                raise RuntimeError("the grammar refused a masked token")
+            if token in stop_ids or (grammar is not None and grammar.terminated):
                 finish, text = FinishReason.STOP, detok.flush()
             else:
                 text, stop_hit = detok.add([token])

@@ -1,14 +1,15 @@
 // Playground: chat with any served model (base or fine-tuned) through streaming /v1/chat/completions, or through
 // the Responses API (/v1/responses), where the server keeps the conversation: each turn sends only the new message
 // and the previous response's id, and a stored conversation can be continued by pasting its id.
-// With a system prompt, temperature, max tokens, per-reply token usage, Stop, and copyable curl / Python.
+// With a system prompt, temperature, max tokens, an optional JSON schema (structured output on chat completions: the
+// server guarantees a reply that matches it, shown parsed), per-reply token usage, Stop, and copyable curl / Python.
 
 import {ApiError, get, listAll, streamChat, streamResponse} from "../api.js";
 import {copyText, field, fill, h, messageBox, showError} from "../dom.js";
 import {listModels} from "../models.js";
 
 // The conversation survives switching views (not page reloads): it lives in this module.
-const FRESH = () => ({model: "", system: "", temperature: 0.7, maxTokens: 256, messages: [], api: "chat", responseId: ""});
+const FRESH = () => ({model: "", system: "", temperature: 0.7, maxTokens: 256, schema: "", messages: [], api: "chat", responseId: ""});
 const state = FRESH();
 let controller = null;
 
@@ -47,7 +48,7 @@ export async function loadConversation(id, maxTurns = 50) {
       usage: chatUsage(resp.usage), finish: resp.status === "incomplete" ? "length" : "stop", seconds: 0});
   }
   return {messages, model: turns.length ? turns[turns.length - 1].resp.model : ""};
-}
+=======
 
 function usageText(m) {
   const parts = [];
@@ -69,9 +70,32 @@ function usageText(m) {
 function messageView(m) {
   const content = h("div", {class: "content"}, m.content);
   const usage = h("div", {class: "usage"}, m.role === "assistant" ? usageText(m) : "");
+  const parsed = h("pre", {class: "parsed", hidden: !m.parsed}, m.parsed || "");
   const el = h("article", {class: `msg msg-${m.role}`, "aria-label": m.role === "user" ? "You" : "Assistant"},
-    h("div", {class: "who"}, m.role === "user" ? "You" : "Assistant"), content, usage);
-  return {el, content, usage};
+    h("div", {class: "who"}, m.role === "user" ? "You" : "Assistant"), content, parsed, usage);
+  return {el, content, usage, parsed};
+}
+
+/** The JSON schema box as a response_format (null when empty); throws a readable error when it is not JSON. */
+export function responseFormat(schemaText) {
+  if (!schemaText.trim()) return null;
+  let schema;
+  try {
+    schema = JSON.parse(schemaText);
+  } catch (err) {
+    throw new Error(`The JSON schema is not valid JSON: ${err.message}`);
+  }
+  if (!schema || typeof schema !== "object" || Array.isArray(schema)) throw new Error("The JSON schema must be a JSON object.");
+  return {type: "json_schema", json_schema: {name: "playground", schema, strict: true}};
+}
+
+/** The reply pretty-printed as the parsed object (structured output), or null when it is not JSON. */
+export function parsedText(content) {
+  try {
+    return `parsed: ${JSON.stringify(JSON.parse(content), null, 2)}`;
+  } catch {
+    return null;
+  }
 }
 
 /** The request body the playground sends (also the basis of the code snippets). */
@@ -79,7 +103,11 @@ function requestBody(history) {
   const messages = [];
   if (state.system.trim()) messages.push({role: "system", content: state.system});
   for (const m of history) messages.push({role: m.role, content: m.content});
-  return {model: state.model, messages, temperature: state.temperature, max_tokens: state.maxTokens};
+  const body = {model: state.model, messages, temperature: state.temperature, max_tokens: state.maxTokens};
+  let rf = null;
+  try { rf = responseFormat(state.schema); } catch { rf = null; } // the box shows its own error
+  if (rf) body.response_format = rf;
+  return body;
 }
 
 /** The /v1/responses body of one turn: only the new message; the server holds the rest under responseId. */
@@ -103,7 +131,10 @@ export function curlSnippet(body) {
 export function pythonSnippet(body) {
   // JSON strings, lists and objects of strings are valid Python literals as written.
   const msgs = JSON.stringify(body.messages, null, 4).replace(/\n/g, "\n    ");
+  // The response format goes through json's loads: JSON's true/false/null are not Python literals.
+  const rf = body.response_format ? `\n    response_format=loads(${JSON.stringify(JSON.stringify(body.response_format))}),` : "";
   return `import os
+from json import loads
 
 from openai import OpenAI
 
@@ -112,7 +143,7 @@ stream = client.chat.completions.create(
     model=${JSON.stringify(body.model)},
     messages=${msgs},
     temperature=${body.temperature},
-    max_tokens=${body.max_tokens},
+    max_tokens=${body.max_tokens},${rf}
     stream=True,
     stream_options={"include_usage": True},
 )
@@ -153,6 +184,9 @@ export async function render(root, ctx) {
   const temp = h("input", {type: "range", name: "temperature", min: 0, max: 2, step: 0.05, value: String(state.temperature)});
   const tempOut = h("output", {class: "num"}, state.temperature.toFixed(2));
   const maxTokens = h("input", {type: "number", name: "max_tokens", min: 1, max: 4096, step: 1, value: String(state.maxTokens)});
+  const schemaBox = h("textarea", {name: "json_schema", rows: 4, spellcheck: "false", value: state.schema,
+    placeholder: '{"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}'});
+  const schemaNote = h("small", {class: "hint", role: "status"}, "Optional: the reply will match this JSON schema.");
   const ctxNote = h("small", {class: "hint"});
   const apiSelect = h("select", {name: "api"},
     h("option", {value: "chat"}, "Chat completions"),
@@ -229,6 +263,7 @@ export async function render(root, ctx) {
     field("System prompt", system),
     h("label", {class: "field"}, h("span", {class: "caption"}, "Temperature ", tempOut), temp),
     field("Max tokens", maxTokens),
+    field("JSON schema (structured output)", schemaBox, schemaNote),
     h("div", {class: "row"}, newChat),
     h("details", {class: "code"}, h("summary", {}, "Use this from code"),
       h("p", {class: "hint"}, "Set LLMAAS_API_KEY to your key first; the snippet never contains it."),
@@ -249,6 +284,16 @@ export async function render(root, ctx) {
   temp.addEventListener("input", () => {
     state.temperature = Number(temp.value);
     tempOut.textContent = state.temperature.toFixed(2);
+    showSnippet();
+  });
+  schemaBox.addEventListener("input", () => {
+    state.schema = schemaBox.value;
+    try {
+      responseFormat(state.schema);
+      schemaNote.textContent = "Optional: the reply will match this JSON schema.";
+    } catch (err) {
+      schemaNote.textContent = err.message;
+    }
     showSnippet();
   });
   maxTokens.addEventListener("change", () => {
@@ -276,6 +321,7 @@ export async function render(root, ctx) {
     const text = input.value;
     if (!text.trim() || controller) return;
     if (!state.model) { showError(errorSlot, new Error("Pick a model first.")); return; }
+    try { responseFormat(state.schema); } catch (err) { showError(errorSlot, err); return; }
     showError(errorSlot, null);
     const user = {role: "user", content: text};
     const reply = {role: "assistant", content: "", usage: null, finish: null, seconds: 0};
@@ -337,6 +383,11 @@ export async function render(root, ctx) {
       }
     } finally {
       reply.seconds = (performance.now() - t0) / 1000;
+      if (body.response_format && reply.content) {
+        reply.parsed = parsedText(reply.content);
+        view.parsed.textContent = reply.parsed || "";
+        view.parsed.hidden = !reply.parsed;
+      }
       view.el.classList.remove("streaming");
       log.removeAttribute("aria-busy");
       view.usage.textContent = usageText(reply);
