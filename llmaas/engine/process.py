@@ -121,8 +121,17 @@ class EngineProcess(EngineFrontend):
     def _write(self, conn: Any, outbox: queue.SimpleQueue) -> None:
         try:
             while (msg := outbox.get()) is not None:
-                conn.send(msg)
-        except (OSError, EOFError):  # the child is gone; the reader notices and restarts it
+                try:
+                    conn.send(msg)
+                except (OSError, EOFError):  # the child is gone; the reader notices and restarts it
+                    raise
+                except Exception:  # this one message cannot travel (it does not pickle): fail its request alone
+                    log.exception("could not send %r to the engine process of %r", msg[0], self.model_name)
+                    if msg[0] == "add":
+                        failed = TokenEvent(msg[1].request_id, [], "", finished=True,
+                                            finish_reason=FinishReason.ERROR, error=ERROR_MESSAGE)
+                        self._loop.call_soon_threadsafe(self._dispatch, [failed])  # type: ignore[union-attr]
+        except (OSError, EOFError, RuntimeError):  # child gone, or the event loop closed
             pass
         finally:
             conn.close()
@@ -180,6 +189,9 @@ class EngineProcess(EngineFrontend):
         return (self._sent - self._received) + self._stats.waiting
 
     def _submit(self, request: EngineRequest) -> None:
+        grammar = request.params.grammar
+        if grammar is not None:  # a compiled grammar does not pickle: it travels as xgrammar's JSON
+            request = dataclasses.replace(request, params=dataclasses.replace(request.params, grammar=grammar.to_wire()))
         self._sent += 1
         self._outbox.put(("add", request))
 
@@ -224,7 +236,7 @@ def child_main(spec: Any, device: str, dtype: torch.dtype, settings: Any, reques
         try:
             while (msg := requests.recv())[0] != "stop":
                 if msg[0] == "add":
-                    core.add_request(msg[1])
+                    core.add_request(_loaded_grammar(core, msg[1]))
                     received += 1
                 elif msg[0] == "abort":
                     core.abort_request(msg[1])
@@ -246,3 +258,17 @@ def child_main(spec: Any, device: str, dtype: torch.dtype, settings: Any, reques
     threading.Thread(target=read, name="engine-requests", daemon=True).start()
     run_steps(core, send, wake, stop.is_set)
     send(core.abort_all())
+
+
+def _loaded_grammar(core: Any, request: EngineRequest) -> EngineRequest:
+    """The request with its grammar (sent as a WireGrammar) loaded for this process; off the step thread. If it
+    cannot be loaded, the core refuses the request at admission, as it does any request it cannot admit."""
+    from llmaas.engine.structured import WireGrammar, from_wire
+
+    wire = request.params.grammar
+    if isinstance(wire, WireGrammar):
+        try:
+            request.params.grammar = from_wire(core.tokenizer, wire)
+        except Exception:
+            log.exception("request %s: its grammar could not be loaded", request.request_id)
+    return request

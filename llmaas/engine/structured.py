@@ -23,13 +23,15 @@ import weakref
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 
 from llmaas.engine.types import GrammarError, GrammarSpec
 
-__all__ = ["CompiledGrammar", "GrammarError", "GrammarSpec", "GrammarState", "apply_masks", "compile_grammar"]
+__all__ = ["CompiledGrammar", "GrammarError", "GrammarSpec", "GrammarState", "WireGrammar", "apply_masks",
+           "compile_grammar", "from_wire"]
 
 CACHE_SIZE = 256  # compiled grammars kept per tokenizer (LRU)
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="llmaas-grammar")  # a runaway compile holds one of two
@@ -40,10 +42,32 @@ _COMPILERS: "weakref.WeakKeyDictionary[Any, GrammarCompiler]" = weakref.WeakKeyD
 class CompiledGrammar:
     """An immutable compiled grammar; many sequences (n choices, many requests) share one."""
 
-    __slots__ = ("handle", "key", "vocab_size")
+    __slots__ = ("handle", "key", "vocab_size", "_wire")
 
     def __init__(self, handle: Any, key: str, vocab_size: int) -> None:
         self.handle, self.key, self.vocab_size = handle, key, vocab_size
+        self._wire: WireGrammar | None = None
+
+    def to_wire(self) -> "WireGrammar":
+        """This grammar as plain data for another process (xgrammar's handle does not pickle); built once."""
+        if self._wire is None:
+            self._wire = WireGrammar(self.key, self.vocab_size, self.handle.serialize_json())
+        return self._wire
+
+
+@dataclass(frozen=True, slots=True)
+class WireGrammar:
+    """A CompiledGrammar on its way to the engine process: xgrammar's own JSON of it, loaded there by `from_wire`
+    once per key (the engine process keeps the same LRU as the API process)."""
+
+    key: str
+    vocab_size: int
+    data: str
+
+
+def from_wire(tokenizer: Any, wire: WireGrammar) -> CompiledGrammar:
+    """The CompiledGrammar a WireGrammar stands for, for this process's copy of the tokenizer (cached by key)."""
+    return compiler_for(tokenizer).load(wire)
 
 
 # --- compile (API layer, worker threads) ---------------------------------------------------------------
@@ -62,9 +86,29 @@ class GrammarCompiler:
         vocab = [b"" if i in specials else tokenizer.token_bytes(i) for i in range(self.vocab_size)]
         info = xgr.TokenizerInfo(vocab, xgr.VocabType.RAW, vocab_size=self.vocab_size,
                                  stop_token_ids=list(tokenizer.eos_token_ids))
+        self._info = info
         self._compiler = xgr.GrammarCompiler(info, max_threads=1, cache_enabled=False)
         self._cache: OrderedDict[str, CompiledGrammar] = OrderedDict()
         self._lock = threading.Lock()
+
+    def load(self, wire: WireGrammar) -> CompiledGrammar:
+        import xgrammar as xgr
+
+        with self._lock:
+            hit = self._cache.get(wire.key)
+            if hit is not None:
+                self._cache.move_to_end(wire.key)
+                return hit
+        grammar = CompiledGrammar(xgr.CompiledGrammar.deserialize_json(wire.data, self._info), wire.key,
+                                  wire.vocab_size)
+        self._remember(grammar)
+        return grammar
+
+    def _remember(self, grammar: CompiledGrammar) -> None:
+        with self._lock:
+            self._cache[grammar.key] = grammar
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
 
     def compile(self, spec: GrammarSpec, salt: str | None, timeout_s: float) -> CompiledGrammar:
         key = hashlib.sha256(f"{salt or ''}\x00{spec.kind}\x00{spec.source}".encode()).hexdigest()
@@ -79,10 +123,7 @@ class GrammarCompiler:
         except FutureTimeout:
             raise GrammarError(f"The schema is too complex: compiling it took longer than {timeout_s:g} s.") from None
         grammar = CompiledGrammar(handle, key, self.vocab_size)
-        with self._lock:
-            self._cache[key] = grammar
-            while len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
+        self._remember(grammar)
         return grammar
 
     def _compile(self, spec: GrammarSpec) -> Any:

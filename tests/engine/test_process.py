@@ -67,6 +67,33 @@ def test_same_tokens_as_in_process_and_clean_shutdown(setup: tuple) -> None:  # 
     assert proc._proc is None and proc.stats().running == 0
 
 
+def test_constrained_requests_cross_the_process_boundary(setup: tuple) -> None:  # type: ignore[type-arg]
+    """A compiled grammar does not pickle: it travels as xgrammar's JSON and is loaded in the engine process."""
+    import json
+
+    from llmaas.engine.structured import compile_grammar
+    from llmaas.engine.types import GrammarSpec
+
+    spec, settings, loaded = setup
+    only_one = {"type": "object", "properties": {"a": {"const": "xy"}, "b": {"enum": [True]}},
+                "required": ["a", "b"], "additionalProperties": False}
+    grammar = compile_grammar(loaded.tokenizer, GrammarSpec("json_schema", json.dumps(only_one)))  # type: ignore[attr-defined]
+    engine = EngineProcess(spec, loaded, torch.device("cpu"), torch.float32, settings)
+
+    async def go() -> list[str]:
+        await engine.start()
+        try:
+            reqs = [EngineRequest(f"g{i}", prompts(loaded)[i], SamplingParams(max_tokens=48, temperature=1.0, seed=i,
+                                                                             grammar=grammar, ignore_eos=True))
+                    for i in range(3)]
+            runs = await asyncio.gather(*(collect(engine, r) for r in reqs))
+            return ["".join(ev.text for ev in evs) for evs in runs]
+        finally:
+            await engine.shutdown()
+
+    assert asyncio.run(go()) == ['{"a": "xy", "b": true}'] * 3
+
+
 def test_child_death_fails_open_streams_then_serves_again(setup: tuple) -> None:  # type: ignore[type-arg]
     spec, settings, loaded = setup
     engine = EngineProcess(spec, loaded, torch.device("cpu"), torch.float32, settings)
