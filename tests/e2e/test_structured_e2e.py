@@ -187,3 +187,50 @@ def test_default_model_calls_the_named_tool(smol: openai.OpenAI) -> None:
     assert r.choices[0].finish_reason == "tool_calls", r.choices[0].message
     schema = next(t["function"]["parameters"] for t in TOOLS if t["function"]["name"] == call.function.name)
     jsonschema.validate(json.loads(call.function.arguments), schema)
+
+
+# --- the Responses API: the same constraints, in its own shapes ---------------------------------------------------
+
+RESPONSES_TOOLS: list[Any] = [{"type": "function", "name": t["function"]["name"],
+                               "parameters": t["function"]["parameters"]} for t in TOOLS]
+
+
+def test_responses_text_format_json_schema_validates(client: openai.OpenAI) -> None:
+    r = client.responses.create(model="tiny", input="Tell me.", temperature=1.0, max_output_tokens=160,
+                                text={"format": {"type": "json_schema", "name": "unit", "schema": UNIT, "strict": True}})
+    assert r.status == "completed", r.output
+    jsonschema.validate(json.loads(r.output_text), UNIT)
+    parsed = client.responses.parse(model="tiny", input="Tell me.", text_format=Forecast, temperature=0,
+                                    max_output_tokens=160)
+    assert isinstance(parsed.output_parsed, Forecast)
+
+
+def test_responses_function_calls_and_the_round_trip(client: openai.OpenAI) -> None:
+    r = client.responses.create(model="tiny", input="Weather?", tools=RESPONSES_TOOLS, tool_choice="required",
+                                temperature=1.0, max_output_tokens=200)
+    calls = [o for o in r.output if o.type == "function_call"]
+    assert r.status == "completed" and calls, r.output
+    for call in calls:
+        assert call.name in {"get_weather", "get_time"} and call.call_id
+        schema = UNIT if call.name == "get_weather" else TOOLS[1]["function"]["parameters"]
+        jsonschema.validate(json.loads(call.arguments), schema)
+    follow = client.responses.create(model="tiny", previous_response_id=r.id, tools=RESPONSES_TOOLS,
+                                     max_output_tokens=8,
+                                     input=[{"type": "function_call_output", "call_id": c.call_id, "output": "sunny"}
+                                            for c in calls])
+    assert follow.status in ("completed", "incomplete") and follow.previous_response_id == r.id
+    items = client.responses.input_items.list(follow.id)
+    assert [i.type for i in items.data] == ["function_call_output"] * len(calls)
+
+
+def test_responses_streams_function_call_arguments(client: openai.OpenAI) -> None:
+    events = list(client.responses.create(model="tiny", input="Weather?", tools=RESPONSES_TOOLS, stream=True,
+                                          tool_choice={"type": "function", "name": "get_weather"},
+                                          parallel_tool_calls=False, temperature=1.0, max_output_tokens=300))
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed", kinds
+    deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert deltas == done.arguments
+    jsonschema.validate(json.loads(done.arguments), UNIT)
+    assert [e.sequence_number for e in events] == list(range(len(events)))

@@ -30,7 +30,6 @@ from llmaas.api.serving.responses_chat import (
     function_call_item,
     message_item,
     output_items,
-    refuse_until_structured_outputs,
 )
 from llmaas.errors import InvalidRequest, Unavailable
 from llmaas.store import responses_crud as crud
@@ -104,7 +103,6 @@ async def prepare_response(req: ResponseCreateRequest, call: Call, responses: Re
     if len(history) + len(inputs) > call.settings.limits.max_messages:
         raise InvalidRequest(f"The conversation has more than {call.settings.limits.max_messages} items.", param="input")
     chat = chat_request(req, chat_messages(req.instructions, history + inputs), stream=req.stream)
-    refuse_until_structured_outputs(chat)
     response_id = new_response_id()
     run = await prepare_chat(chat, call, route=ROUTE, request_id=response_id)
     return ResponseRun(run, req, responses, call.principal, inputs, response_id)

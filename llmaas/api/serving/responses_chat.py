@@ -2,10 +2,9 @@
 → Responses output items. /v1/responses has no generation path of its own; serving/responses.py runs what this
 module builds through `prepare_chat` (the same template, meter, limits and errors as /v1/chat/completions).
 
-`refuse_until_structured_outputs()` is the ONE place that refuses `text.format` json_schema/json_object, `tools`
-and tool turns in the conversation, until chat completions serve `response_format` and `tools` (issue 12). Everything
-else here already translates them (tools, tool_choice, function_call ↔ tool_calls, function_call_output ↔ tool
-messages), so switching them on is deleting that function's body.
+`text.format` becomes chat's `response_format`, function `tools`/`tool_choice` chat's own, `function_call` items
+assistant `tool_calls` and `function_call_output` items `tool` messages: the engine enforces them exactly as on
+/v1/chat/completions (constrained decoding), and chat's tool calls come back as `function_call` output items.
 """
 
 from __future__ import annotations
@@ -84,22 +83,6 @@ def chat_request(req: ResponseCreateRequest, messages: list[dict[str, Any]], *, 
     except ValidationError as exc:  # e.g. a bound chat has and we do not: still the client's 400, never a 500
         first = exc.errors()[0]
         raise InvalidRequest(f"Invalid input: {first.get('msg', 'invalid value')}.", param="input") from None
-
-
-def refuse_until_structured_outputs(chat: ChatCompletionRequest) -> None:
-    """SWITCH-ON POINT (issue 12): delete this function's body once chat completions serve `response_format`
-    json_schema/json_object, `tools` and tool turns; the translation above and `output_items` below are ready."""
-    if chat.response_format is not None and chat.response_format.type != "text":
-        raise InvalidRequest(f"text.format {chat.response_format.type!r} is not supported yet on /v1/responses.", param="text.format")
-    if chat.tools:
-        raise InvalidRequest("Function tools are not supported yet on /v1/responses.", param="tools")
-    if chat.tool_choice not in (None, "none", "auto"):
-        raise InvalidRequest("tool_choice is not supported yet on /v1/responses.", param="tool_choice")
-    for m in chat.messages:
-        if m.role == "tool" or getattr(m, "tool_calls", None) or (m.model_extra or {}).get("tool_calls"):
-            raise InvalidRequest(
-                "function_call and function_call_output items are not supported yet on /v1/responses.", param="input"
-            )
 
 
 # --- chat → Responses --------------------------------------------------------------------------------
