@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from llmaas.config import ModelSpec, Settings
-from llmaas.engine.client import AsyncEngine, build_chat_engine
+from llmaas.engine.client import AsyncEngine
+from llmaas.engine.factory import build_chat_engine
 from llmaas.engine.models.loader import load_model
 from llmaas.engine.sampler import Sampler, SamplingRow, make_generator
 from llmaas.engine.structured import GrammarState, apply_masks, compile_grammar
