@@ -1,4 +1,4 @@
-"""The Responses ↔ chat translation on constructed values: what the lead switches on after issue 12 is tested here."""
+"""The Responses ↔ chat translation on constructed values: items to chat turns, formats and tools to chat fields, and back."""
 
 from __future__ import annotations
 

@@ -207,7 +207,7 @@ def test_responses_text_format_json_schema_validates(client: openai.OpenAI) -> N
 
 def test_responses_function_calls_and_the_round_trip(client: openai.OpenAI) -> None:
     r = client.responses.create(model="tiny", input="Weather?", tools=RESPONSES_TOOLS, tool_choice="required",
-                                temperature=1.0, max_output_tokens=200)
+                                parallel_tool_calls=False, temperature=0, max_output_tokens=300)
     calls = [o for o in r.output if o.type == "function_call"]
     assert r.status == "completed" and calls, r.output
     for call in calls:
@@ -226,7 +226,7 @@ def test_responses_function_calls_and_the_round_trip(client: openai.OpenAI) -> N
 def test_responses_streams_function_call_arguments(client: openai.OpenAI) -> None:
     events = list(client.responses.create(model="tiny", input="Weather?", tools=RESPONSES_TOOLS, stream=True,
                                           tool_choice={"type": "function", "name": "get_weather"},
-                                          parallel_tool_calls=False, temperature=1.0, max_output_tokens=300))
+                                          parallel_tool_calls=False, temperature=0, max_output_tokens=300))
     kinds = [e.type for e in events]
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed", kinds
     deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")

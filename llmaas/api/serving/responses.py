@@ -234,7 +234,7 @@ class _StreamState:
                     "response.output_text.delta", item_id=message["id"], output_index=self.output.index(message),
                     content_index=0, delta=delta["content"], logprobs=[],
                 ))  # fmt: skip
-            for call in delta.get("tool_calls") or []:  # chat's tool-call deltas (issue 12), OpenAI's shape
+            for call in delta.get("tool_calls") or []:  # chat's tool-call deltas, in OpenAI's shape
                 events += self._call_delta(call)
             if choice.get("finish_reason") == "length":
                 self.status = "incomplete"
