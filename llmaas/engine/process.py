@@ -56,7 +56,7 @@ class EngineProcess(EngineFrontend):
         self._generation = 0  # bumped per child, so a dead child's reader cannot touch its successor
         self._running = False
         self._stopping = False
-        self._sent = self._received = 0  # requests sent down / drained by the child (its inbox is in neither count)
+        self._sent = self._received = 0  # requests sent down / read by the child: the difference is in the pipe
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
