@@ -19,11 +19,12 @@ from typing import Any, AsyncIterator
 import torch
 
 from llmaas.config import ModelSpec
+from llmaas.engine.client import EngineFrontend
 from llmaas.engine.detokenizer import IncrementalDetokenizer
 from llmaas.engine.structured import GrammarState
 from llmaas.engine.sampler import Sampler, SamplingRow, make_generator
 from llmaas.engine.types import EngineRequest, EngineStats, FinishReason, TokenEvent, TokenLogprob
-from llmaas.errors import InvalidRequest, Overloaded, Unavailable
+from llmaas.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +49,18 @@ def build_fallback_engine(spec: ModelSpec, loaded: Any, device: torch.device, dt
     return HFFallbackEngine(spec, model, loaded.tokenizer, torch.device(device), int(max_len))
 
 
-class HFFallbackEngine:
+class HFFallbackEngine(EngineFrontend):
     """Implements `llmaas.engine.protocol.ChatEngine` over a transformers causal LM."""
 
     def __init__(self, spec: ModelSpec, model: Any, tokenizer: Any, device: torch.device, max_model_len: int) -> None:
-        self.model_name = spec.name
+        super().__init__(model_name=spec.name, tokenizer=tokenizer, max_model_len=max_model_len,
+                         max_waiting=spec.max_waiting)
         self.model = model
-        self.tokenizer = tokenizer
         self.device = device
-        self.max_model_len = max_model_len
-        self.max_waiting = spec.max_waiting
         self.sampler = Sampler(tokenizer)
         # transformers renamed `past_key_values` to `cache` (5.x); speak whichever this model's forward takes
         self._cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-        self._waiting: collections.deque[tuple[EngineRequest, asyncio.Queue[TokenEvent]]] = collections.deque()
+        self._waiting: collections.deque[EngineRequest] = collections.deque()
         self._aborted: set[str] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -91,39 +90,32 @@ class HFFallbackEngine:
         with self._lock:
             left = list(self._waiting)
             self._waiting.clear()
-        for req, q in left:
-            q.put_nowait(TokenEvent(req.request_id, [], "", finished=True, finish_reason=FinishReason.ABORT,
-                                    num_prompt_tokens=len(req.prompt_token_ids)))
+        self._dispatch([TokenEvent(req.request_id, [], "", finished=True, finish_reason=FinishReason.ABORT,
+                                   num_prompt_tokens=len(req.prompt_token_ids)) for req in left])
 
     # --- ChatEngine -------------------------------------------------------------------------------------
 
     def generate(self, request: EngineRequest) -> AsyncIterator[TokenEvent]:
-        if self._thread is None or self._stopping:
-            raise Unavailable("The model is not running.")
         if request.adapter_id is not None:
             raise InvalidRequest("This model does not serve adapters.", param="model")
         if not request.prompt_token_ids or len(request.prompt_token_ids) >= self.max_model_len:
             raise InvalidRequest(f"The prompt must have 1 to {self.max_model_len - 1} tokens.", param="messages")
-        q: asyncio.Queue[TokenEvent] = asyncio.Queue()
+        return super().generate(request)
+
+    # --- EngineFrontend (its streams, overload and abort logic) -------------------------------------------
+
+    def _accepting(self) -> bool:
+        return self._thread is not None and not self._stopping
+
+    def _num_waiting(self) -> int:
+        return len(self._waiting)
+
+    def _submit(self, request: EngineRequest) -> None:
         with self._lock:
-            if len(self._waiting) >= self.max_waiting:
-                raise Overloaded("The server is busy; retry shortly.", retry_after=1.0)
-            self._waiting.append((request, q))
+            self._waiting.append(request)
         self._wake.set()
-        return self._stream(request.request_id, q)
 
-    async def _stream(self, request_id: str, q: asyncio.Queue[TokenEvent]) -> AsyncIterator[TokenEvent]:
-        finished = False
-        try:
-            while not finished:
-                ev = await q.get()
-                finished = ev.finished
-                yield ev
-        finally:
-            if not finished:  # the client went away
-                await self.abort(request_id)
-
-    async def abort(self, request_id: str) -> None:
+    def _cancel(self, request_id: str) -> None:
         with self._lock:
             self._aborted.add(request_id)
         self._wake.set()
@@ -145,23 +137,23 @@ class HFFallbackEngine:
                 self._wake.wait(0.5)
                 self._wake.clear()
                 continue
-            req, q = item
+            req = item
             self._running = 1
             try:
-                self._generate(req, lambda ev: self._emit(q, ev))
+                self._generate(req, self._emit)
             except Exception:  # this sequence fails; the engine goes on
                 log.exception("fallback generation failed")
-                self._emit(q, TokenEvent(req.request_id, [], "", finished=True, finish_reason=FinishReason.ERROR,
+                self._emit(TokenEvent(req.request_id, [], "", finished=True, finish_reason=FinishReason.ERROR,
                                          num_prompt_tokens=len(req.prompt_token_ids), error="Generation failed."))
             finally:
                 self._running = 0
                 with self._lock:
                     self._aborted.discard(req.request_id)
 
-    def _emit(self, q: asyncio.Queue[TokenEvent], ev: TokenEvent) -> None:
+    def _emit(self, ev: TokenEvent) -> None:
         if self._loop is not None:
             try:
-                self._loop.call_soon_threadsafe(q.put_nowait, ev)
+                self._loop.call_soon_threadsafe(self._dispatch, [ev])
             except RuntimeError:  # the loop is gone
                 pass
 
