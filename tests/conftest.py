@@ -21,7 +21,7 @@ os.environ.setdefault(
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer random Llama with a byte-level tokenizer and a ChatML template (built once per session)."""
-    from llmaas.testing.tiny import build_tiny_llama
+    from tests.support.tiny import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
@@ -29,6 +29,6 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir_no_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Same shape, but the tokenizer has no chat template (chat must be refused clearly)."""
-    from llmaas.testing.tiny import build_tiny_llama
+    from tests.support.tiny import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama-notemplate"), chat_template=None, seed=1)

@@ -11,7 +11,7 @@ from llmaas.api.app import create_app
 from llmaas.api.context import Principal, Reservation
 from llmaas.config import Settings
 from llmaas.errors import RateLimited, Unauthenticated
-from llmaas.testing.fakes import FakeFinetuned, FakeRegistry
+from tests.support.fakes import FakeFinetuned, FakeRegistry
 
 
 class RecordingMeter:

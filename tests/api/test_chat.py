@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from llmaas.testing.fakes import GREEDY_REPLY
+from tests.support.fakes import GREEDY_REPLY
 
 
 def chat(client: Any, **body: Any) -> Any:

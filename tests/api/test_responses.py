@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 
 from llmaas.api.app import create_app
 from llmaas.config import Settings
-from llmaas.testing.fakes import GREEDY_REPLY, FakeFinetuned, FakeRegistry, FakeTokenizer
-from llmaas.testing.stores import sqlite_store
+from tests.support.fakes import GREEDY_REPLY, FakeFinetuned, FakeRegistry, FakeTokenizer
+from tests.support.stores import sqlite_store
 
 from llmaas.api.context import Principal
 from llmaas.errors import Unauthenticated

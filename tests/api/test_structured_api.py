@@ -19,7 +19,7 @@ from llmaas.api.serving.structured import (
     with_tool_prompt,
 )
 from llmaas.config import Settings
-from llmaas.testing.fakes import FakeFinetuned, FakeRegistry, FakeTokenizer
+from tests.support.fakes import FakeFinetuned, FakeRegistry, FakeTokenizer
 
 WEATHER = ToolSpec("get_weather", "Weather now", {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
 CLOCK = ToolSpec("get_time", None, {"type": "object", "properties": {}})

@@ -1,4 +1,4 @@
-"""A real `llmaas serve` (llmaas.testing.server) on a free loopback port with the tiny model, for the console's e2e tests.
+"""A real `llmaas serve` (tests.support.server) on a free loopback port with the tiny model, for the console's e2e tests.
 
 Auth is on: the server's first-run admin key (printed once on stdout) signs the console in. Unlike tests/e2e's
 `serve_llmaas` (always --no-worker), this server runs its fine-tuning worker, which the console's fine-tune test
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from llmaas.testing.server import LlmaasProcess, serve
+from tests.support.server import LlmaasProcess, serve
 
 MISSING_PART = re.compile(r"ModuleNotFoundError: No module named '(llmaas\.[\w.]+)'")
 

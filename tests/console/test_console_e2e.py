@@ -21,7 +21,7 @@ import pytest
 from console_browser import ARTIFACTS, open_page
 from console_live import require, start_live_server
 
-from llmaas.testing.server import LlmaasProcess
+from tests.support.server import LlmaasProcess
 
 pytestmark = pytest.mark.browser
 expect = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)").expect

@@ -1,4 +1,4 @@
-"""Real servers for end-to-end tests: `llmaas serve` as a subprocess on a free port (llmaas.testing.server).
+"""Real servers for end-to-end tests: `llmaas serve` as a subprocess on a free port (tests.support.server).
 
 `serve_llmaas(config, *flags, auth=False, env=None)` (a session fixture returning a factory) serves `config`
 (settings as a dict) with --no-worker from a fresh tmp dir and returns once it is ready. With `auth=True` the
@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from llmaas.config import DEFAULT_EMBEDDING_NAME, DEFAULT_EMBEDDING_SOURCE
-from llmaas.testing.server import LlmaasProcess, serve
+from tests.support.server import LlmaasProcess, serve
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from llmaas.store.db import Store
 from llmaas.store.models import UsageRecord
-from llmaas.testing.server import LlmaasProcess, serve
+from tests.support.server import LlmaasProcess, serve
 
 
 def tiny_only(tiny_model_dir: Path, **settings: Any) -> dict[str, Any]:
@@ -164,7 +164,7 @@ def not_found(call: Callable[[str], Any], response_id: str) -> openai.NotFoundEr
 def pg_database() -> Iterator[str]:
     import psycopg
 
-    from llmaas.testing.stores import postgres_url
+    from tests.support.stores import postgres_url
 
     base = postgres_url()
     if base is None:

@@ -15,7 +15,7 @@ import openai
 import pytest
 from pydantic import BaseModel, Field
 
-from llmaas.testing.server import LlmaasProcess
+from tests.support.server import LlmaasProcess
 
 MSG = [{"role": "user", "content": "Tell me."}]
 UNIT = {"type": "object", "properties": {"unit": {"enum": ["c", "f"]}, "days": {"type": "integer", "minimum": 1, "maximum": 7}},
@@ -44,7 +44,7 @@ class Forecast(BaseModel):
 
 @pytest.fixture(scope="module")
 def server(serve_llmaas: Callable[..., LlmaasProcess], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlmaasProcess]:
-    from llmaas.testing.tiny import build_tiny_llama
+    from tests.support.tiny import build_tiny_llama
 
     folder = build_tiny_llama(tmp_path_factory.mktemp("tiny-4k"), max_position_embeddings=4096)
     spec = {"name": "tiny", "source": str(folder), "kind": "chat", "kv_cache_mb": 32, "max_num_seqs": 16}

@@ -19,7 +19,7 @@ from llmaas.engine.models.loader import load_model
 from llmaas.engine.sampler import Sampler, SamplingRow, make_generator
 from llmaas.engine.structured import GrammarState, apply_masks, compile_grammar
 from llmaas.engine.types import EngineRequest, FinishReason, GrammarError, GrammarSpec, SamplingParams
-from llmaas.testing.fakes import FakeTokenizer
+from tests.support.fakes import FakeTokenizer
 
 TOK = FakeTokenizer()  # byte-level: id = byte + 3; 0..2 special, 2 = EOS
 V = TOK.vocab_size

@@ -21,7 +21,7 @@ from llmaas.engine.client import AsyncEngine
 from llmaas.engine.factory import build_chat_engine
 from llmaas.engine.models.loader import load_model
 from llmaas.engine.types import EngineRequest, SamplingParams, TokenEvent
-from llmaas.testing.tiny import build_byte_tokenizer
+from tests.support.tiny import build_byte_tokenizer
 
 NEW_TOKENS = 64
 NUM_PROMPTS = 20

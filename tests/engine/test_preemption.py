@@ -14,7 +14,7 @@ from llmaas.engine.client import AsyncEngine
 from llmaas.engine.factory import build_chat_engine
 from llmaas.engine.models.loader import load_model
 from llmaas.engine.types import EngineRequest, FinishReason, SamplingParams, TokenEvent
-from llmaas.testing.tiny import build_tiny_llama
+from tests.support.tiny import build_tiny_llama
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -129,7 +129,7 @@ def test_start_generate_stats_shutdown(registry: ModelRegistry) -> None:
 def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from llmaas.testing.tiny import build_byte_tokenizer
+    from tests.support.tiny import build_byte_tokenizer
 
     out = tmp_path_factory.mktemp("tiny-gpt2")
     vocab = build_byte_tokenizer(out)

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from llmaas.testing.server import LlmaasProcess, serve
+from tests.support.server import LlmaasProcess, serve
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -35,7 +35,7 @@ TRAIN_TIMEOUT_S = 600
 def database_url() -> Iterator[str]:
     import psycopg
 
-    from llmaas.testing.stores import postgres_url, redis_available
+    from tests.support.stores import postgres_url, redis_available
 
     base = postgres_url()
     if base is None or not redis_available():

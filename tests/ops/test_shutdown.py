@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from llmaas.testing.server import serve
+from tests.support.server import serve
 
 STREAMS = 4
 MAX_TOKENS = 400  # the tiny model's context is 512: long enough to be mid-stream when SIGTERM arrives

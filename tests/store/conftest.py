@@ -1,3 +1,3 @@
 """The `store` fixture, run against BOTH backends: a migrated SQLite file and a fresh PostgreSQL schema."""
 
-from llmaas.testing.stores import store  # noqa: F401 - a fixture: importing it here offers it to these tests
+from tests.support.stores import store  # noqa: F401 - a fixture: importing it here offers it to these tests

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from llmaas.cli import cli
 from llmaas.store.db import Store
 from llmaas.tenancy import keys as tenancy_keys
-from llmaas.testing.stores import postgres_url
+from tests.support.stores import postgres_url
 
 
 def _env(tmp_path: Path, url: str | None) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Tenancy inside the real app: the chat route over the fake engine (`llmaas.testing.fakes`), with tenancy's auth,
+"""Tenancy inside the real app: the chat route over the fake engine (`tests.support.fakes`), with tenancy's auth,
 meter and store.
 
 Covers what only the whole stack shows: x-ratelimit headers on model responses, exactly-N admission over HTTP (on
@@ -25,8 +25,8 @@ from llmaas.store.db import Store
 from llmaas.tenancy import keys
 from llmaas.tenancy.limits import RedisLimiter
 from llmaas.tenancy.runtime import Tenancy
-from llmaas.testing.fakes import FakeRegistry
-from llmaas.testing.stores import REDIS_URL, redis_available, unique_prefix
+from tests.support.fakes import FakeRegistry
+from tests.support.stores import REDIS_URL, redis_available, unique_prefix
 
 
 def _app(store: Store, tmp_path: Path, *, redis_prefix: str | None = None) -> tuple[Any, Tenancy]:

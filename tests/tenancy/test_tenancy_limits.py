@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from llmaas.tenancy.limits import Check, InProcessLimiter, RedisLimiter, format_reset, ratelimit_headers
-from llmaas.testing.stores import REDIS_URL, redis_available, unique_prefix
+from tests.support.stores import REDIS_URL, redis_available, unique_prefix
 
 
 def _redis(prefix: str) -> RedisLimiter:

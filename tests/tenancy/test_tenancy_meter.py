@@ -193,7 +193,7 @@ def test_usage_writer_close_waits_for_a_flush_under_way(store: Store) -> None:
 def test_two_meters_sharing_redis_enforce_one_limit(store: Store) -> None:
     """Two replicas (two meters, two Redis clients, one database): 50 requests, rpm 20 → exactly 20 admitted."""
     from llmaas.tenancy.limits import RedisLimiter
-    from llmaas.testing.stores import REDIS_URL, redis_available, unique_prefix
+    from tests.support.stores import REDIS_URL, redis_available, unique_prefix
 
     if not redis_available():
         pytest.skip("no Redis server")

@@ -11,7 +11,7 @@ import pytest
 from llmaas.config import ModelSpec, Settings
 from llmaas.store.blobs import BlobStore
 from llmaas.store.db import Store
-from llmaas.testing.stores import postgres_store, postgres_url, sqlite_store
+from tests.support.stores import postgres_store, postgres_url, sqlite_store
 
 TINY = "tiny"
 ANSWER = "ZEBRA-7"

@@ -21,7 +21,7 @@ import httpx
 import openai
 import pytest
 
-from llmaas.testing.server import serve
+from tests.support.server import serve
 
 from .conftest import ANSWER, fact_examples, jsonl
 

@@ -1,6 +1,0 @@
-"""Helpers shared by the test suite and benchmarks. Not imported by the server.
-
-`tiny` builds tiny random models on disk; `fakes` is a fake engine registry for tests above the engine; `stores`
-gives real SQLite/PostgreSQL stores and Redis prefixes (and the `store` fixture, so it needs pytest); `server` starts
-real `llmaas serve` processes on free ports.
-"""
