@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI
 
 from llmaas import __version__
 from llmaas.api.body_limit import BodyLimitMiddleware
-from llmaas.api.context import Meter, NullMeter
+from llmaas.tenancy.types import Meter, NullMeter
 from llmaas.api.deps import get_principal
 from llmaas.api.errors import install_error_handlers
 from llmaas.api.middleware import install_middleware

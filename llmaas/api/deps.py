@@ -13,7 +13,7 @@ from typing import Annotated, Any, Iterator
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
-from llmaas.api.context import LOCAL_ADMIN, Meter, Principal
+from llmaas.tenancy.types import LOCAL_ADMIN, Meter, Principal
 from llmaas.config import Settings
 from llmaas.console import PUBLIC_PATHS as CONSOLE_PATHS
 from llmaas.errors import PermissionDenied

@@ -11,7 +11,8 @@ design: expiry is exact (checked on every request), but a revocation or a limit 
 process's admin API take effect at once (the cache is dropped). One primary-key lookup per key per second is cheaper
 than any notification channel, and needs no Redis.
 
-This module knows no HTTP (that is `llmaas.api.auth`).
+This module verifies nothing: turning an `Authorization` value into a `Principal` is `llmaas.tenancy.auth`, and
+route protection is `llmaas/api/deps.py`.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmaas.api.context import Principal, Reservation
+from llmaas.tenancy.types import Principal, Reservation
 from llmaas.errors import QuotaExceeded, RateLimited, RequestTooLarge
 from llmaas.store import crud
 from llmaas.store.db import Store, now

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from llmaas.api.auth import Authenticator
+from llmaas.tenancy.auth import Authenticator
 from llmaas.store.db import Store
 from llmaas.tenancy import keys
 from llmaas.tenancy.keys import KeyDirectory

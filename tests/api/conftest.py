@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from llmaas.api.app import create_app
-from llmaas.api.context import Principal, Reservation
+from llmaas.tenancy.types import Principal, Reservation
 from llmaas.config import Settings
 from llmaas.errors import RateLimited, Unauthenticated
 from tests.support.fakes import FakeFinetuned, FakeRegistry

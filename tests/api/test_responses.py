@@ -15,7 +15,7 @@ from llmaas.config import Settings
 from tests.support.fakes import GREEDY_REPLY, FakeFinetuned, FakeRegistry, FakeTokenizer
 from tests.support.stores import sqlite_store
 
-from llmaas.api.context import Principal
+from llmaas.tenancy.types import Principal
 from llmaas.errors import Unauthenticated
 
 ADMIN = {"Authorization": "Bearer sk-admin"}  # project `default`

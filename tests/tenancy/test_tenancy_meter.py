@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from llmaas.api.auth import Authenticator
+from llmaas.tenancy.auth import Authenticator
 from llmaas.errors import QuotaExceeded, RateLimited, RequestTooLarge, Unauthenticated
 from llmaas.store import crud
 from llmaas.store.db import Store, now

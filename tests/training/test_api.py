@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from llmaas.api.app import create_app
-from llmaas.api.context import Principal
+from llmaas.tenancy.types import Principal
 from llmaas.config import Settings
 from llmaas.errors import ModelNotFound, Unauthenticated
 from llmaas.store.db import Store

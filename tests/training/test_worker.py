@@ -85,7 +85,7 @@ def test_worker_trains_checkpoints_and_publishes(sqlite_db: Store, blobs: BlobSt
 
     # published: the registry finds it for its own project only, as a PEFT folder of safetensors
     import asyncio
-    from llmaas.api.context import Principal
+    from llmaas.tenancy.types import Principal
 
     reg = FineTunedModels.from_settings(settings, sqlite_db)
     found = asyncio.run(reg.lookup(j.fine_tuned_model, Principal(project_id="p1")))

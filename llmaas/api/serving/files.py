@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import IO, Any, AsyncIterator
 
-from llmaas.api.context import Principal
+from llmaas.tenancy.types import Principal
 from llmaas.errors import InvalidRequest, Unavailable
 from llmaas.store.blobs import BlobStore
 from llmaas.training import filestore

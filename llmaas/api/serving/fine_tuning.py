@@ -11,7 +11,7 @@ import asyncio
 import secrets
 from typing import Any, Callable, TypeVar
 
-from llmaas.api.context import Principal
+from llmaas.tenancy.types import Principal
 from llmaas.api.protocol.fine_tuning import FineTuningJobCreate
 from llmaas.config import Settings
 from llmaas.errors import InvalidRequest, NotFound, Unavailable

@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator
 import anyio
 from pydantic import BaseModel
 
-from llmaas.api.context import Reservation
+from llmaas.tenancy.types import Reservation
 from llmaas.api.deps import Call
 from llmaas.api.protocol.common import PromptTokensDetails, Usage
 from llmaas.engine.protocol import ChatEngine

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
-from llmaas.api.context import Principal
+from llmaas.tenancy.types import Principal
 from llmaas.api.deps import Call
 from llmaas.api.errors import error_payload
 from llmaas.api.protocol.responses import InputItemList, ResponseCreateRequest, ResponseObject, ResponseUsage

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from llmaas.api.context import Principal
+from llmaas.tenancy.types import Principal
 from llmaas.api.protocol.usage import Me, UsageList, UsageQuery
 from llmaas.errors import NotFound, Unavailable
 from llmaas.store import crud

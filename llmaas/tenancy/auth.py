@@ -1,4 +1,4 @@
-"""`app.state.auth`: turns an `Authorization` header into a `Principal`, or raises `Unauthenticated` (401).
+"""`Authenticator` (`app.state.auth`): an `Authorization` header → a `Principal`, or `Unauthenticated` (401).
 
 Missing, malformed, unknown, revoked and expired keys each get an OpenAI-like message that never echoes the key.
 Lookups go through `KeyDirectory`'s short TTL cache (revocation by another process takes effect within its TTL,
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 
-from llmaas.api.context import Principal
+from llmaas.tenancy.types import Principal
 from llmaas.errors import Unauthenticated
 from llmaas.store.db import now
 from llmaas.tenancy.keys import SECRET_PREFIX, KeyDirectory, hash_secret

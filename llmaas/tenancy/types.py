@@ -1,8 +1,9 @@
-"""Who is calling, and the metering seam the serving layer calls around every model request.
+"""Tenancy's vocabulary: who is calling (`Principal`), and the metering seam (`Meter`, `Reservation`).
 
-The API's serving handlers get a `Principal` (from auth) and a `Meter` (from tenancy). Without auth
-(`--no-auth`) the principal is the local admin of the `default` project; without tenancy wiring the meter is a
-no-op. Neither type knows HTTP.
+The API's serving handlers get a `Principal` (from `llmaas.tenancy.auth`) and a `Meter` (`TenancyMeter`,
+llmaas/tenancy/meter.py). Without auth (`--no-auth`) the principal is the local admin of the `default` project;
+without tenancy wiring the meter is `NullMeter`. None of these types knows HTTP, and this module imports nothing
+of llmaas: every layer above tenancy (api, training, cli) may use it.
 """
 
 from __future__ import annotations
