@@ -29,8 +29,8 @@ from limits import format_limits, measure  # noqa: E402
 
 def build_engine(threads: int | None):
     from llmaas.config import Settings
-    from llmaas.engine.factory import build_chat_engine
     from llmaas.engine.device import pick_device, pick_dtype
+    from llmaas.engine.factory import build_chat_engine
     from llmaas.engine.models.loader import load_model
 
     settings = Settings()

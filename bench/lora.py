@@ -57,11 +57,11 @@ def make_adapters(n: int, out: Path, rank: int = 8) -> list[Path]:
 
 def register(data_dir: Path, adapters: list[Path]) -> list[str]:
     """Register each adapter as a finished fine-tuning job of the default project; returns the ft: model ids."""
-    from llmaas.tenancy.types import DEFAULT_PROJECT
     from llmaas.config import Settings
     from llmaas.store.blobs import BlobStore
     from llmaas.store.db import Store, new_id
     from llmaas.store.training_models import FineTuningJob
+    from llmaas.tenancy.types import DEFAULT_PROJECT
     from llmaas.training.jobs import fine_tuned_name
 
     settings = Settings(data_dir=data_dir, auth=False)

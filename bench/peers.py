@@ -16,13 +16,12 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import httpx
 import psutil
-
 from convert import PEERS_DIR, gguf_path, hf_folder
 
 LCP_VERSION = "0.3.36"
@@ -253,7 +252,7 @@ class ServerProcess:
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text("")
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self._logf = open(self.log, "a")
         cmd = self.peer.command(self.port)

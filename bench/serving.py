@@ -135,7 +135,7 @@ def run_all(order: list[str], table: dict, args, work, tokenizer, levels: list[i
         print(" " * 21 + HEADER, flush=True)
         for k, c in enumerate(levels):
             items = list(handles.items())
-            for name, (rec, h) in items[::-1] if k % 2 else items:  # alternate who goes first
+            for _name, (rec, h) in items[::-1] if k % 2 else items:  # alternate who goes first
                 run_one_level(rec, h, c, args, work, tokenizer)
                 save(records)
     return records

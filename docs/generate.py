@@ -158,7 +158,7 @@ def regenerate(check: bool = False) -> list[str]:
             )
             if pattern.search(new):
                 block = fn()
-                new = pattern.sub(lambda m: m.group(1) + block + "\n" + m.group(2), new)
+                new = pattern.sub(lambda m, block=block: m.group(1) + block + "\n" + m.group(2), new)
         if new != text:
             changed.append(path.name)
             if not check:

@@ -115,7 +115,7 @@ class Settings(BaseSettings):
         return Path(os.path.expanduser(str(v)))
 
     @model_validator(mode="after")
-    def _check(self) -> "Settings":
+    def _check(self) -> Settings:
         names = [m.name for m in self.models]
         if len(names) != len(set(names)):
             raise ValueError(f"model names must be unique, got {names}")

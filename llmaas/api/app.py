@@ -9,19 +9,20 @@ server.py builds those and passes them in.
 from __future__ import annotations
 
 import importlib
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Sequence
+from typing import Any
 
 from fastapi import Depends, FastAPI
 
 from llmaas import __version__
 from llmaas.api.body_limit import BodyLimitMiddleware
-from llmaas.tenancy.types import Meter, NullMeter
 from llmaas.api.deps import get_principal
 from llmaas.api.errors import install_error_handlers
 from llmaas.api.middleware import install_middleware
 from llmaas.config import Settings
 from llmaas.tenancy.limits import InProcessLimiter, NotFoundGuard
+from llmaas.tenancy.types import Meter, NullMeter
 
 # Modules under llmaas.api.routes exposing `router`. Protected = every route needs a key (or --no-auth).
 PROTECTED_ROUTERS = ["models", "chat", "responses", "completions", "embeddings", "classifications", "files", "fine_tuning", "usage", "admin"]
@@ -38,7 +39,7 @@ def _import_router(name: str) -> Any | None:
         if exc.name != f"llmaas.api.routes.{name}":
             raise
         return None
-    router = getattr(module, "router")
+    router = module.router
     for route in router.routes:  # each route's docstring's first line is its OpenAPI summary
         endpoint = getattr(route, "endpoint", None)
         doc = (endpoint.__doc__ or "").strip() if endpoint is not None else ""

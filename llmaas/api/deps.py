@@ -7,16 +7,17 @@ Auth decides on the ASGI scope (the router's own path), never on a rebuilt URL o
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any, Iterator
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
-from llmaas.tenancy.types import LOCAL_ADMIN, Meter, Principal
 from llmaas.config import Settings
 from llmaas.console import PUBLIC_PATHS as CONSOLE_PATHS
 from llmaas.errors import PermissionDenied
+from llmaas.tenancy.types import LOCAL_ADMIN, Meter, Principal
 
 # Routes anyone may call without a key: keep this short (SECURITY.md #5). Exact route paths; the console's own two
 # (its page and its static files) come from the console package.

@@ -6,7 +6,8 @@ reach the database directly, like Django's manage.py.
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 from sqlalchemy.orm import Session

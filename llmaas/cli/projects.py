@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -78,7 +79,7 @@ def create(config_file: str | None, project_id: str, name: str | None, rpm: int 
 @config_option
 def list_(config_file: str | None) -> None:
     """List projects and their limits."""
-    for p in run_in_store(config_file, lambda s: [p.to_dict() for p in crud.list_projects(s)]):
+    for p in run_in_store(config_file, lambda s: [project.to_dict() for project in crud.list_projects(s)]):
         click.echo(f"{p['id']}  {p['name']}  rpm={p['rpm']} tpm={p['tpm']} budget={p['monthly_token_budget']}")
 
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from llmaas.engine.core import EngineCore
 from llmaas.engine.types import EngineRequest, EngineStats, TokenEvent

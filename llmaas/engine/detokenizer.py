@@ -10,7 +10,7 @@ It does not decide when a sequence ends (except by reporting a stop string) and 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from llmaas.engine.protocol import Tokenizer
 from llmaas.engine.types import SamplingParams

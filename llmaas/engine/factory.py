@@ -15,9 +15,9 @@ import torch
 
 from llmaas.engine.client import AsyncEngine
 from llmaas.engine.core import EngineCore
+from llmaas.engine.cpu import ThreadTuner
 from llmaas.engine.kv_cache import KVCacheManager
 from llmaas.engine.models.llama import Llama, ModelArgs
-from llmaas.engine.cpu import ThreadTuner
 from llmaas.engine.runner import ModelRunner, kv_block_bytes
 from llmaas.engine.scheduler import Scheduler
 

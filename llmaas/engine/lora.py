@@ -128,7 +128,7 @@ class LoraManager:
 
     # --- per step -------------------------------------------------------------------------------------
 
-    def prepare(self, adapter_ids: list[str | None]) -> "LoraContext | None":
+    def prepare(self, adapter_ids: list[str | None]) -> LoraContext | None:
         """The LoRA view of one step: one adapter id (or None) per token row. None when no row has one."""
         wanted = tuple(sorted({a for a in adapter_ids if a is not None}))
         if not wanted:

@@ -6,8 +6,9 @@ engine is visible above it.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any, AsyncIterator, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from llmaas.engine.types import EngineRequest, EngineStats, TokenEvent
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 
@@ -86,7 +87,7 @@ class ModelRegistry:
         self.created = int(created if created is not None else time.time())
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "ModelRegistry":
+    def from_settings(cls, settings: Settings) -> ModelRegistry:
         """Load every model in `settings.models` (slow: seconds per model). Nothing runs until `start()`."""
         chat: dict[str, ChatEngine] = {}
         embedders: dict[str, Embedder] = {}

@@ -39,7 +39,7 @@ class Request:
         self.all_token_ids = list(self.prompt_token_ids)
 
     @classmethod
-    def from_engine_request(cls, r: EngineRequest) -> "Request":
+    def from_engine_request(cls, r: EngineRequest) -> Request:
         return cls(r.request_id, list(r.prompt_token_ids), r.params, r.adapter_id, r.cache_salt, r.echo_prompt_logprobs)
 
     @property

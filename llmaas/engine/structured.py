@@ -21,10 +21,11 @@ import hashlib
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -36,7 +37,7 @@ __all__ = ["CompiledGrammar", "GrammarError", "GrammarSpec", "GrammarState", "Wi
 CACHE_SIZE = 256  # compiled grammars kept per tokenizer (LRU)
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="llmaas-grammar")  # a runaway compile holds one of two
 _LOCK = threading.Lock()
-_COMPILERS: "weakref.WeakKeyDictionary[Any, GrammarCompiler]" = weakref.WeakKeyDictionary()
+_COMPILERS: weakref.WeakKeyDictionary[Any, GrammarCompiler] = weakref.WeakKeyDictionary()
 
 
 class CompiledGrammar:
@@ -48,7 +49,7 @@ class CompiledGrammar:
         self.handle, self.key, self.vocab_size = handle, key, vocab_size
         self._wire: WireGrammar | None = None
 
-    def to_wire(self) -> "WireGrammar":
+    def to_wire(self) -> WireGrammar:
         """This grammar as plain data for another process (xgrammar's handle does not pickle); built once."""
         if self._wire is None:
             self._wire = WireGrammar(self.key, self.vocab_size, self.handle.serialize_json())

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from llmaas.errors import InvalidRequest
 
@@ -64,7 +65,7 @@ class HFTokenizer:
         self._text_cache: dict[int, str] = {}
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, config: Any = None, **kwargs: Any) -> "HFTokenizer":
+    def from_pretrained(cls, path: str | Path, config: Any = None, **kwargs: Any) -> HFTokenizer:
         """Load from a local folder. EOS ids gather the tokenizer's, config.json's and generation_config.json's."""
         from transformers import AutoTokenizer
 

@@ -63,7 +63,7 @@ class EngineRequest:
     echo_prompt_logprobs: bool = False  # completions echo+logprobs: score the prompt tokens too
 
 
-class FinishReason(str, enum.Enum):
+class FinishReason(str, enum.Enum):  # noqa: UP042 - StrEnum changes format() of members; the wire uses .value
     STOP = "stop"  # EOS, a stop token or a stop string
     LENGTH = "length"  # max_tokens or the context ran out
     ABORT = "abort"  # client went away or server shutting down

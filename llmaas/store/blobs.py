@@ -39,7 +39,7 @@ class BlobStore:
             Path(self.root).mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "BlobStore":
+    def from_settings(cls, settings: Any) -> BlobStore:
         return cls(settings.files_url or (settings.data_dir / "files"))
 
     def _path(self, key: str) -> str:

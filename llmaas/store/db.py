@@ -79,7 +79,7 @@ class Store:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "Store":
+    def from_settings(cls, settings: Any) -> Store:
         return cls(settings.sqlalchemy_url)
 
     @property

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hmac
 
-from llmaas.tenancy.types import Principal
 from llmaas.errors import Unauthenticated
 from llmaas.store.db import now
 from llmaas.tenancy.keys import SECRET_PREFIX, KeyDirectory, hash_secret
+from llmaas.tenancy.types import Principal
 
 MISSING = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth "

@@ -116,7 +116,7 @@ class KeyInfo:
     revoked_at: int | None
 
     @classmethod
-    def of(cls, row: ApiKey) -> "KeyInfo":
+    def of(cls, row: ApiKey) -> KeyInfo:
         return cls(
             id=row.id,
             project_id=row.project_id,

@@ -18,12 +18,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmaas.tenancy.types import Principal, Reservation
 from llmaas.errors import QuotaExceeded, RateLimited, RequestTooLarge
 from llmaas.store import crud
 from llmaas.store.db import Store, now
 from llmaas.tenancy.keys import KeyDirectory
 from llmaas.tenancy.limits import BucketState, Check, Limiter, ratelimit_headers
+from llmaas.tenancy.types import Principal, Reservation
 from llmaas.tenancy.usage import UsageWriter
 
 log = logging.getLogger("llmaas.meter")

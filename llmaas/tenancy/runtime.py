@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from llmaas.tenancy.auth import Authenticator
 from llmaas.store.db import Store
 from llmaas.tenancy import keys
+from llmaas.tenancy.auth import Authenticator
 from llmaas.tenancy.keys import KeyDirectory
 from llmaas.tenancy.limits import Limiter, make_limiter
 from llmaas.tenancy.meter import TenancyMeter
@@ -32,7 +32,7 @@ class Tenancy:
     @classmethod
     def from_settings(
         cls, settings: Any, *, store: Store | None = None, upgrade: bool = True, bootstrap: bool = True
-    ) -> "Tenancy":
+    ) -> Tenancy:
         store = store or Store.from_settings(settings)
         if upgrade:
             store.upgrade()

@@ -10,8 +10,9 @@ client's. This module does not batch across devices or shuffle; the trainer does
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 

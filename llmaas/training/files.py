@@ -8,8 +8,9 @@ messages, so the dataset code sees one shape. This module reads bytes; it knows 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from llmaas.unicode import lone_surrogate_path
 

@@ -40,7 +40,7 @@ class JobStatus(enum.IntEnum):
         return self.name.lower()
 
     @classmethod
-    def of(cls, value: str) -> "JobStatus":
+    def of(cls, value: str) -> JobStatus:
         return cls[value.upper()]
 
 

@@ -57,7 +57,7 @@ class FineTunedModels:
         self._found: OrderedDict[tuple[str, str], FineTunedModel] = OrderedDict()
 
     @classmethod
-    def from_settings(cls, settings: Any, store: Store) -> "FineTunedModels":
+    def from_settings(cls, settings: Any, store: Store) -> FineTunedModels:
         return cls(store, BlobStore.from_settings(settings), Path(settings.data_dir) / "adapter-cache")
 
     def _model(self, job: FineTuningJob) -> FineTunedModel:

@@ -62,7 +62,7 @@ class Lease:
                 self.lost.set()
                 return
 
-    def __enter__(self) -> "Lease":
+    def __enter__(self) -> Lease:
         self._thread.start()
         return self
 
@@ -74,7 +74,7 @@ class Lease:
 class JobHooks:
     """TrainHooks that write events, checkpoints and the resume point to the database."""
 
-    def __init__(self, worker: "Worker", job: FineTuningJob, lease: Lease, stop: threading.Event) -> None:
+    def __init__(self, worker: Worker, job: FineTuningJob, lease: Lease, stop: threading.Event) -> None:
         self.worker, self.job, self.lease, self.stop = worker, job, lease, stop
         self.last_valid: float | None = None
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from llmaas.api.app import create_app
-from llmaas.tenancy.types import Principal, Reservation
 from llmaas.config import Settings
 from llmaas.errors import RateLimited, Unauthenticated
+from llmaas.tenancy.types import Principal, Reservation
 from tests.support.fakes import FakeFinetuned, FakeRegistry
 
 

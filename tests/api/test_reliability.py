@@ -8,7 +8,8 @@ import json
 import re
 import types
 import typing
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -63,10 +64,10 @@ LONE = "\\ud800"  # as it appears in JSON text: the escape of a lone (high) surr
         ("/v1/chat/completions", f'{{"model":"tiny","messages":[{{"role":"user","content":"a{LONE}b"}}],"max_tokens":4}}', "messages[0].content"),
         ("/v1/chat/completions", f'{{"model":"tiny","messages":[{{"role":"user","content":[{{"type":"text","text":"{LONE}"}}]}}]}}', "messages[0].content[0].text"),
         ("/v1/chat/completions", f'{{"model":"tiny","messages":[{{"role":"user","content":"hi","name":"x{LONE}"}}]}}', "messages[0].name"),
-        ("/v1/chat/completions", f'{{"model":"tiny","messages":[{{"role":"user","content":"hi"}}],"stop":["ok","\\udfff"]}}', "stop[1]"),
+        ("/v1/chat/completions", '{"model":"tiny","messages":[{"role":"user","content":"hi"}],"stop":["ok","\\udfff"]}', "stop[1]"),
         ("/v1/chat/completions", f'{{"model":"tiny{LONE}","messages":[{{"role":"user","content":"hi"}}]}}', "model"),
         ("/v1/completions", f'{{"model":"tiny","prompt":"{LONE}"}}', "prompt"),
-        ("/v1/completions", f'{{"model":"tiny","prompt":["ok","x\\udc00"]}}', "prompt[1]"),
+        ("/v1/completions", '{"model":"tiny","prompt":["ok","x\\udc00"]}', "prompt[1]"),
         ("/v1/completions", f'{{"model":"tiny","prompt":"hi","stop":"{LONE}"}}', "stop"),
         ("/v1/embeddings", f'{{"model":"emb","input":"a{LONE}"}}', "input"),
         ("/v1/embeddings", f'{{"model":"emb","input":["a","b{LONE}"]}}', "input[1]"),

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from llmaas.api.app import create_app
 from llmaas.config import Settings
+from llmaas.errors import Unauthenticated
+from llmaas.tenancy.types import Principal
 from tests.support.fakes import GREEDY_REPLY, FakeFinetuned, FakeRegistry, FakeTokenizer
 from tests.support.stores import sqlite_store
-
-from llmaas.tenancy.types import Principal
-from llmaas.errors import Unauthenticated
 
 ADMIN = {"Authorization": "Bearer sk-admin"}  # project `default`
 OTHER = {"Authorization": "Bearer sk-a"}  # project `proj-a`

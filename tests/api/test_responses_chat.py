@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from llmaas.api.protocol.chat import ChatChoice, ChatCompletion
 from llmaas.api.protocol.common import Usage
 from llmaas.api.protocol.responses import ResponseCreateRequest

@@ -4,7 +4,8 @@ parser (fed whole and one character at a time), and the 400s for schemas past th
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient

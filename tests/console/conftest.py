@@ -7,7 +7,8 @@ browsers): the system Chromium at /usr/bin/chromium is used, and the tests skip 
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from console_browser import CHROMIUM, CHROMIUM_ARGS, open_page, serve_in_thread

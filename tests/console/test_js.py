@@ -7,7 +7,6 @@ ES modules in the page; the sign-in page is checked for its error path when no A
 from __future__ import annotations
 
 import json
-
 from typing import Any
 
 import pytest

@@ -16,7 +16,8 @@ import os
 import re
 import sqlite3
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import openai

@@ -7,8 +7,9 @@ replicas on one PostgreSQL continuing each other's conversations.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import openai

@@ -8,7 +8,8 @@ the real default model.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Iterator, Literal
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
 
 import jsonschema
 import openai

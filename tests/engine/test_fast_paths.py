@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from llmaas.config import ModelSpec, Settings
-from llmaas.engine.device import cpu_supports_bf16
 from llmaas.engine.cpu import Linear, ThreadTuner
+from llmaas.engine.device import cpu_supports_bf16
 from llmaas.engine.models.llama import Llama
 from llmaas.engine.models.loader import load_model
 

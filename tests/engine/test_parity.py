@@ -189,7 +189,7 @@ def test_echo_prompt_logprobs_match_transformers(model_dir: Path) -> None:
     assert all(e.prompt_logprobs is None for e in evs[1:])
 
 
-@pytest.mark.skipif(not any(f in open("/proc/cpuinfo").read() for f in ("avx512_bf16", "amx_bf16")),
+@pytest.mark.skipif(not any(f in Path("/proc/cpuinfo").read_text() for f in ("avx512_bf16", "amx_bf16")),
                     reason="bf16 is emulated (100x slower) on this CPU")
 def test_bf16_close_to_transformers_bf16(model_dir: Path) -> None:
     """bf16 rounding differs with the op order, so: first-token logits within 0.15 (log-prob units, the scale of a

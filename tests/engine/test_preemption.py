@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -80,8 +79,13 @@ def test_prompt_larger_than_cache_is_refused_not_crashing(loaded: Any) -> None:
 def test_echo_prompt_logprobs_survive_preemption(loaded: Any) -> None:
     spec, lm = loaded
     prompts = [list(range(10, 40)), list(range(50, 80))]
-    reqs = lambda: [EngineRequest(f"e{i}", p, SamplingParams(max_tokens=30, temperature=0.0, ignore_eos=True, logprobs=0),
-                                  echo_prompt_logprobs=True) for i, p in enumerate(prompts)]  # noqa: E731
+
+    def reqs() -> list[EngineRequest]:  # fresh requests (and params) for each run
+        def params() -> SamplingParams:
+            return SamplingParams(max_tokens=30, temperature=0.0, ignore_eos=True, logprobs=0)
+
+        return [EngineRequest(f"e{i}", p, params(), echo_prompt_logprobs=True) for i, p in enumerate(prompts)]
+
     ref = run(build_chat_engine(spec, lm, "cpu", torch.float32), reqs())
     tight = build_chat_engine(spec, lm, "cpu", torch.float32, num_blocks=18)
     got = run(tight, reqs())

@@ -13,10 +13,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from llmaas.tenancy.types import Principal, Reservation
 from llmaas.config import ModelSpec, Settings
 from llmaas.engine.types import EngineStats, TokenEvent
 from llmaas.errors import LlmaasError, RateLimited
+from llmaas.tenancy.types import Principal, Reservation
 
 
 @dataclass

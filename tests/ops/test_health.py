@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi.testclient import TestClient
+from ops_helpers import build_app
 
 from llmaas.api.routes.health import mark_draining
-
-from ops_helpers import build_app
 
 
 def test_health_and_ready(client: Any) -> None:

@@ -8,10 +8,9 @@ import logging
 from typing import Any
 
 from fastapi.testclient import TestClient
+from ops_helpers import build_app, ops_settings
 
 from llmaas import log
-
-from ops_helpers import build_app, ops_settings
 
 
 def run_and_capture(settings: Any, **request: Any) -> list[str]:

@@ -6,10 +6,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from ops_helpers import build_app, ops_settings
 
 from llmaas.api.middleware import host_allowed
-
-from ops_helpers import build_app, ops_settings
 
 
 def test_request_id_generated_and_echoed(client: Any) -> None:

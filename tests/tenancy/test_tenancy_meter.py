@@ -7,12 +7,12 @@ import time
 
 import pytest
 
-from llmaas.tenancy.auth import Authenticator
 from llmaas.errors import QuotaExceeded, RateLimited, RequestTooLarge, Unauthenticated
 from llmaas.store import crud
 from llmaas.store.db import Store, now
 from llmaas.store.models import ApiKey
 from llmaas.tenancy import keys
+from llmaas.tenancy.auth import Authenticator
 from llmaas.tenancy.keys import KeyDirectory
 from llmaas.tenancy.limits import InProcessLimiter
 from llmaas.tenancy.meter import TenancyMeter, month_period

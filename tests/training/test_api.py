@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from llmaas.api.app import create_app
-from llmaas.tenancy.types import Principal
 from llmaas.config import Settings
 from llmaas.errors import ModelNotFound, Unauthenticated
 from llmaas.store.db import Store
+from llmaas.tenancy.types import Principal
 from llmaas.training.filestore import display_name
 from llmaas.training.registry import FineTunedModels
 

@@ -20,7 +20,7 @@ def test_only_assistant_tokens_are_trained(tiny_model_dir: Path) -> None:
         {"role": "assistant", "content": "B2"},
     ])
     enc = encode_example(tok, ex, 1024)
-    trained = tok.decode([i for i, l in zip(enc.input_ids, enc.labels) if l != IGNORE])
+    trained = tok.decode([i for i, label in zip(enc.input_ids, enc.labels) if label != IGNORE])
     # both answers, each with its end-of-turn marker (so the model learns to stop); nothing of the prompts
     assert trained == "A1<|im_end|>\nB2<|im_end|>\n"
     assert tok.decode(enc.input_ids).startswith("<|im_start|>system\nsys<|im_end|>")

@@ -85,6 +85,7 @@ def test_worker_trains_checkpoints_and_publishes(sqlite_db: Store, blobs: BlobSt
 
     # published: the registry finds it for its own project only, as a PEFT folder of safetensors
     import asyncio
+
     from llmaas.tenancy.types import Principal
 
     reg = FineTunedModels.from_settings(settings, sqlite_db)

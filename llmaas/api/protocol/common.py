@@ -46,7 +46,7 @@ class OpenAIBaseModel(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
     @model_validator(mode="after")
-    def _log_ignored_fields(self) -> "OpenAIBaseModel":
+    def _log_ignored_fields(self) -> OpenAIBaseModel:
         if self.model_extra:
             logger.info("ignoring unknown request fields %s in %s", sorted(self.model_extra)[:20], type(self).__name__)
         return self

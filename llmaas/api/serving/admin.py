@@ -7,7 +7,8 @@ thread. A change to keys or limits drops this process's key cache at once (other
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 

@@ -11,8 +11,8 @@ It does not know HTTP or SSE framing (sse.py does).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 
 from llmaas.api.deps import Call
 from llmaas.api.protocol.chat import (
@@ -59,7 +59,7 @@ ROUTE = "/v1/chat/completions"
 
 async def prepare_chat(
     req: ChatCompletionRequest, call: Call, *, route: str = ROUTE, request_id: str | None = None
-) -> "ChatRun":
+) -> ChatRun:
     """Validate, template, budget, admit and submit; returns once the first token (or a 4xx) is known.
 
     `route` and `request_id` name the call in usage records when another API is served through chat (/v1/responses).

@@ -74,6 +74,6 @@ async def classify(req: ClassificationRequest, call: Call) -> ClassificationResp
     for i in range(len(req.inputs)):
         probs = softmax([float(s) for s in scores[i * width : (i + 1) * width]])  # type: ignore[arg-type]
         best = max(range(width), key=lambda j: probs[j])
-        data.append(Classification(index=i, label=req.labels[best], scores={l: round(p, 6) for l, p in zip(req.labels, probs)}))
+        data.append(Classification(index=i, label=req.labels[best], scores={label: round(p, 6) for label, p in zip(req.labels, probs)}))
     usage = Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=0, total_tokens=gen.prompt_tokens)
     return ClassificationResponse(model=req.model, data=data, usage=usage)

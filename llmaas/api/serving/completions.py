@@ -8,8 +8,8 @@ Logprobs use OpenAI's legacy shape. It does not know HTTP or SSE framing (sse.py
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 
 from llmaas.api.deps import Call
 from llmaas.api.protocol.common import Usage
@@ -30,7 +30,7 @@ from llmaas.errors import InvalidRequest
 ROUTE = "/v1/completions"
 
 
-async def prepare_completion(req: CompletionRequest, call: Call) -> "CompletionRun":
+async def prepare_completion(req: CompletionRequest, call: Call) -> CompletionRun:
     """Validate, tokenize, budget, admit and submit; returns once the first token (or a 4xx) is known."""
     req.check_limits(call.settings.limits)
     target = await resolve_chat_model(req.model, call, ROUTE)

@@ -7,11 +7,12 @@ blob work runs on worker threads so the event loop never waits on disk. Another 
 from __future__ import annotations
 
 import asyncio
-from typing import IO, Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import IO, Any
 
-from llmaas.tenancy.types import Principal
 from llmaas.errors import InvalidRequest, Unavailable
 from llmaas.store.blobs import BlobStore
+from llmaas.tenancy.types import Principal
 from llmaas.training import filestore
 
 CHUNK = 1 << 20

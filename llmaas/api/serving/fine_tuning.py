@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from llmaas.tenancy.types import Principal
 from llmaas.api.protocol.fine_tuning import FineTuningJobCreate
 from llmaas.config import Settings
 from llmaas.errors import InvalidRequest, NotFound, Unavailable
+from llmaas.tenancy.types import Principal
 from llmaas.training import filestore
 from llmaas.training import jobs as J
 

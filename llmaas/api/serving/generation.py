@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import anyio
 from pydantic import BaseModel
 
-from llmaas.tenancy.types import Reservation
 from llmaas.api.deps import Call
 from llmaas.api.protocol.common import PromptTokensDetails, Usage
 from llmaas.engine.protocol import ChatEngine
@@ -32,6 +32,7 @@ from llmaas.errors import (
     ModelNotFound,
     Unavailable,
 )
+from llmaas.tenancy.types import Reservation
 
 SYSTEM_FINGERPRINT = "llmaas"
 MIN_LOGPROB = -9999.0  # JSON has no -inf

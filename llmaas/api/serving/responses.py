@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
-from llmaas.tenancy.types import Principal
 from llmaas.api.deps import Call
 from llmaas.api.errors import error_payload
 from llmaas.api.protocol.responses import InputItemList, ResponseCreateRequest, ResponseObject, ResponseUsage
@@ -33,6 +33,7 @@ from llmaas.api.serving.responses_chat import (
 )
 from llmaas.errors import InvalidRequest, Unavailable
 from llmaas.store import responses_crud as crud
+from llmaas.tenancy.types import Principal
 
 ROUTE = "/v1/responses"
 PURGE_EVERY_S = 600.0
@@ -93,7 +94,7 @@ class ResponseStore:
         return InputItemList(data=data, has_more=more, first_id=data[0]["id"] if data else None, last_id=data[-1]["id"] if data else None)
 
 
-async def prepare_response(req: ResponseCreateRequest, call: Call, responses: ResponseStore) -> "ResponseRun":
+async def prepare_response(req: ResponseCreateRequest, call: Call, responses: ResponseStore) -> ResponseRun:
     """Validate, rebuild the conversation, translate to chat and start it; returns once the first token (or a 4xx)."""
     req.check_limits(call.settings.limits)
     inputs = req.input_items()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from llmaas.tenancy.types import Principal
 from llmaas.api.protocol.usage import Me, UsageList, UsageQuery
 from llmaas.errors import NotFound, Unavailable
 from llmaas.store import crud
 from llmaas.store.db import Store
 from llmaas.tenancy.keys import NO_LIMITS, KeyDirectory
 from llmaas.tenancy.meter import month_start
+from llmaas.tenancy.types import Principal
 
 
 async def usage(store: Store | None, principal: Principal, query: UsageQuery) -> UsageList:

@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def _cpu_flags() -> str:
         return ""
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(name: str) -> ctypes.CDLL | None:
     """The compiled library for kernels/<name>.cpp, built if not cached; None if it cannot be built here."""
     compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")

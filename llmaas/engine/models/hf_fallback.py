@@ -13,23 +13,24 @@ import collections
 import inspect
 import logging
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import torch
 
 from llmaas.config import ModelSpec
 from llmaas.engine.client import EngineFrontend
 from llmaas.engine.detokenizer import IncrementalDetokenizer
-from llmaas.engine.structured import GrammarState
 from llmaas.engine.sampler import Sampler, SamplingRow, make_generator
+from llmaas.engine.structured import GrammarState
 from llmaas.engine.types import EngineRequest, EngineStats, FinishReason, TokenEvent, TokenLogprob
 from llmaas.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
 
-def build_fallback_engine(spec: ModelSpec, loaded: Any, device: torch.device, dtype: torch.dtype) -> "HFFallbackEngine":
+def build_fallback_engine(spec: ModelSpec, loaded: Any, device: torch.device, dtype: torch.dtype) -> HFFallbackEngine:
     """Registry hook for unknown architectures: transformers' model class for the folder (no remote code)."""
     from transformers import AutoModelForCausalLM
 

@@ -13,8 +13,8 @@ KV memory budget (runner.py sizes it) and does not sample.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -49,7 +49,7 @@ class ModelArgs:
         return self.n_kv_heads * self.head_dim
 
     @classmethod
-    def from_hf_config(cls, config: Any) -> "ModelArgs":
+    def from_hf_config(cls, config: Any) -> ModelArgs:
         c = config.get_text_config() if hasattr(config, "get_text_config") else config
         n_heads = c.num_attention_heads
         head_dim = getattr(c, "head_dim", None) or c.hidden_size // n_heads
@@ -298,7 +298,7 @@ class Llama(nn.Module):
         return self.lm_head(x).float()
 
     @classmethod
-    def from_hf(cls, config: Any, tensors: Mapping[str, Tensor], device: torch.device, dtype: torch.dtype) -> "Llama":
+    def from_hf(cls, config: Any, tensors: Mapping[str, Tensor], device: torch.device, dtype: torch.dtype) -> Llama:
         """Build from HF config + HF-named tensors (model.layers.{i}.self_attn.q_proj.weight, ...).
 
         Each tensor is read and cast on its own (the loader's mapping is lazy), so loading never holds the stored
