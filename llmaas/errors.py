@@ -31,7 +31,8 @@ class LlmaasError(Exception):
 
 
 class InvalidRequest(LlmaasError):
-    status, type, code = 400, "invalid_request_error", None
+    status, type = 400, "invalid_request_error"
+    code: str | None = None
 
 
 class ContextLengthExceeded(InvalidRequest):

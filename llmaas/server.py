@@ -126,7 +126,7 @@ def _draining_server(uvicorn: Any, config: Any) -> Any:
     shutdown (tenancy flushes usage, the registry stops the engines)."""
     from llmaas.api.routes.health import mark_draining
 
-    class DrainingServer(uvicorn.Server):  # type: ignore[misc, name-defined]
+    class DrainingServer(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
             mark_draining(config.app)
             super().handle_exit(sig, frame)

@@ -47,7 +47,7 @@ async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> 
 
 
 def get_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return request.app.state.settings
 
 
 def get_models(request: Request) -> Any:
@@ -55,7 +55,7 @@ def get_models(request: Request) -> Any:
 
 
 def get_meter(request: Request) -> Meter:
-    return request.app.state.meter  # type: ignore[no-any-return]
+    return request.app.state.meter
 
 
 def get_store(request: Request) -> Any:

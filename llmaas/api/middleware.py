@@ -142,8 +142,9 @@ class OpsMiddleware:
         finally:
             latency = time.monotonic() - start
             principal = (scope.get("state") or {}).get("principal")  # set by deps.get_principal
-            if ctx.key_prefix is None and getattr(principal, "key_prefix", None):
-                log.note(key_prefix=principal.key_prefix)
+            key_prefix = getattr(principal, "key_prefix", None)
+            if ctx.key_prefix is None and key_prefix:
+                log.note(key_prefix=key_prefix)
             route = route_template(scope)
             label = metrics.model_label(ctx.model, self.configured)
             metrics.REQUESTS.labels(route, label, str(status)).inc()

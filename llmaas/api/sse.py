@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import Request
@@ -44,7 +44,7 @@ def encode_event(event: Any) -> str:
     return f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
 
 
-async def _frames(chunks: AsyncIterator[Any], named: bool = False) -> AsyncIterator[str]:
+async def _frames(chunks: AsyncIterator[Any], named: bool = False) -> AsyncGenerator[str, None]:
     try:
         async for chunk in chunks:
             yield encode_event(chunk) if named else encode(chunk)
@@ -112,13 +112,14 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
 
     async def watch() -> None:
         while True:
-            message: dict[str, Any] = await request.receive()
+            message: MutableMapping[str, Any] = await request.receive()
             if message["type"] == "http.disconnect":
                 return
 
     watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        waiting: set[asyncio.Future[Any]] = {task, watcher}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         task.cancel()
         raise

@@ -29,7 +29,7 @@ class Api:
             raise click.ClickException(f"cannot reach {self.base}: {exc}") from exc
         if response.status_code != 200:
             raise click.ClickException(error_text(response))
-        return response.json()  # type: ignore[no-any-return]
+        return response.json()
 
     def upload(self, path: Path) -> dict[str, Any]:
         with path.open("rb") as f:

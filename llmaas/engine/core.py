@@ -20,7 +20,7 @@ import torch
 
 from llmaas.engine.runner import ModelRunner, RunnerOutput
 from llmaas.engine.sampler import SamplingRow
-from llmaas.engine.scheduler import Request, Scheduler, SchedulerOutput
+from llmaas.engine.scheduler import Request, ScheduledSeq, Scheduler, SchedulerOutput
 from llmaas.engine.structured import GrammarState
 from llmaas.engine.types import EngineRequest, EngineStats, FinishReason, RequestStatus, TokenEvent, TokenLogprob
 
@@ -176,7 +176,7 @@ class EngineCore:
             for j, t in enumerate(targets.tolist()):
                 if j < known:
                     continue
-                top = [(i, text(i), v) for i, v in zip(ti[j].tolist(), tv[j].tolist())] if ti is not None else []
+                top = [(i, text(i), v) for i, v in zip(ti[j].tolist(), tv[j].tolist())] if ti is not None and tv is not None else []
                 state.prompt_logprobs.append(TokenLogprob(t, text(t), chosen[j], top))
 
     def _sample(self, part: SchedulerOutput, out: RunnerOutput, st: _Step) -> None:
@@ -184,7 +184,7 @@ class EngineCore:
         if not seqs:
             return
 
-        def run(batch: list) -> None:
+        def run(batch: list[ScheduledSeq]) -> None:
             rows = torch.tensor([out.sample_row[s.request.request_id] for s in batch], device=out.logits.device)
             states = [self._states[s.request.request_id] for s in batch]
             srows = [SamplingRow(s.request.params, s.request.output_token_ids, state.generator,
@@ -206,7 +206,7 @@ class EngineCore:
                     self._fail(s.request, st)
         self._advance_grammars(seqs, st)
 
-    def _advance_grammars(self, seqs: list, st: _Step) -> None:
+    def _advance_grammars(self, seqs: list[ScheduledSeq], st: _Step) -> None:
         """Each constrained row accepts its sampled token (after the whole batch sampled, so a retry never
         advances a grammar twice). A token the grammar refuses cannot come out of a masked row; if it does anyway,
         only that sequence fails."""

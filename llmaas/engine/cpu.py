@@ -36,7 +36,8 @@ class Linear(nn.Linear):
         padded = padded_rows(rows)
         if padded != rows:
             x = F.pad(x, (0, 0, 0, padded - rows))
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [None], "")[:rows]
+        y: Tensor = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [None], "")
+        return y[:rows]
 
     def pack(self, keep_weight: bool = False) -> bool:
         """Use a packed weight from now on if it computes exactly what F.linear does; False (unchanged) if not.

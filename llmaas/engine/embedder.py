@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ class TransformersEmbedder:
         """Normalized embeddings, one per input, in order, and the number of input tokens."""
         return await asyncio.to_thread(self.embed_sync, inputs)
 
-    def embed_sync(self, inputs: list[str] | list[list[int]]) -> tuple[list[list[float]], int]:
+    def embed_sync(self, inputs: Sequence[str | list[int]]) -> tuple[list[list[float]], int]:
         ids = [self._ids(x, i) for i, x in enumerate(inputs)]
         num_tokens = sum(len(x) for x in ids)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))

@@ -38,7 +38,9 @@ class CacheableRequest(Protocol):
     cache_salt: str | None
     adapter_id: str | None
     block_hashes: list[bytes]
-    use_prefix_cache: bool
+
+    @property
+    def use_prefix_cache(self) -> bool: ...
 
 
 def _root_hash(cache_salt: str | None, adapter_id: str | None) -> bytes:

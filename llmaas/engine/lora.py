@@ -249,14 +249,14 @@ class LoraContext:
         lead, d_in = x.shape[:-1], x.shape[-1]
         h = x.reshape(-1, d_in) @ w.a.T  # [T, Σr]
         if self.rows is not None:
-            h.mul_(self._mask(w.owners))
+            h.mul_(self._mask(self.rows, w.owners))
         return (h @ w.b.T).reshape(*lead, -1)  # [T, out]
 
-    def _mask(self, owners: tuple[int, ...]) -> torch.Tensor:
+    def _mask(self, rows: torch.Tensor, owners: tuple[int, ...]) -> torch.Tensor:
         m = self._masks.get(owners)
         if m is None:  # M [T, Σr]: 1 where the row's adapter owns the rank column
-            cols = torch.tensor(owners, device=self.rows.device)
-            m = self._masks[owners] = (self.rows[:, None] == cols[None, :]).to(self.dtype)
+            cols = torch.tensor(owners, device=rows.device)
+            m = self._masks[owners] = (rows[:, None] == cols[None, :]).to(self.dtype)
         return m
 
 

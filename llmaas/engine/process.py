@@ -106,7 +106,8 @@ class EngineProcess(EngineFrontend):
             proc.join(10.0)
             raise RuntimeError(f"the engine process for model {self.model_name!r} failed to start: {info}")
         self._generation += 1
-        self._outbox = outbox = queue.SimpleQueue()
+        outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._outbox = outbox
         self._sent = self._received = 0
         for adapter_id, path in self._adapters.items():
             outbox.put(("adapter", adapter_id, str(path)))
@@ -118,7 +119,7 @@ class EngineProcess(EngineFrontend):
                          daemon=True).start()
         log.info("engine process for %r ready (pid %d)", self.model_name, proc.pid)
 
-    def _write(self, conn: Any, outbox: queue.SimpleQueue) -> None:
+    def _write(self, conn: Any, outbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:
         try:
             while (msg := outbox.get()) is not None:
                 try:

@@ -67,7 +67,9 @@ class Embedder(Protocol):
     model_name: str
     max_model_len: int
     dimensions: int
-    tokenizer: Tokenizer
+
+    @property
+    def tokenizer(self) -> Tokenizer: ...
 
     async def embed(self, inputs: list[str] | list[list[int]]) -> tuple[list[list[float]], int]:
         """Normalized embeddings, one per input, and the number of prompt tokens used."""

@@ -42,7 +42,10 @@ class ModelRunner:
         self.lora_manager = lora_manager
         self.num_kv_heads, self.group = a.n_kv_heads, a.n_heads // a.n_kv_heads
         shape = (a.n_kv_heads, num_blocks, block_size, a.head_dim)  # heads first: see Attention._attend
-        zeros = lambda: torch.zeros(shape, device=device, dtype=dtype)  # noqa: E731
+
+        def zeros() -> torch.Tensor:
+            return torch.zeros(shape, device=device, dtype=dtype)
+
         self.kv_caches = [(zeros(), zeros()) for _ in range(a.n_layers)]  # [Hkv, N, bs, D] each, written in place
         # Decodes read the cache in place where the kernel builds here; else K/V are gathered (the torch path).
         self.paged_decode = paged_attention.available(dtype, device, self.group, a.head_dim)

@@ -177,14 +177,14 @@ class Scheduler:
 
     # --- update ------------------------------------------------------------------------------------------
 
-    def update_from_output(self, out: SchedulerOutput, sampled: dict[str, int]) -> list[tuple[Request, int | None]]:
-        """Advance every scheduled request; append its sampled token. Returns (request, new token or None).
+    def update_from_output(self, out: SchedulerOutput, sampled: dict[str, int]) -> list[tuple[Request, int]]:
+        """Advance every scheduled request; append its sampled token. Returns (request, new token) per new token.
 
         Requests that finish (length, EOS, stop token) are finished here and their blocks freed; the caller reads
         `request.status`. A request missing from `sampled` although it should sample failed in this step (the
         caller has already finished it with an error).
         """
-        results: list[tuple[Request, int | None]] = []
+        results: list[tuple[Request, int]] = []
         for s in out.seqs:
             req = s.request
             if req.status.finished:

@@ -84,7 +84,7 @@ class HFTokenizer:
         """The raw bytes one token stands for (special tokens: their content)."""
         if token_id < 0 or token_id >= self.vocab_size:
             return b""
-        piece = self.hf.convert_ids_to_tokens(token_id)
+        piece: str | None = self.hf.convert_ids_to_tokens(token_id)
         if piece is None:
             return b""
         if token_id in self.special_token_ids:

@@ -228,7 +228,7 @@ def usage_summary(
     """Requests and tokens of one project in [start, end), grouped by model, key or UTC day."""
     if group_by not in GROUPS:
         raise ValueError(f"group_by must be one of {GROUPS}")
-    column = {
+    column: Any = {
         "model": UsageRecord.model,
         "key": UsageRecord.key_id,
         "day": UsageRecord.created_at // 86400,  # floor division (SQLAlchemy 2's `/` is true division)

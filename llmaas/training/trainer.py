@@ -78,7 +78,7 @@ def load_base(folder: Path, gguf_file: str | None = None, device: str = "cpu") -
         kw["gguf_file"] = gguf_file
     tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=pick_dtype(device), **kw)  # never trust_remote_code
-    return model.to(device), tokenizer
+    return model.to(device), tokenizer  # type: ignore[arg-type]  # transformers types .to() as a decorated method
 
 
 # --- the loop -----------------------------------------------------------------------------------------

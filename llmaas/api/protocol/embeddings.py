@@ -37,7 +37,7 @@ class EmbeddingRequest(OpenAIBaseModel):
         if isinstance(x, str):
             return [x]
         if x and isinstance(x[0], int):
-            return [list(x)]  # type: ignore[arg-type]
+            return [list(x)]
         return list(x)  # type: ignore[return-value]
 
     def check_limits(self, limits: Limits) -> None:

@@ -171,7 +171,7 @@ def _text_of(parts: str | list[ContentPart] | None, param: str, allowed: tuple[s
         return []
     if isinstance(parts, str):
         return [{"type": allowed[0], "text": parts}]
-    out = []
+    out: list[dict[str, Any]] = []
     for j, part in enumerate(parts):
         if part.type not in allowed or (part.text is None and part.refusal is None):
             raise InvalidRequest(

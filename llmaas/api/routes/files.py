@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -34,7 +34,7 @@ def get_files(request: Request) -> FileService:
 FilesDep = Annotated[FileService, Depends(get_files)]
 
 
-async def _bounded(request: Request, cap: int) -> AsyncIterator[bytes]:
+async def _bounded(request: Request, cap: int) -> AsyncGenerator[bytes, None]:
     """The body as it arrives; 413 the moment it passes the cap (nothing past it is read)."""
     seen = 0
     async for chunk in request.stream():

@@ -21,7 +21,7 @@ def get_responses(request: Request) -> ResponseStore:
     state = request.app.state
     if getattr(state, "responses", None) is None:
         state.responses = ResponseStore(getattr(state, "store", None), state.settings.responses_retention_days)
-    return state.responses  # type: ignore[no-any-return]
+    return state.responses
 
 
 ResponsesDep = Annotated[ResponseStore, Depends(get_responses)]

@@ -11,7 +11,7 @@ It does not know HTTP or SSE framing (sse.py does).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from llmaas.api.deps import Call
@@ -163,7 +163,7 @@ class ChatRun(GenerationRun):
         calls = [ToolCall(id=c["id"], function=ToolCallFunction(name=c["name"], arguments=c["arguments"])) for c in parser.calls]
         return AssistantMessage(content=text if text.strip() else None, tool_calls=calls)
 
-    async def chunks(self) -> AsyncIterator[ChatCompletionChunk]:
+    async def chunks(self) -> AsyncGenerator[ChatCompletionChunk, None]:
         held = [""] * self.req.n  # with tools: blank text between calls is not worth a delta of its own
         for i in range(self.req.n):
             yield self._chunk(ChatChunkChoice(index=i, delta=ChoiceDelta(role="assistant", content="")))

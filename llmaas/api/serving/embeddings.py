@@ -11,6 +11,7 @@ import asyncio
 import base64
 import struct
 import time
+from collections.abc import Sequence
 
 from llmaas.api.deps import Call
 from llmaas.api.protocol.embeddings import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
@@ -27,7 +28,7 @@ def resolve_embedder(name: str, call: Call) -> Embedder:
     if kind_of(call.models, name) == "chat":
         raise InvalidRequest(f"`{name}` is a chat model; /v1/embeddings needs an embedding model.", param="model")
     try:
-        return call.models.embedder(name)  # type: ignore[no-any-return]
+        return call.models.embedder(name)
     except ModelNotFound:
         raise not_found(name) from None
 
@@ -64,7 +65,7 @@ async def create_embeddings(req: EmbeddingRequest, call: Call) -> tuple[Embeddin
     return result, dict(reservation.headers)
 
 
-def count_tokens(embedder: Embedder, inputs: list[str] | list[list[int]], many: bool) -> int:
+def count_tokens(embedder: Embedder, inputs: Sequence[str | list[int]], many: bool) -> int:
     """Tokens in all inputs, as the embedder counts them (no specials); 400 for one past the context or vocabulary."""
     counted = 0
     for i, item in enumerate(inputs):

@@ -65,7 +65,7 @@ class ResponseStore:
         return await asyncio.to_thread(work)
 
     async def conversation(self, principal: Principal, response_id: str) -> list[dict[str, Any]]:
-        return await self._run(lambda s: crud.conversation(s, response_id, project_id=principal.project_id))  # type: ignore[no-any-return]
+        return await self._run(lambda s: crud.conversation(s, response_id, project_id=principal.project_id))
 
     async def save(self, principal: Principal, body: dict[str, Any], inputs: list[dict[str, Any]]) -> None:
         expires = int(time.time()) + self.retention_days * 86400 if self.retention_days else None
@@ -79,7 +79,7 @@ class ResponseStore:
             await self._run(lambda s: crud.purge_expired(s))
 
     async def get(self, principal: Principal, response_id: str) -> dict[str, Any]:
-        return await self._run(lambda s: dict(crud.get_response(s, response_id, project_id=principal.project_id).body))  # type: ignore[no-any-return]
+        return await self._run(lambda s: dict(crud.get_response(s, response_id, project_id=principal.project_id).body))
 
     async def delete(self, principal: Principal, response_id: str) -> dict[str, Any]:
         await self._run(lambda s: crud.delete_response(s, response_id, project_id=principal.project_id))
@@ -133,7 +133,7 @@ class ResponseRun:
         tools = [t.model_dump(exclude_none=True) for t in req.tools or []]
         text = {"format": req.text.format.model_dump(by_alias=True, exclude_none=True)} if req.text and req.text.format else {"format": {"type": "text"}}
         obj = ResponseObject(
-            id=self.response_id, created_at=self.created_at, status=status,  # type: ignore[arg-type]
+            id=self.response_id, created_at=self.created_at, status=status,
             instructions=req.instructions, max_output_tokens=req.max_output_tokens, metadata=req.metadata or {},
             model=req.model, output=output or [], previous_response_id=req.previous_response_id, store=req.store,
             temperature=1.0 if req.temperature is None else req.temperature, top_p=1.0 if req.top_p is None else req.top_p,

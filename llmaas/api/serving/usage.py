@@ -50,6 +50,6 @@ async def me(store: Store | None, directory: KeyDirectory | None, principal: Pri
         key_prefix=principal.key_prefix,
         is_admin=principal.is_admin,
         models=sorted(principal.allowed_models) if principal.allowed_models is not None else None,
-        limits=limits.effective(),  # type: ignore[arg-type]
-        usage_this_month={"total_tokens": used},  # type: ignore[arg-type]
+        limits=limits.effective(),
+        usage_this_month={"total_tokens": used},
     )

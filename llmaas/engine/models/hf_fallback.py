@@ -43,7 +43,7 @@ def build_fallback_engine(spec: ModelSpec, loaded: Any, device: torch.device, dt
     model = AutoModelForCausalLM.from_pretrained(
         str(loaded.source_dir), dtype=dtype, local_files_only=True, trust_remote_code=False
     )
-    model.to(device).eval()
+    model.to(device).eval()  # type: ignore[arg-type]  # transformers types .to() as a decorated method
     cfg = loaded.config
     native = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 2048
     max_len = min(spec.max_model_len or native, native)

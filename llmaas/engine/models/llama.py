@@ -208,7 +208,7 @@ class Attention(nn.Module):
             # two batched matmuls take ~0.4 ms per layer where SDPA took ~1 ms (SmolLM2, 32 sequences, bf16). With
             # one sequence SDPA's single call wins (~10% of a step): fewer ops.
             scores = torch.matmul(qg, k.transpose(-1, -2)).float().mul_(self.scale)  # [Hkv, S, G, L] fp32
-            scores.masked_fill_(~g.mask, float("-inf"))
+            scores.masked_fill_(~g.mask, float("-inf"))  # type: ignore[operator]  # mask is set when lens is None
             o = torch.matmul(scores.softmax(dim=-1).to(v.dtype), v)  # [Hkv, S, G, D]
         else:
             o = F.scaled_dot_product_attention(qg, k, v, attn_mask=g.mask, scale=self.scale)  # [Hkv, S, G*Q, D]
@@ -253,8 +253,9 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(args.dim, args.norm_eps)
 
     def forward(self, x: Tensor, b: ForwardBatch, cos: Tensor, sin: Tensor, kc: Tensor, vc: Tensor) -> Tensor:
-        h = x + self.attn(self.attn_norm(x), b, cos, sin, kc, vc)
-        return h + self.mlp(self.mlp_norm(h), b.lora)
+        h: Tensor = x + self.attn(self.attn_norm(x), b, cos, sin, kc, vc)
+        out: Tensor = h + self.mlp(self.mlp_norm(h), b.lora)
+        return out
 
 
 class Llama(nn.Module):
@@ -295,7 +296,8 @@ class Llama(nn.Module):
         for layer, (kc, vc) in zip(self.layers, kv_caches):
             x = layer(x, b, cos, sin, kc, vc)
         x = self.norm(x.index_select(0, b.logit_rows))  # [R, dim]: the LM head only where someone samples
-        return self.lm_head(x).float()
+        logits: Tensor = self.lm_head(x)  # [R, V]
+        return logits.float()
 
     @classmethod
     def from_hf(cls, config: Any, tensors: Mapping[str, Tensor], device: torch.device, dtype: torch.dtype) -> Llama:

@@ -178,7 +178,8 @@ class Weights(Mapping[str, torch.Tensor]):
         from safetensors import safe_open
 
         with safe_open(str(self._files[name]), framework="pt") as f:  # the mapping closes with the block
-            return f.get_tensor(name)
+            tensor: torch.Tensor = f.get_tensor(name)
+            return tensor
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._files)

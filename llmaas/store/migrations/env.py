@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 import llmaas.store.models  # noqa: F401  (registers tenancy's tables on Base.metadata)
-from llmaas.store.db import Base
-
-with contextlib.suppress(ModuleNotFoundError):
-    import llmaas.store.training_models  # noqa: F401  (training's tables, once that module exists)
 import llmaas.store.responses_models  # noqa: F401  (the Responses API's tables)
+import llmaas.store.training_models  # noqa: F401  (training's tables)
+from llmaas.store.db import Base
 
 config = context.config
 target_metadata = Base.metadata
 
 
-def _run(connection) -> None:  # type: ignore[no-untyped-def]
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
@@ -34,7 +30,10 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError("alembic needs a connection or sqlalchemy.url (llmaas.store.db gives one)")
+    engine = create_engine(url)
     with engine.begin() as conn:
         _run(conn)
     engine.dispose()
