@@ -14,7 +14,12 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from llmaas.api.app import Component, create_app
 from llmaas.config import Settings
+from llmaas.engine.protocol import Models
+from llmaas.store.db import Store
+from llmaas.tenancy.types import AuthBackend, Meter
+from llmaas.training.registry import FineTunedModels
 
 
 @dataclass
@@ -22,17 +27,15 @@ class Runtime:
     """Everything `create_app` receives, plus lines to print once at start (never logged)."""
 
     settings: Settings
-    models: Any  # llmaas.engine.registry.ModelRegistry
-    meter: Any | None = None
-    auth: Any | None = None
-    store: Any | None = None
-    finetuned: Any | None = None
-    components: list[Any] = field(default_factory=list)  # start()/close() in the app's lifespan
+    models: Models  # llmaas.engine.registry.ModelRegistry
+    meter: Meter | None = None
+    auth: AuthBackend | None = None
+    store: Store | None = None
+    finetuned: FineTunedModels | None = None
+    components: list[Component] = field(default_factory=list)  # start()/close() in the app's lifespan
     notices: list[str] = field(default_factory=list)
 
     def app(self) -> FastAPI:
-        from llmaas.api.app import create_app
-
         return create_app(
             self.settings,
             self.models,

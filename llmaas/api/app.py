@@ -1,84 +1,102 @@
 """create_app(): the FastAPI application: state, lifespan, body cap, error handlers and routers.
 
 Every router in PROTECTED_ROUTERS is mounted behind `Depends(get_principal)` (authenticated by default); routers in
-PUBLIC_ROUTERS serve only paths listed in `deps.PUBLIC_PATHS`. A module not written yet is skipped (as the CLI does),
-so each team adds its router by adding its module name here. This file does not load models or open databases:
-server.py builds those and passes them in.
+PUBLIC_ROUTERS serve only paths listed in `deps.PUBLIC_PATHS`. A new resource adds its router module to the imports
+and to one of the two lists. This file does not load models or open databases: server.py builds those and passes
+them in.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Protocol
 
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
 from llmaas import __version__
 from llmaas.api.body_limit import BodyLimitMiddleware
 from llmaas.api.deps import get_principal
 from llmaas.api.errors import install_error_handlers
 from llmaas.api.middleware import install_middleware
+from llmaas.api.routes import (
+    admin,
+    chat,
+    classifications,
+    completions,
+    embeddings,
+    files,
+    fine_tuning,
+    health,
+    responses,
+    usage,
+)
+from llmaas.api.routes import metrics as metrics_routes
+from llmaas.api.routes import models as models_routes
 from llmaas.config import Settings
+from llmaas.console import router as console_router
+from llmaas.engine.protocol import Models
+from llmaas.store.db import Store
 from llmaas.tenancy.limits import InProcessLimiter, NotFoundGuard
-from llmaas.tenancy.types import Meter, NullMeter
+from llmaas.tenancy.types import AuthBackend, Meter, NullMeter
+from llmaas.training.registry import FineTunedModels
 
-# Modules under llmaas.api.routes exposing `router`. Protected = every route needs a key (or --no-auth).
-PROTECTED_ROUTERS = ["models", "chat", "responses", "completions", "embeddings", "classifications", "files", "fine_tuning", "usage", "admin"]
-PUBLIC_ROUTERS = ["health", "metrics"]
+# Protected = every route needs a key (or --no-auth); public ones serve only paths in `deps.PUBLIC_PATHS`.
+PROTECTED_ROUTERS: tuple[APIRouter, ...] = (
+    models_routes.router, chat.router, responses.router, completions.router, embeddings.router,
+    classifications.router, files.router, fine_tuning.router, usage.router, admin.router,
+)
+PUBLIC_ROUTERS: tuple[APIRouter, ...] = (health.router, metrics_routes.router)
 
 DESCRIPTION = """OpenAI-compatible API of llmaas. Point the official `openai` client's `base_url` at `/v1`.
 Every endpoint except health, readiness, metrics and these docs needs `Authorization: Bearer sk-…`."""
 
 
-def _import_router(name: str) -> Any | None:
-    try:
-        module = importlib.import_module(f"llmaas.api.routes.{name}")
-    except ModuleNotFoundError as exc:  # a router not written yet
-        if exc.name != f"llmaas.api.routes.{name}":
-            raise
-        return None
-    router = module.router
+class Component(Protocol):
+    """A part of the process that lives as long as the app (tenancy's runtime, the fine-tuning worker)."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def _summarized(router: APIRouter) -> APIRouter:
     for route in router.routes:  # each route's docstring's first line is its OpenAPI summary
         endpoint = getattr(route, "endpoint", None)
         doc = (endpoint.__doc__ or "").strip() if endpoint is not None else ""
         if doc and not getattr(route, "summary", None):
-            route.summary = doc.splitlines()[0].rstrip(".")
+            route.summary = doc.splitlines()[0].rstrip(".")  # type: ignore[attr-defined]  # an APIRoute: it has a summary
     return router
 
 
 def create_app(
     settings: Settings,
-    models: Any,
+    models: Models,
     *,
     meter: Meter | None = None,
-    auth: Any | None = None,
-    store: Any | None = None,
-    finetuned: Any | None = None,
-    components: Sequence[Any] = (),
+    auth: AuthBackend | None = None,
+    store: Store | None = None,
+    finetuned: FineTunedModels | None = None,
+    components: Sequence[Component] = (),
 ) -> FastAPI:
     """The app around a model registry. `auth=None` means every caller is the local admin (--no-auth, tests).
 
-    `components` (e.g. tenancy's runtime) get `await start()` after the registry starts and `await close()` (or
-    `shutdown()`) before it stops, in reverse order.
+    `components` (e.g. tenancy's runtime) get `await start()` after the registry starts and `await close()` before
+    it stops, in reverse order.
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await models.start()
-        started: list[Any] = []
+        started: list[Component] = []
         try:
             for c in components:
-                if hasattr(c, "start"):
-                    await c.start()
+                await c.start()
                 started.append(c)
             yield
         finally:
             for c in reversed(started):
-                stop = getattr(c, "close", None) or getattr(c, "shutdown", None)
-                if stop is not None:
-                    await stop()
+                await c.close()
             await models.shutdown()
 
     app = FastAPI(title="llmaas", version=__version__, description=DESCRIPTION, lifespan=lifespan)
@@ -100,16 +118,10 @@ def create_app(
     )
     install_middleware(app, settings)  # ops, outermost: request id, Host allowlist, CORS, security headers, metrics, access log
 
-    for name in PROTECTED_ROUTERS:
-        router = _import_router(name)
-        if router is not None:
-            app.include_router(router, dependencies=[Depends(get_principal)])
-    for name in PUBLIC_ROUTERS:
-        router = _import_router(name)
-        if router is not None:
-            app.include_router(router)
+    for router in PROTECTED_ROUTERS:
+        app.include_router(_summarized(router), dependencies=[Depends(get_principal)])
+    for router in PUBLIC_ROUTERS:
+        app.include_router(_summarized(router))
     # The web console: public static files only (its paths are in deps.PUBLIC_PATHS); it acts through the API above.
-    from llmaas.console import router as console_router
-
     app.include_router(console_router)
     return app

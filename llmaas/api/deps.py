@@ -1,4 +1,5 @@
-"""The Annotated vocabulary routes use: who is calling, and the app's shared objects.
+"""The Annotated vocabulary routes use: who is calling (`PrincipalDep`, `get_admin`), the app's store (`StoreDep`),
+and everything a serving handler needs about one call (`CallDep`).
 
 Every router is mounted with `Depends(get_principal)` (see app.py), so every route is authenticated unless its path is
 in `PUBLIC_PATHS`; tests/api/test_auth_walk.py walks `app.routes` and fails on any route that is neither.
@@ -11,13 +12,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.security import APIKeyHeader
 
 from llmaas.config import Settings
 from llmaas.console import PUBLIC_PATHS as CONSOLE_PATHS
+from llmaas.engine.protocol import Models
 from llmaas.errors import PermissionDenied
-from llmaas.tenancy.types import LOCAL_ADMIN, Meter, Principal
+from llmaas.store.db import Store
+from llmaas.tenancy.types import LOCAL_ADMIN, AuthBackend, Meter, Principal
+from llmaas.training.registry import FineTunedModels
 
 # Routes anyone may call without a key: keep this short (SECURITY.md #5). Exact route paths; the console's own two
 # (its page and its static files) come from the console package.
@@ -31,7 +35,7 @@ _authorization = APIKeyHeader(name="Authorization", auto_error=False, descriptio
 
 async def get_principal(request: Request, authorization: Annotated[str | None, Security(_authorization)] = None) -> Principal:
     """The caller, from the Authorization header (raises Unauthenticated); the local admin when auth is off."""
-    auth = request.app.state.auth
+    auth: AuthBackend | None = request.app.state.auth
     principal = LOCAL_ADMIN if auth is None else await auth.authenticate(authorization)
     request.state.principal = principal  # for logs and metrics middleware, and the not-found count (api/errors.py)
     guard = getattr(request.app.state, "not_found_guard", None)
@@ -46,33 +50,13 @@ async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> 
     return principal
 
 
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-def get_models(request: Request) -> Any:
-    return request.app.state.models
-
-
-def get_meter(request: Request) -> Meter:
-    return request.app.state.meter
-
-
-def get_store(request: Request) -> Any:
-    return request.app.state.store
-
-
-def get_finetuned(request: Request) -> Any:
-    return request.app.state.finetuned
+def get_store(request: Request) -> Store | None:
+    store: Store | None = request.app.state.store
+    return store
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
-AdminDep = Annotated[Principal, Depends(get_admin)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-ModelsDep = Annotated[Any, Depends(get_models)]  # llmaas.engine.registry.ModelRegistry
-MeterDep = Annotated[Meter, Depends(get_meter)]
-StoreDep = Annotated[Any, Depends(get_store)]
-FinetunedDep = Annotated[Any, Depends(get_finetuned)]
+StoreDep = Annotated[Store | None, Depends(get_store)]  # None: a server without a database (the admin API says 503)
 
 
 @dataclass(slots=True)
@@ -81,9 +65,9 @@ class Call:
 
     principal: Principal
     settings: Settings
-    models: Any  # ModelRegistry: chat(name), embedder(name), list()
+    models: Models  # chat(name), embedder(name), list()
     meter: Meter
-    finetuned: Any | None  # training's lookup(model, principal) / list(principal); None when absent
+    finetuned: FineTunedModels | None  # training's lookup(model, principal) / list(principal); None when absent
 
 
 async def get_call(request: Request, principal: PrincipalDep) -> Call:
@@ -97,7 +81,7 @@ CallDep = Annotated[Call, Depends(get_call)]
 # --- route walking (the default-deny test, and anyone auditing the app) -------------------------------
 
 
-def iter_routes(app: Any) -> Iterator[tuple[str, Any, Any]]:
+def iter_routes(app: FastAPI) -> Iterator[tuple[str, Any, Any]]:
     """(path, dependant or None, route) for every route, through included routers (FastAPI ≥ 0.16x includes lazily)."""
     for route in app.routes:
         contexts = getattr(route, "effective_route_contexts", None)

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
-
 import click
 
 from llmaas import __version__
-
-# Modules that add commands to `cli` (each defines `register(cli)`); listed once so `--help` shows them all.
-COMMAND_MODULES = ["serve", "models", "chat", "worker", "keys", "projects", "usage", "finetune", "db"]
+from llmaas.cli import chat, db, finetune, keys, models, projects, serve, usage, worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,13 +14,8 @@ def cli() -> None:
     """llmaas: a self-hosted LLM as a Service (OpenAI-compatible API, LoRA fine-tuning, per-tenant metering)."""
 
 
-for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"llmaas.cli.{_name}")
-    except ModuleNotFoundError as exc:  # a command group not written yet
-        if exc.name != f"llmaas.cli.{_name}":
-            raise
-        continue
+# Each module adds its commands with `register(cli)`; a new group adds its module to the import and to this line.
+for _module in (serve, models, chat, worker, keys, projects, usage, finetune, db):
     _module.register(cli)
 
 

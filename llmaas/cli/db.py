@@ -7,7 +7,7 @@ reach the database directly, like Django's manage.py.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import click
 from sqlalchemy.orm import Session
@@ -80,5 +80,5 @@ def current(config_file: str | None) -> None:
         store.close()
 
 
-def register(cli: Any) -> None:
+def register(cli: click.Group) -> None:
     cli.add_command(db)

@@ -93,5 +93,5 @@ def revoke(config_file: str | None, key_id: str) -> None:
     click.echo(f"Revoked {key_id}")
 
 
-def register(cli: Any) -> None:
+def register(cli: click.Group) -> None:
     cli.add_command(keys)

@@ -101,5 +101,5 @@ def set_limits(config_file: str | None, project_id: str, rpm: Any, tpm: Any, bud
     _show(run_in_store(config_file, lambda s: crud.update_project(s, project_id=project_id, **changes).to_dict()))
 
 
-def register(cli: Any) -> None:
+def register(cli: click.Group) -> None:
     cli.add_command(projects)

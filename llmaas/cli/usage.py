@@ -52,5 +52,5 @@ def usage(config_file: str | None, project_id: str, group_by: str, start: str | 
                    f"{r['completion_tokens']:>12} {r['total_tokens']:>12}")  # fmt: skip
 
 
-def register(cli: Any) -> None:
+def register(cli: click.Group) -> None:
     cli.add_command(usage)

@@ -1,14 +1,16 @@
 """What the API layer may call on an engine: the narrow, typed surface (and what a test fake implements).
 
-`ChatEngine` generates; `Embedder` embeds; `Tokenizer` turns text/chat into ids and back. Nothing else of the
-engine is visible above it.
+`ChatEngine` generates; `Embedder` embeds; `Tokenizer` turns text/chat into ids and back; `Models` is every served
+model by name (`llmaas.engine.registry.ModelRegistry`, or a test's fake). Nothing else of the engine is visible
+above it, and this module imports no torch: the API types its wiring with it and still loads without the engine.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from llmaas.engine.types import EngineRequest, EngineStats, TokenEvent
 
@@ -74,3 +76,32 @@ class Embedder(Protocol):
     async def embed(self, inputs: list[str] | list[list[int]]) -> tuple[list[list[float]], int]:
         """Normalized embeddings, one per input, and the number of prompt tokens used."""
         ...
+
+
+@dataclass(slots=True)
+class ModelInfo:
+    id: str
+    kind: Literal["chat", "embedding"]
+    max_model_len: int
+    created: int  # unix seconds
+    owned_by: str = "llmaas"
+
+
+class Models(Protocol):
+    """Every served model by name (`app.state.models`): what the API layer looks models up in."""
+
+    def chat(self, name: str) -> ChatEngine:
+        """The chat engine called `name`; raises ModelNotFound."""
+        ...
+
+    def embedder(self, name: str) -> Embedder:
+        """The embedder called `name`; raises ModelNotFound."""
+        ...
+
+    def list(self) -> list[ModelInfo]: ...
+
+    def stats(self) -> dict[str, EngineStats]: ...
+
+    async def start(self) -> None: ...
+
+    async def shutdown(self) -> None: ...

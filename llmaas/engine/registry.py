@@ -10,15 +10,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from llmaas.config import ModelSpec, Settings
 from llmaas.engine.device import pick_device, pick_dtype
 from llmaas.engine.models.loader import LoadedModel, load_model, resolve_model_dir
-from llmaas.engine.protocol import ChatEngine, Embedder
+from llmaas.engine.protocol import ChatEngine, Embedder, ModelInfo
 from llmaas.engine.types import EngineStats
 from llmaas.errors import ModelNotFound
 
@@ -71,16 +70,9 @@ def builder_for(architecture: str) -> ChatBuilder:
 # --- the registry ---------------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class ModelInfo:
-    id: str
-    kind: Literal["chat", "embedding"]
-    max_model_len: int
-    created: int  # unix seconds
-    owned_by: str = "llmaas"
-
-
 class ModelRegistry:
+    """Implements `llmaas.engine.protocol.Models`."""
+
     def __init__(self, chat: dict[str, ChatEngine], embedders: dict[str, Embedder], created: int | None = None) -> None:
         self._chat = chat
         self._embedders = embedders

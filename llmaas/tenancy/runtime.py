@@ -8,8 +8,8 @@ graceful stop). With `settings.auth` false, `auth` is None (every request is the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from llmaas.config import Settings
 from llmaas.store.db import Store
 from llmaas.tenancy import keys
 from llmaas.tenancy.auth import Authenticator
@@ -31,7 +31,7 @@ class Tenancy:
 
     @classmethod
     def from_settings(
-        cls, settings: Any, *, store: Store | None = None, upgrade: bool = True, bootstrap: bool = True
+        cls, settings: Settings, *, store: Store | None = None, upgrade: bool = True, bootstrap: bool = True
     ) -> Tenancy:
         store = store or Store.from_settings(settings)
         if upgrade:

@@ -42,6 +42,14 @@ class Reservation:
     ticket: object | None = None  # the meter's own bookkeeping (limiter windows, budget scopes); opaque to callers
 
 
+class AuthBackend(Protocol):
+    """What the API asks about an `Authorization` header (`llmaas.tenancy.auth.Authenticator`, or a test's fake)."""
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """The caller, or raises Unauthenticated (401)."""
+        ...
+
+
 class Meter(Protocol):
     async def admit(self, principal: Principal, *, model: str, route: str, request_id: str, tokens: int) -> Reservation:
         """Reserve tokens atomically or raise RateLimited / QuotaExceeded (with Retry-After)."""

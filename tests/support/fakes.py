@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmaas.engine.protocol import ModelInfo
 from llmaas.engine.types import EngineRequest, EngineStats, FinishReason, TokenEvent, TokenLogprob
 from llmaas.errors import InvalidRequest, ModelNotFound, Overloaded
 
@@ -220,16 +221,11 @@ class FakeEmbedder:
         return vectors, tokens
 
 
-@dataclass
-class ModelInfo:
-    id: str
-    kind: str
-    max_model_len: int
-    created: int = 1_700_000_000
-    owned_by: str = "llmaas"
-
-
 class FakeRegistry:
+    """Implements `llmaas.engine.protocol.Models` over the fakes above."""
+
+    created = 1_700_000_000
+
     def __init__(self) -> None:
         self.engines = {"tiny": FakeEngine(), "notemplate": FakeEngine("notemplate", template=False)}
         self.embedders = {"emb": FakeEmbedder()}
@@ -246,8 +242,8 @@ class FakeRegistry:
         return self.embedders[name]
 
     def list(self) -> list[ModelInfo]:
-        return [ModelInfo(n, "chat", e.max_model_len) for n, e in self.engines.items()] + [
-            ModelInfo(n, "embedding", e.max_model_len) for n, e in self.embedders.items()
+        return [ModelInfo(n, "chat", e.max_model_len, self.created) for n, e in self.engines.items()] + [
+            ModelInfo(n, "embedding", e.max_model_len, self.created) for n, e in self.embedders.items()
         ]
 
     def stats(self) -> dict[str, EngineStats]:

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 
-from llmaas.api.deps import PrincipalDep
+from llmaas.api.deps import PrincipalDep, StoreDep
 from llmaas.api.protocol.usage import Me, UsageList, UsageQuery
 from llmaas.api.serving import usage as serving
 
@@ -15,7 +15,7 @@ router = APIRouter(prefix="/v1", tags=["usage"])
 
 @router.get("/usage")
 async def get_usage(
-    request: Request,
+    store: StoreDep,
     principal: PrincipalDep,
     start: Annotated[int | None, Query(ge=0, le=2**40)] = None,
     end: Annotated[int | None, Query(ge=0, le=2**40)] = None,
@@ -24,7 +24,7 @@ async def get_usage(
 ) -> UsageList:
     """Requests and tokens in a time range, grouped by model, key or day."""
     query = UsageQuery(start=start, end=end, group_by=group_by, project_id=project_id)
-    return await serving.usage(request.app.state.store, principal, query)
+    return await serving.usage(store, principal, query)
 
 
 @router.get("/me")
