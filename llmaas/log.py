@@ -16,7 +16,6 @@ import os
 import re
 import sys
 import time
-import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -46,10 +45,6 @@ def sanitize_request_id(value: str | None) -> str | None:
     if value and _REQUEST_ID_RE.fullmatch(value):
         return value
     return None
-
-
-def new_request_id() -> str:
-    return "req_" + uuid.uuid4().hex
 
 
 def current() -> RequestContext | None:

@@ -17,7 +17,7 @@ from typing import Any
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llmaas import log, metrics
+from llmaas import ids, log, metrics
 from llmaas.api.errors import error_payload
 from llmaas.errors import InvalidRequest
 
@@ -113,7 +113,7 @@ class OpsMiddleware:
             metrics.instrument_state(app_obj.state, self.configured)
 
         headers = dict(_decode_headers(scope))
-        ctx = log.RequestContext(log.sanitize_request_id(headers.get("x-request-id")) or log.new_request_id())
+        ctx = log.RequestContext(log.sanitize_request_id(headers.get("x-request-id")) or ids.request_id())
         token = log.bind(ctx)
         start = time.monotonic()
         status = 500

@@ -17,7 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from llmaas.errors import Conflict, NotFound
-from llmaas.store.db import new_id, now
+from llmaas.ids import new_id
+from llmaas.store.db import now
 from llmaas.store.models import ApiKey, BudgetCounter, Project, UsageRecord
 
 T = TypeVar("T")

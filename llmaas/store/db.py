@@ -11,7 +11,6 @@ This module does not know any table; crud lives in `crud.py`. Calls are synchron
 from __future__ import annotations
 
 import re
-import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,17 +20,14 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+from llmaas.ids import new_id as new_id  # re-exported: training imports it from here
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 class Base(DeclarativeBase):
     """Every llmaas table derives from this (tenancy's `models.py`, training's `training_models.py`)."""
-
-
-def new_id(prefix: str) -> str:
-    """A server-generated, unguessable id such as `key-3f9a…` or `ftckpt-…`: 128 random bits (never derived from client input)."""
-    return f"{prefix}-{secrets.token_hex(16)}"
 
 
 def now() -> int:

@@ -17,9 +17,9 @@ from pydantic import BaseModel
 
 from llmaas.api.errors import error_payload
 from llmaas.api.protocol import admin, chat, classifications, completions, embeddings, fine_tuning
-from llmaas.api.serving.generation import new_id as response_id
 from llmaas.config import Settings
 from llmaas.errors import QuotaExceeded, RateLimited
+from llmaas.ids import new_id as response_id
 from llmaas.store.db import new_id as store_id
 from llmaas.training.jobs import sortable_id
 from llmaas.unicode import lone_surrogate_path

@@ -11,7 +11,6 @@ is logged). No I/O here.
 from __future__ import annotations
 
 import re
-import secrets
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,17 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmaas.api.protocol.common import HARD_MAX_TOKENS, OpenAIBaseModel, ResponseModel
 from llmaas.config import Limits
 from llmaas.errors import InvalidRequest
+from llmaas.ids import item_id
 
 HARD_MAX_ITEMS = 100_000  # Limits.max_messages' own ceiling
 MAX_TOOLS = 128
 MAX_METADATA = 16
 FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 MESSAGE_ROLES = ("user", "assistant", "system", "developer")
-
-
-def item_id(prefix: str) -> str:
-    """A server-made item id (`msg_…`, `fc_…`, `fco_…`); ids the client sent are display text, replaced by ours."""
-    return f"{prefix}_{secrets.token_hex(24)}"
 
 
 # --- request -----------------------------------------------------------------------------------------

@@ -36,7 +36,6 @@ from llmaas.api.serving.generation import (
     MIN_LOGPROB,
     Generation,
     GenerationRun,
-    new_id,
     plan_max_tokens,
     resolve_chat_model,
 )
@@ -53,6 +52,7 @@ from llmaas.api.serving.structured import (
 )
 from llmaas.engine.types import EngineRequest, TokenLogprob
 from llmaas.errors import InvalidRequest
+from llmaas.ids import new_id
 
 ROUTE = "/v1/chat/completions"
 

@@ -14,9 +14,10 @@ import math
 from llmaas.api.deps import Call
 from llmaas.api.protocol.classifications import Classification, ClassificationRequest, ClassificationResponse
 from llmaas.api.protocol.common import Usage
-from llmaas.api.serving.generation import Generation, new_id, resolve_chat_model
+from llmaas.api.serving.generation import Generation, resolve_chat_model
 from llmaas.engine.types import EngineRequest, SamplingParams
 from llmaas.errors import ContextLengthExceeded, EngineError
+from llmaas.ids import new_id
 
 ROUTE = "/v1/classifications"
 

@@ -19,13 +19,13 @@ from llmaas.api.serving.generation import (
     Generation,
     GenerationRun,
     check_token_ids,
-    new_id,
     plan_max_tokens,
     resolve_chat_model,
 )
 from llmaas.engine.protocol import Tokenizer
 from llmaas.engine.types import EngineRequest, TokenEvent, TokenLogprob
 from llmaas.errors import InvalidRequest
+from llmaas.ids import new_id
 
 ROUTE = "/v1/completions"
 

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 
 from llmaas.api.deps import Call
 from llmaas.api.protocol.embeddings import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
-from llmaas.api.serving.generation import check_token_ids, kind_of, new_id, not_found
+from llmaas.api.serving.generation import check_token_ids, kind_of, not_found
 from llmaas.engine.protocol import Embedder
 from llmaas.errors import ContextLengthExceeded, InvalidRequest, LlmaasError, ModelNotFound
+from llmaas.ids import new_id
 
 ROUTE = "/v1/embeddings"
 

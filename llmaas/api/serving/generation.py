@@ -10,7 +10,6 @@ engine, runs the requests concurrently, merges their events, aborts whatever sti
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -36,11 +35,6 @@ from llmaas.tenancy.types import Reservation
 
 SYSTEM_FINGERPRINT = "llmaas"
 MIN_LOGPROB = -9999.0  # JSON has no -inf
-
-
-def new_id(prefix: str) -> str:
-    """A response id (`chatcmpl-…`): 128 random bits (a uuid4 has only 122)."""
-    return f"{prefix}-{secrets.token_hex(16)}"
 
 
 def not_found(model: str) -> ModelNotFound:

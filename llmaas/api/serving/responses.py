@@ -14,7 +14,6 @@ A stored response is saved before its final event, so a client may continue it t
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -32,15 +31,12 @@ from llmaas.api.serving.responses_chat import (
     output_items,
 )
 from llmaas.errors import InvalidRequest, Unavailable
+from llmaas.ids import item_id
 from llmaas.store import responses_crud as crud
 from llmaas.tenancy.types import Principal
 
 ROUTE = "/v1/responses"
 PURGE_EVERY_S = 600.0
-
-
-def new_response_id() -> str:
-    return f"resp_{secrets.token_hex(24)}"
 
 
 class ResponseStore:
@@ -104,7 +100,7 @@ async def prepare_response(req: ResponseCreateRequest, call: Call, responses: Re
     if len(history) + len(inputs) > call.settings.limits.max_messages:
         raise InvalidRequest(f"The conversation has more than {call.settings.limits.max_messages} items.", param="input")
     chat = chat_request(req, chat_messages(req.instructions, history + inputs), stream=req.stream)
-    response_id = new_response_id()
+    response_id = item_id("resp")
     run = await prepare_chat(chat, call, route=ROUTE, request_id=response_id)
     return ResponseRun(run, req, responses, call.principal, inputs, response_id)
 

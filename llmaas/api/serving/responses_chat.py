@@ -14,8 +14,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from llmaas.api.protocol.chat import ChatCompletionRequest
-from llmaas.api.protocol.responses import ResponseCreateRequest, item_id
+from llmaas.api.protocol.responses import ResponseCreateRequest
 from llmaas.errors import InvalidRequest
+from llmaas.ids import item_id
 
 # --- Responses → chat --------------------------------------------------------------------------------
 

@@ -18,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from llmaas.engine.types import GrammarError, GrammarSpec
 from llmaas.errors import InvalidRequest
+from llmaas.ids import call_id
 
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
@@ -156,10 +156,6 @@ def render_tool_result(content: str) -> str:
     return f"<tool_response>\n{content}\n</tool_response>"
 
 
-def new_call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
-
-
 # --- parsing the output back -------------------------------------------------------------------------
 
 _HEADER = re.compile(r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*')
@@ -220,7 +216,7 @@ class ToolCallParser:
                     name = json.loads(f'"{m.group(1)}"')
                 except ValueError:
                     name = m.group(1)
-                call = {"id": new_call_id(), "name": name, "arguments": ""}
+                call = {"id": call_id(), "name": name, "arguments": ""}
                 self.calls.append(call)
                 out.append(ToolCallStart(len(self.calls) - 1, call["id"], name))
                 self._buf, self._state = self._buf[m.end() :], "args"
