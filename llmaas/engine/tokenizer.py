@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -41,13 +41,22 @@ def _as_id_list(value: Any) -> list[int]:
     return [int(v) for v in value if v is not None]
 
 
-def _flatten_content(content: Any) -> Any:
-    """OpenAI content parts ([{"type": "text", "text": ...}]) -> one string; None -> "" (templates expect strings)."""
+def flatten_content(content: str | Sequence[Mapping[str, Any]] | None) -> str:
+    """A message's content as the one string a chat template renders (the only place content parts are joined).
+
+    None is "", a string stays as it is; of content parts, each part's `text` (a refusal part's `refusal`) counts,
+    parts with neither are left out, and the texts are joined with a newline.
+
+    NOTE: the newline is the rule of vLLM and llama.cpp's server for OpenAI content parts, and what the chat route has
+    always sent to the model ("Hi" + "there" is "Hi\nthere", never "Hithere"). Text-only templates (ChatML, Llama's)
+    render `message['content']` as a string, so the parts must be joined before the template sees them.
+    """
     if content is None:
         return ""
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return content
+    if isinstance(content, str):
+        return content
+    texts = [part.get("text") if isinstance(part.get("text"), str) else part.get("refusal") for part in content]
+    return "\n".join(t for t in texts if isinstance(t, str))
 
 
 class HFTokenizer:
@@ -127,7 +136,7 @@ class HFTokenizer:
             )
         from jinja2 import TemplateError
 
-        convo = [{**m, "content": _flatten_content(m.get("content"))} for m in messages]
+        convo = [{**m, "content": flatten_content(m.get("content"))} for m in messages]
         try:
             text = self.hf.apply_chat_template(convo, add_generation_prompt=add_generation_prompt, tokenize=False)
         except TemplateError as e:  # e.g. the template's own raise_exception("roles must alternate")

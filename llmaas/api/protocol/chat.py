@@ -27,6 +27,7 @@ from llmaas.api.protocol.common import (
 )
 from llmaas.api.serving.structured import TOOL_NAME, render_tool_call, render_tool_result
 from llmaas.config import Limits
+from llmaas.engine.tokenizer import flatten_content
 from llmaas.errors import InvalidRequest
 
 HARD_MAX_MESSAGES = 100_000  # Limits.max_messages' own ceiling
@@ -70,15 +71,13 @@ class ChatMessage(StrictModel):
             return ""
         if isinstance(self.content, str):
             return self.content
-        texts = []
         for j, part in enumerate(self.content):
             if part.type != "text" or part.text is None:
                 raise InvalidRequest(
                     f"Content parts of type {part.type[:64]!r} are not supported; this server accepts text only.",
                     param=f"messages[{index}].content[{j}].type",
                 )
-            texts.append(part.text)
-        return "\n".join(texts)
+        return flatten_content([{"type": part.type, "text": part.text} for part in self.content])
 
 
 class JsonSchemaFormat(StrictModel):

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from llmaas.api.protocol.chat import ChatCompletionRequest
 from llmaas.api.protocol.responses import ResponseCreateRequest
+from llmaas.engine.tokenizer import flatten_content
 from llmaas.errors import InvalidRequest
 from llmaas.ids import item_id
 
@@ -31,8 +32,7 @@ def chat_messages(instructions: str | None, items: list[dict[str, Any]]) -> list
     for item in items:
         kind = item["type"]
         if kind == "message":
-            text = "\n".join(p.get("text") or p.get("refusal") or "" for p in item["content"])
-            messages.append({"role": item["role"], "content": text})
+            messages.append({"role": item["role"], "content": flatten_content(item["content"])})
         elif kind == "function_call":
             call = {"id": item["call_id"], "type": "function", "function": {"name": item["name"], "arguments": item["arguments"]}}
             last = messages[-1] if messages else None
