@@ -59,6 +59,8 @@ class EngineFrontend:
         """Submit now (raising Overloaded when the queue is full) and stream its TokenEvents."""
         if not self._accepting():
             raise Unavailable("The model is not running.")
+        # The one duplicate-id check: every request reaches a core through a frontend, and an id is live here from
+        # submit until its last event (or its abort, which the core sees before any later submit of the same id).
         if request.request_id in self._queues:
             raise InvalidRequest("Duplicate request id.")
         if self._num_waiting() >= self.max_waiting:

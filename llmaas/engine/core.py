@@ -133,8 +133,6 @@ class EngineCore:
         vocab = self.runner.model.args.vocab_size
         if min(r.prompt_token_ids) < 0 or max(r.prompt_token_ids) >= vocab:
             return "The prompt contains token ids outside the vocabulary."
-        if r.request_id in self.scheduler.requests:
-            return "Duplicate request id."
         if r.adapter_id is not None and (self.lora_manager is None or r.adapter_id not in self.lora_manager):
             return "This model does not serve the requested adapter."
         return None
