@@ -46,7 +46,8 @@ class LlmaasProcess:
             [sys.executable, "-m", "llmaas", *args], cwd=root, env={k: v for k, v in merged.items() if v is not None},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True,
         )  # fmt: skip
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -114,6 +115,9 @@ class LlmaasProcess:
         with suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
+        self._reader.join(timeout=5)  # the group is gone: its output ends
+        if self.proc.stdout is not None and not self._reader.is_alive():
+            self.proc.stdout.close()
 
 
 def serve(root: Path, config: dict[str, Any] | None = None, *flags: str, auth: bool = True, worker: bool = True,
