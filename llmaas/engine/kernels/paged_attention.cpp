@@ -11,6 +11,7 @@
 
 #include "bf16.h"
 #include "fast_exp.h"
+#include "paged_attention_bf16.h"
 
 namespace {
 
@@ -111,6 +112,9 @@ void llmaas_paged_decode_f32(const float* q, const float* k, const float* v, con
 void llmaas_paged_decode_bf16(const uint16_t* q, const uint16_t* k, const uint16_t* v, const int64_t* table,
                               const int64_t* lens, uint16_t* out, int64_t S, int64_t Hkv, int64_t G, int64_t D,
                               int64_t N, int64_t bs, int64_t nb, float scale, float* work, int64_t L) {
+#ifdef LLMAAS_HAVE_AVX512_BF16
+  if (llmaas::decode_bf16_fast(q, k, v, table, lens, out, S, Hkv, G, D, N, bs, nb, scale, work, L)) return;
+#endif
   dispatch(q, k, v, table, lens, out, S, Hkv, G, D, N, bs, nb, scale, work, L);
 }
 }
