@@ -62,7 +62,7 @@ void decode_bf16_avx512(const uint16_t* q, const uint16_t* k_cache, const uint16
         __m512bh kv[16][NV];
         for (int64_t j = 0; j < 16; ++j)
           for (int v = 0; v < NV; ++v)
-            kv[j][v] = j < n ? (__m512bh)_mm512_loadu_si512(kb + (c + j) * D + v * 32) : (__m512bh)_mm512_setzero_si512();
+            kv[j][v] = (__m512bh)(j < n ? _mm512_loadu_si512(kb + (c + j) * D + v * 32) : _mm512_setzero_si512());
         for (int g = 0; g < G; ++g) {
           __m512 part[16];
           for (int j = 0; j < 16; ++j) {

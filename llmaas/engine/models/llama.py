@@ -1,9 +1,11 @@
 """The Llama family (Llama 2/3, Mistral, Qwen2, SmolLM) over the paged KV cache, written the gpt-fast way.
 
 One forward computes a flattened batch of T tokens from many sequences (prefill chunks and decodes mixed):
-the projections run once over all T rows; only attention is per *group* of sequences (all decodes together,
-each prefill chunk alone), over K/V gathered from the cache by block table: one SDPA call per prefill chunk, two
-batched matmuls for the decodes. On CPU in bf16 the projections run on oneDNN-packed weights (`engine/cpu.py`'s `Linear`).
+the projections run once over all T rows; only attention is per *group* of sequences: all decodes together, read
+from the paged cache in place (kernels/paged_attention), each prefill chunk alone over K/V gathered by block table
+(one SDPA call). The element-wise steps between the matmuls (rotary + K/V write, residual add + RMSNorm, SiLU * up)
+are fused passes where kernels/fused runs. On CPU the projections run on oneDNN-packed bf16 weights or int8 weights
+(`engine/cpu.py`'s `Linear`).
 
 Reads HF-named weights (q/k/v fused into one matmul, gate/up into another); supports GQA, tied embeddings,
 rope_theta, llama3 rope_scaling, attention/MLP biases (Qwen2's qkv bias). It is not a trainer, does not own the
@@ -259,18 +261,26 @@ class Llama(nn.Module):
         cos, sin = rope_tables(self.args, max_len)
         self.rope_cos, self.rope_sin = cos.to(device, dtype), sin.to(device, dtype)
 
+    def quantize_int8(self) -> int:
+        """Projections and the LM head on int8 weights (kernels/int8_linear) where their input dimension allows;
+        the embedding table stays. Returns how many were quantized."""
+        tied = self.lm_head.weight is self.embed.weight
+        return sum(m.quantize_int8(keep_weight=tied and m is self.lm_head) for m in self.modules()
+                   if isinstance(m, Linear))
+
     def pack_weights(self) -> bool:
         """CPU bf16: run every projection on oneDNN-packed weights (see `Linear`); True if all of them were packed.
 
         Only bf16 on CPU: in fp32 the packed kernel rounds differently from F.linear (MKL), and fp32 is the dtype
         whose parity with transformers is exact. Packed weights replace the originals, except the LM head's when it
-        is the (tied) embedding table.
+        is the (tied) embedding table. Projections already on int8 weights stay so.
         """
-        w = self.lm_head.weight
+        w = self.embed.weight
         if w.device.type != "cpu" or w.dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available():
             return False
         tied = self.lm_head.weight is self.embed.weight
-        return all([m.pack(keep_weight=tied and m is self.lm_head) for m in self.modules() if isinstance(m, Linear)])
+        dense = [m for m in self.modules() if isinstance(m, Linear) and m.qweight is None]
+        return bool(dense) and all([m.pack(keep_weight=tied and m is self.lm_head) for m in dense])
 
     def forward(self, b: ForwardBatch, kv_caches: list[tuple[Tensor, Tensor]]) -> Tensor:
         """Logits [R, V] (fp32) at `b.logit_rows`, after writing the K/V of all T tokens into the cache."""
