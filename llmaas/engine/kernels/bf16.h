@@ -2,31 +2,26 @@
 #pragma once
 
 #include <cstdint>
-#include <cstring>
 
 namespace llmaas {
 
 inline float load(float x) { return x; }
-inline float load(uint16_t x) {
-  uint32_t u = static_cast<uint32_t>(x) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
+// Branch-free bit casts, so that loops over them vectorize.
+inline float load(uint16_t x) { return __builtin_bit_cast(float, static_cast<uint32_t>(x) << 16); }
+inline uint16_t to_bf16(float x) {
+  const uint32_t u = __builtin_bit_cast(uint32_t, x);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? 0x7fc0u : rounded);  // NaN stays a quiet NaN
 }
 inline void store(float x, float* out) { *out = x; }
-inline void store(float x, uint16_t* out) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) { *out = 0x7fc0; return; }  // NaN
-  u += 0x7fffu + ((u >> 16) & 1u);
-  *out = static_cast<uint16_t>(u >> 16);
-}
+inline void store(float x, uint16_t* out) { *out = to_bf16(x); }
+
 // What a torch op computing in float and storing as T leaves behind: identity for float, bf16 rounding for bf16.
 template <typename T>
-inline float round_to(float x) {
-  T t;
-  store(x, &t);
-  return load(t);
-}
+inline float round_to(float x);
+template <>
+inline float round_to<float>(float x) { return x; }
+template <>
+inline float round_to<uint16_t>(float x) { return load(to_bf16(x)); }
 
 }  // namespace llmaas
