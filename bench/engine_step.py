@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from limits import format_limits, measure  # noqa: E402
 
+from llmaas.engine.kernels import fused  # noqa: E402
+
 
 def build_engine(threads: int | None):
     from llmaas.config import Settings
@@ -93,7 +95,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the engine's own choice)")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of each level's timed steps")
     ap.add_argument("--no-baseline", action="store_true",
-                    help="skip the same levels on the torch attention path (K/V gathered, not read in place)")
+                    help="skip the same levels with the hand-written kernels off (torch ops, K/V gathered)")
     args = ap.parse_args()
 
     engine, dtype = build_engine(args.threads)
@@ -106,7 +108,8 @@ def main() -> None:
     runner = engine.core.runner
     paged = runner.paged_decode
     print(f"\nengine: {dtype}, {torch.get_num_threads()} thread(s), decode attention: "
-          f"{'paged kernel (in place)' if paged else 'torch (gathered K/V)'}")
+          f"{'paged kernel (in place)' if paged else 'torch (gathered K/V)'}, fused element-wise ops: "
+          f"{'on' if fused.available(dtype) else 'off'}")
     print(f"{'streams':>8} {'step p50':>9} {'forward':>9} {'tok/s':>8}  fraction of bound")
     for i, n in enumerate(int(s) for s in args.streams.split(",")):
         run_level(engine.core, n, 8, seed=1000 + i)  # warm-up: kernels for this batch size
@@ -114,14 +117,16 @@ def main() -> None:
         bound, kind = (bounds["batch1_tok_s"], "batch-1 memory") if n == 1 else (bounds["large_batch_tok_s"], "compute")
         line = (f"{n:>8} {r['step_ms']:>7.1f}ms {r['forward_ms']:>7.1f}ms {r['tok_s']:>8.1f}  "
                 f"{r['tok_s'] / bound:.0%} of the {kind} bound ({bound:.0f} tok/s)")
-        if paged and not args.no_baseline:  # the same level again on the torch path, same prompts
-            runner.paged_decode = False
-            try:
-                run_level(engine.core, n, 8, seed=1000 + i)
-                b = run_level(engine.core, n, args.out_tokens, seed=i)
-            finally:
-                runner.paged_decode = True
-            line += f"; torch path {b['step_ms']:.1f} ms -> paged kernel {b['step_ms'] / r['step_ms']:.2f}x"
+        if not args.no_baseline:  # the same level again, same prompts, with hand-written kernels switched off
+            for label, attention, fusing in (("torch path", False, False), ("no paged attention", False, True),
+                                             ("no fused ops", paged, False)):
+                runner.paged_decode, fused.ENABLED = attention, fusing
+                try:
+                    run_level(engine.core, n, 8, seed=1000 + i)
+                    b = run_level(engine.core, n, args.out_tokens, seed=i)
+                finally:
+                    runner.paged_decode, fused.ENABLED = paged, True
+                line += f"; {label} {b['step_ms']:.1f} ms ({b['step_ms'] / r['step_ms']:.2f}x)"
         print(line)
 
 

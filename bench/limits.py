@@ -82,6 +82,8 @@ def measure(num_params: int, gguf_bytes: int | None = None) -> dict:
             "batch1_tok_s": bw / (num_params * bytes_per_param),
             "large_batch_tok_s": flops / (2 * num_params),
         }
+    # weight-only int8 (quantization: int8) streams one byte per weight; its large batches run dense, as bf16
+    out["bounds"]["int8"] = {"weight_bytes": num_params, "batch1_tok_s": bw / num_params, "large_batch_tok_s": None}
     if gguf_bytes:  # llama.cpp streams the quantized file; its batch-1 ceiling is higher
         out["bounds"]["gguf_q4_1"] = {"weight_bytes": gguf_bytes, "batch1_tok_s": bw / gguf_bytes,
                                       "large_batch_tok_s": None}

@@ -33,6 +33,9 @@ class ModelSpec(BaseModel):
         "auto", description="auto = bfloat16 where the CPU computes it natively (or on CUDA), float32 otherwise."
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    quantization: Literal["none", "int8"] = Field(
+        "none", description="int8: weight-only int8 projections (a scale per output row) for faster decoding at low concurrency on CPU, at a small cost in agreement with the full-precision model (bench/quantization.py); none: weights in `dtype`."
+    )
     max_model_len: int | None = Field(None, ge=16, le=1_048_576, description="Context length; default: the model's own.")
     kv_cache_mb: int = Field(512, ge=1, le=1_048_576, description="Memory budget of the paged KV cache.")
     block_size: int = Field(16, ge=1, le=256, description="Tokens per KV-cache block.")

@@ -52,6 +52,10 @@ def build_core(spec: Any, loaded: Any, device: torch.device | str, dtype: torch.
 
     device = torch.device(device)
     model = Llama.from_hf(loaded.config, loaded.tensors, device, dtype)
+    if spec.quantization == "int8":
+        if device.type != "cpu":
+            raise ValueError(f"model {spec.name!r}: quantization=int8 runs on CPU only (this model is on {device})")
+        log.info("engine: %d projections run on int8 weights", model.quantize_int8())
     if model.pack_weights():
         log.info("engine: projections run on oneDNN-packed bf16 weights")
     threads = ThreadTuner(model, fixed=num_threads) if device.type == "cpu" else None

@@ -60,6 +60,9 @@ def _fallback_engine(spec: ModelSpec, loaded: LoadedModel, device: torch.device,
         from llmaas.engine.models.hf_fallback import build_fallback_engine
     except ImportError as e:
         raise ValueError(f"model {spec.name!r}: architecture {loaded.architecture!r} is not supported") from e
+    if spec.quantization != "none":
+        raise ValueError(f"model {spec.name!r}: quantization={spec.quantization} needs the native engine, which does "
+                         f"not serve architecture {loaded.architecture!r}")
     return build_fallback_engine(spec, loaded, device, dtype)
 
 

@@ -1,5 +1,6 @@
 """The hand-written CPU kernels: paged decode attention equals attention over gathered K/V (fp32 and bf16 storage),
-the engine's tokens do not depend on which path runs, and a machine without a compiler keeps the torch path."""
+the fused element-wise ops equal the torch ops they replace, the engine's tokens do not depend on which path runs,
+and a machine without a compiler keeps the torch path."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from llmaas.engine import kernels
+from llmaas.engine.kernels import fused
 from llmaas.engine.kernels.paged_attention import available, paged_decode
 
 CPU = torch.device("cpu")
@@ -59,9 +61,9 @@ def test_engine_tokens_do_not_depend_on_the_attention_path(tiny_model_dir: Path,
 
     def run(paged: bool) -> dict[str, list[int]]:
         core = build_core(spec, loaded, "cpu", torch.float32, num_threads=1)
-        if paged and not core.runner.paged_decode:
+        if paged and not (core.runner.paged_decode and fused.available(torch.float32)):
             pytest.skip("no C++ compiler here: the torch path runs")
-        core.runner.paged_decode = paged
+        core.runner.paged_decode = fused.ENABLED = paged
         for i, p in enumerate(prompts):
             core.add_request(EngineRequest(f"r{i}", p, SamplingParams(max_tokens=24, temperature=0.0,
                                                                       ignore_eos=True)))
@@ -71,7 +73,55 @@ def test_engine_tokens_do_not_depend_on_the_attention_path(tiny_model_dir: Path,
                 out.setdefault(ev.request_id, []).extend(ev.token_ids)
         return out
 
-    assert run(True) == run(False)
+    try:
+        assert run(True) == run(False)
+    finally:
+        fused.ENABLED = True
+
+
+def _with_and_without_kernels(fn):  # type: ignore[no-untyped-def]
+    try:
+        fused.ENABLED = True
+        kernel = fn()
+        fused.ENABLED = False
+        return kernel, fn()
+    finally:
+        fused.ENABLED = True
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_rope_and_kv_write_are_bit_identical_to_torch(dtype: torch.dtype) -> None:
+    if not fused.available(dtype):
+        pytest.skip("no C++ compiler here: the torch path runs")
+    g = torch.Generator().manual_seed(3)
+    T, H, Hkv, D = 11, 6, 2, 32
+    qkv = torch.randn(T, 40, (H + 2 * Hkv) * D, generator=g).to(dtype)[:, 3]  # rows with a stride, like a slice
+    cos, sin = (torch.randn(T, D, generator=g).to(dtype) for _ in range(2))
+    slots = torch.randperm(64, generator=g)[:T]
+
+    def run() -> tuple[torch.Tensor, ...]:
+        kc, vc = torch.zeros(Hkv, 4, 16, D, dtype=dtype), torch.zeros(Hkv, 4, 16, D, dtype=dtype)
+        return fused.rope_write_kv(qkv, cos, sin, slots, kc, vc, H, Hkv), kc, vc
+
+    for a, b in zip(*_with_and_without_kernels(run)):
+        assert torch.equal(a, b)
+
+
+def test_fused_norm_and_activation_match_torch_in_bf16_and_stay_off_in_fp32() -> None:
+    if not fused.available(torch.bfloat16):
+        pytest.skip("no C++ compiler here: the torch path runs")
+    g = torch.Generator().manual_seed(4)
+    x, delta = (torch.randn(37, 576, generator=g).bfloat16() for _ in range(2))
+    weight = torch.randn(576, generator=g).bfloat16()
+    gate_up = (torch.randn(37, 2 * 1536, generator=g) * 6).bfloat16()
+    kernel, reference = _with_and_without_kernels(
+        lambda: (*fused.add_rms_norm(x, delta, weight, 1e-5), fused.rms_norm(x, weight, 1e-5), fused.silu_mul(gate_up)))
+    for a, b in zip(kernel, reference):
+        assert a.dtype == b.dtype == torch.bfloat16 and a.shape == b.shape
+        torch.testing.assert_close(a.float(), b.float(), rtol=2**-7, atol=1e-6)  # within one bf16 ulp
+        assert (a != b).float().mean() < 1e-3  # and almost every element bit-identical
+    # fp32 keeps torch's own norm and activation: its output is token-identical to transformers
+    assert fused._kernel("add_rms_norm", x.float()) is None and fused._kernel("silu_mul", x.float()) is None
 
 
 def test_no_compiler_keeps_the_torch_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

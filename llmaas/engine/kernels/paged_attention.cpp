@@ -8,73 +8,78 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
+
+#include "bf16.h"
+#include "fast_exp.h"
+#include "paged_attention_bf16.h"
 
 namespace {
 
-inline float load(float x) { return x; }
-inline float load(uint16_t x) {
-  uint32_t u = static_cast<uint32_t>(x) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-inline void store(float x, float* out) { *out = x; }
-inline void store(float x, uint16_t* out) {  // round to nearest even, as torch's float -> bfloat16
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) { *out = 0x7fc0; return; }  // NaN
-  u += 0x7fffu + ((u >> 16) & 1u);
-  *out = static_cast<uint16_t>(u >> 16);
-}
+using llmaas::fast_exp;
+using llmaas::load;
+using llmaas::store;
 
 constexpr int64_t kMaxGD = 8192;  // G*D held on the stack per (sequence, head)
+constexpr int64_t kMaxD = 1024;
 
-template <typename T>
+// Each key and value row is converted to fp32 once and used by all G query heads of its KV head (GQA), and the G
+// dot products per key run in one pass over the row: the loads and conversions, not the multiplies, bound this loop.
+// kD > 0: the head dimension fixed at compile time (the inner loops unroll into whole vectors); 0: `D` at run time.
+template <typename T, int64_t kD>
 void decode(const T* q, const T* k_cache, const T* v_cache, const int64_t* table, const int64_t* lens, T* out,
-            int64_t S, int64_t Hkv, int64_t G, int64_t D, int64_t N, int64_t bs, int64_t nb, float scale,
+            int64_t S, int64_t Hkv, int64_t G, int64_t head_dim, int64_t N, int64_t bs, int64_t nb, float scale,
             float* work, int64_t L) {
+  const int64_t D = kD > 0 ? kD : head_dim;
   const int64_t H = Hkv * G;
 #pragma omp parallel for schedule(dynamic, 1) if (S * Hkv >= 4)
   for (int64_t sh = 0; sh < S * Hkv; ++sh) {
     const int64_t s = sh / Hkv, h = sh % Hkv;
     const int64_t len = lens[s];
     float* scores = work + sh * G * L;  // [G, L]
-    float qf[kMaxGD], acc[kMaxGD];
+    float qf[kMaxGD], acc[kMaxGD], row[kMaxD];
     for (int64_t g = 0; g < G; ++g)
-      for (int64_t d = 0; d < D; ++d) qf[g * D + d] = load(q[(s * H + h * G + g) * D + d]);
-    for (int64_t t = 0; t < len; ++t) {
-      const int64_t block = table[s * nb + t / bs];
-      const T* k = k_cache + ((h * N + block) * bs + t % bs) * D;
-      for (int64_t g = 0; g < G; ++g) {
-        const float* qg = qf + g * D;
-        float dot = 0.f;
+      for (int64_t d = 0; d < D; ++d) qf[g * D + d] = load(q[(s * H + h * G + g) * D + d]) * scale;
+    // Block by block: one table lookup per block, no division per key.
+    for (int64_t b = 0, t0 = 0; t0 < len; ++b, t0 += bs) {
+      const T* kb = k_cache + (h * N + table[s * nb + b]) * bs * D;
+      const int64_t n = len - t0 < bs ? len - t0 : bs;
+      for (int64_t j = 0; j < n; ++j) {
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) row[d] = load(kb[j * D + d]);
+        for (int64_t g = 0; g < G; ++g) {
+          const float* qg = qf + g * D;
+          float dot = 0.f;
 #pragma omp simd reduction(+ : dot)
-        for (int64_t d = 0; d < D; ++d) dot += qg[d] * load(k[d]);
-        scores[g * L + t] = dot * scale;
+          for (int64_t d = 0; d < D; ++d) dot += qg[d] * row[d];
+          scores[g * L + t0 + j] = dot;
+        }
       }
     }
     float inv[64];
     for (int64_t g = 0; g < G; ++g) {
       float* sc = scores + g * L;
-      float m = -INFINITY;
+      float m = -INFINITY, sum = 0.f;
       for (int64_t t = 0; t < len; ++t) m = sc[t] > m ? sc[t] : m;
-      float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
       for (int64_t t = 0; t < len; ++t) {
-        sc[t] = std::exp(sc[t] - m);
+        sc[t] = fast_exp(sc[t] - m);
         sum += sc[t];
       }
       inv[g] = 1.f / sum;
     }
     for (int64_t i = 0; i < G * D; ++i) acc[i] = 0.f;
-    for (int64_t t = 0; t < len; ++t) {
-      const int64_t block = table[s * nb + t / bs];
-      const T* v = v_cache + ((h * N + block) * bs + t % bs) * D;
-      for (int64_t g = 0; g < G; ++g) {
-        const float w = scores[g * L + t];
-        float* a = acc + g * D;
+    for (int64_t b = 0, t0 = 0; t0 < len; ++b, t0 += bs) {
+      const T* vb = v_cache + (h * N + table[s * nb + b]) * bs * D;
+      const int64_t n = len - t0 < bs ? len - t0 : bs;
+      for (int64_t j = 0; j < n; ++j) {
 #pragma omp simd
-        for (int64_t d = 0; d < D; ++d) a[d] += w * load(v[d]);
+        for (int64_t d = 0; d < D; ++d) row[d] = load(vb[j * D + d]);
+        for (int64_t g = 0; g < G; ++g) {
+          const float w = scores[g * L + t0 + j];
+          float* a = acc + g * D;
+#pragma omp simd
+          for (int64_t d = 0; d < D; ++d) a[d] += w * row[d];
+        }
       }
     }
     for (int64_t g = 0; g < G; ++g)
@@ -82,21 +87,34 @@ void decode(const T* q, const T* k_cache, const T* v_cache, const int64_t* table
   }
 }
 
+template <typename T>
+void dispatch(const T* q, const T* k, const T* v, const int64_t* table, const int64_t* lens, T* out, int64_t S,
+              int64_t Hkv, int64_t G, int64_t D, int64_t N, int64_t bs, int64_t nb, float scale, float* work,
+              int64_t L) {
+  if (D == 64) return decode<T, 64>(q, k, v, table, lens, out, S, Hkv, G, D, N, bs, nb, scale, work, L);
+  if (D == 128) return decode<T, 128>(q, k, v, table, lens, out, S, Hkv, G, D, N, bs, nb, scale, work, L);
+  decode<T, 0>(q, k, v, table, lens, out, S, Hkv, G, D, N, bs, nb, scale, work, L);
+}
+
 }  // namespace
 
 extern "C" {
 
 int llmaas_max_group_dim() { return static_cast<int>(kMaxGD); }
+int llmaas_max_head_dim() { return static_cast<int>(kMaxD); }
 
 void llmaas_paged_decode_f32(const float* q, const float* k, const float* v, const int64_t* table, const int64_t* lens,
                              float* out, int64_t S, int64_t Hkv, int64_t G, int64_t D, int64_t N, int64_t bs,
                              int64_t nb, float scale, float* work, int64_t L) {
-  decode(q, k, v, table, lens, out, S, Hkv, G, D, N, bs, nb, scale, work, L);
+  dispatch(q, k, v, table, lens, out, S, Hkv, G, D, N, bs, nb, scale, work, L);
 }
 
 void llmaas_paged_decode_bf16(const uint16_t* q, const uint16_t* k, const uint16_t* v, const int64_t* table,
                               const int64_t* lens, uint16_t* out, int64_t S, int64_t Hkv, int64_t G, int64_t D,
                               int64_t N, int64_t bs, int64_t nb, float scale, float* work, int64_t L) {
-  decode(q, k, v, table, lens, out, S, Hkv, G, D, N, bs, nb, scale, work, L);
+#ifdef LLMAAS_HAVE_AVX512_BF16
+  if (llmaas::decode_bf16_fast(q, k, v, table, lens, out, S, Hkv, G, D, N, bs, nb, scale, work, L)) return;
+#endif
+  dispatch(q, k, v, table, lens, out, S, Hkv, G, D, N, bs, nb, scale, work, L);
 }
 }

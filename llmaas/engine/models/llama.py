@@ -1,9 +1,11 @@
 """The Llama family (Llama 2/3, Mistral, Qwen2, SmolLM) over the paged KV cache, written the gpt-fast way.
 
 One forward computes a flattened batch of T tokens from many sequences (prefill chunks and decodes mixed):
-the projections run once over all T rows; only attention is per *group* of sequences (all decodes together,
-each prefill chunk alone), over K/V gathered from the cache by block table: one SDPA call per prefill chunk, two
-batched matmuls for the decodes. On CPU in bf16 the projections run on oneDNN-packed weights (`engine/cpu.py`'s `Linear`).
+the projections run once over all T rows; only attention is per *group* of sequences: all decodes together, read
+from the paged cache in place (kernels/paged_attention), each prefill chunk alone over K/V gathered by block table
+(one SDPA call). The element-wise steps between the matmuls (rotary + K/V write, residual add + RMSNorm, SiLU * up)
+are fused passes where kernels/fused runs. On CPU the projections run on oneDNN-packed bf16 weights or int8 weights
+(`engine/cpu.py`'s `Linear`).
 
 Reads HF-named weights (q/k/v fused into one matmul, gate/up into another); supports GQA, tied embeddings,
 rope_theta, llama3 rope_scaling, attention/MLP biases (Qwen2's qkv bias). It is not a trainer, does not own the
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from llmaas.engine.cpu import Linear
+from llmaas.engine.kernels import fused
 from llmaas.engine.kernels.paged_attention import paged_decode
 
 
@@ -133,12 +136,6 @@ def rope_tables(args: ModelArgs, max_len: int) -> tuple[Tensor, Tensor]:
     return emb.cos(), emb.sin()
 
 
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    # x: [T, H, D]; cos, sin: [T, 1, D]
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
-
-
 # --- modules ---------------------------------------------------------------------------------------------
 
 
@@ -149,8 +146,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        # Normalize in fp32, scale in the model dtype: HF's LlamaRMSNorm bit for bit (checked), in one fused kernel.
-        return self.weight * F.rms_norm(x.float(), self.weight.shape, eps=self.eps).to(x.dtype)
+        # Normalize in fp32, scale in the model dtype: HF's LlamaRMSNorm bit for bit (checked).
+        return fused.rms_norm(x, self.weight, self.eps)
 
 
 def _lora(lora: LoraHook | None, y: Tensor, layer: int, name: str, x: Tensor) -> Tensor:
@@ -177,11 +174,7 @@ class Attention(nn.Module):
         if b.lora is not None:
             q, k, v = qkv.split([a.q_size, a.kv_size, a.kv_size], dim=-1)
             qkv = torch.cat([_lora(b.lora, t, i, n, x) for t, n in ((q, "q_proj"), (k, "k_proj"), (v, "v_proj"))], -1)
-        # rotate q and k heads together: [T, H + Hkv, D]
-        qk = apply_rope(qkv[:, : a.q_size + a.kv_size].view(T, a.n_heads + a.n_kv_heads, a.head_dim), cos, sin)
-        q, k = qk.split([a.n_heads, a.n_kv_heads], dim=1)  # [T, H, D], [T, Hkv, D]
-        v = qkv[:, a.q_size + a.kv_size :].view(T, a.n_kv_heads, a.head_dim)
-        write_kv(k_cache, v_cache, b.slot_mapping, k, v)
+        q = fused.rope_write_kv(qkv, cos, sin, b.slot_mapping, k_cache, v_cache, a.n_heads, a.n_kv_heads)  # [T, H, D]
         if len(b.groups) == 1 and b.groups[0].rows is None:  # all decodes, or one prefill chunk alone
             y = self._attend(q, b.groups[0], k_cache, v_cache)
         else:
@@ -215,13 +208,6 @@ class Attention(nn.Module):
         return o.view(Hkv, S, G, Q, D).permute(1, 3, 0, 2, 4).reshape(S * Q, a.n_heads, D)
 
 
-def write_kv(k_cache: Tensor, v_cache: Tensor, slots: Tensor, k: Tensor, v: Tensor) -> None:
-    # k, v: [T, Hkv, D] into the flat slots of the paged cache [Hkv, N, bs, D], in place
-    Hkv, D = k.shape[1], k.shape[2]
-    k_cache.view(Hkv, -1, D).index_copy_(1, slots, k.transpose(0, 1))
-    v_cache.view(Hkv, -1, D).index_copy_(1, slots, v.transpose(0, 1))
-
-
 def gather_kv(cache: Tensor, block_table: Tensor) -> Tensor:
     # cache: [Hkv, N, bs, D], block_table: [S, nb] -> [Hkv, S, nb*bs, D], contiguous
     S, nb = block_table.shape
@@ -237,10 +223,12 @@ class MLP(nn.Module):
         self.w_down = Linear(args.intermediate_size, args.dim, bias=bias)
 
     def forward(self, x: Tensor, lora: LoraHook | None) -> Tensor:
-        gate, up = self.w_gate_up(x).split([self.inter, self.inter], dim=-1)  # [T, I] each
+        gate_up = self.w_gate_up(x)  # [T, 2I]
         if lora is not None:
-            gate, up = _lora(lora, gate, self.layer_idx, "gate_proj", x), _lora(lora, up, self.layer_idx, "up_proj", x)
-        h = F.silu(gate) * up
+            gate, up = gate_up.split([self.inter, self.inter], dim=-1)
+            i = self.layer_idx
+            gate_up = torch.cat([_lora(lora, gate, i, "gate_proj", x), _lora(lora, up, i, "up_proj", x)], dim=-1)
+        h = fused.silu_mul(gate_up)
         return _lora(lora, self.w_down(h), self.layer_idx, "down_proj", h)
 
 
@@ -253,8 +241,9 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(args.dim, args.norm_eps)
 
     def forward(self, x: Tensor, b: ForwardBatch, cos: Tensor, sin: Tensor, kc: Tensor, vc: Tensor) -> Tensor:
-        h: Tensor = x + self.attn(self.attn_norm(x), b, cos, sin, kc, vc)
-        out: Tensor = h + self.mlp(self.mlp_norm(h), b.lora)
+        h, normed = fused.add_rms_norm(x, self.attn(self.attn_norm(x), b, cos, sin, kc, vc), self.mlp_norm.weight,
+                                       self.mlp_norm.eps)  # h = x + attn; normed = mlp_norm(h)
+        out: Tensor = h + self.mlp(normed, b.lora)
         return out
 
 
@@ -273,26 +262,34 @@ class Llama(nn.Module):
         cos, sin = rope_tables(self.args, max_len)
         self.rope_cos, self.rope_sin = cos.to(device, dtype), sin.to(device, dtype)
 
+    def quantize_int8(self) -> int:
+        """Projections and the LM head on int8 weights (kernels/int8_linear) where their input dimension allows;
+        the embedding table stays. Returns how many were quantized."""
+        tied = self.lm_head.weight is self.embed.weight
+        return sum(m.quantize_int8(keep_weight=tied and m is self.lm_head) for m in self.modules()
+                   if isinstance(m, Linear))
+
     def pack_weights(self) -> bool:
         """CPU bf16: run every projection on oneDNN-packed weights (see `Linear`); True if all of them were packed.
 
         Only bf16 on CPU: in fp32 the packed kernel rounds differently from F.linear (MKL), and fp32 is the dtype
         whose parity with transformers is exact. Packed weights replace the originals, except the LM head's when it
-        is the (tied) embedding table.
+        is the (tied) embedding table. Projections already on int8 weights stay so.
         """
-        w = self.lm_head.weight
+        w = self.embed.weight
         if w.device.type != "cpu" or w.dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available():
             return False
         tied = self.lm_head.weight is self.embed.weight
-        return all([m.pack(keep_weight=tied and m is self.lm_head) for m in self.modules() if isinstance(m, Linear)])
+        dense = [m for m in self.modules() if isinstance(m, Linear) and m.qweight is None]
+        return bool(dense) and all([m.pack(keep_weight=tied and m is self.lm_head) for m in dense])
 
     def forward(self, b: ForwardBatch, kv_caches: list[tuple[Tensor, Tensor]]) -> Tensor:
         """Logits [R, V] (fp32) at `b.logit_rows`, after writing the K/V of all T tokens into the cache."""
         if self.rope_cos is None or self.rope_sin is None:
             raise RuntimeError("setup_rope() must run before forward()")
         x = self.embed(b.input_ids)  # [T, dim]
-        cos = self.rope_cos.index_select(0, b.positions).unsqueeze(1)  # [T, 1, D]
-        sin = self.rope_sin.index_select(0, b.positions).unsqueeze(1)
+        cos = self.rope_cos.index_select(0, b.positions)  # [T, D]
+        sin = self.rope_sin.index_select(0, b.positions)
         for layer, (kc, vc) in zip(self.layers, kv_caches):
             x = layer(x, b, cos, sin, kc, vc)
         x = self.norm(x.index_select(0, b.logit_rows))  # [R, dim]: the LM head only where someone samples
