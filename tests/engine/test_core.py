@@ -4,7 +4,6 @@ detokenizer and byte tokenizer (STYLE habit 3). Checks events, text, stop string
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -26,9 +25,12 @@ class CountingRunner:
     """Logits that make the next token `last + 1` (wrapping inside the byte range)."""
 
     def __init__(self) -> None:
-        self.model = SimpleNamespace(args=SimpleNamespace(vocab_size=V))
+        self.vocab_size = V
         self.device = torch.device("cpu")
         self.calls: list[list[tuple[str, int, int]]] = []
+
+    def release(self, request_id: str) -> None:
+        pass
 
     def execute(self, sched: SchedulerOutput) -> RunnerOutput:
         self.calls.append([(s.request.request_id, s.start, s.num_new) for s in sched.seqs])
