@@ -242,13 +242,17 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """Start a peer, wait until it answers, sample the RSS of its process tree, stop it (whole process group)."""
+    """Start a peer, wait until it answers, sample the memory of its process tree, stop it (whole process group).
+
+    Memory is sampled two ways: RSS summed over the tree (what each process holds, pages of shared libraries
+    counted once per process that maps them) and PSS summed (shared pages split among their processes: the tree's
+    real footprint). They differ most for servers of several processes that each map libtorch (~250 MB)."""
 
     def __init__(self, peer: Peer, log: Path):
         self.peer, self.log, self.port = peer, log, free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.peak_rss = 0
-        self._level_peak = 0
+        self.peak_rss = self.peak_pss = 0
+        self._level_peak = self._level_peak_pss = 0
         self._stop = threading.Event()
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text("")
@@ -283,25 +287,31 @@ class ServerProcess:
         self._logf.flush()
         return self.log.read_text(errors="replace")[-n:]
 
-    def rss(self) -> int:
+    def memory(self) -> tuple[int, int]:
+        """(RSS, PSS) in bytes, summed over the process tree (PSS from /proc/PID/smaps_rollup: cheap to read)."""
         try:
             root = psutil.Process(self.proc.pid)
             procs = [root, *root.children(recursive=True)]
         except psutil.Error:
-            return 0
-        total = 0
+            return 0, 0
+        rss = pss = 0
         for p in procs:
             try:
-                total += p.memory_info().rss
-            except psutil.Error:
+                rss += p.memory_info().rss
+                with open(f"/proc/{p.pid}/smaps_rollup") as f:
+                    pss += next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("Pss:"))
+            except (psutil.Error, OSError, StopIteration):
                 pass
-        return total
+        return rss, pss
+
+    def rss(self) -> int:
+        return self.memory()[0]
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            r = self.rss()
-            self.peak_rss = max(self.peak_rss, r)
-            self._level_peak = max(self._level_peak, r)
+            r, p = self.memory()
+            self.peak_rss, self.peak_pss = max(self.peak_rss, r), max(self.peak_pss, p)
+            self._level_peak, self._level_peak_pss = max(self._level_peak, r), max(self._level_peak_pss, p)
             self._stop.wait(0.2)
 
     def cpu_busy(self, window: float = 1.0) -> float:
@@ -340,9 +350,11 @@ class ServerProcess:
         self.__enter__()
         return "restarted"
 
-    def take_level_peak(self) -> int:
-        peak, self._level_peak = self._level_peak, self.rss()
-        return peak
+    def take_level_peak(self) -> tuple[int, int]:
+        """(RSS, PSS) peaks since the last call."""
+        peak, peak_pss = self._level_peak, self._level_peak_pss
+        self._level_peak, self._level_peak_pss = self.memory()
+        return peak, peak_pss
 
     def pids(self) -> list[int]:
         try:
