@@ -172,7 +172,13 @@ def peers(threads: int = THREADS) -> dict[str, Peer]:
              env={"LLMAAS_DATA_DIR": tempfile.mkdtemp(prefix="llmaas-bench-"), **omp}),
         Peer("llmaas-thread", "llmaas serve, engine core in a thread of the API process (engine_process: false)",
              lambda port: ["llmaas", "serve", "--no-auth", "--no-worker", "--port", str(port),
-                           "--config", str(_thread_config())],
+                           "--config", str(_config("thread", "engine_process: false"))],
+             "SmolLM2-135M-Instruct",
+             [lambda m: {"ignore_eos": True, "stream_options": {"include_usage": True}}],
+             env={"LLMAAS_DATA_DIR": tempfile.mkdtemp(prefix="llmaas-bench-"), **omp}),
+        Peer("llmaas-int8", "llmaas serve with weight-only int8 projections (quantization: int8)",
+             lambda port: ["llmaas", "serve", "--no-auth", "--no-worker", "--port", str(port),
+                           "--config", str(_config("int8", "quantization: int8"))],
              "SmolLM2-135M-Instruct",
              [lambda m: {"ignore_eos": True, "stream_options": {"include_usage": True}}],
              env={"LLMAAS_DATA_DIR": tempfile.mkdtemp(prefix="llmaas-bench-"), **omp}),
@@ -223,11 +229,12 @@ def peers(threads: int = THREADS) -> dict[str, Peer]:
     ]}
 
 
-def _thread_config() -> Path:
-    """A config serving the default models with the engine core inside the API process (the old layout)."""
-    path = Path(tempfile.mkdtemp(prefix="llmaas-bench-")) / "thread.yaml"
+def _config(name: str, chat_option: str) -> Path:
+    """A config serving the default models with one option on the chat model (e.g. `engine_process: false`, the old
+    layout with the engine core inside the API process, or `quantization: int8`)."""
+    path = Path(tempfile.mkdtemp(prefix="llmaas-bench-")) / f"{name}.yaml"
     path.write_text("models:\n"
-                    "  - {name: SmolLM2-135M-Instruct, source: 'builtin:smollm2', engine_process: false}\n"
+                    f"  - {{name: SmolLM2-135M-Instruct, source: 'builtin:smollm2', {chat_option}}}\n"
                     "  - {name: all-MiniLM-L6-v2, source: 'builtin:all-minilm-l6-v2', kind: embedding}\n")
     return path
 

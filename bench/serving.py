@@ -29,7 +29,8 @@ from load import as_dict, make_workload, probe, run_level  # noqa: E402
 from peers import THREADS, ServerProcess, peers, torch_dtype_name  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PEER_ORDER = ["vllm", "llama-server", "llmaas-thread", "llama-cpp-python", "transformers-serve", "naive"]
+PEER_ORDER = ["vllm", "llama-server", "llmaas-int8", "llmaas-thread", "llama-cpp-python", "transformers-serve",
+              "naive"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -239,6 +240,10 @@ def targets(result: dict, by: dict, me: dict) -> list[str]:
         if m1 and p1 and p1["tpot_p50_ms"]:
             check(f"TPOT p50 at 1 stream <= {name}'s", m1["tpot_p50_ms"] <= p1["tpot_p50_ms"],
                   f"{m1['tpot_p50_ms']:.1f} vs {p1['tpot_p50_ms']:.1f} ms")
+    q1, l1 = (by.get("llmaas-int8") and _level(by["llmaas-int8"], 1)), ls and _level(ls, 1)
+    if q1 and l1 and q1["tpot_p50_ms"] and l1["tpot_p50_ms"]:
+        check("TPOT p50 at 1 stream, int8 weights <= llama-server's", q1["tpot_p50_ms"] <= l1["tpot_p50_ms"],
+              f"{q1['tpot_p50_ms']:.1f} vs {l1['tpot_p50_ms']:.1f} ms")
     p1 = vllm and _level(vllm, 1)
     if m1 and p1:
         check("TTFT p50 at 1 stream <= vLLM CPU's", m1["ttft_p50_ms"] <= p1["ttft_p50_ms"],
