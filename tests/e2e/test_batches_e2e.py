@@ -156,6 +156,23 @@ def test_another_project_cannot_see_it(server: LlmaasProcess, client: openai.Ope
         rival.files.content(done.output_file_id)  # type: ignore[arg-type]
 
 
+def test_cli_create_watch_download(server: LlmaasProcess, tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from llmaas.cli import cli
+
+    (tmp_path / "in.jsonl").write_bytes(lines("/v1/chat/completions", [chat_body(0), chat_body(1, max_tokens="x")]))
+    conn = ["--base-url", server.url, "--api-key", server.api_key]
+    made = CliRunner().invoke(cli, ["batches", "create", *conn, "--file", str(tmp_path / "in.jsonl"), "--watch"])
+    assert made.exit_code == 0, made.output
+    batch_id = made.output.splitlines()[0]
+    assert batch_id.startswith("batch_") and "status: completed" in made.output
+    for flag, expected in (("--results", "req-0"), ("--errors", "req-1")):
+        got = CliRunner().invoke(cli, ["batches", "download", *conn, batch_id, flag, "-o", str(tmp_path / "out.jsonl")])
+        assert got.exit_code == 0, got.output
+        assert [json.loads(x)["custom_id"] for x in (tmp_path / "out.jsonl").read_text().splitlines()] == [expected]
+
+
 def test_kill_9_mid_batch_then_restart_completes_exactly_once(server: LlmaasProcess, client: openai.OpenAI) -> None:
     bodies = [chat_body(i, max_tokens=32, ignore_eos=True) for i in range(30)]
     batch = submit(client, lines("/v1/chat/completions", bodies), "/v1/chat/completions")
