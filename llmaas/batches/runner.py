@@ -57,7 +57,8 @@ class _Run:
 
     @property
     def stop(self) -> bool:
-        return self.lost or self.status != S.IN_PROGRESS or time.time() >= self.batch.expires_at
+        return (self.lost or self.principal is None or self.status != S.IN_PROGRESS
+                or time.time() >= self.batch.expires_at)
 
 
 class BatchRunner:
@@ -155,6 +156,8 @@ class BatchRunner:
                 run.lost = True
                 return
             run.status = S.of(status)
+            if await self._db(principal_of, run.batch) is None:  # its key was revoked or expired meanwhile
+                run.principal = None
 
     async def _run_lines(self, run: _Run) -> None:
         slots = asyncio.Semaphore(self.settings.batch_concurrency)
