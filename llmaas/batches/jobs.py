@@ -201,13 +201,13 @@ def claim(session: Session, *, worker_id: str, lease_s: float) -> Batch | None:
     return None
 
 
-def heartbeat(session: Session, batch_id: str, *, worker_id: str, lease_s: float) -> str | None:
-    """Extend the lease; the batch's status, or None when it is no longer ours."""
+def heartbeat(session: Session, batch_id: str, *, worker_id: str, lease_s: float) -> Batch | None:
+    """Extend the lease; the batch as it is now (status, window), or None when it is no longer ours."""
     moved = session.execute(
         update(Batch).where(Batch.id == batch_id, Batch.worker_id == worker_id, Batch.status.in_(ACTIVE))
         .values(lease_until=time.time() + lease_s)
     ).rowcount  # type: ignore[attr-defined]
-    return session.scalar(select(Batch.status).where(Batch.id == batch_id)) if moved == 1 else None
+    return session.get(Batch, batch_id, populate_existing=True) if moved == 1 else None
 
 
 def release(session: Session, batch_id: str, *, worker_id: str) -> None:

@@ -148,16 +148,19 @@ class BatchRunner:
         while True:
             await asyncio.sleep(self.settings.batch_lease_s / 3)
             try:
-                status = await self._db(J.heartbeat, run.batch.id, worker_id=self.worker_id, lease_s=self.settings.batch_lease_s)
+                now_ = await self._db(J.heartbeat, run.batch.id, worker_id=self.worker_id, lease_s=self.settings.batch_lease_s)
             except Exception:  # a database hiccup: the lease outlives a few misses
                 log.warning("batch heartbeat failed for %s", run.batch.id, exc_info=True)
                 continue
-            if status is None:
+            if now_ is None:
                 run.lost = True
                 return
-            run.status = S.of(status)
+            run.status, run.batch.expires_at = S.of(now_.status), now_.expires_at
             if await self._db(principal_of, run.batch) is None:  # its key was revoked or expired meanwhile
                 run.principal = None
+            if run.stop:  # cancelled, expired or revoked: abort the lines in flight now, not when they finish
+                for task in list(run.tasks):
+                    task.cancel()
 
     async def _run_lines(self, run: _Run) -> None:
         slots = asyncio.Semaphore(self.settings.batch_concurrency)

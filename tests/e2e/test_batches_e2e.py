@@ -87,6 +87,8 @@ def test_chat_batch_answers_as_interactive_requests_do(client: openai.OpenAI) ->
         assert cached(body["usage"]) == cached(alone["usage"])
     page = client.batches.list(limit=1)
     assert page.data[0].id == batch.id and page.has_more is False
+    scrape = httpx.get(str(client.base_url).removesuffix("/v1/") + "/metrics").text
+    assert 'llmaas_batch_lines_done_total{outcome="completed"}' in scrape and "llmaas_batch_lines_queued" in scrape
 
 
 def test_embeddings_batch_matches_the_embeddings_endpoint(client: openai.OpenAI) -> None:
@@ -126,7 +128,7 @@ def test_an_invalid_input_file_is_refused_naming_the_line(client: openai.OpenAI)
 
 
 def test_cancel_keeps_the_lines_that_finished(client: openai.OpenAI) -> None:
-    bodies = [chat_body(i, max_tokens=48, ignore_eos=True) for i in range(40)]
+    bodies = [chat_body(i, max_tokens=400, ignore_eos=True) for i in range(40)]
     batch = submit(client, lines("/v1/chat/completions", bodies), "/v1/chat/completions")
     wait(client, batch.id, lambda b: b.request_counts.completed >= 2)
     cancelling = client.batches.cancel(batch.id)
@@ -138,12 +140,27 @@ def test_cancel_keeps_the_lines_that_finished(client: openai.OpenAI) -> None:
     assert len({r["custom_id"] for r in out}) == len(out)
 
 
+def test_past_its_window_a_batch_expires_with_partial_output(server: LlmaasProcess, client: openai.OpenAI) -> None:
+    bodies = [chat_body(i, max_tokens=400, ignore_eos=True) for i in range(40)]
+    batch = submit(client, lines("/v1/chat/completions", bodies), "/v1/chat/completions")
+    wait(client, batch.id, lambda b: b.request_counts.completed >= 2)
+    with sqlite3.connect(server.data_dir / "llmaas.db") as db:  # the 24 h window, over now
+        db.execute("update batches set expires_at = 1 where id = ?", (batch.id,))
+    done = wait(client, batch.id, finished)
+    assert done.status == "expired" and done.expired_at and done.request_counts.total == 40
+    out, errors = read_lines(client, done.output_file_id), read_lines(client, done.error_file_id)
+    assert len(out) == done.request_counts.completed >= 2 and len(errors) == done.request_counts.failed == 40 - len(out)
+    assert {e["error"]["code"] for e in errors} == {"batch_expired"} and all(e["response"] is None for e in errors)
+    assert sorted(r["custom_id"] for r in out + errors) == sorted(f"req-{i}" for i in range(40))
+
+
 def test_another_project_cannot_see_it(server: LlmaasProcess, client: openai.OpenAI) -> None:
     done = wait(client, submit(client, lines("/v1/chat/completions", [chat_body(0)]), "/v1/chat/completions").id, finished)
     admin = {"Authorization": f"Bearer {server.api_key}"}
     with httpx.Client(base_url=server.url, timeout=30) as http:
         assert http.post("/admin/projects", json={"id": "rival", "name": "Rival"}, headers=admin).status_code == 200
-        key = http.post("/admin/keys", json={"project_id": "rival", "name": "r"}, headers=admin).json()["key"]
+        created = http.post("/admin/keys", json={"project_id": "rival", "name": "r"}, headers=admin).json()
+    key = created["key"]
     rival = openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0, timeout=30)
     assert rival.batches.list().data == []
     for call in (lambda i: rival.batches.retrieve(i), lambda i: rival.batches.cancel(i)):
@@ -154,6 +171,20 @@ def test_another_project_cannot_see_it(server: LlmaasProcess, client: openai.Ope
         assert theirs.value.body == {**random.value.body, "message": random.value.body["message"].replace("0" * 48, done.id[6:])}
     with pytest.raises(openai.NotFoundError):
         rival.files.content(done.output_file_id)  # type: ignore[arg-type]
+    # The rival's own batch runs as its key: revoking the key stops the batch (its pending lines fail).
+    mine = submit(rival, lines("/v1/chat/completions", [chat_body(i, max_tokens=400, ignore_eos=True) for i in range(40)]),
+                  "/v1/chat/completions")
+    wait(rival, mine.id, lambda b: b.request_counts.completed >= 1)
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        assert http.post(f"/admin/keys/{created['id']}/revoke", headers=admin).status_code == 200
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        row = sqlite3.connect(server.data_dir / "llmaas.db").execute("select status, failed from batches where id = ?",
+                                                                     (mine.id,)).fetchone()
+        if row[0] == "failed":
+            break
+        time.sleep(0.1)
+    assert row[0] == "failed" and row[1] >= 1  # read in the database: the rival's key can no longer ask
 
 
 def test_cli_create_watch_download(server: LlmaasProcess, tmp_path: Any) -> None:
