@@ -9,8 +9,9 @@ layer's validation, the same as for an interactive request). Reads bytes; knows 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from llmaas.training.files import MAX_LINE_BYTES, FileValidationError, iter_lines
 from llmaas.unicode import lone_surrogate_path

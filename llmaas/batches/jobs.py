@@ -20,13 +20,14 @@ import io
 import json
 import secrets
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from llmaas.batches.input import InputLine
-from llmaas.errors import InvalidRequest, NotFound
+from llmaas.errors import Conflict, NotFound
 from llmaas.store import crud
 from llmaas.store.batch_models import Batch, BatchLine
 from llmaas.store.blobs import BlobStore
@@ -56,7 +57,7 @@ class BatchStatus(enum.IntEnum):
         return self.name.lower()
 
     @classmethod
-    def of(cls, value: str) -> "BatchStatus":
+    def of(cls, value: str) -> BatchStatus:
         return cls[value.upper()]
 
 
@@ -146,7 +147,7 @@ def cancel_batch(session: Session, batch_id: str, *, project_id: str) -> Batch:
     if not transition(session, batch.id, S.CANCELLING) and BatchStatus.of(batch.status) != S.CANCELLING:
         session.refresh(batch)
         if BatchStatus.of(batch.status) not in (S.CANCELLING, S.CANCELLED):
-            raise InvalidRequest(f"Cannot cancel a batch with status {batch.status}.", param="batch_id")
+            raise Conflict(f"Cannot cancel a batch with status {batch.status}.", param="batch_id")
     session.refresh(batch)
     return batch
 

@@ -174,7 +174,12 @@ class BatchRunner:
                     return
                 task = asyncio.ensure_future(self._line(run, row))
                 run.tasks.add(task)
-                task.add_done_callback(lambda t: (run.tasks.discard(t), slots.release()))
+
+                def done(t: asyncio.Task[None]) -> None:
+                    run.tasks.discard(t)
+                    slots.release()
+
+                task.add_done_callback(done)
         while run.tasks and not run.stop:
             await asyncio.wait(set(run.tasks), timeout=1.0)
 

@@ -46,7 +46,7 @@ class BatchMeter:
     def __init__(self, meter: TenancyMeter | None, *, rpm: int | None, tpm: int | None) -> None:
         self.meter, self.rpm, self.tpm = meter, rpm, tpm
 
-    def line(self) -> "LineMeter":
+    def line(self) -> LineMeter:
         return LineMeter(self)
 
     async def refund(self, settlement: Settlement) -> None:

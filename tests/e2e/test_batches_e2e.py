@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import openai
@@ -83,7 +84,7 @@ def test_chat_batch_answers_as_interactive_requests_do(client: openai.OpenAI) ->
         raw = client.chat.completions.with_raw_response.create(**bodies[int(row["custom_id"].split("-")[1])])
         alone = raw.http_response.json()  # the wire body, as the batch line carries it
         assert body["choices"] == alone["choices"] and body["object"] == alone["object"] == "chat.completion"
-        cached = lambda u: {k: v for k, v in u.items() if k != "prompt_tokens_details"}  # noqa: E731 - the prefix cache differs
+        cached = lambda u: {k: v for k, v in u.items() if k != "prompt_tokens_details"}
         assert cached(body["usage"]) == cached(alone["usage"])
     page = client.batches.list(limit=1)
     assert page.data[0].id == batch.id and page.has_more is False
@@ -103,6 +104,20 @@ def test_embeddings_batch_matches_the_embeddings_endpoint(client: openai.OpenAI)
         got = out[f"emb-{i}"]
         assert got["usage"] == alone.usage.model_dump() and got["object"] == "list"
         assert got["data"][0]["embedding"] == pytest.approx(alone.data[0].embedding, abs=1e-5)
+
+
+def test_completions_and_responses_batches(client: openai.OpenAI) -> None:
+    prompt = {"model": "tiny", "prompt": "Once upon", "max_tokens": 8, "temperature": 0}
+    done = wait(client, submit(client, lines("/v1/completions", [prompt]), "/v1/completions").id, finished)
+    (row,) = read_lines(client, done.output_file_id)
+    alone = client.completions.with_raw_response.create(**prompt).http_response.json()
+    assert row["response"]["body"]["choices"] == alone["choices"] and row["response"]["body"]["object"] == "text_completion"
+    ask = {"model": "tiny", "input": "Hello there", "max_output_tokens": 8, "temperature": 0}
+    done = wait(client, submit(client, lines("/v1/responses", [ask]), "/v1/responses").id, finished)
+    (row,) = read_lines(client, done.output_file_id)
+    body = row["response"]["body"]
+    assert body["object"] == "response" and body["id"].startswith("resp_")
+    assert client.responses.retrieve(body["id"]).output_text == client.responses.create(**ask).output_text  # stored, same text
 
 
 def test_a_bad_line_fails_alone_into_the_error_file(client: openai.OpenAI) -> None:

@@ -12,7 +12,7 @@ import pytest
 from llmaas.batches import jobs as J
 from llmaas.batches.input import InputLine, parse_input
 from llmaas.batches.jobs import BatchStatus as S
-from llmaas.errors import InvalidRequest, NotFound
+from llmaas.errors import Conflict, NotFound
 from llmaas.store.batch_models import Batch
 from llmaas.store.blobs import BlobStore
 from llmaas.store.db import Store
@@ -102,7 +102,7 @@ def test_cancel_pages_and_tenancy(store: Store) -> None:
             J.list_batches(s, project_id="other", after=ids[1], limit=2)
         assert J.list_batches(s, project_id="other", after=None, limit=20) == ([], False)
         J.transition(s, ids[1], S.FAILED)
-        with pytest.raises(InvalidRequest):
+        with pytest.raises(Conflict):  # finished: 409, as cancelling a finished fine-tuning job
             J.cancel_batch(s, ids[1], project_id="default")
 
 

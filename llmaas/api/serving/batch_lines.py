@@ -13,7 +13,8 @@ stopping) are raised for the runner to wait and run the line again.
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
@@ -75,7 +76,7 @@ async def execute(url: str, body: dict[str, Any], call: Call, responses: Respons
         return 200, await handler(req, call, responses)
     except RETRY:
         raise
-    except Exception as exc:  # noqa: BLE001 - every other failure is this line's answer, as the route would send it
+    except Exception as exc:  # every other failure is this line's answer, as the route would send it
         status, payload, _headers = error_payload(exc)
         if not isinstance(exc, (LlmaasError, RequestValidationError)):
             log.exception("a batch line failed unexpectedly")

@@ -9,7 +9,8 @@ OpenAI reports it. Database and blob work runs on worker threads.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from llmaas.api.context import Principal
 from llmaas.api.protocol.batches import BatchCreateRequest
