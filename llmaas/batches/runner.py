@@ -44,6 +44,7 @@ log = logging.getLogger("llmaas.batches")
 
 CHUNK = 64  # line bodies read from the database at a time
 EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
+REVOKED_MESSAGE = "The API key that created this batch was revoked or expired."
 
 
 class _Run:
@@ -108,15 +109,17 @@ class BatchRunner:
             if batch is None:
                 await asyncio.sleep(self.settings.batch_poll_s)
                 continue
+            finished = False
             try:
-                await self._run_batch(batch)
+                finished = await self._run_batch(batch)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("running batch %s failed; it is handed back", batch.id)
-                await asyncio.sleep(self.settings.batch_poll_s)
             finally:
                 await self._hand_back(batch)  # unfinished (stopping, a failure): claimable again at once
+            if not finished:
+                await asyncio.sleep(self.settings.batch_poll_s)  # never a hot loop over a batch that cannot finish
 
     async def _hand_back(self, batch: Batch) -> None:
         try:
@@ -126,7 +129,8 @@ class BatchRunner:
 
     # --- one batch -------------------------------------------------------------------------------------
 
-    async def _run_batch(self, batch: Batch) -> None:
+    async def _run_batch(self, batch: Batch) -> bool:
+        """Run a claimed batch's pending lines and end it if nothing is left; whether it ended."""
         log.info("batch runner %s claimed %s (%s)", self.worker_id, batch.id, batch.status)
         if batch.status == S.VALIDATING.api:
             await self._db(J.transition, batch.id, S.IN_PROGRESS, worker_id=self.worker_id)
@@ -141,8 +145,7 @@ class BatchRunner:
             for task in run.tasks:
                 task.cancel()
             await asyncio.gather(*run.tasks, return_exceptions=True)
-        if not run.lost:
-            await self._finish(run)
+        return not run.lost and await self._finish(run)
 
     async def _heartbeat(self, run: _Run) -> None:
         while True:
@@ -200,6 +203,10 @@ class BatchRunner:
                     raise
                 await self._record(run, row, meter, status, body)
                 return
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the line stays pending: the next claim runs it again
+            log.exception("batch %s line %d could not be recorded", run.batch.id, row.line)
         finally:
             metrics.BATCH_LINES_RUNNING.dec()
 
@@ -223,32 +230,38 @@ class BatchRunner:
             run.lost = True
             await self._refund(meter)
 
-    async def _finish(self, run: _Run) -> None:
-        """Write the output files and end the batch: cancelled, expired, failed (key gone) or completed."""
+    async def _finish(self, run: _Run) -> bool:
+        """Write the output files and end the batch: cancelled, expired, failed (key gone) or completed; whether it
+        ended (not when lines are still pending: the next claim goes on)."""
         batch_id, me = run.batch.id, self.worker_id
         status = S.of(await self._db(lambda s: s.get(Batch, batch_id).status))
         if status == S.CANCELLING:
-            await self._db(lambda s: J.finalize(s, self.blobs, s.get(Batch, batch_id), worker_id=me, to=S.CANCELLED))
-            return
+            return bool(await self._db(lambda s: J.finalize(s, self.blobs, s.get(Batch, batch_id), worker_id=me,
+                                                            to=S.CANCELLED)))
         if status == S.IN_PROGRESS:
-            if time.time() >= run.batch.expires_at:
+            pending = await self._db(J.pending_lines, batch_id)
+            if pending and time.time() >= run.batch.expires_at:
                 await self._db(lambda s: J.fail_pending(s, s.get(Batch, batch_id), worker_id=me, code="batch_expired",
                                                        message=EXPIRED_MESSAGE))
                 await self._db(J.transition, batch_id, S.FINALIZING, worker_id=me, expired_at=now())
-            elif run.principal is None:
+            elif pending and run.principal is None:
                 await self._db(lambda s: J.fail_pending(s, s.get(Batch, batch_id), worker_id=me, code="invalid_api_key",
-                                                       message="The API key that created this batch was revoked or expired."))
-                await self._db(J.transition, batch_id, S.FINALIZING, worker_id=me)
-            elif await self._db(J.pending_lines, batch_id):
-                return  # stopped early (shutting down): the next claim goes on
+                                                       message=REVOKED_MESSAGE))
+                errors = {"object": "list", "data": [{"code": "invalid_api_key", "message": REVOKED_MESSAGE}]}
+                await self._db(J.transition, batch_id, S.FINALIZING, worker_id=me, errors=errors)
+            elif pending:
+                log.warning("batch %s still has pending lines; handed back", batch_id)
+                return False
             else:
                 await self._db(J.transition, batch_id, S.FINALIZING, worker_id=me)
             status = S.of(await self._db(lambda s: s.get(Batch, batch_id).status))
         if status == S.FINALIZING:
             b = await self._db(lambda s: s.get(Batch, batch_id))
-            to = S.EXPIRED if b.expired_at else S.FAILED if run.principal is None else S.COMPLETED
-            await self._db(lambda s: J.finalize(s, self.blobs, s.get(Batch, batch_id), worker_id=me, to=to))
+            to = S.EXPIRED if b.expired_at else S.FAILED if b.errors else S.COMPLETED
+            done = await self._db(lambda s: J.finalize(s, self.blobs, s.get(Batch, batch_id), worker_id=me, to=to))
             log.info("batch %s %s", batch_id, to.api)
+            return bool(done)
+        return False
 
 
 def principal_of(session: Any, batch: Batch) -> Principal | None:

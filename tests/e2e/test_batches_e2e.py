@@ -194,12 +194,12 @@ def test_another_project_cannot_see_it(server: LlmaasProcess, client: openai.Ope
         assert http.post(f"/admin/keys/{created['id']}/revoke", headers=admin).status_code == 200
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        row = sqlite3.connect(server.data_dir / "llmaas.db").execute("select status, failed from batches where id = ?",
-                                                                     (mine.id,)).fetchone()
+        row = sqlite3.connect(server.data_dir / "llmaas.db").execute("select status, failed, errors from batches "
+                                                                     "where id = ?", (mine.id,)).fetchone()
         if row[0] == "failed":
             break
         time.sleep(0.1)
-    assert row[0] == "failed" and row[1] >= 1  # read in the database: the rival's key can no longer ask
+    assert row[0] == "failed" and row[1] >= 1 and "invalid_api_key" in row[2]  # read in the database: the key is gone
 
 
 def test_cli_create_watch_download(server: LlmaasProcess, tmp_path: Any) -> None:
