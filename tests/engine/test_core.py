@@ -122,7 +122,10 @@ def test_a_batch_request_yields_to_an_interactive_one_and_gives_the_same_output(
 
     core = make_core(tokenizer, budget=16)
     core.scheduler.max_num_seqs = 2
-    params = lambda: SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)  # noqa: E731
+
+    def params() -> SamplingParams:
+        return SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
+
     for i in range(2):
         core.add_request(EngineRequest(f"b{i}", [10 + i, 20, 30], params(), priority=BATCH))
     events = core.step()
