@@ -238,8 +238,9 @@ def test_kill_9_mid_batch_then_restart_completes_exactly_once(server: LlmaasProc
         out = read_lines(fresh, done.output_file_id)
         assert sorted(r["custom_id"] for r in out) == sorted(f"req-{i}" for i in range(30))  # each once, none missing
         db = sqlite3.connect(again.data_dir / "llmaas.db")
+        marks = ",".join("?" * len(out))
         billed = db.execute("select count(*), count(distinct request_id) from usage_records where route = ? and "
-                            "request_id in (%s)" % ",".join("?" * len(out)),
+                            f"request_id in ({marks})",
                             ("batch:/v1/chat/completions", *[r["response"]["request_id"] for r in out])).fetchone()
         assert billed == (30, 30)  # one usage row per line, written with the line
     finally:
