@@ -24,7 +24,7 @@ from llmaas.config import Settings
 from llmaas.tenancy.limits import InProcessLimiter, NotFoundGuard
 
 # Modules under llmaas.api.routes exposing `router`. Protected = every route needs a key (or --no-auth).
-PROTECTED_ROUTERS = ["models", "chat", "responses", "completions", "embeddings", "classifications", "files", "fine_tuning", "usage", "admin"]
+PROTECTED_ROUTERS = ["models", "chat", "responses", "completions", "embeddings", "classifications", "files", "batches", "fine_tuning", "usage", "admin"]
 PUBLIC_ROUTERS = ["health", "metrics"]
 
 DESCRIPTION = """OpenAI-compatible API of llmaas. Point the official `openai` client's `base_url` at `/v1`.

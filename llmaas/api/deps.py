@@ -16,6 +16,7 @@ from fastapi.security import APIKeyHeader
 from llmaas.api.context import LOCAL_ADMIN, Meter, Principal
 from llmaas.config import Settings
 from llmaas.console import PUBLIC_PATHS as CONSOLE_PATHS
+from llmaas.engine.types import INTERACTIVE
 from llmaas.errors import PermissionDenied
 
 # Routes anyone may call without a key: keep this short (SECURITY.md #5). Exact route paths; the console's own two
@@ -83,6 +84,7 @@ class Call:
     models: Any  # ModelRegistry: chat(name), embedder(name), list()
     meter: Meter
     finetuned: Any | None  # training's lookup(model, principal) / list(principal); None when absent
+    priority: int = INTERACTIVE  # EngineRequest.priority of its sequences (the batch runner's calls: BATCH)
 
 
 async def get_call(request: Request, principal: PrincipalDep) -> Call:

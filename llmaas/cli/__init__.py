@@ -9,7 +9,7 @@ import click
 from llmaas import __version__
 
 # Modules that add commands to `cli` (each defines `register(cli)`); listed once so `--help` shows them all.
-COMMAND_MODULES = ["serve", "models", "chat", "worker", "keys", "projects", "usage", "finetune", "db"]
+COMMAND_MODULES = ["serve", "models", "chat", "worker", "keys", "projects", "usage", "finetune", "batches", "db"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

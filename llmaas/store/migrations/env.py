@@ -13,6 +13,7 @@ from llmaas.store.db import Base
 with contextlib.suppress(ModuleNotFoundError):
     import llmaas.store.training_models  # noqa: F401  (training's tables, once that module exists)
 import llmaas.store.responses_models  # noqa: F401  (the Responses API's tables)
+import llmaas.store.batch_models  # noqa: F401  (the Batch API's tables)
 
 config = context.config
 target_metadata = Base.metadata
