@@ -122,7 +122,7 @@ def main(argv=None) -> None:
             for k, (label, model) in enumerate(plan):
                 lvl = asyncio.run(run_level(srv.base_url, model, work, a.streams, n, eos, tokenizer,
                                             issue_s=a.cap_s, cap_s=a.cap_s, offset=k * n))
-                lvl.peak_rss_mb = srv.take_level_peak() / 2**20
+                lvl.peak_rss_mb = srv.take_level_peak()[0] / 2**20
                 result["passes"].append({"label": label, **as_dict(lvl)})
                 print(f"  {label:5s} out {lvl.out_tok_s:7.1f} tok/s  req/s {lvl.req_s:5.2f}  TTFT p50 "
                       f"{lvl.ttft_p50_ms or 0:7.0f}ms  TPOT p50 {lvl.tpot_p50_ms or 0:6.0f}ms  done "

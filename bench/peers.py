@@ -171,7 +171,13 @@ def peers(threads: int = THREADS) -> dict[str, Peer]:
              env={"LLMAAS_DATA_DIR": tempfile.mkdtemp(prefix="llmaas-bench-"), **omp}),
         Peer("llmaas-thread", "llmaas serve, engine core in a thread of the API process (engine_process: false)",
              lambda port: ["llmaas", "serve", "--no-auth", "--no-worker", "--port", str(port),
-                           "--config", str(_thread_config())],
+                           "--config", str(_config("thread", "engine_process: false"))],
+             "SmolLM2-135M-Instruct",
+             [lambda m: {"ignore_eos": True, "stream_options": {"include_usage": True}}],
+             env={"LLMAAS_DATA_DIR": tempfile.mkdtemp(prefix="llmaas-bench-"), **omp}),
+        Peer("llmaas-int8", "llmaas serve with weight-only int8 projections (quantization: int8)",
+             lambda port: ["llmaas", "serve", "--no-auth", "--no-worker", "--port", str(port),
+                           "--config", str(_config("int8", "quantization: int8"))],
              "SmolLM2-135M-Instruct",
              [lambda m: {"ignore_eos": True, "stream_options": {"include_usage": True}}],
              env={"LLMAAS_DATA_DIR": tempfile.mkdtemp(prefix="llmaas-bench-"), **omp}),
@@ -222,11 +228,12 @@ def peers(threads: int = THREADS) -> dict[str, Peer]:
     ]}
 
 
-def _thread_config() -> Path:
-    """A config serving the default models with the engine core inside the API process (the old layout)."""
-    path = Path(tempfile.mkdtemp(prefix="llmaas-bench-")) / "thread.yaml"
+def _config(name: str, chat_option: str) -> Path:
+    """A config serving the default models with one option on the chat model (e.g. `engine_process: false`, the old
+    layout with the engine core inside the API process, or `quantization: int8`)."""
+    path = Path(tempfile.mkdtemp(prefix="llmaas-bench-")) / f"{name}.yaml"
     path.write_text("models:\n"
-                    "  - {name: SmolLM2-135M-Instruct, source: 'builtin:smollm2', engine_process: false}\n"
+                    f"  - {{name: SmolLM2-135M-Instruct, source: 'builtin:smollm2', {chat_option}}}\n"
                     "  - {name: all-MiniLM-L6-v2, source: 'builtin:all-minilm-l6-v2', kind: embedding}\n")
     return path
 
@@ -241,13 +248,17 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """Start a peer, wait until it answers, sample the RSS of its process tree, stop it (whole process group)."""
+    """Start a peer, wait until it answers, sample the memory of its process tree, stop it (whole process group).
+
+    Memory is sampled two ways: RSS summed over the tree (what each process holds, pages of shared libraries
+    counted once per process that maps them) and PSS summed (shared pages split among their processes: the tree's
+    real footprint). They differ most for servers of several processes that each map libtorch (~250 MB)."""
 
     def __init__(self, peer: Peer, log: Path):
         self.peer, self.log, self.port = peer, log, free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.peak_rss = 0
-        self._level_peak = 0
+        self.peak_rss = self.peak_pss = 0
+        self._level_peak = self._level_peak_pss = 0
         self._stop = threading.Event()
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text("")
@@ -282,25 +293,31 @@ class ServerProcess:
         self._logf.flush()
         return self.log.read_text(errors="replace")[-n:]
 
-    def rss(self) -> int:
+    def memory(self) -> tuple[int, int]:
+        """(RSS, PSS) in bytes, summed over the process tree (PSS from /proc/PID/smaps_rollup: cheap to read)."""
         try:
             root = psutil.Process(self.proc.pid)
             procs = [root, *root.children(recursive=True)]
         except psutil.Error:
-            return 0
-        total = 0
+            return 0, 0
+        rss = pss = 0
         for p in procs:
             try:
-                total += p.memory_info().rss
-            except psutil.Error:
+                rss += p.memory_info().rss
+                with open(f"/proc/{p.pid}/smaps_rollup") as f:
+                    pss += next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("Pss:"))
+            except (psutil.Error, OSError, StopIteration):
                 pass
-        return total
+        return rss, pss
+
+    def rss(self) -> int:
+        return self.memory()[0]
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            r = self.rss()
-            self.peak_rss = max(self.peak_rss, r)
-            self._level_peak = max(self._level_peak, r)
+            r, p = self.memory()
+            self.peak_rss, self.peak_pss = max(self.peak_rss, r), max(self.peak_pss, p)
+            self._level_peak, self._level_peak_pss = max(self._level_peak, r), max(self._level_peak_pss, p)
             self._stop.wait(0.2)
 
     def cpu_busy(self, window: float = 1.0) -> float:
@@ -339,9 +356,11 @@ class ServerProcess:
         self.__enter__()
         return "restarted"
 
-    def take_level_peak(self) -> int:
-        peak, self._level_peak = self._level_peak, self.rss()
-        return peak
+    def take_level_peak(self) -> tuple[int, int]:
+        """(RSS, PSS) peaks since the last call."""
+        peak, peak_pss = self._level_peak, self._level_peak_pss
+        self._level_peak, self._level_peak_pss = self.memory()
+        return peak, peak_pss
 
     def pids(self) -> list[int]:
         try:

@@ -29,7 +29,8 @@ from load import as_dict, make_workload, probe, run_level  # noqa: E402
 from peers import THREADS, ServerProcess, peers, torch_dtype_name  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PEER_ORDER = ["vllm", "llama-server", "llmaas-thread", "llama-cpp-python", "transformers-serve", "naive"]
+PEER_ORDER = ["vllm", "llama-server", "llmaas-int8", "llmaas-thread", "llama-cpp-python", "transformers-serve",
+              "naive"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -97,10 +98,12 @@ def run_one_level(rec: dict, h: dict, c: int, args, work, tokenizer) -> None:
         return
     lvl = asyncio.run(run_level(srv.base_url, h["model"], work, c, n_requests(c, args), h["strategy"], tokenizer,
                                 issue_s=args.issue_s, cap_s=args.cap_s, offset=offset(c, args)))
-    lvl.peak_rss_mb = srv.take_level_peak() / 2**20
-    rec["levels"].append(as_dict(lvl))
-    rec["peak_rss_mb"] = srv.peak_rss / 2**20
+    rss, pss = srv.take_level_peak()
+    lvl.peak_rss_mb = rss / 2**20
+    rec["levels"].append({**as_dict(lvl), "peak_pss_mb": pss / 2**20})
+    rec["peak_rss_mb"], rec["peak_pss_mb"] = srv.peak_rss / 2**20, srv.peak_pss / 2**20
     rec["serving_peak_rss_mb"] = max(L.get("peak_rss_mb") or 0 for L in rec["levels"])
+    rec["serving_peak_pss_mb"] = max(L.get("peak_pss_mb") or 0 for L in rec["levels"])
     print(f"[{rec['name']:>18}] {row(lvl.__dict__)}", flush=True)
     if lvl.errors:
         print(f"[{rec['name']}] {lvl.errors} errors; first: {lvl.first_error}", flush=True)
@@ -176,8 +179,9 @@ def report(result: dict) -> str:
             out.append(f"   skipped: {rec['skipped']}")
             continue
         out.append(f"   EOS suppression: {rec.get('eos_strategy')}")
-        out.append(f"   peak RSS of the process tree: {rec.get('peak_rss_mb', 0):.0f} MB over its life (load included), "
-                   f"{rec.get('serving_peak_rss_mb', 0):.0f} MB while serving")
+        out.append(f"   peak memory of the process tree, over its life (load included) / while serving: RSS "
+                   f"{rec.get('peak_rss_mb', 0):.0f} / {rec.get('serving_peak_rss_mb', 0):.0f} MB, PSS "
+                   f"{rec.get('peak_pss_mb', 0):.0f} / {rec.get('serving_peak_pss_mb', 0):.0f} MB")
         out.append("   " + HEADER)
         out.extend("   " + (row(L) if not L.get("died") else f"{L['concurrency']:>4} server died") for L in rec["levels"])
     by = {r["name"]: r for r in result["servers"] if not r.get("skipped")}
@@ -195,7 +199,8 @@ def report(result: dict) -> str:
                     cells.append(f"c={c}: tok/s {_ratio(a['out_tok_s'], b['out_tok_s'])} "
                                  f"TTFT50 {_ratio(a['ttft_p50_ms'], b['ttft_p50_ms'])} "
                                  f"TPOT50 {_ratio(a['tpot_p50_ms'], b['tpot_p50_ms'])}")
-            cells.append(f"peak RSS {_ratio(me.get('peak_rss_mb'), rec.get('peak_rss_mb'))}")
+            cells.append(f"peak RSS {_ratio(me.get('peak_rss_mb'), rec.get('peak_rss_mb'))}, "
+                         f"PSS {_ratio(me.get('peak_pss_mb'), rec.get('peak_pss_mb'))}")
             out.append(f"  vs {name}: " + " | ".join(cells))
     lim = result.get("limits")
     if lim:
@@ -235,6 +240,10 @@ def targets(result: dict, by: dict, me: dict) -> list[str]:
         if m1 and p1 and p1["tpot_p50_ms"]:
             check(f"TPOT p50 at 1 stream <= {name}'s", m1["tpot_p50_ms"] <= p1["tpot_p50_ms"],
                   f"{m1['tpot_p50_ms']:.1f} vs {p1['tpot_p50_ms']:.1f} ms")
+    q1, l1 = (by.get("llmaas-int8") and _level(by["llmaas-int8"], 1)), ls and _level(ls, 1)
+    if q1 and l1 and q1["tpot_p50_ms"] and l1["tpot_p50_ms"]:
+        check("TPOT p50 at 1 stream, int8 weights <= llama-server's", q1["tpot_p50_ms"] <= l1["tpot_p50_ms"],
+              f"{q1['tpot_p50_ms']:.1f} vs {l1['tpot_p50_ms']:.1f} ms")
     p1 = vllm and _level(vllm, 1)
     if m1 and p1:
         check("TTFT p50 at 1 stream <= vLLM CPU's", m1["ttft_p50_ms"] <= p1["ttft_p50_ms"],
@@ -244,8 +253,9 @@ def targets(result: dict, by: dict, me: dict) -> list[str]:
         dtype = "bf16" if torch_dtype_name() == "bfloat16" else "fp32"
         frac = (1e3 / m1["tpot_p50_ms"]) / lim["bounds"][dtype]["batch1_tok_s"]
         lines.append(f"single-stream decode through HTTP: {frac:.0%} of the {dtype} batch-1 bound")
-    if me.get("peak_rss_mb"):
+    if me.get("peak_rss_mb"):  # both: RSS counts the libraries both llmaas processes map twice, PSS once
         check("peak RSS <= 2 GB", me["peak_rss_mb"] <= 2048, f"{me['peak_rss_mb']:.0f} MB")
+        check("peak PSS <= 2 GB", me.get("peak_pss_mb", 0) <= 2048, f"{me.get('peak_pss_mb', 0):.0f} MB")
     return lines
 
 

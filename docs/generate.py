@@ -61,6 +61,7 @@ def metrics_block() -> str:
     for m in (
         metrics.REQUESTS, metrics.REQUEST_DURATION, metrics.TIME_TO_FIRST_TOKEN, metrics.INTER_TOKEN_LATENCY,
         metrics.PROMPT_TOKENS, metrics.COMPLETION_TOKENS, metrics.RATE_LIMIT_REJECTIONS,
+        metrics.BATCH_LINES_RUNNING, metrics.BATCH_LINES_DONE,
     ):  # fmt: skip
         kind = type(m).__name__.lower()
         name = m._name + ("_total" if kind == "counter" else "")
@@ -70,6 +71,7 @@ def metrics_block() -> str:
     for name, doc in metrics.ENGINE_COUNTERS.items():
         helps[name] = ("counter", "`model`", doc)
     helps[metrics.FINE_TUNING_JOBS] = ("gauge", "`status`", "Fine-tuning jobs in the store, by status (read at scrape time).")
+    helps[metrics.BATCH_LINES_QUEUED] = ("gauge", "", "Batch API lines not yet run, over every unfinished batch (read at scrape time).")
     out = ["| Metric | Type | Labels | Meaning |", "| --- | --- | --- | --- |"]
     for name in metrics.metric_names():
         kind, labels, doc = helps[name]

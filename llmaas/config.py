@@ -102,6 +102,13 @@ class Settings(BaseSettings):
     worker_lease_s: float = Field(30.0, ge=0.5, le=3600, description="A fine-tuning worker's lease on its job; a worker silent this long is presumed dead and the job resumes from its last checkpoint elsewhere.")
     worker_max_attempts: int = Field(3, ge=1, le=100, description="Workers lost on one fine-tuning job before the job fails.")
     worker_poll_s: float = Field(1.0, ge=0.05, le=60, description="How often an idle fine-tuning worker looks for queued jobs.")
+    batch_runner: bool = Field(True, description="This server runs Batch API lines (at batch priority, in capacity interactive requests leave free); several replicas share batches through a lease in the database.")
+    batch_concurrency: int = Field(8, ge=1, le=1024, description="Batch lines one server keeps in flight at once (keep it well under a model's max_waiting).")
+    batch_lease_s: float = Field(30.0, ge=0.5, le=3600, description="A server's lease on the batch it runs; a server silent this long is presumed dead and another (or it, restarted) resumes the batch's remaining lines.")
+    batch_poll_s: float = Field(1.0, ge=0.05, le=60, description="How often an idle batch runner looks for batches to run.")
+    batch_max_lines: int = Field(50_000, ge=1, le=1_000_000, description="Most requests in one batch input file.")
+    batch_rpm: int | None = Field(None, ge=1, description="Batch lines per minute per project (the batch rate limit, separate from interactive rpm); unset = no limit.")
+    batch_tpm: int | None = Field(None, ge=1, description="Tokens per minute of batch lines per project (reserved as interactive requests reserve them, separate from interactive tpm); unset = no limit.")
     log_json: bool = Field(False, description="Structured JSON logs.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_content: bool = Field(False, description="Log prompts and completions (debugging only; never in production).")

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 
@@ -69,6 +69,17 @@ RATE_LIMIT_REJECTIONS = Counter(
     ["reason"],
 )
 
+BATCH_LINES_RUNNING = Gauge(
+    "llmaas_batch_lines_running",
+    "Batch API lines in flight in this server (submitted at batch priority, not yet recorded).",
+    multiprocess_mode="livesum",
+)
+BATCH_LINES_DONE = Counter(
+    "llmaas_batch_lines_done_total",
+    "Batch API lines recorded, by outcome (completed: status 200; failed: any other status or an error).",
+    ["outcome"],
+)
+
 REJECTION_REASONS = frozenset({"rate_limit_exceeded", "insufficient_quota", "server_overloaded"})
 
 # --- scrape-time metrics (read from the engines and the store when /metrics is asked) ---------------------------
@@ -89,6 +100,7 @@ ENGINE_COUNTERS: dict[str, str] = {
     "llmaas_prefix_cache_hits_total": "Prompt blocks found in the prefix cache.",
 }
 FINE_TUNING_JOBS = "llmaas_fine_tuning_jobs"
+BATCH_LINES_QUEUED = "llmaas_batch_lines_queued"
 FINE_TUNING_STATUSES = ("validating_files", "queued", "running", "succeeded", "failed", "cancelled")
 
 
@@ -102,8 +114,10 @@ def metric_names() -> list[str]:
         "llmaas_prompt_tokens_total",
         "llmaas_completion_tokens_total",
         "llmaas_rate_limit_rejections_total",
+        "llmaas_batch_lines_running",
+        "llmaas_batch_lines_done_total",
     ]
-    return static + list(ENGINE_GAUGES) + list(ENGINE_COUNTERS) + [FINE_TUNING_JOBS]
+    return static + list(ENGINE_GAUGES) + list(ENGINE_COUNTERS) + [FINE_TUNING_JOBS, BATCH_LINES_QUEUED]
 
 
 # --- label policy --------------------------------------------------------------------------------------------------
@@ -133,6 +147,7 @@ class Snapshot:
 
     engine_stats: Mapping[str, Any] = field(default_factory=dict)  # model name -> EngineStats
     fine_tuning_jobs: Mapping[str, int] | None = None  # status -> count; None = no training store
+    batch_lines_queued: int | None = None  # pending lines of unfinished batches; None = no store
 
 
 class SnapshotCollector(Collector):
@@ -174,6 +189,10 @@ class SnapshotCollector(Collector):
             for status, n in sorted(counts.items()):
                 jobs.add_metric([str(status)], float(n))
             yield jobs
+        if self.snapshot.batch_lines_queued is not None:
+            queued = GaugeMetricFamily(BATCH_LINES_QUEUED, "Batch API lines not yet run, over every unfinished batch.")
+            queued.add_metric([], float(self.snapshot.batch_lines_queued))
+            yield queued
 
 
 def multiprocess_dir() -> str | None:

@@ -72,6 +72,12 @@ def build_runtime(settings: Settings) -> Runtime:
 
             rt.components.append(WorkerProcess(settings))
 
+    # --- batches: the Batch API's lines run in this process, at batch priority, under a lease in the database
+    if rt.store is not None and settings.batch_runner:
+        from llmaas.batches.runner import BatchRunner
+
+        rt.components.append(BatchRunner(settings, rt.store, rt.models, tenancy.meter, rt.finetuned))
+
     if settings.auth and rt.auth is None:  # never serve openly because a part is missing
         raise RuntimeError("auth is on but no authenticator was built; refusing to start (use --no-auth for local use)")
     return rt

@@ -21,6 +21,7 @@ from llmaas.api.errors import install_error_handlers
 from llmaas.api.middleware import install_middleware
 from llmaas.api.routes import (
     admin,
+    batches,
     chat,
     classifications,
     completions,
@@ -44,7 +45,7 @@ from llmaas.training.registry import FineTunedModels
 # Protected = every route needs a key (or --no-auth); public ones serve only paths in `deps.PUBLIC_PATHS`.
 PROTECTED_ROUTERS: tuple[APIRouter, ...] = (
     models_routes.router, chat.router, responses.router, completions.router, embeddings.router,
-    classifications.router, files.router, fine_tuning.router, usage.router, admin.router,
+    classifications.router, files.router, batches.router, fine_tuning.router, usage.router, admin.router,
 )
 PUBLIC_ROUTERS: tuple[APIRouter, ...] = (health.router, metrics_routes.router)
 

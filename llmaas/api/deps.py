@@ -18,6 +18,7 @@ from fastapi.security import APIKeyHeader
 from llmaas.config import Settings
 from llmaas.console import PUBLIC_PATHS as CONSOLE_PATHS
 from llmaas.engine.protocol import Models
+from llmaas.engine.types import INTERACTIVE
 from llmaas.errors import PermissionDenied
 from llmaas.store.db import Store
 from llmaas.tenancy.types import LOCAL_ADMIN, AuthBackend, Meter, Principal
@@ -68,6 +69,7 @@ class Call:
     models: Models  # chat(name), embedder(name), list()
     meter: Meter
     finetuned: FineTunedModels | None  # training's lookup(model, principal) / list(principal); None when absent
+    priority: int = INTERACTIVE  # EngineRequest.priority of its sequences (the batch runner's calls: BATCH)
 
 
 async def get_call(request: Request, principal: PrincipalDep) -> Call:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from llmaas import __version__
-from llmaas.cli import chat, db, finetune, keys, models, projects, serve, usage, worker
+from llmaas.cli import batches, chat, db, finetune, keys, models, projects, serve, usage, worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,7 +15,7 @@ def cli() -> None:
 
 
 # Each module adds its commands with `register(cli)`; a new group adds its module to the import and to this line.
-for _module in (serve, models, chat, worker, keys, projects, usage, finetune, db):
+for _module in (serve, models, chat, worker, keys, projects, usage, finetune, batches, db):
     _module.register(cli)
 
 

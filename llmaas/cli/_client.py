@@ -1,9 +1,10 @@
-"""What the client-side commands (models, chat) share: where the server is and how to call it."""
+"""What the client-side commands (models, chat, finetune, batches) share: where the server is and how to call it."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -33,3 +34,40 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--api-key", envvar="LLMAAS_API_KEY", default=None, help="API key (env LLMAAS_API_KEY).")(f)
     f = click.option("--base-url", envvar="LLMAAS_BASE_URL", default=None, help=f"Server URL (env LLMAAS_BASE_URL; default {DEFAULT_BASE_URL}).")(f)
     return f
+
+
+class Api:
+    def __init__(self, base_url: str | None, api_key: str | None) -> None:
+        import httpx
+
+        self.base = api_base(base_url)
+        self.http = httpx.Client(headers=headers(api_key), timeout=120)
+
+    def call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        import httpx
+
+        try:
+            response = self.http.request(method, self.base + path, **kw)
+        except httpx.HTTPError as exc:
+            raise click.ClickException(f"cannot reach {self.base}: {exc}") from exc
+        if response.status_code != 200:
+            raise click.ClickException(error_text(response))
+        return response.json()
+
+    def upload(self, path: Path, purpose: str = "fine-tune") -> dict[str, Any]:
+        with path.open("rb") as f:
+            return self.call("POST", "/files", files={"file": (path.name, f, "application/jsonl")}, data={"purpose": purpose})
+
+    def download(self, path: str, out: Any) -> None:
+        """Stream a response body (a file's content) into `out`."""
+        import httpx
+
+        try:
+            with self.http.stream("GET", self.base + path) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise click.ClickException(error_text(response))
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+        except httpx.HTTPError as exc:
+            raise click.ClickException(f"cannot reach {self.base}: {exc}") from exc

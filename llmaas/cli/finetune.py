@@ -8,32 +8,9 @@ from typing import Any
 
 import click
 
-from llmaas.cli._client import api_base, connection_options, error_text, headers
+from llmaas.cli._client import Api, connection_options
 
 FINISHED = ("succeeded", "failed", "cancelled")
-
-
-class Api:
-    def __init__(self, base_url: str | None, api_key: str | None) -> None:
-        import httpx
-
-        self.base = api_base(base_url)
-        self.http = httpx.Client(headers=headers(api_key), timeout=120)
-
-    def call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
-        import httpx
-
-        try:
-            response = self.http.request(method, self.base + path, **kw)
-        except httpx.HTTPError as exc:
-            raise click.ClickException(f"cannot reach {self.base}: {exc}") from exc
-        if response.status_code != 200:
-            raise click.ClickException(error_text(response))
-        return response.json()
-
-    def upload(self, path: Path) -> dict[str, Any]:
-        with path.open("rb") as f:
-            return self.call("POST", "/files", files={"file": (path.name, f, "application/jsonl")}, data={"purpose": "fine-tune"})
 
 
 @click.group()

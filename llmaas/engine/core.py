@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from llmaas.engine.runner import ModelRunner, RunnerOutput
+from llmaas.engine.runner import Runner, RunnerOutput
 from llmaas.engine.sampler import SamplingRow
 from llmaas.engine.scheduler import Request, ScheduledSeq, Scheduler, SchedulerOutput
 from llmaas.engine.structured import GrammarState
@@ -48,7 +48,7 @@ class _Step:
 
 
 class EngineCore:
-    def __init__(self, runner: ModelRunner, scheduler: Scheduler, sampler: Any, tokenizer: Any,
+    def __init__(self, runner: Runner, scheduler: Scheduler, sampler: Any, tokenizer: Any,
                  detokenizer_factory: Callable[..., Any], *, max_model_len: int, lora_manager: Any = None) -> None:
         self.runner, self.scheduler, self.sampler, self.tokenizer = runner, scheduler, sampler, tokenizer
         self.detokenizer_factory = detokenizer_factory
@@ -130,7 +130,7 @@ class EngineCore:
             return f"The prompt is longer than this model's context ({self.max_model_len} tokens)."
         if r.params.max_tokens < 1:
             return "max_tokens must be at least 1."
-        vocab = self.runner.model.args.vocab_size
+        vocab = self.runner.vocab_size
         if min(r.prompt_token_ids) < 0 or max(r.prompt_token_ids) >= vocab:
             return "The prompt contains token ids outside the vocabulary."
         if r.adapter_id is not None and (self.lora_manager is None or r.adapter_id not in self.lora_manager):
@@ -248,6 +248,7 @@ class EngineCore:
             ev.prompt_logprobs, state.sent_first = state.prompt_logprobs, True
         if ev.finished and self._states.get(req.request_id) is state:
             del self._states[req.request_id]
+            self.runner.release(req.request_id)
         return ev
 
     def _finish_event(self, req: Request, reason: FinishReason, st: _Step, error: str | None = None) -> None:

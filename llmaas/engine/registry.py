@@ -57,7 +57,7 @@ def _fallback_engine(spec: ModelSpec, loaded: LoadedModel, device: torch.device,
                      settings: Settings) -> ChatEngine:
     """Any other architecture: transformers' own model, one sequence at a time (slower, logged as such)."""
     try:
-        from llmaas.engine.models.hf_fallback import build_fallback_engine
+        from llmaas.engine.models.hf_runner import build_fallback_engine
     except ImportError as e:
         raise ValueError(f"model {spec.name!r}: architecture {loaded.architecture!r} is not supported") from e
     if spec.quantization != "none":

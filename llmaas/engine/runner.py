@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -28,6 +28,17 @@ class RunnerOutput:
     prompt_rows: dict[str, tuple[int, int, int]]  # echo requests: id -> (first row, count, first position)
 
 
+class Runner(Protocol):
+    """What EngineCore needs of a runner: ModelRunner below, or models/hf_runner.py's transformers fallback."""
+
+    device: torch.device
+    vocab_size: int
+
+    def execute(self, sched: SchedulerOutput) -> RunnerOutput: ...
+
+    def release(self, request_id: str) -> None: ...  # the request ended: drop whatever the runner keeps for it
+
+
 def kv_block_bytes(a: ModelArgs, block_size: int, dtype: torch.dtype) -> int:
     return 2 * a.n_layers * block_size * a.n_kv_heads * a.head_dim * torch.empty((), dtype=dtype).element_size()
 
@@ -40,7 +51,7 @@ class ModelRunner:
         self.threads = threads
         self.model, self.block_size, self.device, self.dtype = model, block_size, device, dtype
         self.lora_manager = lora_manager
-        self.num_kv_heads, self.group = a.n_kv_heads, a.n_heads // a.n_kv_heads
+        self.num_kv_heads, self.group, self.vocab_size = a.n_kv_heads, a.n_heads // a.n_kv_heads, a.vocab_size
         shape = (a.n_kv_heads, num_blocks, block_size, a.head_dim)  # heads first: see Attention._attend
 
         def zeros() -> torch.Tensor:
@@ -123,6 +134,9 @@ class ModelRunner:
         batch, out = self.prepare(sched)
         out.logits = self.model(batch, self.kv_caches)
         return out
+
+    def release(self, request_id: str) -> None:
+        """A request ended. Nothing to do here (its KV blocks are the scheduler's); other runners keep state."""
 
 
 BUCKET_MIN_LEN = 512  # contexts shorter than this always share one decode group

@@ -27,6 +27,7 @@ class Request:
     adapter_id: str | None = None
     cache_salt: str | None = None
     echo_prompt_logprobs: bool = False
+    priority: int = 0  # types.INTERACTIVE or types.BATCH (see schedule's NOTE(batch))
     status: RequestStatus = RequestStatus.WAITING
     all_token_ids: list[int] = field(default_factory=list)  # prompt + output
     output_token_ids: list[int] = field(default_factory=list)
@@ -40,7 +41,8 @@ class Request:
 
     @classmethod
     def from_engine_request(cls, r: EngineRequest) -> Request:
-        return cls(r.request_id, list(r.prompt_token_ids), r.params, r.adapter_id, r.cache_salt, r.echo_prompt_logprobs)
+        return cls(r.request_id, list(r.prompt_token_ids), r.params, r.adapter_id, r.cache_salt, r.echo_prompt_logprobs,
+                   r.priority)
 
     @property
     def num_tokens(self) -> int:
@@ -114,17 +116,41 @@ class Scheduler:
         # decoding one is exactly one token behind, a prefix-cache hit starts ahead, and a preempted one restarts
         # from zero. Running requests go first (decodes before prefill chunks, so streams keep flowing), then
         # waiting ones join in arrival order while the budget, the seat count and the KV cache allow.
+        # NOTE(batch): priorities are classes served in order (interactive 0, then batch 1): a class's running
+        # requests and then its waiting ones take from the budget, seats and blocks before the next class sees
+        # what is left, so a batch sequence runs only in capacity interactive work leaves free. When the cache is
+        # full the victim is the youngest running request of the lowest class, and an interactive request that
+        # does not fit evicts running batch sequences before it waits. With one class this is plain FCFS.
         budget = self.max_num_batched_tokens
         scheduled: dict[str, int] = {}
         preempted: list[Request] = []
-        for req in sorted(self.running, key=lambda r: r.num_tokens - r.num_computed_tokens > 1):
+        pending: set[bytes] = set()  # prefix blocks that requests admitted in this step are about to compute
+        blocked = False  # a waiting request did not fit: nobody of its class or a lower one overtakes it
+        for prio in sorted({r.priority for r in self.running} | {r.priority for r in self.waiting}):
+            budget = self._schedule_running(prio, budget, scheduled, preempted)
+            if not preempted and not blocked:
+                budget, blocked = self._admit_waiting(prio, budget, scheduled, preempted, pending)
+
+        seqs = []
+        for req in self.running:
+            n = scheduled.get(req.request_id, 0)
+            if n:
+                end = req.num_computed_tokens + n
+                block_ids = self.kv.block_ids(req.request_id)
+                seqs.append(ScheduledSeq(req, req.num_computed_tokens, n, block_ids, end == req.num_tokens))
+        return SchedulerOutput(seqs, preempted)
+
+    def _schedule_running(self, prio: int, budget: int, scheduled: dict[str, int], preempted: list[Request]) -> int:
+        """Tokens for the running requests of one class (decodes first); preempts when the cache is full."""
+        mine = sorted((r for r in self.running if r.priority == prio), key=lambda r: r.num_tokens - r.num_computed_tokens > 1)
+        for req in mine:
             if budget == 0:
                 break
             if req.status != RequestStatus.RUNNING:  # preempted to make room for an older request
                 continue
             n = min(req.num_tokens - req.num_computed_tokens, budget)
             while not self.kv.allocate_slots(req, n):
-                victim = self.running[-1]  # the youngest
+                victim = self._victim()
                 self._preempt(victim)
                 preempted.append(victim)
                 budget += scheduled.pop(victim.request_id, 0)
@@ -133,18 +159,26 @@ class Scheduler:
             else:
                 scheduled[req.request_id] = n
                 budget -= n
+        return budget
 
-        pending: set[bytes] = set()  # prefix blocks that requests admitted in this step are about to compute
-        for req in list(self.waiting) if not preempted else []:
-            if budget == 0 or len(self.running) >= self.max_num_seqs:
-                break
-            hits, num_hit = self.kv.get_computed_blocks(req)
-            first_miss = req.block_hashes[len(hits)] if len(req.block_hashes) > len(hits) else None
-            if req.use_prefix_cache and first_miss in pending:
+    def _admit_waiting(
+        self, prio: int, budget: int, scheduled: dict[str, int], preempted: list[Request], pending: set[bytes]
+    ) -> tuple[int, bool]:
+        """Admit waiting requests of one class in arrival order; (budget left, whether one did not fit)."""
+        for req in [r for r in self.waiting if r.priority == prio]:
+            if budget == 0:
+                return budget, True
+            while True:
+                hits, num_hit = self.kv.get_computed_blocks(req)
+                first_miss = req.block_hashes[len(hits)] if len(req.block_hashes) > len(hits) else None
+                sibling = req.use_prefix_cache and first_miss in pending
+                n = min(req.num_tokens - num_hit, budget)
+                if len(self.running) < self.max_num_seqs and (sibling or self.kv.allocate_slots(req, n, hits)):
+                    break
+                if not self._evict_below(prio, preempted):
+                    return budget, True  # first come, first served: nobody overtakes a request that does not fit
+            if sibling:
                 continue  # n>1 / same system prompt: wait one step and reuse the sibling's blocks instead
-            n = min(req.num_tokens - num_hit, budget)
-            if not self.kv.allocate_slots(req, n, hits):
-                break  # first come, first served: nobody overtakes a request that does not fit
             self.waiting.remove(req)
             if req.num_cached_tokens < 0:  # count the prompt once, not again after a preemption
                 req.num_cached_tokens = num_hit
@@ -156,15 +190,22 @@ class Scheduler:
             budget -= n
             if req.use_prefix_cache:
                 pending.update(req.block_hashes[len(hits) :])
+        return budget, False
 
-        seqs = []
-        for req in self.running:
-            n = scheduled.get(req.request_id, 0)
-            if n:
-                end = req.num_computed_tokens + n
-                block_ids = self.kv.block_ids(req.request_id)
-                seqs.append(ScheduledSeq(req, req.num_computed_tokens, n, block_ids, end == req.num_tokens))
-        return SchedulerOutput(seqs, preempted)
+    def _victim(self) -> Request:
+        """The request to preempt when the cache is full: the youngest running one of the lowest class."""
+        lowest = max(r.priority for r in self.running)
+        return next(r for r in reversed(self.running) if r.priority == lowest)
+
+    def _evict_below(self, prio: int, preempted: list[Request]) -> bool:
+        """Preempt the youngest running request of a class below `prio` (to seat one of `prio`); False if none."""
+        lower = [r for r in self.running if r.priority > prio]
+        if not lower:
+            return False
+        victim = max(lower, key=lambda r: (r.priority, self.running.index(r)))
+        self._preempt(victim)
+        preempted.append(victim)
+        return True
 
     def _preempt(self, req: Request) -> None:
         self.running.remove(req)

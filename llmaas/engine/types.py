@@ -61,6 +61,11 @@ class EngineRequest:
     adapter_id: str | None = None  # a LoRA adapter registered with the engine (by our own id, never a client path)
     cache_salt: str | None = None  # tenant: prefix-cache blocks are only shared between equal salts
     echo_prompt_logprobs: bool = False  # completions echo+logprobs: score the prompt tokens too
+    priority: int = 0  # INTERACTIVE (0) or BATCH (1): larger runs only in capacity smaller leaves free
+
+
+INTERACTIVE = 0  # EngineRequest.priority of a request someone waits for
+BATCH = 1  # EngineRequest.priority of a Batch API line: admitted last, preempted first
 
 
 class FinishReason(str, enum.Enum):  # noqa: UP042 - StrEnum changes format() of members; the wire uses .value

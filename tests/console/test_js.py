@@ -157,3 +157,10 @@ def test_charts_draw_series_and_whole_number_ticks(page: Any, static_console: st
     assert out["paths"] == 1 and out["d"].count("L") == 2 and out["label"] == "Loss"
     assert out["ticks"] == ["0", "1"] and out["bars"] == 1
     assert "No data yet" in out["empty"]
+
+
+def test_batches_view_helpers(page: Any, static_console: str) -> None:
+    text = json.dumps("\n" + '{"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {"model": "m"}}')
+    body = (f"return [m.endpointOf({text}), m.endpointOf('{{\"url\": \"/v1/images\"}}'), m.endpointOf('not json'), "
+            "m.progress({total: 4, completed: 2, failed: 1}), m.progress({total: 0})];")
+    assert run(page, static_console, "views/batches.js", body) == ["/v1/embeddings", "", "", 0.75, 0]

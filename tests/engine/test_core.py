@@ -4,7 +4,6 @@ detokenizer and byte tokenizer (STYLE habit 3). Checks events, text, stop string
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -25,9 +24,12 @@ class CountingRunner:
     """Logits that make the next token `last + 1` (wrapping inside the byte range)."""
 
     def __init__(self) -> None:
-        self.model = SimpleNamespace(args=SimpleNamespace(vocab_size=V))
+        self.vocab_size = V
         self.device = torch.device("cpu")
         self.calls: list[list[tuple[str, int, int]]] = []
+
+    def release(self, request_id: str) -> None:
+        pass
 
     def execute(self, sched: SchedulerOutput) -> RunnerOutput:
         self.calls.append([(s.request.request_id, s.start, s.num_new) for s in sched.seqs])
@@ -112,3 +114,28 @@ def test_eos_is_counted_not_shown(tokenizer: HFTokenizer) -> None:
     core.add_request(EngineRequest("a", [5], SamplingParams(max_tokens=5, logit_bias={2: 100.0})))
     evs = drain(core)["a"]
     assert evs[-1].finish_reason == FinishReason.STOP and evs[-1].token_ids == [2] and evs[-1].text == ""
+
+
+def test_a_batch_request_yields_to_an_interactive_one_and_gives_the_same_output(tokenizer: HFTokenizer) -> None:
+    """Through the core: an interactive request that arrives after batch ones gets its first token in its first step
+    (the batch sequences are preempted for its seat) and every sequence's output is what it is alone."""
+    from llmaas.engine.types import BATCH
+
+    core = make_core(tokenizer, budget=16)
+    core.scheduler.max_num_seqs = 2
+
+    def params() -> SamplingParams:
+        return SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
+
+    for i in range(2):
+        core.add_request(EngineRequest(f"b{i}", [10 + i, 20, 30], params(), priority=BATCH))
+    events = core.step()
+    core.add_request(EngineRequest("i", [40, 50, 60], params()))
+    events += (second := core.step())
+    assert "i" in {e.request_id for e in second if e.token_ids} and core.scheduler.num_preemptions == 1
+    out: dict[str, list[int]] = {}
+    for e in events + [e for evs in drain(core).values() for e in evs]:
+        out.setdefault(e.request_id, []).extend(e.token_ids)
+    alone = make_core(tokenizer)
+    alone.add_request(EngineRequest("b1", [11, 20, 30], params()))
+    assert out["b1"] == [t for e in drain(alone)["b1"] for t in e.token_ids]  # recomputed after its preemption

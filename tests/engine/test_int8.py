@@ -20,7 +20,8 @@ CPU = torch.device("cpu")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("K", [32, 96])
 @pytest.mark.parametrize("M", [1, 3, 8, 9, 67])  # one block of rows, a block and a bit, many blocks
-def test_int8_linear_is_the_matmul_on_dequantized_weights(dtype: torch.dtype, K: int, M: int) -> None:
+def test_int8_linear_is_the_matmul_on_dequantized_weights(dtype: torch.dtype, K: int, M: int,
+                                                           kernel_target: str) -> None:
     if not int8_linear.available(dtype, CPU):
         pytest.skip("no C++ compiler here: the dequantized matmul runs")
     g = torch.Generator().manual_seed(K * M)

@@ -32,7 +32,8 @@ def reference(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, table: torch.
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
 @pytest.mark.parametrize("G,D", [(3, 64), (1, 32), (4, 128)])
-def test_paged_decode_equals_gathered_attention(dtype: torch.dtype, tol: float, G: int, D: int) -> None:
+def test_paged_decode_equals_gathered_attention(dtype: torch.dtype, tol: float, G: int, D: int,
+                                                kernel_target: str) -> None:
     if not available(dtype, CPU, G, D):
         pytest.skip("no C++ compiler here: the torch path runs")
     g = torch.Generator().manual_seed(G * D)
@@ -90,7 +91,7 @@ def _with_and_without_kernels(fn):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fused_rope_and_kv_write_are_bit_identical_to_torch(dtype: torch.dtype) -> None:
+def test_fused_rope_and_kv_write_are_bit_identical_to_torch(dtype: torch.dtype, kernel_target: str) -> None:
     if not fused.available(dtype):
         pytest.skip("no C++ compiler here: the torch path runs")
     g = torch.Generator().manual_seed(3)
@@ -107,7 +108,7 @@ def test_fused_rope_and_kv_write_are_bit_identical_to_torch(dtype: torch.dtype) 
         assert torch.equal(a, b)
 
 
-def test_fused_norm_and_activation_match_torch_in_bf16_and_stay_off_in_fp32() -> None:
+def test_fused_norm_and_activation_match_torch_in_bf16_and_stay_off_in_fp32(kernel_target: str) -> None:
     if not fused.available(torch.bfloat16):
         pytest.skip("no C++ compiler here: the torch path runs")
     g = torch.Generator().manual_seed(4)

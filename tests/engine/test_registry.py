@@ -147,12 +147,14 @@ def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_unknown_architecture_uses_fallback(tiny_gpt2_dir: Path, tmp_path: Path) -> None:
     from transformers import GPT2LMHeadModel
 
-    from llmaas.engine.models.hf_fallback import HFFallbackEngine
+    from llmaas.engine.client import AsyncEngine
+    from llmaas.engine.models.hf_runner import HFRunner
 
     settings = Settings(data_dir=tmp_path, models=[ModelSpec(name="g", source=str(tiny_gpt2_dir), dtype="float32")])
     reg = ModelRegistry.from_settings(settings)
     engine = reg.chat("g")
-    assert isinstance(engine, HFFallbackEngine) and engine.max_model_len == 128
+    assert isinstance(engine, AsyncEngine) and isinstance(engine.core.runner, HFRunner)
+    assert engine.max_model_len == 128
     prompt = engine.tokenizer.encode("Once upon a time")
     ref = GPT2LMHeadModel.from_pretrained(str(tiny_gpt2_dir), dtype=torch.float32).eval()
     with torch.no_grad():
@@ -194,12 +196,55 @@ def test_unknown_architecture_uses_fallback(tiny_gpt2_dir: Path, tmp_path: Path)
             stream = engine.generate(EngineRequest("c", prompt, SamplingParams(max_tokens=100, temperature=0.0)))
             await stream.__anext__()
             await stream.aclose()  # a client that goes away aborts the sequence
-            with pytest.raises(Exception, match="adapters"):
-                engine.generate(EngineRequest("d", prompt, greedy, adapter_id="x"))
+            with pytest.raises(Exception, match="adapters"):  # the API registers an adapter before using it
+                engine.register_adapter("x", tmp_path)
         finally:
             await reg.shutdown()
 
     asyncio.run(go())
+
+
+def test_fallback_streams_advance_together_and_survive_preemption(tiny_gpt2_dir: Path, tmp_path: Path) -> None:
+    """The transformers runner behind EngineCore: concurrent sequences (chunked prefill, then decodes side by side)
+    and sequences preempted for KV space (recomputed from their start) give what each gives alone."""
+    from transformers import GPT2LMHeadModel
+
+    from llmaas.engine.core import EngineCore
+    from llmaas.engine.detokenizer import IncrementalDetokenizer
+    from llmaas.engine.kv_cache import KVCacheManager
+    from llmaas.engine.models.hf_runner import HFRunner
+    from llmaas.engine.models.loader import load_model
+    from llmaas.engine.sampler import Sampler
+    from llmaas.engine.scheduler import Scheduler
+
+    loaded = load_model(ModelSpec(name="g", source=str(tiny_gpt2_dir)), Settings(data_dir=tmp_path))
+    model = GPT2LMHeadModel.from_pretrained(str(tiny_gpt2_dir), dtype=torch.float32).eval()
+    tok = loaded.tokenizer
+    prompts = [tok.encode(t) for t in ("Once upon a time", "The quick brown fox jumps", "x")]
+
+    preemptions = []
+
+    def run(indices: list[int], num_blocks: int) -> dict[str, list[int]]:
+        scheduler = Scheduler(KVCacheManager(num_blocks, 4), max_num_seqs=3, max_num_batched_tokens=16,
+                              max_model_len=128, eos_token_ids=list(tok.eos_token_ids))
+        core = EngineCore(HFRunner(model, torch.device("cpu"), 259), scheduler, Sampler(tok), tok,
+                          IncrementalDetokenizer, max_model_len=128)
+        for i in indices:
+            core.add_request(EngineRequest(f"r{i}", prompts[i], SamplingParams(max_tokens=20, temperature=0.0,
+                                                                               ignore_eos=True)))
+        out: dict[str, list[int]] = {}
+        while core.has_work():
+            for ev in core.step():
+                out.setdefault(ev.request_id, []).extend(ev.token_ids)
+                assert ev.error is None
+        assert not core.runner._caches  # every finished sequence released its cache
+        preemptions.append(scheduler.num_preemptions)
+        return out
+
+    alone = {k: v for i in range(3) for k, v in run([i], 64).items()}
+    assert run([0, 1, 2], 64) == alone
+    assert run([0, 1, 2], 12) == alone  # 48 slots for ~90 tokens: some sequences are preempted and recomputed
+    assert preemptions[-1] > 0
 
 
 # --- the default configuration: the real SmolLM2 GGUF and MiniLM --------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from llmaas.engine.kv_cache import KVCacheManager
 from llmaas.engine.scheduler import Request, Scheduler, SchedulerOutput
-from llmaas.engine.types import RequestStatus, SamplingParams
+from llmaas.engine.types import BATCH, RequestStatus, SamplingParams
 
 EOS = 2
 
@@ -148,3 +148,69 @@ def test_siblings_wait_one_step_to_share_a_prompt() -> None:
     assert [(q.request.request_id, q.start, q.num_new) for q in out.seqs] == [("n0", 13, 1), ("other", 6, 1),
                                                                              ("n1", 12, 1), ("n2", 12, 1)]
     assert s.requests["n1"].num_cached_tokens == 12
+
+
+# --- priorities: batch sequences run only in capacity interactive requests leave free -----------------------
+
+
+def batch(rid: str, n_prompt: int, max_tokens: int = 4, first: int = 10) -> Request:
+    r = req(rid, n_prompt, max_tokens, first)
+    r.priority = BATCH
+    return r
+
+
+def test_interactive_requests_take_the_budget_before_batch_ones() -> None:
+    s = make(budget=10)
+    s.add_request(batch("b", 8, max_tokens=10, first=60))  # arrived first
+    s.add_request(req("i", 8, max_tokens=10))
+    out = step(s)
+    assert [(q.request.request_id, q.num_new) for q in out.seqs] == [("i", 8), ("b", 2)]
+    out = step(s)  # i decodes first; b's prefill chunk gets what is left
+    assert [(q.request.request_id, q.num_new) for q in out.seqs] == [("i", 1), ("b", 6)]
+
+
+def test_batch_waits_behind_an_interactive_request_that_does_not_fit() -> None:
+    s = make(max_num_seqs=1)
+    s.add_request(req("i1", 4, max_tokens=10))
+    step(s)
+    s.add_request(req("i2", 4, max_tokens=10, first=30))
+    s.add_request(batch("b", 4, first=60))
+    out = step(s)  # no seat: neither i2 nor the batch line overtakes
+    assert [q.request.request_id for q in out.seqs] == ["i1"]
+
+
+def test_interactive_request_evicts_running_batch_for_a_seat() -> None:
+    s = make(max_num_seqs=2)
+    s.add_request(batch("b1", 4, max_tokens=10, first=60))
+    s.add_request(batch("b2", 4, max_tokens=10, first=80))
+    step(s)
+    s.add_request(req("i", 4, max_tokens=10))
+    out = s.schedule()
+    assert [r.request_id for r in out.preempted] == ["b2"]  # the youngest batch sequence
+    assert {q.request.request_id for q in out.seqs} == {"b1", "i"}
+    assert s.waiting[0].request_id == "b2" and s.waiting[0].status == RequestStatus.PREEMPTED
+
+
+def test_full_cache_preempts_batch_before_a_younger_interactive_request() -> None:
+    s = make(num_blocks=6, block_size=4, budget=64)
+    s.add_request(req("i1", 7, max_tokens=20))
+    s.add_request(batch("b", 7, max_tokens=20, first=40))
+    step(s)  # each holds 2 blocks; 2 free
+    s.add_request(req("i2", 7, max_tokens=20, first=80))
+    out = step(s)  # i2 needs 2 blocks: fits; then the decodes need more
+    for _ in range(8):
+        out = step(s)
+        if out.preempted:
+            break
+    assert [r.request_id for r in out.preempted] == ["b"]
+    assert {r.request_id for r in s.running} == {"i1", "i2"}
+
+
+def test_priority_survives_the_engine_request() -> None:
+    import pickle
+
+    from llmaas.engine.types import EngineRequest
+
+    er = EngineRequest("x", [1, 2], SamplingParams(max_tokens=1), priority=BATCH)
+    crossed = pickle.loads(pickle.dumps(er))  # what EngineProcess sends down its pipe
+    assert Request.from_engine_request(crossed).priority == BATCH

@@ -71,7 +71,8 @@ def test_files_roundtrip_with_the_openai_client(http: TestClient, settings: Sett
     assert [p.name for p in stored] == [f.id]  # stored under the server's id only
     assert a.files.retrieve(f.id).id == f.id
     assert a.files.content(f.id).content == data
-    g = a.files.create(file=("b.jsonl", io.BytesIO(b"{}")), purpose="batch")
+    line = b'{"custom_id": "1", "method": "POST", "url": "/v1/embeddings", "body": {"model": "m", "input": "x"}}'
+    g = a.files.create(file=("b.jsonl", io.BytesIO(line)), purpose="batch")  # batch files are validated (issue 17)
     assert [x.id for x in a.files.list()] == [g.id, f.id]
     assert [x.id for x in a.files.list(purpose="batch")] == [g.id]
     assert a.files.delete(g.id).deleted
@@ -120,7 +121,8 @@ def test_upload_limits_and_bad_requests(http: TestClient) -> None:
 def test_job_creation_validates_and_shapes(http: TestClient) -> None:
     a = client_for(http, "key-a")
     f = a.files.create(file=("a.jsonl", io.BytesIO(jsonl(fact_examples(2)))), purpose="fine-tune")
-    batch = a.files.create(file=("b.jsonl", io.BytesIO(b"{}")), purpose="batch")
+    line = b'{"custom_id": "1", "method": "POST", "url": "/v1/embeddings", "body": {"model": "m", "input": "x"}}'
+    batch = a.files.create(file=("b.jsonl", io.BytesIO(line)), purpose="batch")
     bad: list[tuple[dict[str, Any], str]] = [
         ({"model": "gpt-9", "training_file": f.id}, "model"),
         ({"model": "tiny", "training_file": "file-nope"}, "training_file"),

@@ -28,7 +28,7 @@ def get_files(request: Request) -> FileService:
     state = request.app.state
     if getattr(state, "blobs", None) is None:
         state.blobs = BlobStore.from_settings(state.settings)
-    return FileService(getattr(state, "store", None), state.blobs)
+    return FileService(getattr(state, "store", None), state.blobs, state.settings)
 
 
 FilesDep = Annotated[FileService, Depends(get_files)]

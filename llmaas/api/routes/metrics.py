@@ -26,6 +26,7 @@ async def get_metrics(request: Request) -> Response:
     snapshot = metrics.Snapshot(
         engine_stats=_engine_stats(getattr(state, "models", None)),
         fine_tuning_jobs=await _job_counts(getattr(state, "store", None)),
+        batch_lines_queued=await _queued_lines(getattr(state, "store", None)),
     )
     return Response(metrics.render(snapshot), media_type=metrics.CONTENT_TYPE)
 
@@ -58,3 +59,24 @@ def _count_jobs(store: Any) -> dict[str, int] | None:
     with store.engine.connect() as conn:
         rows = conn.execute(select(FineTuningJob.status, func.count()).group_by(FineTuningJob.status)).all()
     return {str(status): int(n) for status, n in rows}
+
+
+async def _queued_lines(store: Any) -> int | None:
+    if store is None or getattr(store, "engine", None) is None:
+        return None
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(_count_queued, store), DB_TIMEOUT_S)
+    except Exception:
+        return None
+
+
+def _count_queued(store: Any) -> int:
+    from sqlalchemy import func, select
+
+    from llmaas.batches.jobs import ACTIVE
+    from llmaas.store.batch_models import Batch, BatchLine
+
+    query = (select(func.count()).select_from(BatchLine).join(Batch, Batch.id == BatchLine.batch_id)
+             .where(BatchLine.status == "pending", Batch.status.in_(ACTIVE)))
+    with store.engine.connect() as conn:
+        return int(conn.execute(query).scalar() or 0)

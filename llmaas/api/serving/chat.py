@@ -90,6 +90,7 @@ async def prepare_chat(
             ),
             adapter_id=target.adapter_id,
             cache_salt=call.principal.project_id,  # prefix-cache blocks are shared within a tenant only
+            priority=call.priority,
         )
         for i in range(req.n)
     ]

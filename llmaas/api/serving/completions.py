@@ -69,6 +69,7 @@ async def prepare_completion(req: CompletionRequest, call: Call) -> CompletionRu
                     adapter_id=target.adapter_id,
                     cache_salt=call.principal.project_id,
                     echo_prompt_logprobs=req.echo and req.logprobs is not None,
+                    priority=call.priority,
                 )
             )
             prompt_index.append(p)

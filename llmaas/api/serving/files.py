@@ -10,30 +10,43 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import IO, Any
 
+from llmaas.batches.input import check_batch_file
 from llmaas.errors import InvalidRequest, Unavailable
 from llmaas.store.blobs import BlobStore
 from llmaas.tenancy.types import Principal
 from llmaas.training import filestore
+from llmaas.training.files import FileValidationError
 
 CHUNK = 1 << 20
 
 
 class FileService:
-    def __init__(self, store: Any, blobs: BlobStore) -> None:
+    def __init__(self, store: Any, blobs: BlobStore, settings: Any = None) -> None:
         if store is None:
             raise Unavailable("Files need the database; this server runs without one.")
-        self.store, self.blobs = store, blobs
+        self.store, self.blobs, self.settings = store, blobs, settings
 
     async def upload(self, principal: Principal, *, purpose: str, filename: str | None, data: IO[bytes]) -> dict[str, Any]:
         if purpose not in filestore.PURPOSES:
             raise InvalidRequest(f"'{purpose[:40]}' is not a valid purpose; use one of {', '.join(filestore.PURPOSES)}.", param="purpose")
 
         def run() -> dict[str, Any]:
+            if purpose == "batch" and self.settings is not None:
+                self._check_batch(data)
             with self.store.session() as s:
                 record = filestore.create_file(s, self.blobs, data, project_id=principal.project_id, purpose=purpose, filename=filename)
                 return filestore.file_to_dict(record)
 
         return await asyncio.to_thread(run)
+
+    def _check_batch(self, data: IO[bytes]) -> None:
+        """A batch input file is refused at upload (400 naming the line) rather than stored and failed later."""
+        try:
+            check_batch_file(iter(lambda: data.read(CHUNK), b""), settings=self.settings, endpoint=None)
+        except FileValidationError as exc:
+            raise InvalidRequest(f"Invalid batch input file: {exc}", param="file") from None
+        finally:
+            data.seek(0)
 
     async def list(
         self, principal: Principal, *, purpose: str | None, after: str | None, limit: int, order: str

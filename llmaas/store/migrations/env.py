@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
+import llmaas.store.batch_models  # noqa: F401  (the Batch API's tables)
 import llmaas.store.models  # noqa: F401  (registers tenancy's tables on Base.metadata)
 import llmaas.store.responses_models  # noqa: F401  (the Responses API's tables)
 import llmaas.store.training_models  # noqa: F401  (training's tables)
