@@ -99,6 +99,7 @@ class Settings(BaseSettings):
     worker_lease_s: float = Field(30.0, ge=0.5, le=3600, description="A fine-tuning worker's lease on its job; a worker silent this long is presumed dead and the job resumes from its last checkpoint elsewhere.")
     worker_max_attempts: int = Field(3, ge=1, le=100, description="Workers lost on one fine-tuning job before the job fails.")
     worker_poll_s: float = Field(1.0, ge=0.05, le=60, description="How often an idle fine-tuning worker looks for queued jobs.")
+    finetune_eval_steps: int = Field(10, ge=0, le=1_000_000, description="With a validation file, every this many steps a fine-tuning job reports `valid_loss` on one validation batch (0 = only at checkpoints, which always evaluate the whole file).")
     log_json: bool = Field(False, description="Structured JSON logs.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_content: bool = Field(False, description="Log prompts and completions (debugging only; never in production).")
