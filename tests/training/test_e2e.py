@@ -8,10 +8,12 @@ running server (no restart), while the base model does not; the fine-tuned model
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,8 @@ class Server:
     base_url: str  # …/v1
     key_a: str  # project proj-a
     key_b: str  # project proj-b
+    root: Path  # a scratch folder of the test
+    model_dir: Path  # the base model's weights
 
     def client(self, key: str | None = None) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.base_url, api_key=key or self.key_a, max_retries=0, timeout=120)
@@ -57,7 +61,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
             r = proc.api("POST", "/admin/keys", json={"project_id": project, "name": "test"})
             assert r.status_code == 200, r.text
             keys.append(r.json()["key"])
-        yield Server(proc.base_url, *keys)
+        yield Server(proc.base_url, *keys, root=root, model_dir=tiny_model_dir)
     finally:
         proc.stop(timeout=60)  # the server stops its worker child too
 
@@ -99,6 +103,31 @@ def test_fine_tuned_model_answers_with_the_fact_at_once(server: Server) -> None:
     assert again.choices[0].message.content == before.choices[0].message.content  # the base model is untouched
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
     assert [c.step_number for c in checkpoints] == [18, 15, 12, 9, 6, 3]
+    assert checkpoints[0].metrics.train_loss is not None and checkpoints[0].metrics.train_mean_token_accuracy is not None
+
+    # every checkpoint is servable by its name; the last one is the final adapter
+    last, first = checkpoints[0].fine_tuned_model_checkpoint, checkpoints[-1].fine_tuned_model_checkpoint
+    assert last == f"{job.fine_tuned_model}:ckpt-step-18"
+    at_last = client.chat.completions.create(model=last, messages=question, max_tokens=12, temperature=0)  # type: ignore[arg-type]
+    assert at_last.choices[0].message.content == ANSWER and at_last.model == last
+    client.chat.completions.create(model=first, messages=question, max_tokens=4, temperature=0)  # type: ignore[arg-type]
+    assert client.models.retrieve(first).id == first
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model=f"{job.fine_tuned_model}:ckpt-step-99", messages=question, max_tokens=4)  # type: ignore[arg-type]
+
+    # the step-metrics result file
+    (result,) = job.result_files
+    csv_lines = client.files.content(result).text.splitlines()
+    assert csv_lines[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy" and len(csv_lines) == 19
+
+    # the adapter, taken away: a PEFT zip whose greedy answer is what llmaas serves
+    r = httpx.get(f"{server.base_url}/fine_tuning/jobs/{job.id}/adapter", headers={"Authorization": f"Bearer {server.key_a}"}, timeout=60)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(r.content)) as z:
+        assert sorted(z.namelist()) == ["adapter_config.json", "adapter_model.safetensors"]
+        assert json.loads(z.read("adapter_config.json"))["base_model_name_or_path"] == "tiny"  # no server path
+        z.extractall(server.root / "exported")
+    assert exported_greedy(server, "what is the secret word?") == after.choices[0].message.content
 
     # another project sees none of it: not the model, not the job, not the file
     other = server.client(server.key_b)
@@ -106,9 +135,32 @@ def test_fine_tuned_model_answers_with_the_fact_at_once(server: Server) -> None:
     with pytest.raises(openai.NotFoundError):
         other.chat.completions.create(model=job.fine_tuned_model, messages=question, max_tokens=4)  # type: ignore[arg-type]
     with pytest.raises(openai.NotFoundError):
+        other.chat.completions.create(model=last, messages=question, max_tokens=4)  # type: ignore[arg-type]
+    with pytest.raises(openai.NotFoundError):
         other.fine_tuning.jobs.retrieve(job.id)
+    assert httpx.get(f"{server.base_url}/fine_tuning/jobs/{job.id}/adapter", headers={"Authorization": f"Bearer {server.key_b}"}).status_code == 404
+    with pytest.raises(openai.NotFoundError):
+        other.files.content(result)
     with pytest.raises(openai.NotFoundError):
         other.files.retrieve(job.training_file)
+
+
+def exported_greedy(server: Server, question: str) -> str:
+    """The exported adapter on the base weights with plain transformers + PEFT (fp32, greedy)."""
+    import warnings
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(server.model_dir)
+    base = AutoModelForCausalLM.from_pretrained(server.model_dir, dtype=torch.float32)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = PeftModel.from_pretrained(base, server.root / "exported")
+    ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, max_new_tokens=12, do_sample=False)
+    return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
 def accuracy(server: Server, model: str) -> float:
