@@ -3,7 +3,8 @@
 It takes rows (chat examples, or DPO preference pairs) and hyperparameters, and reports through `TrainHooks`: each
 step's metrics (OpenAI's names: `train_loss`, `train_mean_token_accuracy`, and every `eval_every` steps
 `valid_loss` / `valid_mean_token_accuracy` on one validation batch), and each epoch's checkpoint with the whole
-validation file's `full_valid_loss` / `full_valid_mean_token_accuracy`. A checkpoint is a PEFT adapter folder
+validation file's `full_valid_loss` / `full_valid_mean_token_accuracy` (and, when the validation answers are a few
+labels, `valid_classification_accuracy` and `valid_confusion_matrix`: `labels.py`). A checkpoint is a PEFT adapter folder
 (safetensors + adapter_config.json) plus the optimizer and schedule (`state.py`), so a resumed run continues
 exactly where the checkpoint left off. The loss itself is `objectives.py`'s. It knows nothing of jobs, databases or
 HTTP: the worker wraps it.
@@ -21,6 +22,7 @@ from typing import Any, Protocol, Sequence
 
 import torch
 
+from llmaas.training.labels import classification_report, label_set
 from llmaas.training.objectives import Objective, make_objective
 from llmaas.training.state import load_training_state, save_training_state
 
@@ -44,7 +46,7 @@ class TrainConfig:
     eval_every: int = 0  # steps between one-batch validations (0 = only the full one at each checkpoint)
 
 
-Metrics = dict[str, float]
+Metrics = dict[str, Any]  # numbers, plus a classifier's confusion matrix at checkpoints
 
 
 class TrainHooks(Protocol):
@@ -164,6 +166,7 @@ def train(
         for g in optimizer.param_groups:
             g["lr"] = g["initial_lr"] * decay(step)
     valid_rows = itertools.cycle(valid_data) if valid_data else None  # a rotating sample for the per-step metrics
+    labels = label_set(valid_examples or []) if config.method == "supervised" else None
     tokens_per_epoch = sum(_tokens(row) for row in train_data)
     checkpoint = resume_from[1] if resume_from else out_dir
     for epoch in range(first_epoch, config.n_epochs + 1):
@@ -192,6 +195,10 @@ def train(
             epoch_metrics.update(
                 valid_loss=loss, valid_mean_token_accuracy=accuracy, full_valid_loss=loss, full_valid_mean_token_accuracy=accuracy
             )
+        if labels is not None and valid_examples:
+            report = classification_report(model, tokenizer, valid_examples, labels, device)
+            epoch_metrics["valid_classification_accuracy"] = report["accuracy"]
+            epoch_metrics["valid_confusion_matrix"] = {"labels": report["labels"], "matrix": report["confusion_matrix"]}
         checkpoint = out_dir / f"epoch-{epoch}"
         model.save_pretrained(checkpoint, safe_serialization=True)
         save_training_state(checkpoint, optimizer, scheduler, {"epoch": epoch, "step": step})
@@ -220,4 +227,4 @@ class PrintHooks:
 
 
 def _fmt(metrics: Metrics) -> str:
-    return " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+    return " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))

@@ -73,14 +73,16 @@ class Lease:
         self._thread.join(timeout=5)
 
 
-def _rounded(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: round(v, 6) for k, v in metrics.items()}
+def _rounded(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
 
 
-def _describe(metrics: dict[str, float]) -> str:
+def _describe(metrics: dict[str, Any]) -> str:
     text = f"training loss={metrics['train_loss']:.4f}"
     if "valid_loss" in metrics:
         text += f", validation loss={metrics['valid_loss']:.4f}"
+    if "valid_classification_accuracy" in metrics:
+        text += f", validation accuracy={metrics['valid_classification_accuracy']:.3f}"
     return text
 
 
@@ -90,12 +92,12 @@ class JobHooks:
     def __init__(self, worker: "Worker", job: FineTuningJob, lease: Lease, stop: threading.Event) -> None:
         self.worker, self.job, self.lease, self.stop = worker, job, lease, stop
 
-    def on_step(self, *, step: int, total_steps: int, epoch: int, metrics: dict[str, float]) -> None:
+    def on_step(self, *, step: int, total_steps: int, epoch: int, metrics: dict[str, Any]) -> None:
         data = {"step": step, "total_steps": total_steps, "epoch": epoch, **_rounded(metrics)}
         with self.worker.store.session() as s:
             J.add_event(s, self.job, f"Step {step}/{total_steps}: {_describe(metrics)}", type="metrics", data=data)
 
-    def on_epoch(self, *, epoch: int, step: int, metrics: dict[str, float], checkpoint: Path) -> None:
+    def on_epoch(self, *, epoch: int, step: int, metrics: dict[str, Any], checkpoint: Path) -> None:
         key = f"{self.job.id}/epoch-{epoch}"
         self.worker.blobs.put_dir(key, checkpoint)
         shown: dict[str, Any] = {"step": step, **_rounded(metrics)}

@@ -76,10 +76,11 @@ def finish(client: openai.OpenAI, job_id: str, timeout: float = 600) -> Any:
     pytest.fail(f"job {job_id} did not finish")
 
 
-def tune(client: openai.OpenAI, rows: list[dict], epochs: int, suffix: str) -> Any:
+def tune(client: openai.OpenAI, rows: list[dict], epochs: int, suffix: str, valid: list[dict] | None = None) -> Any:
     f = client.files.create(file=("train.jsonl", io.BytesIO(jsonl(rows))), purpose="fine-tune")
+    v = client.files.create(file=("valid.jsonl", io.BytesIO(jsonl(valid))), purpose="fine-tune").id if valid else openai.NOT_GIVEN
     job = client.fine_tuning.jobs.create(
-        model="tiny", training_file=f.id, suffix=suffix, seed=1,
+        model="tiny", training_file=f.id, validation_file=v, suffix=suffix, seed=1,
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": epochs, "batch_size": 4, "learning_rate_multiplier": 50}},
                 "lora": {"rank": 16, "alpha": 32}},  # type: ignore[typeddict-unknown-key]
     )
@@ -180,8 +181,14 @@ def test_classification_improves_after_fine_tuning(server: Server) -> None:
     base = accuracy(server, "tiny")
     rows = [{"messages": [{"role": "user", "content": t}, {"role": "assistant", "content": label}]}
             for t, label in [(t, "positive") for t in POSITIVE] + [(t, "negative") for t in NEGATIVE]]
-    job = tune(client, rows, epochs=8, suffix="sentiment")
+    job = tune(client, rows, epochs=8, suffix="sentiment", valid=rows)
     tuned = accuracy(server, job.fine_tuned_model)
+    # each checkpoint scored the validation file as /v1/classifications scores labels: the same accuracy
+    last = client.fine_tuning.jobs.checkpoints.list(job.id).data[0]
+    metrics = last.metrics.model_dump()
+    assert metrics["valid_classification_accuracy"] == pytest.approx(tuned)
+    matrix = metrics["valid_confusion_matrix"]
+    assert matrix["labels"] == ["negative", "positive"] and sum(map(sum, matrix["matrix"])) == len(rows)
     auth = {"Authorization": f"Bearer {server.key_a}"}
     for body, param in [({"labels": ["a", "a"]}, "labels"), ({"labels": ["a"]}, "labels"), ({"labels": [str(i) for i in range(17)]}, "labels"),
                         ({"labels": ["a", "b"], "input": ["x"] * 65}, "input"), ({"labels": ["a", "b"], "model": job.fine_tuned_model + "x"}, "model")]:
