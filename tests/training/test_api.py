@@ -174,6 +174,11 @@ def test_dpo_and_reinforcement_methods(http: TestClient) -> None:
     assert dpo.hyperparameters.n_epochs == 1 and dpo.result_files == []
     auto = a.fine_tuning.jobs.create(model="tiny", training_file=f.id)
     assert auto.hyperparameters.n_epochs == "auto"  # until the worker has counted the file
+    # the adapter download: only a succeeded job has one; another project's job is not found
+    r = http.get(f"/v1/fine_tuning/jobs/{auto.id}/adapter", headers={"Authorization": "Bearer key-a"})
+    assert r.status_code == 400 and "no adapter" in r.json()["error"]["message"] and r.json()["error"]["param"] == "fine_tuning_job_id"
+    r = http.get(f"/v1/fine_tuning/jobs/{auto.id}/adapter", headers={"Authorization": "Bearer key-b"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 
 
 
