@@ -11,8 +11,9 @@ tokenizers.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Literal, Union
+from typing import Any, Literal
 
 from llmaas.unicode import lone_surrogate_path
 
@@ -44,7 +45,7 @@ class Preference:
     non_preferred: Example
 
 
-Row = Union[Example, Preference]
+Row = Example | Preference
 Method = Literal["supervised", "dpo"]
 
 

@@ -10,7 +10,8 @@ result is the accuracy and a confusion matrix (rows: the true label, columns: th
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

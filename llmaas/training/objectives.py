@@ -11,8 +11,9 @@ output's tokens; accuracy = pairs whose implicit reward ranks the preferred outp
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F

@@ -189,7 +189,7 @@ def train(
                 v = evaluate(model, objective, sample, config.batch_size)
                 metrics.update(valid_loss=v[0], valid_mean_token_accuracy=v[1])
             hooks.on_step(step=step, total_steps=total_steps, epoch=epoch, metrics=metrics)
-        epoch_metrics = {"train_loss": running / max(seen, 1), "train_mean_token_accuracy": correct / max(count, 1)}
+        epoch_metrics: Metrics = {"train_loss": running / max(seen, 1), "train_mean_token_accuracy": correct / max(count, 1)}
         if valid_data:
             loss, accuracy = evaluate(model, objective, valid_data, config.batch_size)
             epoch_metrics.update(

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from llmaas.training.auto import auto_epochs
+from llmaas.training.dataset import encode_example, pad
 from llmaas.training.files import Example, Preference
 from llmaas.training.objectives import sequence_logprobs
-from llmaas.training.dataset import encode_example, pad
 from llmaas.training.state import OPTIMIZER_FILE, STATE_FILE
 from llmaas.training.trainer import Stopped, TrainConfig, load_base, train
 
