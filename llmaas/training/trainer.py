@@ -153,18 +153,11 @@ def train(
     model = _attach_lora(model, config, resume_from)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
     steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
     total_steps = steps_per_epoch * config.n_epochs
     first_epoch = resume_from[0] + 1 if resume_from else 1
     step = steps_per_epoch * (first_epoch - 1)
-    decay = linear_decay(total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
-    if resume_from is not None and load_training_state(resume_from[1], optimizer, scheduler) is None:
-        # A checkpoint saved without optimizer state: fresh moments, the schedule moved on to where it was.
-        scheduler.last_epoch = step
-        for g in optimizer.param_groups:
-            g["lr"] = g["initial_lr"] * decay(step)
+    optimizer, scheduler = _optimizer(params, config, total_steps, step, resume_from[1] if resume_from else None)
     valid_rows = itertools.cycle(valid_data) if valid_data else None  # a rotating sample for the per-step metrics
     labels = label_set(valid_examples or []) if config.method == "supervised" else None
     tokens_per_epoch = sum(_tokens(row) for row in train_data)
@@ -191,19 +184,39 @@ def train(
             hooks.on_step(step=step, total_steps=total_steps, epoch=epoch, metrics=metrics)
         epoch_metrics: Metrics = {"train_loss": running / max(seen, 1), "train_mean_token_accuracy": correct / max(count, 1)}
         if valid_data:
-            loss, accuracy = evaluate(model, objective, valid_data, config.batch_size)
-            epoch_metrics.update(
-                valid_loss=loss, valid_mean_token_accuracy=accuracy, full_valid_loss=loss, full_valid_mean_token_accuracy=accuracy
-            )
-        if labels is not None and valid_examples:
-            report = classification_report(model, tokenizer, valid_examples, labels, device)
-            epoch_metrics["valid_classification_accuracy"] = report["accuracy"]
-            epoch_metrics["valid_confusion_matrix"] = {"labels": report["labels"], "matrix": report["confusion_matrix"]}
+            epoch_metrics.update(_full_validation(model, tokenizer, objective, valid_data, valid_examples or [], labels, config, device))
         checkpoint = out_dir / f"epoch-{epoch}"
         model.save_pretrained(checkpoint, safe_serialization=True)
         save_training_state(checkpoint, optimizer, scheduler, {"epoch": epoch, "step": step})
         hooks.on_epoch(epoch=epoch, step=step, metrics=epoch_metrics, checkpoint=checkpoint)
     return TrainResult(adapter_dir=checkpoint, trained_tokens=tokens_per_epoch * config.n_epochs, steps=step)
+
+
+def _optimizer(params: list[Any], config: TrainConfig, total_steps: int, step: int, resume: Path | None) -> tuple[Any, Any]:
+    """AdamW and its linear-decay schedule, restored from the resume checkpoint when it saved them."""
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
+    decay = linear_decay(total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+    if resume is not None and load_training_state(resume, optimizer, scheduler) is None:
+        # A checkpoint saved without optimizer state: fresh moments, the schedule moved on to where it was.
+        scheduler.last_epoch = step
+        for g in optimizer.param_groups:
+            g["lr"] = g["initial_lr"] * decay(step)
+    return optimizer, scheduler
+
+
+def _full_validation(
+    model: Any, tokenizer: Any, objective: Objective, valid_data: Sequence[Any], valid_examples: Sequence[Any],
+    labels: list[str] | None, config: TrainConfig, device: str,
+) -> Metrics:
+    """A checkpoint's validation: the whole file's loss and accuracy, and a classifier's accuracy + confusion matrix."""
+    loss, accuracy = evaluate(model, objective, valid_data, config.batch_size)
+    out: Metrics = {"valid_loss": loss, "valid_mean_token_accuracy": accuracy, "full_valid_loss": loss, "full_valid_mean_token_accuracy": accuracy}
+    if labels is not None:
+        report = classification_report(model, tokenizer, valid_examples, labels, device)
+        out["valid_classification_accuracy"] = report["accuracy"]
+        out["valid_confusion_matrix"] = {"labels": report["labels"], "matrix": report["confusion_matrix"]}
+    return out
 
 
 def _tokens(row: Any) -> int:
