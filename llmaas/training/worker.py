@@ -29,6 +29,7 @@ from llmaas.training.jobs import JobStatus
 from llmaas.training.registry import materialize
 from llmaas.training.results import write_result_file
 from llmaas.training.sources import resolve_source
+from llmaas.training.state import OPTIMIZER_FILE, STATE_FILE
 from llmaas.training.trainer import Stopped, TrainConfig, load_base, train
 
 log = logging.getLogger("llmaas.training.worker")
@@ -190,6 +191,8 @@ class Worker:
                 JobHooks(self, job, lease, self.stop), resume_from=resume, device=device,
             )
             adapter_key = f"{job.id}/adapter"
+            for name in (OPTIMIZER_FILE, STATE_FILE):  # the published adapter never resumes: its checkpoint keeps them
+                (result.adapter_dir / name).unlink(missing_ok=True)
             self.blobs.put_dir(adapter_key, result.adapter_dir)
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)

@@ -105,6 +105,8 @@ def test_worker_trains_checkpoints_and_publishes(sqlite_db: Store, blobs: BlobSt
     found = asyncio.run(reg.lookup(j.fine_tuned_model, Principal(project_id="p1")))
     assert found is not None and found.adapter_id == job_id and found.base_model == TINY
     assert (found.adapter_path / "adapter_model.safetensors").exists() and (found.adapter_path / "adapter_config.json").exists()
+    assert not (found.adapter_path / "optimizer.safetensors").exists()  # only checkpoints keep the optimizer state
+    assert (blobs.local_path(ckpts[0].blob_key) / "optimizer.safetensors").exists()
     assert asyncio.run(reg.lookup(j.fine_tuned_model, Principal(project_id="p2"))) is None
     assert [m.id for m in asyncio.run(reg.list(Principal(project_id="p1")))] == [j.fine_tuned_model]
 
