@@ -198,12 +198,12 @@ class Worker:
             shutil.rmtree(out_dir, ignore_errors=True)
         name = J.fine_tuned_name(job.model, job.project_id, job.suffix, job.id)
         with self.store.session() as s:
-            write_result_file(s, self.blobs, job)
             done = J.transition(
                 s, job.id, JobStatus.SUCCEEDED, worker_id=self.worker_id,
                 fine_tuned_model=name, trained_tokens=result.trained_tokens, adapter_key=adapter_key,
             )
-            if done:
+            if done:  # in the same transaction: a succeeded job always has its result file
+                write_result_file(s, self.blobs, job)
                 J.add_event(s, job, f"The job has successfully completed: {name}", data={"fine_tuned_model": name})
         log.info("fine-tuning job %s %s", job.id, "succeeded" if done else "finished but was no longer ours")
 
