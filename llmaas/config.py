@@ -109,6 +109,7 @@ class Settings(BaseSettings):
     batch_max_lines: int = Field(50_000, ge=1, le=1_000_000, description="Most requests in one batch input file.")
     batch_rpm: int | None = Field(None, ge=1, description="Batch lines per minute per project (the batch rate limit, separate from interactive rpm); unset = no limit.")
     batch_tpm: int | None = Field(None, ge=1, description="Tokens per minute of batch lines per project (reserved as interactive requests reserve them, separate from interactive tpm); unset = no limit.")
+    finetune_eval_steps: int = Field(10, ge=0, le=1_000_000, description="With a validation file, every this many steps a fine-tuning job reports `valid_loss` on one validation batch (0 = only at checkpoints, which always evaluate the whole file).")
     log_json: bool = Field(False, description="Structured JSON logs.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_content: bool = Field(False, description="Log prompts and completions (debugging only; never in production).")

@@ -54,9 +54,13 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str
     return full, spans
 
 
-def encode_example(tokenizer: Any, example: Example, max_len: int) -> Encoded:
-    """Tokens and labels for one example, truncated to max_len (the end is dropped, as OpenAI does)."""
+def encode_example(tokenizer: Any, example: Example, max_len: int, *, last_only: bool = False) -> Encoded:
+    """Tokens and labels for one example, truncated to max_len (the end is dropped, as OpenAI does).
+
+    `last_only` trains on the final assistant answer alone (DPO scores the output, not earlier turns).
+    """
     text, spans = assistant_spans(tokenizer, example.messages)
+    spans = spans[-1:] if last_only else spans
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = list(enc["input_ids"])
     labels = [IGNORE] * len(ids)
@@ -66,9 +70,27 @@ def encode_example(tokenizer: Any, example: Example, max_len: int) -> Encoded:
     return Encoded(ids[:max_len], labels[:max_len])
 
 
+def usable(e: Encoded) -> bool:
+    """Something left to learn after truncation (a label that has a token before it)."""
+    return e.num_trained > 1 or (e.num_trained == 1 and len(e.input_ids) > 1)
+
+
 def encode_all(tokenizer: Any, examples: Sequence[Example], max_len: int) -> list[Encoded]:
-    out = [encode_example(tokenizer, ex, max_len) for ex in examples]
-    return [e for e in out if e.num_trained > 1 or (e.num_trained == 1 and len(e.input_ids) > 1)]
+    return [e for e in (encode_example(tokenizer, ex, max_len) for ex in examples) if usable(e)]
+
+
+def pad(rows: Sequence[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids [B, T], attention_mask [B, T], labels [B, T]), right-padded to the longest row."""
+    width = max(len(e.input_ids) for e in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    for r, e in enumerate(rows):
+        n = len(e.input_ids)
+        ids[r, :n] = torch.tensor(e.input_ids)
+        mask[r, :n] = 1
+        labels[r, :n] = torch.tensor(e.labels)
+    return ids, mask, labels
 
 
 def batches(
@@ -79,14 +101,4 @@ def batches(
     if seed is not None:
         random.Random(seed).shuffle(order)
     for i in range(0, len(order), batch_size):
-        chunk = [data[k] for k in order[i : i + batch_size]]
-        width = max(len(e.input_ids) for e in chunk)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        labels = torch.full((len(chunk), width), IGNORE, dtype=torch.long)
-        for r, e in enumerate(chunk):
-            n = len(e.input_ids)
-            ids[r, :n] = torch.tensor(e.input_ids)
-            mask[r, :n] = 1
-            labels[r, :n] = torch.tensor(e.labels)
-        yield ids, mask, labels
+        yield pad([data[k] for k in order[i : i + batch_size]], pad_id)

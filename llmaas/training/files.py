@@ -1,16 +1,19 @@
 """Validation of fine-tuning JSONL files, line by line, with errors that name the line and the problem.
 
-Two formats are accepted, as OpenAI does: chat (`{"messages": [{"role", "content"}, ...]}` with at least one
-assistant turn) and prompt/completion (`{"prompt": "...", "completion": "..."}`). Both come out as a list of chat
-messages, so the dataset code sees one shape. This module reads bytes; it knows nothing of storage or tokenizers.
+Supervised files take two formats, as OpenAI does: chat (`{"messages": [{"role", "content"}, ...]}` with at least
+one assistant turn) and prompt/completion (`{"prompt": "...", "completion": "..."}`); both come out as a list of chat
+messages, so the dataset code sees one shape. DPO files take OpenAI's preference format (`{"input": {"messages":
+[...]}, "preferred_output": [assistant message], "non_preferred_output": [assistant message]}`), which comes out as
+a `Preference` of two chat examples sharing their prompt. This module reads bytes; it knows nothing of storage or
+tokenizers.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from llmaas.unicode import lone_surrogate_path
 
@@ -34,17 +37,29 @@ class Example:
     messages: list[dict[str, str]]  # [{"role", "content"}], at least one assistant turn
 
 
-def _message(obj: Any, index: int) -> dict[str, str]:
+@dataclass(frozen=True, slots=True)
+class Preference:
+    """One DPO row: the same prompt answered the preferred way and the non-preferred way (both end on the answer)."""
+
+    preferred: Example
+    non_preferred: Example
+
+
+Row = Example | Preference
+Method = Literal["supervised", "dpo"]
+
+
+def _message(obj: Any, index: int, where: str = "messages") -> dict[str, str]:
     if not isinstance(obj, dict):
-        raise ValueError(f"messages[{index}] must be an object")
+        raise ValueError(f"{where}[{index}] must be an object")
     role, content = obj.get("role"), obj.get("content")
     if role not in ROLES:
-        raise ValueError(f"messages[{index}].role must be one of {', '.join(ROLES)}, got {str(role)[:40]!r}")
+        raise ValueError(f"{where}[{index}].role must be one of {', '.join(ROLES)}, got {str(role)[:40]!r}")
     if not isinstance(content, str):
-        raise ValueError(f"messages[{index}].content must be a string")
+        raise ValueError(f"{where}[{index}].content must be a string")
     extra = set(obj) - {"role", "content", "name", "weight"}
     if extra:
-        raise ValueError(f"messages[{index}] has unsupported keys: {', '.join(sorted(extra))[:80]}")
+        raise ValueError(f"{where}[{index}] has unsupported keys: {', '.join(sorted(extra))[:80]}")
     return {"role": role, "content": content}
 
 
@@ -72,6 +87,35 @@ def parse_example(obj: Any) -> Example:
     raise ValueError("expected a chat example ('messages') or a prompt/completion example ('prompt', 'completion')")
 
 
+def _output(obj: dict[str, Any], key: str) -> dict[str, str]:
+    side = obj.get(key)
+    if not isinstance(side, list) or len(side) != 1:
+        raise ValueError(f"'{key}' must be a list with one assistant message")
+    message = _message(side[0], 0, key)
+    if message["role"] != "assistant" or not message["content"]:
+        raise ValueError(f"'{key}' must hold one non-empty assistant message")
+    return message
+
+
+def parse_preference(obj: Any) -> Preference:
+    """One decoded JSON line of a DPO file → Preference; raises ValueError with a client-readable reason."""
+    if not isinstance(obj, dict):
+        raise ValueError("each line must be a JSON object")
+    prompt = obj.get("input")
+    if not isinstance(prompt, dict) or not isinstance(prompt.get("messages"), list) or not prompt["messages"]:
+        raise ValueError("'input' must be an object with a non-empty 'messages' list")
+    if len(prompt["messages"]) > MAX_MESSAGES:
+        raise ValueError(f"'input.messages' has more than {MAX_MESSAGES} entries")
+    messages = [_message(m, i, "input.messages") for i, m in enumerate(prompt["messages"])]
+    if messages[-1]["role"] == "assistant":
+        raise ValueError("'input.messages' must not end with an assistant message (the outputs are the answers)")
+    preferred, non_preferred = _output(obj, "preferred_output"), _output(obj, "non_preferred_output")
+    return Preference(Example(messages + [preferred]), Example(messages + [non_preferred]))
+
+
+PARSERS: dict[str, Callable[[Any], Row]] = {"supervised": parse_example, "dpo": parse_preference}
+
+
 def iter_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
     """Split a byte stream into lines without holding more than one line (bounded) in memory."""
     buf = b""
@@ -86,8 +130,9 @@ def iter_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield buf
 
 
-def parse_jsonl(chunks: Iterable[bytes]) -> Iterator[Example]:
-    """Every example of a JSONL byte stream; raises FileValidationError naming the first bad line."""
+def parse_jsonl(chunks: Iterable[bytes], method: Method = "supervised") -> Iterator[Any]:
+    """Every row of a JSONL byte stream (Examples, or Preferences for dpo); FileValidationError names the first bad line."""
+    parse = PARSERS[method]
     count = 0
     for number, raw in enumerate(iter_lines(chunks), start=1):
         if not raw.strip():
@@ -104,7 +149,7 @@ def parse_jsonl(chunks: Iterable[bytes]) -> Iterator[Example]:
         if bad is not None:  # an escape like \\ud800: not text, and no tokenizer takes it
             raise FileValidationError(f"{bad[:80]} contains a lone surrogate (not valid Unicode)", number)
         try:
-            yield parse_example(obj)
+            yield parse(obj)
         except ValueError as exc:
             raise FileValidationError(str(exc), number) from None
         count += 1
@@ -112,9 +157,9 @@ def parse_jsonl(chunks: Iterable[bytes]) -> Iterator[Example]:
         raise FileValidationError("the file contains no examples")
 
 
-def validate_jsonl(chunks: Iterable[bytes]) -> int:
+def validate_jsonl(chunks: Iterable[bytes], method: Method = "supervised") -> int:
     """Check a whole file; the number of examples, or FileValidationError."""
-    return sum(1 for _ in parse_jsonl(chunks))
+    return sum(1 for _ in parse_jsonl(chunks, method))
 
 
 def load_examples(data: bytes) -> list[Example]:

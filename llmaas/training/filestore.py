@@ -31,9 +31,10 @@ def display_name(filename: str | None) -> str:
 
 
 def create_file(
-    session: Session, blobs: BlobStore, data: IO[bytes], *, project_id: str, purpose: str, filename: str | None
+    session: Session, blobs: BlobStore, data: IO[bytes], *, project_id: str, purpose: str, filename: str | None,
+    file_id: str | None = None,  # the server's own choice (a job's result file); never a client's
 ) -> FileRecord:
-    file_id = sortable_id("file")
+    file_id = file_id or sortable_id("file")
     size = blobs.put(file_id, data)
     record = FileRecord(
         id=file_id, project_id=project_id, purpose=purpose, filename=display_name(filename),

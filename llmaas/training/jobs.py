@@ -61,6 +61,11 @@ def sortable_id(prefix: str) -> str:
     return f"{prefix}-{time.time_ns():016x}{secrets.token_hex(16)}"
 
 
+def result_file_id(job_id: str) -> str:
+    """The id of a job's step-metrics result file (`training/results.py`): derived, so the job needs no column for it."""
+    return "file-" + job_id.removeprefix("ftjob-")
+
+
 def sources(to: JobStatus) -> list[str]:
     return [s.api for s, targets in TRANSITIONS.items() if to in targets]
 
@@ -268,7 +273,8 @@ def job_to_dict(job: FineTuningJob) -> dict[str, Any]:
         "finished_at": job.finished_at,
         "fine_tuned_model": job.fine_tuned_model,
         "organization_id": job.project_id,
-        "result_files": [],
+        # The step-metrics CSV (training/results.py), written just before a job succeeds; its id follows from the job's.
+        "result_files": [result_file_id(job.id)] if job.status == JobStatus.SUCCEEDED.api else [],
         "status": job.status,
         "validation_file": job.validation_file,
         "training_file": job.training_file,

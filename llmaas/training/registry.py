@@ -1,7 +1,9 @@
 """Fine-tuned models as the API sees them (`app.state.finetuned`): read from the store, so every replica agrees.
 
-`lookup("ft:…", principal)` returns the model of a succeeded job of the caller's own project (None otherwise, also
-for another project's model: the caller answers 404); `list(principal)` is what `/v1/models` adds. The adapter
+`lookup("ft:…", principal)` returns the model of a succeeded job of the caller's own project, or of one of its
+checkpoints (`ft:…:<job id>:ckpt-step-<n>`, as OpenAI serves `fine_tuned_model_checkpoint`); None otherwise, also
+for another project's model: the caller answers 404. `list(principal)` is what `/v1/models` adds (final models
+only, as OpenAI lists them). The adapter
 path is local: on a local BlobStore it is the stored folder itself, on a remote one a copy cached under the data
 dir. Registering with the engine (`engine.register_adapter(adapter_id, adapter_path)`) is the serving layer's job.
 """
@@ -19,7 +21,9 @@ from sqlalchemy import select
 
 from llmaas.store.blobs import BlobStore
 from llmaas.store.db import Store
-from llmaas.store.training_models import FineTuningJob
+from llmaas.store.training_models import FineTuningCheckpoint, FineTuningJob
+
+CHECKPOINT_MARK = ":ckpt-step-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +74,29 @@ class FineTunedModels:
             owned_by=job.project_id,
         )
 
+    def _checkpoint(self, project_id: str, model: str) -> list[FineTunedModel]:
+        job_id = model.rsplit(":", 2)[-2] if model.count(":") >= 2 else ""
+        with self.store.session() as s:
+            row = s.execute(
+                select(FineTuningCheckpoint, FineTuningJob)
+                .join(FineTuningJob, FineTuningJob.id == FineTuningCheckpoint.job_id)
+                .where(
+                    FineTuningCheckpoint.job_id == job_id,
+                    FineTuningCheckpoint.project_id == project_id,
+                    FineTuningJob.project_id == project_id,
+                    FineTuningCheckpoint.fine_tuned_model_checkpoint == model,
+                )
+            ).first()
+        if row is None:
+            return []
+        ckpt, job = row
+        path = materialize(self.blobs, ckpt.blob_key, self.cache_dir)
+        # The checkpoint's own id names its adapter in the engine: server-generated, distinct from the job's.
+        return [FineTunedModel(model, job.model, ckpt.id, path, ckpt.created_at, job.project_id)]
+
     def _query(self, project_id: str, model: str | None) -> list[FineTunedModel]:
+        if model is not None and CHECKPOINT_MARK in model:
+            return self._checkpoint(project_id, model)
         cond = [
             FineTuningJob.project_id == project_id,
             FineTuningJob.status == "succeeded",

@@ -23,10 +23,13 @@ from llmaas.store.blobs import BlobStore
 from llmaas.store.db import Store, new_id
 from llmaas.store.training_models import FileRecord, FineTuningJob
 from llmaas.training import jobs as J
-from llmaas.training.files import Example, FileValidationError, parse_jsonl
+from llmaas.training.auto import auto_epochs
+from llmaas.training.files import FileValidationError, Row, parse_jsonl
 from llmaas.training.jobs import JobStatus
 from llmaas.training.registry import materialize
+from llmaas.training.results import write_result_file
 from llmaas.training.sources import resolve_source
+from llmaas.training.state import OPTIMIZER_FILE, STATE_FILE
 from llmaas.training.trainer import Stopped, TrainConfig, load_base, train
 
 log = logging.getLogger("llmaas.training.worker")
@@ -71,32 +74,40 @@ class Lease:
         self._thread.join(timeout=5)
 
 
+def _rounded(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
+
+
+def _describe(metrics: dict[str, Any]) -> str:
+    text = f"training loss={metrics['train_loss']:.4f}"
+    if "valid_loss" in metrics:
+        text += f", validation loss={metrics['valid_loss']:.4f}"
+    if "valid_classification_accuracy" in metrics:
+        text += f", validation accuracy={metrics['valid_classification_accuracy']:.3f}"
+    return text
+
+
 class JobHooks:
     """TrainHooks that write events, checkpoints and the resume point to the database."""
 
     def __init__(self, worker: Worker, job: FineTuningJob, lease: Lease, stop: threading.Event) -> None:
         self.worker, self.job, self.lease, self.stop = worker, job, lease, stop
-        self.last_valid: float | None = None
 
-    def on_step(self, *, step: int, total_steps: int, epoch: int, train_loss: float) -> None:
-        data = {"step": step, "total_steps": total_steps, "epoch": epoch, "train_loss": round(train_loss, 6)}
+    def on_step(self, *, step: int, total_steps: int, epoch: int, metrics: dict[str, Any]) -> None:
+        data = {"step": step, "total_steps": total_steps, "epoch": epoch, **_rounded(metrics)}
         with self.worker.store.session() as s:
-            J.add_event(s, self.job, f"Step {step}/{total_steps}: training loss={train_loss:.4f}", type="metrics", data=data)
+            J.add_event(s, self.job, f"Step {step}/{total_steps}: {_describe(metrics)}", type="metrics", data=data)
 
-    def on_epoch(self, *, epoch: int, step: int, train_loss: float, valid_loss: float | None, checkpoint: Path) -> None:
+    def on_epoch(self, *, epoch: int, step: int, metrics: dict[str, Any], checkpoint: Path) -> None:
         key = f"{self.job.id}/epoch-{epoch}"
         self.worker.blobs.put_dir(key, checkpoint)
-        metrics: dict[str, Any] = {"step": step, "train_loss": round(train_loss, 6)}
-        message = f"Epoch {epoch}: training loss={train_loss:.4f}"
-        if valid_loss is not None:
-            metrics.update(valid_loss=round(valid_loss, 6), full_valid_loss=round(valid_loss, 6))
-            message += f", validation loss={valid_loss:.4f}"
+        shown: dict[str, Any] = {"step": step, **_rounded(metrics)}
         with self.worker.store.session() as s:
             s.query(FineTuningJob).filter_by(id=self.job.id, worker_id=self.worker.worker_id).update(
                 {"resume_epoch": epoch, "resume_key": key}
             )
-            J.add_checkpoint(s, self.job, epoch=epoch, step=step, metrics=metrics, blob_key=key)
-            J.add_event(s, self.job, message, type="metrics", data={"epoch": epoch, **metrics})
+            J.add_checkpoint(s, self.job, epoch=epoch, step=step, metrics=shown, blob_key=key)
+            J.add_event(s, self.job, f"Epoch {epoch}: {_describe(metrics)}", type="metrics", data={"epoch": epoch, **shown})
 
     def should_stop(self) -> bool:
         return self.lease.lost.is_set() or self.stop.is_set()
@@ -161,7 +172,8 @@ class Worker:
         config = TrainConfig(
             n_epochs=hp["n_epochs"], batch_size=hp["batch_size"], learning_rate=hp["learning_rate"], seed=job.seed,
             lora_rank=lora["rank"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-            target_modules=list(lora["target_modules"]),
+            target_modules=list(lora["target_modules"]), method=job.method.get("type", "supervised"),
+            beta=hp.get("beta", 0.1), eval_every=self.settings.finetune_eval_steps,
         )
         out_dir = self.work_dir / job.id
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -179,6 +191,8 @@ class Worker:
                 JobHooks(self, job, lease, self.stop), resume_from=resume, device=device,
             )
             adapter_key = f"{job.id}/adapter"
+            for name in (OPTIMIZER_FILE, STATE_FILE):  # the published adapter never resumes: its checkpoint keeps them
+                (result.adapter_dir / name).unlink(missing_ok=True)
             self.blobs.put_dir(adapter_key, result.adapter_dir)
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -188,7 +202,8 @@ class Worker:
                 s, job.id, JobStatus.SUCCEEDED, worker_id=self.worker_id,
                 fine_tuned_model=name, trained_tokens=result.trained_tokens, adapter_key=adapter_key,
             )
-            if done:
+            if done:  # in the same transaction: a succeeded job always has its result file
+                write_result_file(s, self.blobs, job)
                 J.add_event(s, job, f"The job has successfully completed: {name}", data={"fine_tuned_model": name})
         log.info("fine-tuning job %s %s", job.id, "succeeded" if done else "finished but was no longer ours")
 
@@ -212,18 +227,27 @@ class Worker:
             while chunk := f.read(1 << 20):
                 yield chunk
 
-    def _examples(self, file_id: str, job: FineTuningJob, param: str) -> list[Example]:
+    def _examples(self, file_id: str, job: FineTuningJob, param: str) -> list[Row]:
         record = self._read_file(file_id, job, param)
         try:
-            return list(parse_jsonl(self._chunks(record)))
+            return list(parse_jsonl(self._chunks(record), job.method.get("type", "supervised")))
         except FileValidationError as exc:
             kind = "training" if param == "training_file" else "validation"
             raise JobFailed(f"invalid_{kind}_file", f"Invalid {kind} file '{file_id}': {exc}", param) from None
 
     def _validate(self, job: FineTuningJob) -> None:
-        self._examples(job.training_file, job, "training_file")
+        count = len(self._examples(job.training_file, job, "training_file"))
         if job.validation_file:
             self._examples(job.validation_file, job, "validation_file")
+        if job.hyperparameters["n_epochs"] == "auto":  # now that the file is counted (OpenAI's rule)
+            n_epochs = auto_epochs(count)
+            hp = {**job.hyperparameters, "n_epochs": n_epochs}
+            kind = job.method.get("type", "supervised")
+            shown = {**job.method.get(kind, {}).get("hyperparameters", {}), "n_epochs": n_epochs}
+            method = {**job.method, kind: {"hyperparameters": shown}}
+            with self.store.session() as s:
+                s.query(FineTuningJob).filter_by(id=job.id, worker_id=self.worker_id).update({"hyperparameters": hp, "method": method})
+            job.hyperparameters, job.method = hp, method
 
     def _move(self, job: FineTuningJob, to: JobStatus, message: str) -> None:
         with self.store.session() as s:

@@ -378,6 +378,57 @@ def test_fine_tune_from_upload_to_chat(page: Any, live: LlmaasProcess) -> None:
     assert "tokens" in wait_finished(send(page, "What is 2 plus 2?"))
 
 
+POSITIVE = ["I love it", "great stuff", "so good", "love this", "really great", "good job", "wonderful", "great fun"]
+NEGATIVE = ["I hate it", "awful stuff", "so bad", "hate this", "really awful", "bad job", "terrible", "awful mess"]
+
+
+def classification_accuracy(live: LlmaasProcess, model: str) -> float:
+    texts, labels = POSITIVE + NEGATIVE, ["positive", "negative"]
+    r = live.api("POST", "/v1/classifications", json={"model": model, "input": texts, "labels": labels})
+    assert r.status_code == 200, r.text
+    truth = ["positive"] * len(POSITIVE) + ["negative"] * len(NEGATIVE)
+    return sum(d["label"] == t for d, t in zip(r.json()["data"], truth)) / len(texts)
+
+
+def test_classifier_from_labeled_text(page: Any, live: LlmaasProcess) -> None:
+    """A CSV of text,label rows → label counts → a job → accuracy and a confusion matrix → /v1/classifications."""
+    require(live, "/v1/fine_tuning/jobs", "fine-tuning")
+    rows = [(t, "positive") for t in POSITIVE] + [(t, "negative") for t in NEGATIVE]
+    csv = "text,label\n" + "".join(f'"{t}",{label}\n' for t, label in rows)
+    sign_in(page, live)
+    page.get_by_role("link", name="Classifier").click()
+    page.get_by_label("Labeled file (CSV or JSONL)").set_input_files(
+        files=[{"name": "sentiment.csv", "mimeType": "text/csv", "buffer": csv.encode()}])
+    page.get_by_text("16 rows: 14 to train on, 2 to measure accuracy.").wait_for()
+    counts = page.locator("table", has=page.locator("caption", has_text="Label counts"))
+    assert counts.locator("tbody tr").all_inner_texts() == ["negative\t8", "positive\t8"]  # ties: by label
+    page.get_by_label("Base model").select_option("tiny")
+    page.get_by_label("Epochs (optional)").fill("10")
+    page.get_by_label("Learning rate multiplier (optional)").fill("50")
+    page.get_by_role("button", name="Train classifier").click()
+
+    page.get_by_role("heading", name=re.compile("^Job ")).wait_for()
+    matrix = page.locator("table.confusion")
+    deadline = time.monotonic() + 300
+    while not (page.get_by_role("button", name="Open in playground").count() and page.locator("form.try-classifier").count()):
+        if page.locator(".badge.status-failed, .badge.status-cancelled").count():
+            pytest.fail(f"the job did not succeed: {page.locator('main').inner_text()[:2000]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the job did not finish in 300 s: {page.locator('main').inner_text()[:1500]}")
+        page.wait_for_timeout(1000)
+    assert matrix.locator("thead th").all_text_contents()[1:] == ["negative", "positive"]
+    assert sum(int(n) for n in matrix.locator("tbody td").all_inner_texts()) == 2  # the held-out rows
+    assert re.fullmatch(r"\d+\.\d%", page.locator(".accuracy").inner_text())
+    snap(page, "e2e-classifier-job")
+    page.get_by_label("Text", exact=True).fill("I love it so much")
+    page.get_by_role("button", name="Classify").click()
+    assert page.locator(".classified strong").inner_text() in ("positive", "negative")
+
+    model = page.locator("dd code", has_text="ft:").inner_text()
+    base, tuned = classification_accuracy(live, "tiny"), classification_accuracy(live, model)
+    assert tuned > base, (base, tuned)  # the console sends no seed: how much better varies from run to run
+
+
 def test_server_side_job_error_is_shown(page: Any, live: LlmaasProcess) -> None:
     """A file the browser cannot check (here: sent by the API, not the console) fails the job; the page says why."""
     require(live, "/v1/fine_tuning/jobs", "fine-tuning")

@@ -164,3 +164,29 @@ def test_batches_view_helpers(page: Any, static_console: str) -> None:
     body = (f"return [m.endpointOf({text}), m.endpointOf('{{\"url\": \"/v1/images\"}}'), m.endpointOf('not json'), "
             "m.progress({total: 4, completed: 2, failed: 1}), m.progress({total: 0})];")
     assert run(page, static_console, "views/batches.js", body) == ["/v1/embeddings", "", "", 0.75, 0]
+
+
+def test_labeled_text_becomes_chat_data(page: Any, static_console: str) -> None:
+    csv = 'text,label\n"well, I love it",positive\nawful,negative\n"multi\nline ""quoted""",positive\n,negative\nfine,\n'
+    out = run(page, static_console, "labeled.js", f"""
+      const r = m.parseLabeled({csv!r}, 'data.csv');
+      const j = m.parseLabeled('{{"text": "a", "label": "x"}}\\n{{"text": "b", "label": "y"}}\\nnot json\\n', 'd.jsonl');
+      const many = Array.from({{length: 12}}, (_, i) => ({{text: 't' + i, label: i % 2 ? 'odd' : 'even'}}));
+      return [r, j, m.labelCounts(r.rows), m.toChatJsonl(r.rows.slice(0, 1)), m.splitRows(many),
+              m.parseLabeled('a,x\\nb,x\\n', 'one.csv').errors];""")
+    parsed, jsonl, counts, chat, split, one_label = out
+    assert [r["text"] for r in parsed["rows"]] == ["well, I love it", "awful", 'multi\nline "quoted"']
+    assert parsed["errors"] == [{"line": 6, "message": "the text is empty"}, {"line": 7, "message": "the label is empty (expected text,label)"}]
+    assert [r["label"] for r in jsonl["rows"]] == ["x", "y"] and jsonl["errors"][0]["line"] == 3
+    assert counts == [["positive", 2], ["negative", 1]]
+    assert json.loads(chat) == {"messages": [{"role": "user", "content": "well, I love it"}, {"role": "assistant", "content": "positive"}]}
+    assert len(split["valid"]) == 2 and {r["label"] for r in split["valid"]} == {"odd", "even"} and len(split["train"]) == 10
+    assert one_label == [{"line": 0, "message": "a classifier needs at least two different labels"}]
+
+
+def test_confusion_matrix_of_the_newest_checkpoint(page: Any, static_console: str) -> None:
+    out = run(page, static_console, "views/checkpoints.js", """
+      return m.latestMatrix([{step_number: 9, metrics: {train_loss: 1}},
+        {step_number: 6, metrics: {valid_confusion_matrix: {labels: ['a', 'b'], matrix: [[1, 0], [1, 1]]}}},
+        {step_number: 3, metrics: {valid_confusion_matrix: {labels: ['a', 'b'], matrix: [[0, 1], [1, 0]]}}}]);""")
+    assert out == {"step": 6, "labels": ["a", "b"], "matrix": [[1, 0], [1, 1]]}

@@ -49,6 +49,7 @@ def settings(tmp_path: Path, tiny_model_dir: Path) -> Settings:
         models=[ModelSpec(name=TINY, source=str(tiny_model_dir), kind="chat")],
         worker_lease_s=2.0,
         worker_poll_s=0.1,
+        finetune_eval_steps=1,
         auth=False,
     )
 

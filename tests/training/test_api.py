@@ -132,6 +132,8 @@ def test_job_creation_validates_and_shapes(http: TestClient) -> None:
         ({"model": "tiny", "training_file": f.id, "method": {"type": "supervised", "lora": {"rank": 100_000}}}, "method.lora.rank"),
         ({"model": "tiny", "training_file": f.id, "method": {"type": "supervised", "lora": {"target_modules": ["../x"]}}}, "method.lora.target_modules[0]"),
         ({"model": "tiny", "training_file": f.id, "suffix": "a/b"}, "suffix"),
+        ({"model": "tiny", "training_file": f.id, "method": {"type": "reinforcement"}}, "method.type"),
+        ({"model": "tiny", "training_file": f.id, "method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0}}}}, "method.dpo.hyperparameters.beta"),
     ]
     for body, param in bad:
         r = http.post("/v1/fine_tuning/jobs", json=body, headers={"Authorization": "Bearer key-a"})
@@ -159,6 +161,26 @@ def test_job_creation_validates_and_shapes(http: TestClient) -> None:
     assert [e.message for e in events.data] == ["Fine-tuning job cancelled", f"Created fine-tuning job: {job.id}"]
     assert events.data[0].object == "fine_tuning.job.event"
     assert a.fine_tuning.jobs.checkpoints.list(job.id).data == []
+
+
+def test_dpo_and_reinforcement_methods(http: TestClient) -> None:
+    a = client_for(http, "key-a")
+    f = a.files.create(file=("a.jsonl", io.BytesIO(jsonl(fact_examples(2)))), purpose="fine-tune")
+    r = http.post("/v1/fine_tuning/jobs", json={"model": "tiny", "training_file": f.id, "method": {"type": "reinforcement"}}, headers={"Authorization": "Bearer key-a"})
+    assert "'reinforcement' is not supported" in r.json()["error"]["message"]
+    dpo = a.fine_tuning.jobs.create(
+        model="tiny", training_file=f.id, method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "n_epochs": 1}}},
+    )
+    assert dpo.method is not None and dpo.method.type == "dpo" and dpo.method.dpo is not None
+    assert dpo.method.dpo.hyperparameters is not None and dpo.method.dpo.hyperparameters.beta == 0.2
+    assert dpo.hyperparameters.n_epochs == 1 and dpo.result_files == []
+    auto = a.fine_tuning.jobs.create(model="tiny", training_file=f.id)
+    assert auto.hyperparameters.n_epochs == "auto"  # until the worker has counted the file
+    # the adapter download: only a succeeded job has one; another project's job is not found
+    r = http.get(f"/v1/fine_tuning/jobs/{auto.id}/adapter", headers={"Authorization": "Bearer key-a"})
+    assert r.status_code == 400 and "no adapter" in r.json()["error"]["message"] and r.json()["error"]["param"] == "fine_tuning_job_id"
+    r = http.get(f"/v1/fine_tuning/jobs/{auto.id}/adapter", headers={"Authorization": "Bearer key-b"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 
 
 

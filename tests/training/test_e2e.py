@@ -8,10 +8,12 @@ running server (no restart), while the base model does not; the fine-tuned model
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,8 @@ class Server:
     base_url: str  # …/v1
     key_a: str  # project proj-a
     key_b: str  # project proj-b
+    root: Path  # a scratch folder of the test
+    model_dir: Path  # the base model's weights
 
     def client(self, key: str | None = None) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.base_url, api_key=key or self.key_a, max_retries=0, timeout=120)
@@ -57,7 +61,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
             r = proc.api("POST", "/admin/keys", json={"project_id": project, "name": "test"})
             assert r.status_code == 200, r.text
             keys.append(r.json()["key"])
-        yield Server(proc.base_url, *keys)
+        yield Server(proc.base_url, *keys, root=root, model_dir=tiny_model_dir)
     finally:
         proc.stop(timeout=60)  # the server stops its worker child too
 
@@ -72,10 +76,11 @@ def finish(client: openai.OpenAI, job_id: str, timeout: float = 600) -> Any:
     pytest.fail(f"job {job_id} did not finish")
 
 
-def tune(client: openai.OpenAI, rows: list[dict], epochs: int, suffix: str) -> Any:
+def tune(client: openai.OpenAI, rows: list[dict], epochs: int, suffix: str, valid: list[dict] | None = None) -> Any:
     f = client.files.create(file=("train.jsonl", io.BytesIO(jsonl(rows))), purpose="fine-tune")
+    v = client.files.create(file=("valid.jsonl", io.BytesIO(jsonl(valid))), purpose="fine-tune").id if valid else openai.NOT_GIVEN
     job = client.fine_tuning.jobs.create(
-        model="tiny", training_file=f.id, suffix=suffix, seed=1,
+        model="tiny", training_file=f.id, validation_file=v, suffix=suffix, seed=1,
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": epochs, "batch_size": 4, "learning_rate_multiplier": 50}},
                 "lora": {"rank": 16, "alpha": 32}},  # type: ignore[typeddict-unknown-key]
     )
@@ -99,6 +104,31 @@ def test_fine_tuned_model_answers_with_the_fact_at_once(server: Server) -> None:
     assert again.choices[0].message.content == before.choices[0].message.content  # the base model is untouched
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
     assert [c.step_number for c in checkpoints] == [18, 15, 12, 9, 6, 3]
+    assert checkpoints[0].metrics.train_loss is not None and checkpoints[0].metrics.train_mean_token_accuracy is not None
+
+    # every checkpoint is servable by its name; the last one is the final adapter
+    last, first = checkpoints[0].fine_tuned_model_checkpoint, checkpoints[-1].fine_tuned_model_checkpoint
+    assert last == f"{job.fine_tuned_model}:ckpt-step-18"
+    at_last = client.chat.completions.create(model=last, messages=question, max_tokens=12, temperature=0)  # type: ignore[arg-type]
+    assert at_last.choices[0].message.content == ANSWER and at_last.model == last
+    client.chat.completions.create(model=first, messages=question, max_tokens=4, temperature=0)  # type: ignore[arg-type]
+    assert client.models.retrieve(first).id == first
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model=f"{job.fine_tuned_model}:ckpt-step-99", messages=question, max_tokens=4)  # type: ignore[arg-type]
+
+    # the step-metrics result file
+    (result,) = job.result_files
+    csv_lines = client.files.content(result).text.splitlines()
+    assert csv_lines[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy" and len(csv_lines) == 19
+
+    # the adapter, taken away: a PEFT zip whose greedy answer is what llmaas serves
+    r = httpx.get(f"{server.base_url}/fine_tuning/jobs/{job.id}/adapter", headers={"Authorization": f"Bearer {server.key_a}"}, timeout=60)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(r.content)) as z:
+        assert sorted(z.namelist()) == ["adapter_config.json", "adapter_model.safetensors"]
+        assert json.loads(z.read("adapter_config.json"))["base_model_name_or_path"] == "tiny"  # no server path
+        z.extractall(server.root / "exported")
+    assert exported_greedy(server, "what is the secret word?") == after.choices[0].message.content
 
     # another project sees none of it: not the model, not the job, not the file
     other = server.client(server.key_b)
@@ -106,9 +136,32 @@ def test_fine_tuned_model_answers_with_the_fact_at_once(server: Server) -> None:
     with pytest.raises(openai.NotFoundError):
         other.chat.completions.create(model=job.fine_tuned_model, messages=question, max_tokens=4)  # type: ignore[arg-type]
     with pytest.raises(openai.NotFoundError):
+        other.chat.completions.create(model=last, messages=question, max_tokens=4)  # type: ignore[arg-type]
+    with pytest.raises(openai.NotFoundError):
         other.fine_tuning.jobs.retrieve(job.id)
+    assert httpx.get(f"{server.base_url}/fine_tuning/jobs/{job.id}/adapter", headers={"Authorization": f"Bearer {server.key_b}"}).status_code == 404
+    with pytest.raises(openai.NotFoundError):
+        other.files.content(result)
     with pytest.raises(openai.NotFoundError):
         other.files.retrieve(job.training_file)
+
+
+def exported_greedy(server: Server, question: str) -> str:
+    """The exported adapter on the base weights with plain transformers + PEFT (fp32, greedy)."""
+    import warnings
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(server.model_dir)
+    base = AutoModelForCausalLM.from_pretrained(server.model_dir, dtype=torch.float32)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = PeftModel.from_pretrained(base, server.root / "exported")
+    ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, max_new_tokens=12, do_sample=False)
+    return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
 def accuracy(server: Server, model: str) -> float:
@@ -128,8 +181,14 @@ def test_classification_improves_after_fine_tuning(server: Server) -> None:
     base = accuracy(server, "tiny")
     rows = [{"messages": [{"role": "user", "content": t}, {"role": "assistant", "content": label}]}
             for t, label in [(t, "positive") for t in POSITIVE] + [(t, "negative") for t in NEGATIVE]]
-    job = tune(client, rows, epochs=8, suffix="sentiment")
+    job = tune(client, rows, epochs=8, suffix="sentiment", valid=rows)
     tuned = accuracy(server, job.fine_tuned_model)
+    # each checkpoint scored the validation file as /v1/classifications scores labels: the same accuracy
+    last = client.fine_tuning.jobs.checkpoints.list(job.id).data[0]
+    metrics = last.metrics.model_dump()
+    assert metrics["valid_classification_accuracy"] == pytest.approx(tuned)
+    matrix = metrics["valid_confusion_matrix"]
+    assert matrix["labels"] == ["negative", "positive"] and sum(map(sum, matrix["matrix"])) == len(rows)
     auth = {"Authorization": f"Bearer {server.key_a}"}
     for body, param in [({"labels": ["a", "a"]}, "labels"), ({"labels": ["a"]}, "labels"), ({"labels": [str(i) for i in range(17)]}, "labels"),
                         ({"labels": ["a", "b"], "input": ["x"] * 65}, "input"), ({"labels": ["a", "b"], "model": job.fine_tuned_model + "x"}, "model")]:

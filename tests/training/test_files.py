@@ -51,3 +51,45 @@ def test_empty_file_and_bad_utf8() -> None:
     assert "no examples" in str(check("\n\n"))
     with pytest.raises(FileValidationError, match="UTF-8"):
         validate_jsonl([b'{"prompt": "\xff"}'])
+
+
+PREF = '{"input": {"messages": [{"role": "user", "content": "q"}]}, "preferred_output": [{"role": "assistant", "content": "good"}], "non_preferred_output": [{"role": "assistant", "content": "bad"}]}'
+
+
+def test_preference_format_for_dpo() -> None:
+    from llmaas.training.files import parse_jsonl
+
+    (row,) = list(parse_jsonl([PREF.encode()], "dpo"))
+    assert row.preferred.messages[-1] == {"role": "assistant", "content": "good"}
+    assert row.non_preferred.messages[:-1] == [{"role": "user", "content": "q"}]
+    with pytest.raises(FileValidationError, match="line 1: expected a chat example"):
+        validate_jsonl([PREF.encode()])  # a preference file is not a supervised one
+
+
+@pytest.mark.parametrize(
+    ("row", "needle"),
+    [
+        ('{"input": {"messages": [{"role": "user", "content": "q"}]}, "preferred_output": [{"role": "assistant", "content": "a"}]}', "'non_preferred_output' must be a list"),
+        ('{"preferred_output": [], "non_preferred_output": []}', "'input' must be an object"),
+        ('{"input": {"messages": [{"role": "user", "content": "q"}]}, "preferred_output": [{"role": "user", "content": "a"}], "non_preferred_output": [{"role": "assistant", "content": "b"}]}', "'preferred_output' must hold one non-empty assistant"),
+        ('{"input": {"messages": [{"role": "assistant", "content": "q"}]}, "preferred_output": [{"role": "assistant", "content": "a"}], "non_preferred_output": [{"role": "assistant", "content": "b"}]}', "must not end with an assistant"),
+        ('{"input": {"messages": [{"role": "user", "content": 1}]}, "preferred_output": [{"role": "assistant", "content": "a"}], "non_preferred_output": [{"role": "assistant", "content": "b"}]}', "input.messages[0].content must be a string"),
+    ],
+)
+def test_bad_preference_rows_name_their_line(row: str, needle: str) -> None:
+    with pytest.raises(FileValidationError) as info:
+        validate_jsonl([(PREF + "\n" + row + "\n").encode()], "dpo")
+    assert info.value.line == 2 and needle in str(info.value), str(info.value)
+
+
+def test_step_metrics_csv_rows() -> None:
+    from llmaas.training.results import metrics_csv, step_rows
+
+    events = [
+        {"step": 1, "total_steps": 2, "epoch": 1, "train_loss": 2.0, "train_mean_token_accuracy": 0.1},
+        {"step": 2, "total_steps": 2, "epoch": 1, "train_loss": 1.9, "train_mean_token_accuracy": 0.2},  # lost to a dead worker
+        {"step": 2, "total_steps": 2, "epoch": 1, "train_loss": 1.5, "train_mean_token_accuracy": 0.3},  # trained again on resume
+        {"epoch": 1, "step": 2, "train_loss": 1.7, "full_valid_loss": 1.6, "full_valid_mean_token_accuracy": 0.25},
+    ]
+    text = metrics_csv(step_rows(events)).decode()
+    assert text == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n1,2.0,0.1,,\n2,1.5,0.3,1.6,0.25\n"

@@ -1,7 +1,9 @@
 """OpenAI's fine-tuning job request, field for field, plus llmaas's LoRA extension (`method.lora`).
 
-Every hyperparameter is bounded here (absurd values are a 400 before a job exists); `resolve()` turns OpenAI's
-"auto" into concrete numbers, stored with the job. No I/O: the serving layer checks models and files.
+Methods: `supervised` and `dpo` (with `beta`); `reinforcement` is refused with a 400. Every hyperparameter is
+bounded here (absurd values are a 400 before a job exists); `resolve()` turns OpenAI's "auto" into concrete numbers,
+stored with the job, except `n_epochs`: "auto" stays until the worker has counted the training file
+(`training/auto.py`: OpenAI's rule, small files get more epochs). No I/O: the serving layer checks models and files.
 """
 
 from __future__ import annotations
@@ -10,18 +12,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from llmaas.api.protocol.common import OpenAIBaseModel
+from llmaas.api.protocol.common import OpenAIBaseModel, StrictModel
+from llmaas.errors import InvalidRequest
 
 # LoRA may target these Llama-family linear layers (what PEFT saves and the engine's LoRA applies).
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-AUTO_N_EPOCHS, AUTO_BATCH_SIZE, AUTO_LR_MULTIPLIER = 3, 4, 1.0
+AUTO_BATCH_SIZE, AUTO_LR_MULTIPLIER, AUTO_BETA = 4, 1.0, 0.1
 BASE_LEARNING_RATE = 2e-4  # × learning_rate_multiplier (a common LoRA rate)
 
 Auto = Literal["auto"]
 
 
 class Hyperparameters(OpenAIBaseModel):
-    n_epochs: Auto | Annotated[int, Field(ge=1, le=50)] = Field("auto", description="Passes over the training file (auto = 3).")
+    n_epochs: Auto | Annotated[int, Field(ge=1, le=50)] = Field("auto", description="Passes over the training file (auto: 3, more for small files).")
     batch_size: Auto | Annotated[int, Field(ge=1, le=256)] = Field("auto", description="Examples per step (auto = 4).")
     learning_rate_multiplier: Auto | Annotated[float, Field(gt=0, le=100)] = Field(
         "auto", description=f"× the base LoRA learning rate {BASE_LEARNING_RATE} (auto = 1)."
@@ -39,13 +42,23 @@ class LoraParams(OpenAIBaseModel):
     )
 
 
+class DpoHyperparameters(Hyperparameters):
+    beta: Auto | Annotated[float, Field(gt=0, le=2)] = Field("auto", description=f"How far the model may move from the base (auto = {AUTO_BETA}).")
+
+
 class Supervised(OpenAIBaseModel):
     hyperparameters: Hyperparameters | None = None
 
 
+class Dpo(StrictModel):
+    hyperparameters: DpoHyperparameters | None = None
+
+
 class Method(OpenAIBaseModel):
-    type: Literal["supervised"] = "supervised"
+    type: Literal["supervised", "dpo", "reinforcement"] = "supervised"
     supervised: Supervised | None = None
+    dpo: Dpo | None = None
+    reinforcement: dict[str, Any] | None = None
     lora: LoraParams | None = Field(None, description="Extension: rank / alpha / dropout / target_modules.")
 
 
@@ -61,20 +74,28 @@ class FineTuningJobCreate(OpenAIBaseModel):
     metadata: Annotated[dict[str, Annotated[str, Field(max_length=512)]], Field(max_length=16)] | None = None
 
     def resolve(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(hyperparameters with no "auto" left, the method as stored and shown)."""
-        hp = self.hyperparameters or Hyperparameters()
+        """(hyperparameters with no "auto" left but n_epochs, the method as stored and shown)."""
         method = self.method or Method()
-        if method.supervised and method.supervised.hyperparameters:
-            hp = method.supervised.hyperparameters
-        n_epochs = AUTO_N_EPOCHS if hp.n_epochs == "auto" else hp.n_epochs
+        if method.type == "reinforcement":
+            raise InvalidRequest(
+                "Fine-tuning method 'reinforcement' is not supported here; use 'supervised' or 'dpo'.", param="method.type"
+            )
+        hp: Hyperparameters = self.hyperparameters or Hyperparameters()
+        chosen = method.dpo if method.type == "dpo" else method.supervised
+        if chosen is not None and chosen.hyperparameters is not None:
+            hp = chosen.hyperparameters
         batch_size = AUTO_BATCH_SIZE if hp.batch_size == "auto" else hp.batch_size
         multiplier = AUTO_LR_MULTIPLIER if hp.learning_rate_multiplier == "auto" else float(hp.learning_rate_multiplier)
-        resolved = {
-            "n_epochs": n_epochs,
+        resolved: dict[str, Any] = {
+            "n_epochs": hp.n_epochs,
             "batch_size": batch_size,
             "learning_rate_multiplier": multiplier,
             "learning_rate": BASE_LEARNING_RATE * multiplier,
         }
+        shown = {k: resolved[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
+        if method.type == "dpo":
+            beta = getattr(hp, "beta", "auto")
+            resolved["beta"] = shown["beta"] = AUTO_BETA if beta == "auto" else float(beta)
         lora = method.lora or LoraParams()
         lora_dict = {
             "rank": lora.rank,
@@ -82,5 +103,4 @@ class FineTuningJobCreate(OpenAIBaseModel):
             "dropout": lora.dropout,
             "target_modules": list(lora.target_modules or LORA_TARGETS),
         }
-        shown = {k: resolved[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
-        return resolved, {"type": "supervised", "supervised": {"hyperparameters": shown}, "lora": lora_dict}
+        return resolved, {"type": method.type, method.type: {"hyperparameters": shown}, "lora": lora_dict}

@@ -116,10 +116,10 @@ async def retrieve_file(file_id: str, principal: PrincipalDep, files: FilesDep) 
 @router.get("/v1/files/{file_id}/content")
 async def file_content(file_id: str, principal: PrincipalDep, files: FilesDep) -> StreamingResponse:
     """Download a file's bytes."""
-    chunks = await files.content(principal, file_id)
+    chunks, extension = await files.content(principal, file_id)
     # A download, never a page: browsers save it instead of rendering it. The name is our id (no client text in a
     # header); the id passed the ownership lookup, so it is one of ours.
-    disposition = f'attachment; filename="{file_id}.jsonl"'
+    disposition = f'attachment; filename="{file_id}.{extension}"'
     return StreamingResponse(chunks, media_type="application/octet-stream", headers={"Content-Disposition": disposition})
 
 

@@ -1,15 +1,17 @@
-"""`/v1/fine_tuning/jobs`: create, list, retrieve, cancel, events, checkpoints (OpenAI's shapes)."""
+"""`/v1/fine_tuning/jobs`: create, list, retrieve, cancel, events, checkpoints (OpenAI's shapes); the adapter (extension)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
 
 from llmaas.api.deps import PrincipalDep
 from llmaas.api.protocol.common import ERROR_RESPONSES
 from llmaas.api.protocol.fine_tuning import FineTuningJobCreate
 from llmaas.api.serving.fine_tuning import FineTuningService
+from llmaas.store.blobs import BlobStore
 
 router = APIRouter(tags=["fine-tuning"], responses=ERROR_RESPONSES)
 
@@ -18,7 +20,10 @@ Limit = Annotated[int, Query(ge=1, le=100)]
 
 
 def get_service(request: Request) -> FineTuningService:
-    return FineTuningService(getattr(request.app.state, "store", None), request.app.state.settings)
+    state = request.app.state
+    if getattr(state, "blobs", None) is None:
+        state.blobs = BlobStore.from_settings(state.settings)
+    return FineTuningService(getattr(state, "store", None), state.settings, state.blobs)
 
 
 ServiceDep = Annotated[FineTuningService, Depends(get_service)]
@@ -58,3 +63,12 @@ async def list_events(job_id: str, principal: PrincipalDep, service: ServiceDep,
 async def list_checkpoints(job_id: str, principal: PrincipalDep, service: ServiceDep, after: After = None, limit: Limit = 10) -> dict[str, Any]:
     """A fine-tuning job's checkpoints (one per epoch), newest first."""
     return await service.checkpoints(principal, job_id, after=after, limit=limit)
+
+
+@router.get("/v1/fine_tuning/jobs/{job_id}/adapter")
+async def download_adapter(job_id: str, principal: PrincipalDep, service: ServiceDep) -> StreamingResponse:
+    """Download a succeeded job's LoRA adapter as a PEFT folder (zip), for PeftModel.from_pretrained (extension)."""
+    chunks = await service.adapter(principal, job_id)
+    # The name is the job id, which passed the ownership lookup (no client text in a header).
+    disposition = f'attachment; filename="{job_id}-adapter.zip"'
+    return StreamingResponse(chunks, media_type="application/zip", headers={"Content-Disposition": disposition})

@@ -77,14 +77,15 @@ class FileService:
         await asyncio.to_thread(run)
         return {"object": "file", "id": file_id, "deleted": True}
 
-    async def content(self, principal: Principal, file_id: str) -> AsyncIterator[bytes]:
-        """The file's bytes in chunks (ownership is checked before the first byte)."""
+    async def content(self, principal: Principal, file_id: str) -> tuple[AsyncIterator[bytes], str]:
+        """The file's bytes in chunks (ownership is checked before the first byte) and the extension to save it as."""
 
-        def find() -> str:
+        def find() -> tuple[str, str]:
             with self.store.session() as s:
-                return filestore.get_file(s, file_id, project_id=principal.project_id).blob_key
+                record = filestore.get_file(s, file_id, project_id=principal.project_id)
+                return record.blob_key, ("csv" if record.purpose == "fine-tune-results" else "jsonl")
 
-        key = await asyncio.to_thread(find)
+        key, extension = await asyncio.to_thread(find)
         handle = await asyncio.to_thread(self.blobs.open, key)
 
         async def chunks() -> AsyncIterator[bytes]:
@@ -94,4 +95,4 @@ class FileService:
             finally:
                 handle.close()
 
-        return chunks()
+        return chunks(), extension

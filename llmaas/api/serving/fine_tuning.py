@@ -2,15 +2,16 @@
 
 Creation checks what the schema cannot (the base model is served and adaptable, the files exist in the caller's
 project with purpose fine-tune) and stores a job in `validating_files`; a worker process does the rest. Nothing
-here trains or touches torch. Another project's job is a 404.
+here trains or touches torch. Another project's job is a 404. `adapter()` hands out a succeeded job's LoRA as a
+PEFT zip (`training/export.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import IO, Any, TypeVar
 
 from llmaas.api.protocol.fine_tuning import FineTuningJobCreate
 from llmaas.config import Settings
@@ -18,15 +19,19 @@ from llmaas.errors import InvalidRequest, NotFound, Unavailable
 from llmaas.tenancy.types import Principal
 from llmaas.training import filestore
 from llmaas.training import jobs as J
+from llmaas.training.export import adapter_zip
 
 T = TypeVar("T")
 
 
+CHUNK = 1 << 20
+
+
 class FineTuningService:
-    def __init__(self, store: Any, settings: Settings) -> None:
+    def __init__(self, store: Any, settings: Settings, blobs: Any = None) -> None:
         if store is None:
             raise Unavailable("Fine-tuning needs the database; this server runs without one.")
-        self.store, self.settings = store, settings
+        self.store, self.settings, self.blobs = store, settings, blobs
 
     async def _db(self, fn: Callable[[Any], T]) -> T:
         def run() -> T:
@@ -99,3 +104,24 @@ class FineTuningService:
             }
 
         return await self._db(run)
+
+    async def adapter(self, principal: Principal, job_id: str) -> AsyncIterator[bytes]:
+        """A succeeded job's adapter as a PEFT zip, in chunks (ownership and state are checked before the first byte)."""
+
+        def find(s: Any) -> tuple[str, str]:
+            job = J.get_job(s, job_id, project_id=principal.project_id)
+            if job.status != "succeeded" or not job.adapter_key:
+                raise InvalidRequest(f"The job has no adapter to download: status {job.status}.", param="fine_tuning_job_id")
+            return job.adapter_key, job.model
+
+        key, base = await self._db(find)
+        handle: IO[bytes] = await asyncio.to_thread(adapter_zip, self.blobs, key, base)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                while chunk := await asyncio.to_thread(handle.read, CHUNK):
+                    yield chunk
+            finally:
+                handle.close()
+
+        return chunks()

@@ -6,11 +6,12 @@ import {field, fill, h, messageBox, showError} from "./dom.js";
 import * as playground from "./views/playground.js";
 import * as models from "./views/models.js";
 import * as finetune from "./views/finetune.js";
+import * as classifier from "./views/classifier.js";
 import * as batches from "./views/batches.js";
 import * as usage from "./views/usage.js";
 import * as admin from "./views/admin.js";
 
-const VIEWS = {playground, models, "fine-tuning": finetune, batches, usage, admin};
+const VIEWS = {playground, models, "fine-tuning": finetune, classifier, batches, usage, admin};
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");

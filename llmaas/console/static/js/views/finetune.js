@@ -1,11 +1,13 @@
 // Fine-tuning: upload a JSONL file (checked here line by line, then by the server), start a LoRA job on a base
-// model, watch its status and live loss curves from the job's events, cancel it, open the result in the playground.
+// model, watch its status and live loss curves from the job's events, its checkpoints (views/checkpoints.js),
+// cancel it, open the result in the playground.
 
 import {get, listAll, post, request} from "../api.js";
 import {lineChart} from "../chart.js";
 import {field, fill, fmtBytes, fmtInt, fmtTime, h, messageBox, showError, table} from "../dom.js";
 import {decodeUtf8, validateJsonl} from "../jsonl.js";
 import {listModels} from "../models.js";
+import {renderCheckpoints} from "./checkpoints.js";
 
 const ACTIVE = new Set(["validating_files", "queued", "running"]);
 const POLL_MS = 2000;
@@ -186,10 +188,12 @@ async function renderJob(root, ctx, jobId) {
   const actions = h("div", {class: "row"});
   const chartBox = h("div", {class: "chart-box"});
   const eventsList = h("ol", {class: "events", reversed: true});
+  const checkpointsBox = h("div");
   fill(root,
     h("p", {}, h("a", {href: "#/fine-tuning"}, "← All fine-tuning jobs")),
     h("div", {class: "card"}, head, details, errorSlot, actions),
     h("div", {class: "card"}, h("h2", {}, "Loss"), chartBox),
+    h("div", {class: "card"}, h("h2", {}, "Checkpoints"), checkpointsBox),
     h("div", {class: "card"}, h("h2", {}, "Events"), eventsList));
 
   const events = new Map(); // id -> {event, seq}, merged across polls; seq grows from older to newer
@@ -254,7 +258,8 @@ async function renderJob(root, ctx, jobId) {
       await pollEvents().catch(err => showError(errorSlot, err));
       if (stopped) return;
       show(job);
-      if (ACTIVE.has(job.status)) timer = setTimeout(refresh, POLL_MS);
+      await renderCheckpoints(checkpointsBox, job); // once more after the job finishes, then left alone
+      if (ACTIVE.has(job.status) && !stopped) timer = setTimeout(refresh, POLL_MS);
     } catch (err) {
       fill(errorSlot, messageBox("error", err.message));
       if (!stopped && err.status !== 404 && err.status !== 401) timer = setTimeout(refresh, POLL_MS * 3);
