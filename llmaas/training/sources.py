@@ -14,7 +14,9 @@ from llmaas.config import ModelSpec, Settings
 from llmaas.engine.models.loader import resolve_model_dir
 
 
-def resolve_source(source: str, settings: Settings) -> tuple[Path, str | None]:
+def resolve_source(source: str, settings: Settings | None = None) -> tuple[Path, str | None]:
     """(the HF folder of `source`, None). The second slot (a GGUF file inside the folder, for `load_base`) stays None:
-    the engine has already converted a GGUF source into a folder, usually while the server started."""
-    return resolve_model_dir(ModelSpec(name=source[:128], source=source), settings), None
+    the engine has already converted a GGUF source into a folder, usually while the server started. Without
+    `settings`, the environment's (LLMAAS_*) say where that conversion cache is."""
+    spec = ModelSpec(name=source[:128], source=source)
+    return resolve_model_dir(spec, settings if settings is not None else Settings()), None
