@@ -58,8 +58,13 @@ def model_name(client: Any) -> str:
 
 def ttft(client: Any, model: str, i: int) -> float:
     t = time.perf_counter()
-    stream = client.chat.completions.create(model=model, stream=True, max_tokens=16, temperature=0,
-                                            messages=[{"role": "user", "content": f"Say something about topic {i}."}])
+    stream = client.chat.completions.create(
+        model=model,
+        stream=True,
+        max_tokens=16,
+        temperature=0,
+        messages=[{"role": "user", "content": f"Say something about topic {i}."}],
+    )
     first = None
     for chunk in stream:
         if first is None and chunk.choices and chunk.choices[0].delta.content:
@@ -68,13 +73,23 @@ def ttft(client: Any, model: str, i: int) -> float:
 
 
 def bodies(model: str, n: int, out: int) -> list[dict[str, Any]]:
-    return [{"model": model, "max_tokens": out, "ignore_eos": True, "temperature": 0,
-             "messages": [{"role": "user", "content": f"Write a long story about river number {i}."}]} for i in range(n)]
+    return [
+        {
+            "model": model,
+            "max_tokens": out,
+            "ignore_eos": True,
+            "temperature": 0,
+            "messages": [{"role": "user", "content": f"Write a long story about river number {i}."}],
+        }
+        for i in range(n)
+    ]
 
 
 def run_batch(client: Any, model: str, args: argparse.Namespace, probe: bool) -> tuple[float, int, list[float]]:
-    data = "".join(json.dumps({"custom_id": f"l{i}", "method": "POST", "url": "/v1/chat/completions", "body": b}) + "\n"
-                   for i, b in enumerate(bodies(model, args.lines, args.out))).encode()
+    data = "".join(
+        json.dumps({"custom_id": f"l{i}", "method": "POST", "url": "/v1/chat/completions", "body": b}) + "\n"
+        for i, b in enumerate(bodies(model, args.lines, args.out))
+    ).encode()
     f = client.files.create(file=("bench.jsonl", io.BytesIO(data)), purpose="batch")
     t0 = time.perf_counter()
     batch = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
@@ -86,7 +101,11 @@ def run_batch(client: Any, model: str, args: argparse.Namespace, probe: bool) ->
             time.sleep(0.2)
         batch = client.batches.retrieve(batch.id)
     wall = time.perf_counter() - t0
-    out = [json.loads(x) for x in client.files.content(batch.output_file_id).text.splitlines()] if batch.output_file_id else []
+    out = (
+        [json.loads(x) for x in client.files.content(batch.output_file_id).text.splitlines()]
+        if batch.output_file_id
+        else []
+    )
     tokens = sum(r["response"]["body"]["usage"]["completion_tokens"] for r in out)
     return wall, tokens, probes
 
@@ -96,6 +115,7 @@ async def interactive(base_url: str, model: str, args: argparse.Namespace) -> tu
 
     client = openai.AsyncOpenAI(base_url=base_url, api_key="none", max_retries=0, timeout=3600)
     t0 = time.perf_counter()
+
     def call(b: dict[str, Any]) -> Any:
         extra = {"ignore_eos": b.pop("ignore_eos")}  # an llmaas extension: not a parameter of the SDK
         return client.chat.completions.create(**b, extra_body=extra)
@@ -122,11 +142,15 @@ def main(argv: list[str] | None = None) -> None:
             server.stop()
     p50_idle, p50_loaded = statistics.median(idle), statistics.median(loaded) if loaded else float("nan")
     print(f"model {model}: {args.lines} lines x {args.out} tokens, batch_concurrency {args.concurrency}")
-    print(f"interactive TTFT p50: idle {p50_idle * 1e3:.0f} ms, while a batch runs {p50_loaded * 1e3:.0f} ms "
-          f"({len(loaded)} probes) -> {p50_loaded / p50_idle:.2f}x idle (target <= 1.5x)")
-    print(f"batch throughput: {q_tokens / q_wall:.1f} tok/s alone ({b_tokens / b_wall:.1f} tok/s beside the probes); "
-          f"the same requests sent interactively at full concurrency: {i_tokens / i_wall:.1f} tok/s "
-          f"-> batch/interactive {q_tokens / q_wall / (i_tokens / i_wall):.2f}")
+    print(
+        f"interactive TTFT p50: idle {p50_idle * 1e3:.0f} ms, while a batch runs {p50_loaded * 1e3:.0f} ms "
+        f"({len(loaded)} probes) -> {p50_loaded / p50_idle:.2f}x idle (target <= 1.5x)"
+    )
+    print(
+        f"batch throughput: {q_tokens / q_wall:.1f} tok/s alone ({b_tokens / b_wall:.1f} tok/s beside the probes); "
+        f"the same requests sent interactively at full concurrency: {i_tokens / i_wall:.1f} tok/s "
+        f"-> batch/interactive {q_tokens / q_wall / (i_tokens / i_wall):.2f}"
+    )
 
 
 if __name__ == "__main__":

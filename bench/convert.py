@@ -39,8 +39,11 @@ def hf_folder(dtype: str = "bfloat16") -> Path:
     target = getattr(torch, dtype)
     # Tied embeddings share storage; safetensors refuses shared tensors, so drop lm_head when tied.
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
-    state = {k: v.detach().to(target).contiguous() for k, v in model.state_dict().items()
-             if not (tied and k == "lm_head.weight")}
+    state = {
+        k: v.detach().to(target).contiguous()
+        for k, v in model.state_dict().items()
+        if not (tied and k == "lm_head.weight")
+    }
     save_file(state, str(HF_DIR / "model.safetensors"), metadata={"format": "pt"})
     config = model.config.to_dict()
     config["architectures"] = ["LlamaForCausalLM"]

@@ -54,8 +54,10 @@ def run_level(core, streams: int, out_tokens: int, seed: int, profile: bool = Fa
         prompt = torch.randint(100, 40_000, (128,), generator=g).tolist()
         params = SamplingParams(max_tokens=out_tokens, temperature=0.7, ignore_eos=True)
         core.add_request(EngineRequest(f"bench-{seed}-{i}", prompt, params))
-    while core.scheduler.waiting or core._inbox or any(
-        r.num_computed_tokens < r.num_prompt_tokens for r in core.scheduler.running
+    while (
+        core.scheduler.waiting
+        or core._inbox
+        or any(r.num_computed_tokens < r.num_prompt_tokens for r in core.scheduler.running)
     ):
         core.step()  # prefill: not timed
     model = core.runner.model
@@ -84,8 +86,12 @@ def run_level(core, streams: int, out_tokens: int, seed: int, profile: bool = Fa
             profiler.stop()
             print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
     step = statistics.median(steps)
-    return {"streams": streams, "step_ms": step * 1e3, "forward_ms": statistics.median(fwd) * 1e3,
-            "tok_s": streams / step}
+    return {
+        "streams": streams,
+        "step_ms": step * 1e3,
+        "forward_ms": statistics.median(fwd) * 1e3,
+        "tok_s": streams / step,
+    }
 
 
 def main() -> None:
@@ -94,32 +100,43 @@ def main() -> None:
     ap.add_argument("--out-tokens", type=int, default=96)
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the engine's own choice)")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of each level's timed steps")
-    ap.add_argument("--no-baseline", action="store_true",
-                    help="skip the same levels with the hand-written kernels off (torch ops, K/V gathered)")
+    ap.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the same levels with the hand-written kernels off (torch ops, K/V gathered)",
+    )
     args = ap.parse_args()
 
     engine, dtype = build_engine(args.threads)
     # Weights read per token: every projection and the LM head (the embedding table is only indexed).
-    read_per_token = sum(m.in_features * m.out_features for m in engine.core.runner.model.modules()
-                         if isinstance(m, torch.nn.Linear))
+    read_per_token = sum(
+        m.in_features * m.out_features for m in engine.core.runner.model.modules() if isinstance(m, torch.nn.Linear)
+    )
     lim = measure(read_per_token)
     print(format_limits(lim))
     bounds = lim["bounds"]["bf16" if dtype == torch.bfloat16 else "fp32"]
     runner = engine.core.runner
     paged = runner.paged_decode
-    print(f"\nengine: {dtype}, {torch.get_num_threads()} thread(s), decode attention: "
-          f"{'paged kernel (in place)' if paged else 'torch (gathered K/V)'}, fused element-wise ops: "
-          f"{'on' if fused.available(dtype) else 'off'}")
+    print(
+        f"\nengine: {dtype}, {torch.get_num_threads()} thread(s), decode attention: "
+        f"{'paged kernel (in place)' if paged else 'torch (gathered K/V)'}, fused element-wise ops: "
+        f"{'on' if fused.available(dtype) else 'off'}"
+    )
     print(f"{'streams':>8} {'step p50':>9} {'forward':>9} {'tok/s':>8}  fraction of bound")
     for i, n in enumerate(int(s) for s in args.streams.split(",")):
         run_level(engine.core, n, 8, seed=1000 + i)  # warm-up: kernels for this batch size
         r = run_level(engine.core, n, args.out_tokens, seed=i, profile=args.profile)
         bound, kind = (bounds["batch1_tok_s"], "batch-1 memory") if n == 1 else (bounds["large_batch_tok_s"], "compute")
-        line = (f"{n:>8} {r['step_ms']:>7.1f}ms {r['forward_ms']:>7.1f}ms {r['tok_s']:>8.1f}  "
-                f"{r['tok_s'] / bound:.0%} of the {kind} bound ({bound:.0f} tok/s)")
+        line = (
+            f"{n:>8} {r['step_ms']:>7.1f}ms {r['forward_ms']:>7.1f}ms {r['tok_s']:>8.1f}  "
+            f"{r['tok_s'] / bound:.0%} of the {kind} bound ({bound:.0f} tok/s)"
+        )
         if not args.no_baseline:  # the same level again, same prompts, with hand-written kernels switched off
-            for label, attention, fusing in (("torch path", False, False), ("no paged attention", False, True),
-                                             ("no fused ops", paged, False)):
+            for label, attention, fusing in (
+                ("torch path", False, False),
+                ("no paged attention", False, True),
+                ("no fused ops", paged, False),
+            ):
                 runner.paged_decode, fused.ENABLED = attention, fusing
                 try:
                     run_level(engine.core, n, 8, seed=1000 + i)

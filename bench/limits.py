@@ -54,7 +54,11 @@ def matmul_flops(dtype_name: str, n: int = 2048, reps: int = 5) -> float:
     c = torch.empty(n, n, dtype=dtype)
     if dtype_name == "bfloat16" and not ({"avx512_bf16", "amx_bf16"} & cpu_flags()):
         n_small = 256  # emulated bf16 is ~100x slower: measure a small one rather than wait minutes
-        a, b, c = a[:n_small, :n_small].contiguous(), b[:n_small, :n_small].contiguous(), c[:n_small, :n_small].contiguous()
+        a, b, c = (
+            a[:n_small, :n_small].contiguous(),
+            b[:n_small, :n_small].contiguous(),
+            c[:n_small, :n_small].contiguous(),
+        )
         n = n_small
     t = _best_of(lambda: torch.matmul(a, b, out=c), reps)
     return 2 * n**3 / t
@@ -85,8 +89,11 @@ def measure(num_params: int, gguf_bytes: int | None = None) -> dict:
     # weight-only int8 (quantization: int8) streams one byte per weight; its large batches run dense, as bf16
     out["bounds"]["int8"] = {"weight_bytes": num_params, "batch1_tok_s": bw / num_params, "large_batch_tok_s": None}
     if gguf_bytes:  # llama.cpp streams the quantized file; its batch-1 ceiling is higher
-        out["bounds"]["gguf_q4_1"] = {"weight_bytes": gguf_bytes, "batch1_tok_s": bw / gguf_bytes,
-                                      "large_batch_tok_s": None}
+        out["bounds"]["gguf_q4_1"] = {
+            "weight_bytes": gguf_bytes,
+            "batch1_tok_s": bw / gguf_bytes,
+            "large_batch_tok_s": None,
+        }
     return out
 
 
@@ -130,8 +137,10 @@ def format_limits(lim: dict) -> str:
     ]
     for name, v in b.items():
         big = f"{v['large_batch_tok_s']:.0f}" if v["large_batch_tok_s"] else "-"
-        lines.append(f"  bound {name:10s}: batch-1 {v['batch1_tok_s']:.0f} tok/s ({v['weight_bytes'] / 1e6:.0f} MB/token)"
-                     f"   large-batch {big} tok/s")
+        lines.append(
+            f"  bound {name:10s}: batch-1 {v['batch1_tok_s']:.0f} tok/s ({v['weight_bytes'] / 1e6:.0f} MB/token)"
+            f"   large-batch {big} tok/s"
+        )
     return "\n".join(lines)
 
 

@@ -18,10 +18,12 @@ from dataclasses import asdict, dataclass, field
 import httpx
 
 # Words for prompts: common, single-token-ish, so ~128 prompt tokens is easy to hit exactly.
-_WORDS = ("river mountain city garden engine window market teacher doctor forest ocean bridge village castle "
-          "winter summer morning evening letter travel music library school station harbor island desert "
-          "storm candle silver golden history science planet rocket signal machine pattern story journey "
-          "kitchen bread coffee paper pencil camera animal horse eagle tiger mirror shadow light thunder").split()
+_WORDS = (
+    "river mountain city garden engine window market teacher doctor forest ocean bridge village castle "
+    "winter summer morning evening letter travel music library school station harbor island desert "
+    "storm candle silver golden history science planet rocket signal machine pattern story journey "
+    "kitchen bread coffee paper pencil camera animal horse eagle tiger mirror shadow light thunder"
+).split()
 
 
 @dataclass
@@ -33,8 +35,9 @@ class Workload:
     prompt_tokens: list[int]
 
 
-def make_workload(tokenizer, n: int, prompt_tokens: int = 128, out_min: int = 64, out_max: int = 128,
-                  seed: int = 0) -> Workload:
+def make_workload(
+    tokenizer, n: int, prompt_tokens: int = 128, out_min: int = 64, out_max: int = 128, seed: int = 0
+) -> Workload:
     """n distinct prompts of ~prompt_tokens tokens (chat template included) and max_tokens drawn from [out_min, out_max]."""
     rng = random.Random(seed)
     msgs, maxes, counts = [], [], []
@@ -159,8 +162,18 @@ def percentile(values: list[float], q: float) -> float | None:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-async def run_level(base_url: str, model, work: Workload, concurrency: int, n_requests: int,
-                    extra_body, tokenizer, issue_s: float = 60.0, cap_s: float = 120.0, offset: int = 0) -> LevelResult:
+async def run_level(
+    base_url: str,
+    model,
+    work: Workload,
+    concurrency: int,
+    n_requests: int,
+    extra_body,
+    tokenizer,
+    issue_s: float = 60.0,
+    cap_s: float = 120.0,
+    offset: int = 0,
+) -> LevelResult:
     """Drive `concurrency` closed-loop workers over n_requests of `work` from `offset` on (cycled). Give each level its
     own offset: a server with a prefix cache would otherwise answer a prompt it has already seen.
 
@@ -180,8 +193,14 @@ async def run_level(base_url: str, model, work: Workload, concurrency: int, n_re
             next_i += 1
             j = (offset + i) % len(work.messages)
             m = work.max_tokens[j]
-            body = {"model": model(i) if callable(model) else model, "messages": work.messages[j], "stream": True, "max_tokens": m,
-                    "temperature": 0, **extra_body(m)}
+            body = {
+                "model": model(i) if callable(model) else model,
+                "messages": work.messages[j],
+                "stream": True,
+                "max_tokens": m,
+                "temperature": 0,
+                **extra_body(m),
+            }
             res = StreamResult(max_tokens=m, t_start=time.perf_counter())
             results.append(res)
             await stream_chat(client, url, body, res)
@@ -219,14 +238,24 @@ def summarize(concurrency: int, results: list[StreamResult], t0: float, tokenize
     tokens = sum(r.n_out for r in results)
     errors = [r for r in results if r.status == "error"]
     return LevelResult(
-        concurrency=concurrency, wall_s=wall, requests=len(results), completed=len(ok),
-        cancelled=sum(r.status == "cancelled" for r in results), errors=len(errors),
-        output_tokens=tokens, tokens_exact=sum(r.n_out == r.max_tokens for r in ok),
+        concurrency=concurrency,
+        wall_s=wall,
+        requests=len(results),
+        completed=len(ok),
+        cancelled=sum(r.status == "cancelled" for r in results),
+        errors=len(errors),
+        output_tokens=tokens,
+        tokens_exact=sum(r.n_out == r.max_tokens for r in ok),
         token_count_method="+".join(sorted(methods)) or "-",
-        out_tok_s=tokens / wall if wall > 0 else 0.0, req_s=len(ok) / wall if wall > 0 else 0.0,
-        ttft_p50_ms=percentile(ttft + censored, 0.5), ttft_p99_ms=percentile(ttft + censored, 0.99),
-        ttft_censored=len(censored), tpot_p50_ms=percentile(tpot, 0.5), tpot_p99_ms=percentile(tpot, 0.99),
-        first_error=errors[0].error if errors else None, sample_text=(ok[0].text[:120] if ok else ""),
+        out_tok_s=tokens / wall if wall > 0 else 0.0,
+        req_s=len(ok) / wall if wall > 0 else 0.0,
+        ttft_p50_ms=percentile(ttft + censored, 0.5),
+        ttft_p99_ms=percentile(ttft + censored, 0.99),
+        ttft_censored=len(censored),
+        tpot_p50_ms=percentile(tpot, 0.5),
+        tpot_p99_ms=percentile(tpot, 0.99),
+        first_error=errors[0].error if errors else None,
+        sample_text=(ok[0].text[:120] if ok else ""),
         extra={"streams": [[r.max_tokens, r.n_out, r.status, r.finish_reason] for r in results]},
     )
 
@@ -241,8 +270,12 @@ async def probe(base_url: str, model: str, strategies: list, tokenizer, max_toke
     details = {}
     for i, strategy in enumerate(strategies):
         lvl = await run_level(base_url, model, work, 1, 1, strategy, tokenizer, issue_s=60, cap_s=120)
-        details[i] = {"tokens": lvl.output_tokens, "completed": lvl.completed, "error": lvl.first_error,
-                      "example": json.dumps(strategy(max_tokens))}
+        details[i] = {
+            "tokens": lvl.output_tokens,
+            "completed": lvl.completed,
+            "error": lvl.first_error,
+            "example": json.dumps(strategy(max_tokens)),
+        }
         if lvl.completed and lvl.tokens_exact:
             return i, details
     return -1, details

@@ -42,8 +42,14 @@ def make_adapters(n: int, out: Path, rank: int = 8) -> list[Path]:
     for i in range(n):
         torch.manual_seed(1000 + i)
         model = AutoModelForCausalLM.from_pretrained(str(hf_folder()), dtype=torch.float32)
-        cfg = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, init_lora_weights=False, task_type="CAUSAL_LM",
-                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+        cfg = LoraConfig(
+            r=rank,
+            lora_alpha=2 * rank,
+            lora_dropout=0.0,
+            init_lora_weights=False,
+            task_type="CAUSAL_LM",
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        )
         peft_model = get_peft_model(model, cfg)
         with torch.no_grad():  # random but small: changes the output without turning it into noise
             for name, p in peft_model.named_parameters():
@@ -74,9 +80,22 @@ def register(data_dir: Path, adapters: list[Path]) -> list[str]:
             blobs.put_dir(key, d)
             name = fine_tuned_name(BASE, DEFAULT_PROJECT, f"bench{i}", job_id)
             now = int(time.time())
-            s.add(FineTuningJob(id=job_id, project_id=DEFAULT_PROJECT, model=BASE, status="succeeded",
-                                training_file="file-bench", seed=i, hyperparameters={}, method={"type": "supervised"},
-                                fine_tuned_model=name, adapter_key=key, created_at=now, finished_at=now))
+            s.add(
+                FineTuningJob(
+                    id=job_id,
+                    project_id=DEFAULT_PROJECT,
+                    model=BASE,
+                    status="succeeded",
+                    training_file="file-bench",
+                    seed=i,
+                    hyperparameters={},
+                    method={"type": "supervised"},
+                    fine_tuned_model=name,
+                    adapter_key=key,
+                    created_at=now,
+                    finished_at=now,
+                )
+            )
             names.append(name)
     return names
 
@@ -96,9 +115,14 @@ def main(argv=None) -> None:
     work: Workload = make_workload(tokenizer, 4 * n)  # each pass gets fresh prompts (no prefix-cache hits)
     peer = peers(a.threads)["llmaas"]
     data_dir = Path(peer.env["LLMAAS_DATA_DIR"])
-    result = {"command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "streams": a.streams, "adapters": a.adapters, "passes": [],
-              "note": "shared 2-core CPU (other engineers' work running): numbers are noisy"}
+    result = {
+        "command": " ".join(sys.argv),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "streams": a.streams,
+        "adapters": a.adapters,
+        "passes": [],
+        "note": "shared 2-core CPU (other engineers' work running): numbers are noisy",
+    }
     with tempfile.TemporaryDirectory(prefix="bench-lora-") as tmp:
         print(f"making {a.adapters} random adapters ...", flush=True)
         adapters = make_adapters(a.adapters, Path(tmp))
@@ -120,13 +144,28 @@ def main(argv=None) -> None:
             plan = [("base", BASE), ("lora", lambda i: names[i % len(names)])] * 1
             plan = plan + plan[::-1]  # base, lora, lora, base
             for k, (label, model) in enumerate(plan):
-                lvl = asyncio.run(run_level(srv.base_url, model, work, a.streams, n, eos, tokenizer,
-                                            issue_s=a.cap_s, cap_s=a.cap_s, offset=k * n))
+                lvl = asyncio.run(
+                    run_level(
+                        srv.base_url,
+                        model,
+                        work,
+                        a.streams,
+                        n,
+                        eos,
+                        tokenizer,
+                        issue_s=a.cap_s,
+                        cap_s=a.cap_s,
+                        offset=k * n,
+                    )
+                )
                 lvl.peak_rss_mb = srv.take_level_peak()[0] / 2**20
                 result["passes"].append({"label": label, **as_dict(lvl)})
-                print(f"  {label:5s} out {lvl.out_tok_s:7.1f} tok/s  req/s {lvl.req_s:5.2f}  TTFT p50 "
-                      f"{lvl.ttft_p50_ms or 0:7.0f}ms  TPOT p50 {lvl.tpot_p50_ms or 0:6.0f}ms  done "
-                      f"{lvl.completed}/{lvl.requests}  exact {lvl.tokens_exact}  errors {lvl.errors}", flush=True)
+                print(
+                    f"  {label:5s} out {lvl.out_tok_s:7.1f} tok/s  req/s {lvl.req_s:5.2f}  TTFT p50 "
+                    f"{lvl.ttft_p50_ms or 0:7.0f}ms  TPOT p50 {lvl.tpot_p50_ms or 0:6.0f}ms  done "
+                    f"{lvl.completed}/{lvl.requests}  exact {lvl.tokens_exact}  errors {lvl.errors}",
+                    flush=True,
+                )
             result["peak_rss_mb"] = srv.peak_rss / 2**20
     shutil.rmtree(data_dir, ignore_errors=True)
     tok = {k: [x["out_tok_s"] for x in result["passes"] if x["label"] == k] for k in ("base", "lora")}
@@ -136,8 +175,10 @@ def main(argv=None) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"lora-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2))
-    print(f"\n{a.streams} streams over {a.adapters} adapters: {lora:.1f} out tok/s vs base-only {base:.1f} tok/s "
-          f"-> {ratio:.0%} (target >= 70%: {'PASS' if ratio >= 0.7 else 'FAIL'})\nJSON: {out}")
+    print(
+        f"\n{a.streams} streams over {a.adapters} adapters: {lora:.1f} out tok/s vs base-only {base:.1f} tok/s "
+        f"-> {ratio:.0%} (target >= 70%: {'PASS' if ratio >= 0.7 else 'FAIL'})\nJSON: {out}"
+    )
 
 
 if __name__ == "__main__":

@@ -67,8 +67,9 @@ def build_app(model_dir: str) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         body = await request.json()
-        ids = tok.apply_chat_template(body["messages"], add_generation_prompt=True, return_tensors="pt",
-                                      return_dict=True)["input_ids"]
+        ids = tok.apply_chat_template(
+            body["messages"], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"]
         max_tokens = int(body.get("max_tokens") or 256)
         temperature = float(body.get("temperature", 1.0))
         kwargs = {"max_new_tokens": max_tokens, "do_sample": temperature > 0, "pad_token_id": tok.eos_token_id}
@@ -83,8 +84,13 @@ def build_app(model_dir: str) -> FastAPI:
 
         def run():
             with torch.inference_mode():
-                model.generate(ids, attention_mask=torch.ones_like(ids), streamer=QueueStreamer(loop, queue),
-                               stopping_criteria=StoppingCriteriaList([Cancelled(cancel)]), **kwargs)
+                model.generate(
+                    ids,
+                    attention_mask=torch.ones_like(ids),
+                    streamer=QueueStreamer(loop, queue),
+                    stopping_criteria=StoppingCriteriaList([Cancelled(cancel)]),
+                    **kwargs,
+                )
 
         async def tokens():
             async with lock:
@@ -98,8 +104,13 @@ def build_app(model_dir: str) -> FastAPI:
                     await asyncio.to_thread(thread.join)
 
         def chunk(delta: dict, finish=None, usage=None) -> str:
-            c = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": name,
-                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            c = {
+                "id": rid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": name,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
             if usage:
                 c["usage"] = usage
             return f"data: {json.dumps(c)}\n\n"
@@ -107,11 +118,26 @@ def build_app(model_dir: str) -> FastAPI:
         if not body.get("stream"):
             out = [t async for t in tokens()]
             text = tok.decode(out, skip_special_tokens=True)
-            return JSONResponse({"id": rid, "object": "chat.completion", "created": created, "model": name,
-                                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                              "finish_reason": "length" if len(out) >= max_tokens else "stop"}],
-                                 "usage": {"prompt_tokens": ids.shape[1], "completion_tokens": len(out),
-                                           "total_tokens": ids.shape[1] + len(out)}})
+            return JSONResponse(
+                {
+                    "id": rid,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": name,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "length" if len(out) >= max_tokens else "stop",
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": ids.shape[1],
+                        "completion_tokens": len(out),
+                        "total_tokens": ids.shape[1] + len(out),
+                    },
+                }
+            )
 
         async def sse():
             out, sent = [], ""
@@ -121,11 +147,14 @@ def build_app(model_dir: str) -> FastAPI:
                 text = tok.decode(out, skip_special_tokens=True)
                 if text.endswith("\ufffd"):  # incomplete UTF-8 sequence: wait for the next token
                     continue
-                yield chunk({"content": text[len(sent):]})
+                yield chunk({"content": text[len(sent) :]})
                 sent = text
             finish = "length" if len(out) >= max_tokens else "stop"
-            yield chunk({}, finish, {"prompt_tokens": ids.shape[1], "completion_tokens": len(out),
-                                     "total_tokens": ids.shape[1] + len(out)})
+            yield chunk(
+                {},
+                finish,
+                {"prompt_tokens": ids.shape[1], "completion_tokens": len(out), "total_tokens": ids.shape[1] + len(out)},
+            )
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(sse(), media_type="text/event-stream")

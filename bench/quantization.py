@@ -25,13 +25,26 @@ from engine_step import run_level  # noqa: E402
 from limits import format_limits, measure  # noqa: E402
 
 PROMPTS = [
-    "What is the capital of France?", "Write a haiku about the sea.", "Explain photosynthesis in two sentences.",
-    "List three prime numbers greater than 50.", "Translate 'good morning' into Spanish.",
-    "What does HTTP stand for?", "Give me a synonym for 'happy'.", "How many legs does a spider have?",
-    "Summarize the plot of Romeo and Juliet.", "What is 17 times 23?", "Name a famous painting by Van Gogh.",
-    "Why is the sky blue?", "Write a Python function that reverses a string.", "What is the boiling point of water?",
-    "Suggest a name for a pet turtle.", "What is machine learning?", "Describe a cat in one sentence.",
-    "Who wrote 'Pride and Prejudice'?", "What are the three states of matter?", "Tell me a fun fact about octopuses.",
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Explain photosynthesis in two sentences.",
+    "List three prime numbers greater than 50.",
+    "Translate 'good morning' into Spanish.",
+    "What does HTTP stand for?",
+    "Give me a synonym for 'happy'.",
+    "How many legs does a spider have?",
+    "Summarize the plot of Romeo and Juliet.",
+    "What is 17 times 23?",
+    "Name a famous painting by Van Gogh.",
+    "Why is the sky blue?",
+    "Write a Python function that reverses a string.",
+    "What is the boiling point of water?",
+    "Suggest a name for a pet turtle.",
+    "What is machine learning?",
+    "Describe a cat in one sentence.",
+    "Who wrote 'Pride and Prejudice'?",
+    "What are the three states of matter?",
+    "Tell me a fun fact about octopuses.",
 ]
 
 
@@ -55,8 +68,9 @@ def greedy(core, tokenizer, max_tokens: int) -> list[list[int]]:
 
     for i, p in enumerate(PROMPTS):
         ids = tokenizer.apply_chat_template([{"role": "user", "content": p}])
-        core.add_request(EngineRequest(f"q{i}", ids, SamplingParams(max_tokens=max_tokens, temperature=0.0,
-                                                                     ignore_eos=True)))
+        core.add_request(
+            EngineRequest(f"q{i}", ids, SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True))
+        )
     out: dict[str, list[int]] = {}
     while core.has_work():
         for ev in core.step():
@@ -86,8 +100,10 @@ def main() -> None:
     print(format_limits(lim))
     name = "bf16" if dtype == torch.bfloat16 else "fp32"
     reference = greedy(base, tokenizer, args.tokens)
-    print(f"\ngreedy agreement ({len(PROMPTS)} prompts x {args.tokens} tokens): completions identical, and the mean "
-          "share of a completion generated before the two first differ")
+    print(
+        f"\ngreedy agreement ({len(PROMPTS)} prompts x {args.tokens} tokens): completions identical, and the mean "
+        "share of a completion generated before the two first differ"
+    )
     same, share = agreement(reference, greedy(int8, tokenizer, args.tokens))
     print(f"  int8 vs {name}: {same}/{len(PROMPTS)} identical, {share:.0%}")
     if dtype == torch.bfloat16:  # for scale: what serving in bf16 instead of fp32 moves
@@ -96,8 +112,10 @@ def main() -> None:
         print(f"  bf16 vs fp32: {same}/{len(PROMPTS)} identical, {share:.0%}")
         del fp32
     bound = {k: lim["bounds"][k]["batch1_tok_s"] for k in (name, "int8")}
-    print(f"\ndecode step, {torch.get_num_threads()} thread(s); batch-1 memory bounds {name} {bound[name]:.0f} tok/s, "
-          f"int8 {bound['int8']:.0f} tok/s")
+    print(
+        f"\ndecode step, {torch.get_num_threads()} thread(s); batch-1 memory bounds {name} {bound[name]:.0f} tok/s, "
+        f"int8 {bound['int8']:.0f} tok/s"
+    )
     print(f"{'streams':>8} {name + ' step':>10} {'int8 step':>10}  int8 speed-up   int8 at 1 stream vs its bound")
     for i, n in enumerate(int(s) for s in args.streams.split(",")):
         r = {}

@@ -29,8 +29,7 @@ from load import as_dict, make_workload, probe, run_level  # noqa: E402
 from peers import THREADS, ServerProcess, peers, torch_dtype_name  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PEER_ORDER = ["vllm", "llama-server", "llmaas-int8", "llmaas-thread", "llama-cpp-python", "transformers-serve",
-              "naive"]
+PEER_ORDER = ["vllm", "llama-server", "llmaas-int8", "llmaas-thread", "llama-cpp-python", "transformers-serve", "naive"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -45,8 +44,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out-min", type=int, default=64)
     p.add_argument("--out-max", type=int, default=128)
     p.add_argument("--threads", type=int, default=THREADS, help="CPU threads every server may use (default: all cores)")
-    p.add_argument("--sequential", dest="interleave", action="store_false",
-                   help="run servers one at a time (less memory) instead of all up, levels interleaved")
+    p.add_argument(
+        "--sequential",
+        dest="interleave",
+        action="store_false",
+        help="run servers one at a time (less memory) instead of all up, levels interleaved",
+    )
     p.add_argument("--no-limits", action="store_true", help="skip measuring bandwidth/FLOP/s")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/serving-<time>.json)")
     return p.parse_args(argv)
@@ -96,8 +99,20 @@ def run_one_level(rec: dict, h: dict, c: int, args, work, tokenizer) -> None:
     if srv.proc.poll() is not None:
         rec["levels"].append({"concurrency": c, "died": True})
         return
-    lvl = asyncio.run(run_level(srv.base_url, h["model"], work, c, n_requests(c, args), h["strategy"], tokenizer,
-                                issue_s=args.issue_s, cap_s=args.cap_s, offset=offset(c, args)))
+    lvl = asyncio.run(
+        run_level(
+            srv.base_url,
+            h["model"],
+            work,
+            c,
+            n_requests(c, args),
+            h["strategy"],
+            tokenizer,
+            issue_s=args.issue_s,
+            cap_s=args.cap_s,
+            offset=offset(c, args),
+        )
+    )
     rss, pss = srv.take_level_peak()
     lvl.peak_rss_mb = rss / 2**20
     rec["levels"].append({**as_dict(lvl), "peak_pss_mb": pss / 2**20})
@@ -146,8 +161,10 @@ def run_all(order: list[str], table: dict, args, work, tokenizer, levels: list[i
 
 # --- reporting --------------------------------------------------------------------------------------------
 
-HEADER = (f"{'conc':>4} {'out tok/s':>9} {'req/s':>6} {'TTFT p50':>9} {'TTFT p99':>9} {'TPOT p50':>9} "
-          f"{'TPOT p99':>9} {'RSS MB':>7} {'done':>9} {'exact':>6}")
+HEADER = (
+    f"{'conc':>4} {'out tok/s':>9} {'req/s':>6} {'TTFT p50':>9} {'TTFT p99':>9} {'TPOT p50':>9} "
+    f"{'TPOT p99':>9} {'RSS MB':>7} {'done':>9} {'exact':>6}"
+)
 
 
 def _ms(v, censored=0) -> str:
@@ -155,10 +172,12 @@ def _ms(v, censored=0) -> str:
 
 
 def row(L: dict) -> str:
-    return (f"{L['concurrency']:>4} {L['out_tok_s']:>9.1f} {L['req_s']:>6.2f} "
-            f"{_ms(L['ttft_p50_ms'], L['ttft_censored']):>9} {_ms(L['ttft_p99_ms'], L['ttft_censored']):>9} "
-            f"{_ms(L['tpot_p50_ms']):>9} {_ms(L['tpot_p99_ms']):>9} {L['peak_rss_mb'] or 0:>7.0f} "
-            f"{L['completed']:>4}/{L['requests']:<4} {L['tokens_exact']:>6}")
+    return (
+        f"{L['concurrency']:>4} {L['out_tok_s']:>9.1f} {L['req_s']:>6.2f} "
+        f"{_ms(L['ttft_p50_ms'], L['ttft_censored']):>9} {_ms(L['ttft_p99_ms'], L['ttft_censored']):>9} "
+        f"{_ms(L['tpot_p50_ms']):>9} {_ms(L['tpot_p99_ms']):>9} {L['peak_rss_mb'] or 0:>7.0f} "
+        f"{L['completed']:>4}/{L['requests']:<4} {L['tokens_exact']:>6}"
+    )
 
 
 def _level(rec: dict, c: int) -> dict | None:
@@ -179,11 +198,15 @@ def report(result: dict) -> str:
             out.append(f"   skipped: {rec['skipped']}")
             continue
         out.append(f"   EOS suppression: {rec.get('eos_strategy')}")
-        out.append(f"   peak memory of the process tree, over its life (load included) / while serving: RSS "
-                   f"{rec.get('peak_rss_mb', 0):.0f} / {rec.get('serving_peak_rss_mb', 0):.0f} MB, PSS "
-                   f"{rec.get('peak_pss_mb', 0):.0f} / {rec.get('serving_peak_pss_mb', 0):.0f} MB")
+        out.append(
+            f"   peak memory of the process tree, over its life (load included) / while serving: RSS "
+            f"{rec.get('peak_rss_mb', 0):.0f} / {rec.get('serving_peak_rss_mb', 0):.0f} MB, PSS "
+            f"{rec.get('peak_pss_mb', 0):.0f} / {rec.get('serving_peak_pss_mb', 0):.0f} MB"
+        )
         out.append("   " + HEADER)
-        out.extend("   " + (row(L) if not L.get("died") else f"{L['concurrency']:>4} server died") for L in rec["levels"])
+        out.extend(
+            "   " + (row(L) if not L.get("died") else f"{L['concurrency']:>4} server died") for L in rec["levels"]
+        )
     by = {r["name"]: r for r in result["servers"] if not r.get("skipped")}
     levels = result["levels"]
     me = by.get("llmaas")
@@ -196,19 +219,25 @@ def report(result: dict) -> str:
             for c in levels:
                 a, b = _level(me, c), _level(rec, c)
                 if a and b:
-                    cells.append(f"c={c}: tok/s {_ratio(a['out_tok_s'], b['out_tok_s'])} "
-                                 f"TTFT50 {_ratio(a['ttft_p50_ms'], b['ttft_p50_ms'])} "
-                                 f"TPOT50 {_ratio(a['tpot_p50_ms'], b['tpot_p50_ms'])}")
-            cells.append(f"peak RSS {_ratio(me.get('peak_rss_mb'), rec.get('peak_rss_mb'))}, "
-                         f"PSS {_ratio(me.get('peak_pss_mb'), rec.get('peak_pss_mb'))}")
+                    cells.append(
+                        f"c={c}: tok/s {_ratio(a['out_tok_s'], b['out_tok_s'])} "
+                        f"TTFT50 {_ratio(a['ttft_p50_ms'], b['ttft_p50_ms'])} "
+                        f"TPOT50 {_ratio(a['tpot_p50_ms'], b['tpot_p50_ms'])}"
+                    )
+            cells.append(
+                f"peak RSS {_ratio(me.get('peak_rss_mb'), rec.get('peak_rss_mb'))}, "
+                f"PSS {_ratio(me.get('peak_pss_mb'), rec.get('peak_pss_mb'))}"
+            )
             out.append(f"  vs {name}: " + " | ".join(cells))
     lim = result.get("limits")
     if lim:
         dt = "bf16" if torch_dtype_name() == "bfloat16" else "fp32"  # what the torch servers compute in here
         b1 = lim["bounds"][dt]["batch1_tok_s"]
         big = lim["bounds"][dt]["large_batch_tok_s"]
-        out.append(f"\nFraction of the machine's limits ({dt} batch-1 bound {b1:.0f} tok/s, "
-                   f"{dt} large-batch bound {big:.0f} tok/s)")
+        out.append(
+            f"\nFraction of the machine's limits ({dt} batch-1 bound {b1:.0f} tok/s, "
+            f"{dt} large-batch bound {big:.0f} tok/s)"
+        )
         for name, rec in by.items():
             cells = []
             for L in (L for L in rec["levels"] if not L.get("died")):
@@ -238,16 +267,25 @@ def targets(result: dict, by: dict, me: dict) -> list[str]:
     for name, peer in (("vLLM CPU", vllm), ("llama-server", ls)):
         p1 = peer and _level(peer, 1)
         if m1 and p1 and p1["tpot_p50_ms"]:
-            check(f"TPOT p50 at 1 stream <= {name}'s", m1["tpot_p50_ms"] <= p1["tpot_p50_ms"],
-                  f"{m1['tpot_p50_ms']:.1f} vs {p1['tpot_p50_ms']:.1f} ms")
+            check(
+                f"TPOT p50 at 1 stream <= {name}'s",
+                m1["tpot_p50_ms"] <= p1["tpot_p50_ms"],
+                f"{m1['tpot_p50_ms']:.1f} vs {p1['tpot_p50_ms']:.1f} ms",
+            )
     q1, l1 = (by.get("llmaas-int8") and _level(by["llmaas-int8"], 1)), ls and _level(ls, 1)
     if q1 and l1 and q1["tpot_p50_ms"] and l1["tpot_p50_ms"]:
-        check("TPOT p50 at 1 stream, int8 weights <= llama-server's", q1["tpot_p50_ms"] <= l1["tpot_p50_ms"],
-              f"{q1['tpot_p50_ms']:.1f} vs {l1['tpot_p50_ms']:.1f} ms")
+        check(
+            "TPOT p50 at 1 stream, int8 weights <= llama-server's",
+            q1["tpot_p50_ms"] <= l1["tpot_p50_ms"],
+            f"{q1['tpot_p50_ms']:.1f} vs {l1['tpot_p50_ms']:.1f} ms",
+        )
     p1 = vllm and _level(vllm, 1)
     if m1 and p1:
-        check("TTFT p50 at 1 stream <= vLLM CPU's", m1["ttft_p50_ms"] <= p1["ttft_p50_ms"],
-              f"{m1['ttft_p50_ms']:.0f} vs {p1['ttft_p50_ms']:.0f} ms")
+        check(
+            "TTFT p50 at 1 stream <= vLLM CPU's",
+            m1["ttft_p50_ms"] <= p1["ttft_p50_ms"],
+            f"{m1['ttft_p50_ms']:.0f} vs {p1['ttft_p50_ms']:.0f} ms",
+        )
     lim = result.get("limits")
     if m1 and lim and m1["tpot_p50_ms"]:
         dtype = "bf16" if torch_dtype_name() == "bfloat16" else "fp32"
@@ -272,13 +310,20 @@ def main(argv=None) -> None:
 
     hf = hf_folder()
     tokenizer = AutoTokenizer.from_pretrained(str(hf))
-    work = make_workload(tokenizer, sum(n_requests(c, args) for c in levels), args.prompt_tokens, args.out_min,
-                         args.out_max)
+    work = make_workload(
+        tokenizer, sum(n_requests(c, args) for c in levels), args.prompt_tokens, args.out_min, args.out_max
+    )
     result = {
-        "command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "host": platform.node(), "levels": levels, "args": {k: str(v) for k, v in vars(args).items()},
-        "workload": {"requests": len(work.messages), "prompt_tokens_mean": sum(work.prompt_tokens) / len(work.prompt_tokens),
-                     "max_tokens_mean": sum(work.max_tokens) / len(work.max_tokens)},
+        "command": " ".join(sys.argv),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": platform.node(),
+        "levels": levels,
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "workload": {
+            "requests": len(work.messages),
+            "prompt_tokens_mean": sum(work.prompt_tokens) / len(work.prompt_tokens),
+            "max_tokens_mean": sum(work.max_tokens) / len(work.max_tokens),
+        },
         "note": "shared 2-core CPU (other engineers' builds/tests running): numbers are noisy",
         "servers": [],
     }

@@ -27,8 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine_step import build_engine  # noqa: E402
 
-SCHEMA = {"type": "object", "properties": {"values": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 99},
-                                                      "minItems": 64}}, "required": ["values"], "additionalProperties": False}
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "values": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 99}, "minItems": 64}
+    },
+    "required": ["values"],
+    "additionalProperties": False,
+}
 
 
 class Timer:
@@ -57,9 +63,15 @@ def run(core, streams: int, constrained: int, grammar, steps: int, seed: int) ->
     g = torch.Generator().manual_seed(seed)
     for i in range(streams):
         prompt = torch.randint(100, 40_000, (128,), generator=g).tolist()
-        params = SamplingParams(max_tokens=steps + 1, temperature=0.7, ignore_eos=True, grammar=grammar if i < constrained else None)
+        params = SamplingParams(
+            max_tokens=steps + 1, temperature=0.7, ignore_eos=True, grammar=grammar if i < constrained else None
+        )
         core.add_request(EngineRequest(f"bench-{seed}-{i}", prompt, params))
-    while core.scheduler.waiting or core._inbox or any(r.num_computed_tokens < r.num_prompt_tokens for r in core.scheduler.running):
+    while (
+        core.scheduler.waiting
+        or core._inbox
+        or any(r.num_computed_tokens < r.num_prompt_tokens for r in core.scheduler.running)
+    ):
         core.step()  # prefill: not timed
     masks = Timer(sampler.structured, "apply_masks")
     accept = Timer(structured.GrammarState, "accept")
@@ -75,8 +87,12 @@ def run(core, streams: int, constrained: int, grammar, steps: int, seed: int) ->
         masks.restore()
         accept.restore()
     n = len(times)
-    return {"step_ms": statistics.median(times) * 1e3, "tok_s": tokens / sum(times),
-            "mask_ms": masks.total / n * 1e3, "accept_ms": accept.total / n * 1e3}
+    return {
+        "step_ms": statistics.median(times) * 1e3,
+        "tok_s": tokens / sum(times),
+        "mask_ms": masks.total / n * 1e3,
+        "accept_ms": accept.total / n * 1e3,
+    }
 
 
 def main() -> None:
@@ -92,8 +108,10 @@ def main() -> None:
     engine, dtype = build_engine(args.threads)
     t = time.perf_counter()
     grammar = engine.tokenizer.compile_grammar(GrammarSpec("json_schema", json.dumps(SCHEMA)), timeout_s=60)
-    print(f"engine: {dtype}, {torch.get_num_threads()} thread(s); schema compiled in {(time.perf_counter() - t) * 1e3:.0f} ms "
-          f"(vocabulary {engine.tokenizer.vocab_size}, tokenizer info included)")
+    print(
+        f"engine: {dtype}, {torch.get_num_threads()} thread(s); schema compiled in {(time.perf_counter() - t) * 1e3:.0f} ms "
+        f"(vocabulary {engine.tokenizer.vocab_size}, tokenizer info included)"
+    )
     half = args.streams // 2
     run(engine.core, args.streams, half, grammar, 4, seed=999)  # warm-up: kernels, matcher allocation
     results: dict[str, list[dict]] = {"free": [], "half": []}
@@ -101,15 +119,19 @@ def main() -> None:
         for mode, k in (("free", 0), ("half", half)):
             res = run(engine.core, args.streams, k, grammar, args.steps, seed=r)
             results[mode].append(res)
-            print(f"round {r} {mode:>4}: {res['tok_s']:7.1f} tok/s, step p50 {res['step_ms']:6.1f} ms, "
-                  f"masks {res['mask_ms']:.2f} ms/step, accept {res['accept_ms']:.2f} ms/step")
+            print(
+                f"round {r} {mode:>4}: {res['tok_s']:7.1f} tok/s, step p50 {res['step_ms']:6.1f} ms, "
+                f"masks {res['mask_ms']:.2f} ms/step, accept {res['accept_ms']:.2f} ms/step"
+            )
     free = statistics.median(x["tok_s"] for x in results["free"])
     constrained = statistics.median(x["tok_s"] for x in results["half"])
     mask = statistics.median(x["mask_ms"] for x in results["half"])
     acc = statistics.median(x["accept_ms"] for x in results["half"])
-    print(f"\n{args.streams} streams, {half} with a JSON schema: {constrained:.1f} tok/s vs {free:.1f} tok/s unconstrained "
-          f"= ratio {constrained / free:.3f} (target >= 0.90); grammar cost {mask + acc:.2f} ms/step "
-          f"({mask:.2f} masks for {half} rows + {acc:.2f} accept)")
+    print(
+        f"\n{args.streams} streams, {half} with a JSON schema: {constrained:.1f} tok/s vs {free:.1f} tok/s unconstrained "
+        f"= ratio {constrained / free:.3f} (target >= 0.90); grammar cost {mask + acc:.2f} ms/step "
+        f"({mask:.2f} masks for {half} rows + {acc:.2f} accept)"
+    )
 
 
 if __name__ == "__main__":

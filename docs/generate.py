@@ -70,8 +70,16 @@ def metrics_block() -> str:
         helps[name] = ("gauge", "`model`", doc)
     for name, doc in metrics.ENGINE_COUNTERS.items():
         helps[name] = ("counter", "`model`", doc)
-    helps[metrics.FINE_TUNING_JOBS] = ("gauge", "`status`", "Fine-tuning jobs in the store, by status (read at scrape time).")
-    helps[metrics.BATCH_LINES_QUEUED] = ("gauge", "", "Batch API lines not yet run, over every unfinished batch (read at scrape time).")
+    helps[metrics.FINE_TUNING_JOBS] = (
+        "gauge",
+        "`status`",
+        "Fine-tuning jobs in the store, by status (read at scrape time).",
+    )
+    helps[metrics.BATCH_LINES_QUEUED] = (
+        "gauge",
+        "",
+        "Batch API lines not yet run, over every unfinished batch (read at scrape time).",
+    )
     out = ["| Metric | Type | Labels | Meaning |", "| --- | --- | --- | --- |"]
     for name in metrics.metric_names():
         kind, labels, doc = helps[name]

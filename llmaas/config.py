@@ -27,25 +27,33 @@ class ModelSpec(BaseModel):
     model_config = {"extra": "forbid"}
 
     name: str = Field(min_length=1, max_length=128, description="The id clients send as `model`.")
-    source: str = Field(description="builtin:smollm2 | builtin:all-minilm-l6-v2 | /path/to/hf-folder | /path/to/x.gguf | org/name (hub cache)")
+    source: str = Field(
+        description="builtin:smollm2 | builtin:all-minilm-l6-v2 | /path/to/hf-folder | /path/to/x.gguf | org/name (hub cache)"
+    )
     kind: Literal["chat", "embedding"] = "chat"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto = bfloat16 where the CPU computes it natively (or on CUDA), float32 otherwise."
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     quantization: Literal["none", "int8"] = Field(
-        "none", description="int8: weight-only int8 projections (a scale per output row) for faster decoding at low concurrency on CPU, at a small cost in agreement with the full-precision model (bench/quantization.py); none: weights in `dtype`."
+        "none",
+        description="int8: weight-only int8 projections (a scale per output row) for faster decoding at low concurrency on CPU, at a small cost in agreement with the full-precision model (bench/quantization.py); none: weights in `dtype`.",
     )
-    max_model_len: int | None = Field(None, ge=16, le=1_048_576, description="Context length; default: the model's own.")
+    max_model_len: int | None = Field(
+        None, ge=16, le=1_048_576, description="Context length; default: the model's own."
+    )
     kv_cache_mb: int = Field(512, ge=1, le=1_048_576, description="Memory budget of the paged KV cache.")
     block_size: int = Field(16, ge=1, le=256, description="Tokens per KV-cache block.")
     max_num_seqs: int = Field(64, ge=1, le=4096, description="Most sequences running in one step.")
-    max_num_batched_tokens: int = Field(512, ge=16, le=1_048_576, description="Token budget of one engine step (chunked prefill).")
+    max_num_batched_tokens: int = Field(
+        512, ge=16, le=1_048_576, description="Token budget of one engine step (chunked prefill)."
+    )
     max_waiting: int = Field(256, ge=1, le=1_000_000, description="Bounded waiting queue; beyond it requests get 429.")
     max_loras: int = Field(8, ge=0, le=1024, description="Adapters kept loaded at once (LRU).")
     allow_adapters: bool = Field(True, description="Whether fine-tuned adapters of this model may be served.")
     engine_process: bool = Field(
-        True, description="Run this model's engine core in a process of its own, so the API's work never holds the step loop's GIL (native engine only; false: a thread of the API process)."
+        True,
+        description="Run this model's engine core in a process of its own, so the API's work never holds the step loop's GIL (native engine only; false: a thread of the API process).",
     )
 
 
@@ -73,12 +81,21 @@ class Limits(BaseModel):
     max_classification_inputs: int = Field(64, ge=1, le=10_000, description="Texts in one /v1/classifications request.")
     max_classification_labels: int = Field(16, ge=2, le=1000, description="Labels in one /v1/classifications request.")
     max_not_found_per_minute: int = Field(
-        120, ge=1, le=1_000_000,
+        120,
+        ge=1,
+        le=1_000_000,
         description="Not-found (404) answers one key may get per minute; past it the key gets 429 until the minute ends (no id scanning).",
     )
-    max_schema_bytes: int = Field(64 * 1024, ge=256, le=4 * 1024 * 1024, description="Largest JSON schema (response_format, one tool's parameters), compact JSON.")
+    max_schema_bytes: int = Field(
+        64 * 1024,
+        ge=256,
+        le=4 * 1024 * 1024,
+        description="Largest JSON schema (response_format, one tool's parameters), compact JSON.",
+    )
     max_tools: int = Field(128, ge=1, le=1024, description="Tools in one request.")
-    max_grammar_compile_s: float = Field(5.0, gt=0, le=120, description="A schema that takes longer to compile is refused (400).")
+    max_grammar_compile_s: float = Field(
+        5.0, gt=0, le=120, description="A schema that takes longer to compile is refused (400)."
+    )
 
 
 class Settings(BaseSettings):
@@ -88,36 +105,95 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
     port: int = Field(8000, ge=0, le=65535, description="Port the HTTP server binds (0 = any free port).")
-    data_dir: Path = Field(Path("~/.llmaas"), description="SQLite file, uploaded files, adapters and model caches live here.")
-    database_url: str | None = Field(None, description="SQLAlchemy URL; unset = SQLite file in data_dir. postgresql+psycopg://… to scale out.")
+    data_dir: Path = Field(
+        Path("~/.llmaas"), description="SQLite file, uploaded files, adapters and model caches live here."
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; unset = SQLite file in data_dir. postgresql+psycopg://… to scale out."
+    )
     redis_url: str | None = Field(None, description="Set to share rate limits between replicas (redis://host:6379/0).")
-    model_cache_dir: Path | None = Field(None, description="Where converted models (GGUF → safetensors) are cached; unset = data_dir/models.")
+    model_cache_dir: Path | None = Field(
+        None, description="Where converted models (GGUF → safetensors) are cached; unset = data_dir/models."
+    )
     files_url: str | None = Field(None, description="fsspec URL of the file/adapter store; unset = data_dir/files.")
     auth: bool = Field(True, description="Require API keys. --no-auth is for a purely local single-user run.")
-    environment: Literal["dev", "production"] = Field("production", description="dev relaxes nothing about auth; it only allows debug logging of content.")
+    environment: Literal["dev", "production"] = Field(
+        "production", description="dev relaxes nothing about auth; it only allows debug logging of content."
+    )
     models: list[ModelSpec] = Field(default_factory=_default_models, description="Models to serve.")
     limits: Limits = Field(default_factory=Limits)
-    default_max_tokens: int = Field(512, ge=1, le=1_048_576, description="max_tokens when a request leaves it out (capped by the context).")
+    default_max_tokens: int = Field(
+        512, ge=1, le=1_048_576, description="max_tokens when a request leaves it out (capped by the context)."
+    )
     start_worker: bool = Field(True, description="`llmaas serve` also runs one fine-tuning worker process.")
-    worker_lease_s: float = Field(30.0, ge=0.5, le=3600, description="A fine-tuning worker's lease on its job; a worker silent this long is presumed dead and the job resumes from its last checkpoint elsewhere.")
-    worker_max_attempts: int = Field(3, ge=1, le=100, description="Workers lost on one fine-tuning job before the job fails.")
-    worker_poll_s: float = Field(1.0, ge=0.05, le=60, description="How often an idle fine-tuning worker looks for queued jobs.")
-    batch_runner: bool = Field(True, description="This server runs Batch API lines (at batch priority, in capacity interactive requests leave free); several replicas share batches through a lease in the database.")
-    batch_concurrency: int = Field(8, ge=1, le=1024, description="Batch lines one server keeps in flight at once (keep it well under a model's max_waiting).")
-    batch_lease_s: float = Field(30.0, ge=0.5, le=3600, description="A server's lease on the batch it runs; a server silent this long is presumed dead and another (or it, restarted) resumes the batch's remaining lines.")
-    batch_poll_s: float = Field(1.0, ge=0.05, le=60, description="How often an idle batch runner looks for batches to run.")
+    worker_lease_s: float = Field(
+        30.0,
+        ge=0.5,
+        le=3600,
+        description="A fine-tuning worker's lease on its job; a worker silent this long is presumed dead and the job resumes from its last checkpoint elsewhere.",
+    )
+    worker_max_attempts: int = Field(
+        3, ge=1, le=100, description="Workers lost on one fine-tuning job before the job fails."
+    )
+    worker_poll_s: float = Field(
+        1.0, ge=0.05, le=60, description="How often an idle fine-tuning worker looks for queued jobs."
+    )
+    batch_runner: bool = Field(
+        True,
+        description="This server runs Batch API lines (at batch priority, in capacity interactive requests leave free); several replicas share batches through a lease in the database.",
+    )
+    batch_concurrency: int = Field(
+        8,
+        ge=1,
+        le=1024,
+        description="Batch lines one server keeps in flight at once (keep it well under a model's max_waiting).",
+    )
+    batch_lease_s: float = Field(
+        30.0,
+        ge=0.5,
+        le=3600,
+        description="A server's lease on the batch it runs; a server silent this long is presumed dead and another (or it, restarted) resumes the batch's remaining lines.",
+    )
+    batch_poll_s: float = Field(
+        1.0, ge=0.05, le=60, description="How often an idle batch runner looks for batches to run."
+    )
     batch_max_lines: int = Field(50_000, ge=1, le=1_000_000, description="Most requests in one batch input file.")
-    batch_rpm: int | None = Field(None, ge=1, description="Batch lines per minute per project (the batch rate limit, separate from interactive rpm); unset = no limit.")
-    batch_tpm: int | None = Field(None, ge=1, description="Tokens per minute of batch lines per project (reserved as interactive requests reserve them, separate from interactive tpm); unset = no limit.")
-    finetune_eval_steps: int = Field(10, ge=0, le=1_000_000, description="With a validation file, every this many steps a fine-tuning job reports `valid_loss` on one validation batch (0 = only at checkpoints, which always evaluate the whole file).")
+    batch_rpm: int | None = Field(
+        None,
+        ge=1,
+        description="Batch lines per minute per project (the batch rate limit, separate from interactive rpm); unset = no limit.",
+    )
+    batch_tpm: int | None = Field(
+        None,
+        ge=1,
+        description="Tokens per minute of batch lines per project (reserved as interactive requests reserve them, separate from interactive tpm); unset = no limit.",
+    )
+    finetune_eval_steps: int = Field(
+        10,
+        ge=0,
+        le=1_000_000,
+        description="With a validation file, every this many steps a fine-tuning job reports `valid_loss` on one validation batch (0 = only at checkpoints, which always evaluate the whole file).",
+    )
     log_json: bool = Field(False, description="Structured JSON logs.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_content: bool = Field(False, description="Log prompts and completions (debugging only; never in production).")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS; empty = CORS off.")
-    allowed_hosts: list[str] = Field(default_factory=list, description="Host header allowlist (DNS-rebinding guard); empty = any.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host header allowlist (DNS-rebinding guard); empty = any."
+    )
     shutdown_grace_s: float = Field(30.0, ge=0, le=3600, description="How long SIGTERM waits for in-flight streams.")
-    num_threads: int | None = Field(None, ge=1, le=1024, description="CPU threads of each engine's forward pass; unset = measured at start and every 20 s of work (one or all cores).")
-    responses_retention_days: int = Field(30, ge=0, le=36_500, description="Stored Responses API responses (the state behind previous_response_id) are kept this many days; 0 = until deleted.")
+    num_threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="CPU threads of each engine's forward pass; unset = measured at start and every 20 s of work (one or all cores).",
+    )
+    responses_retention_days: int = Field(
+        30,
+        ge=0,
+        le=36_500,
+        description="Stored Responses API responses (the state behind previous_response_id) are kept this many days; 0 = until deleted.",
+    )
     usage_flush_s: float = Field(1.0, gt=0, le=60, description="Usage records are written in batches at this interval.")
 
     @field_validator("data_dir")

@@ -141,7 +141,9 @@ class PlainFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         skip = _ACCESS_IN_MESSAGE if getattr(record, "event", None) == "access" else ()
-        extras = [f"{n}={getattr(record, n)}" for n in EXTRA_FIELDS if n not in skip and getattr(record, n, None) is not None]
+        extras = [
+            f"{n}={getattr(record, n)}" for n in EXTRA_FIELDS if n not in skip and getattr(record, n, None) is not None
+        ]
         if extras:
             head, sep, tail = line.partition("\n")  # keep a traceback after the fields
             line = head + " " + " ".join(extras) + sep + tail

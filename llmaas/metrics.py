@@ -180,7 +180,9 @@ class SnapshotCollector(Collector):
             counters["llmaas_prefix_cache_queries_total"].add_metric(
                 [model], float(getattr(st, "prefix_cache_queries", 0) or 0)
             )
-            counters["llmaas_prefix_cache_hits_total"].add_metric([model], float(getattr(st, "prefix_cache_hits", 0) or 0))
+            counters["llmaas_prefix_cache_hits_total"].add_metric(
+                [model], float(getattr(st, "prefix_cache_hits", 0) or 0)
+            )
         yield from gauges.values()
         yield from counters.values()
         if self.snapshot.fine_tuning_jobs is not None:
@@ -275,7 +277,11 @@ class InstrumentedMeter(_Proxy):
         PROMPT_TOKENS.labels(label).inc(max(0, int(prompt_tokens)))
         COMPLETION_TOKENS.labels(label).inc(max(0, int(completion_tokens)))
         await self._inner.settle(
-            reservation, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, status=status, latency_s=latency_s
+            reservation,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            status=status,
+            latency_s=latency_s,
         )
 
 

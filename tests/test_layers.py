@@ -76,7 +76,11 @@ def violations() -> list[tuple[str, str]]:
         for imported in sorted(_imports(source, module, is_package=path.name == "__init__.py")):
             target = _layer(imported)
             top = imported.split(".")[0]
-            if layer in FORBIDDEN and target in FORBIDDEN[layer] or top in FORBIDDEN_THIRD_PARTY.get(layer or "", set()) | FORBIDDEN_THIRD_PARTY["*"]:
+            if (
+                layer in FORBIDDEN
+                and target in FORBIDDEN[layer]
+                or top in FORBIDDEN_THIRD_PARTY.get(layer or "", set()) | FORBIDDEN_THIRD_PARTY["*"]
+            ):
                 out.append((module, imported))
     return out
 

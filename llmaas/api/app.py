@@ -44,8 +44,17 @@ from llmaas.training.registry import FineTunedModels
 
 # Protected = every route needs a key (or --no-auth); public ones serve only paths in `deps.PUBLIC_PATHS`.
 PROTECTED_ROUTERS: tuple[APIRouter, ...] = (
-    models_routes.router, chat.router, responses.router, completions.router, embeddings.router,
-    classifications.router, files.router, batches.router, fine_tuning.router, usage.router, admin.router,
+    models_routes.router,
+    chat.router,
+    responses.router,
+    completions.router,
+    embeddings.router,
+    classifications.router,
+    files.router,
+    batches.router,
+    fine_tuning.router,
+    usage.router,
+    admin.router,
 )
 PUBLIC_ROUTERS: tuple[APIRouter, ...] = (health.router, metrics_routes.router)
 
@@ -117,7 +126,9 @@ def create_app(
         max_body_bytes=settings.limits.max_body_bytes,
         max_upload_bytes=settings.limits.max_upload_bytes,
     )
-    install_middleware(app, settings)  # ops, outermost: request id, Host allowlist, CORS, security headers, metrics, access log
+    install_middleware(
+        app, settings
+    )  # ops, outermost: request id, Host allowlist, CORS, security headers, metrics, access log
 
     for router in PROTECTED_ROUTERS:
         app.include_router(_summarized(router), dependencies=[Depends(get_principal)])

@@ -34,7 +34,9 @@ PUBLIC_PATHS: frozenset[str] = frozenset(
 _authorization = APIKeyHeader(name="Authorization", auto_error=False, description="Bearer sk-…")
 
 
-async def get_principal(request: Request, authorization: Annotated[str | None, Security(_authorization)] = None) -> Principal:
+async def get_principal(
+    request: Request, authorization: Annotated[str | None, Security(_authorization)] = None
+) -> Principal:
     """The caller, from the Authorization header (raises Unauthenticated); the local admin when auth is off."""
     auth: AuthBackend | None = request.app.state.auth
     principal = LOCAL_ADMIN if auth is None else await auth.authenticate(authorization)

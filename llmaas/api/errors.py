@@ -96,7 +96,14 @@ async def _count_not_found(request: Request) -> None:
 
 def _body(message: str, type_: str, param: str | None, code: str | None) -> dict[str, Any]:
     # Messages may quote client text; one that is not valid Unicode must not turn the answer into a 500.
-    return {"error": {"message": _text(message), "type": type_, "param": None if param is None else _text(param), "code": code}}
+    return {
+        "error": {
+            "message": _text(message),
+            "type": type_,
+            "param": None if param is None else _text(param),
+            "code": code,
+        }
+    }
 
 
 def _text(value: str) -> str:
@@ -117,7 +124,9 @@ def _validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     param = _param_path(first.get("loc", ()))
     # In a union such as "auto" | int, pydantic reports the literal branch first ("Input should be 'auto'"); the
     # type the client got wrong is more useful.
-    first = next((e for e in errors if e.get("type") != "literal_error" and _param_path(e.get("loc", ())) == param), first)
+    first = next(
+        (e for e in errors if e.get("type") != "literal_error" and _param_path(e.get("loc", ())) == param), first
+    )
     if first.get("type") == "missing":
         return f"Missing required parameter: '{param}'.", param
     if param is None:  # the body itself (absent, or not an object)

@@ -52,7 +52,9 @@ def _line(obj: Any, endpoint: str | None) -> InputLine:
     return InputLine(custom_id, url, body)
 
 
-def parse_input(chunks: Iterable[bytes], *, endpoint: str | None, max_lines: int, max_line_bytes: int) -> Iterator[InputLine]:
+def parse_input(
+    chunks: Iterable[bytes], *, endpoint: str | None, max_lines: int, max_line_bytes: int
+) -> Iterator[InputLine]:
     """Every line of a batch input file; raises FileValidationError naming the first bad line (1-based)."""
     seen: set[str] = set()
     model: str | None = None

@@ -76,8 +76,15 @@ TRANSITIONS: dict[BatchStatus, frozenset[BatchStatus]] = {
 ACTIVE = [s.api for s in BatchStatus if not s.finished]
 RECORDING = [S.IN_PROGRESS.api, S.CANCELLING.api]  # a finished line may still be recorded in these
 # The timestamp each status sets when entered.
-STAMPS = {S.IN_PROGRESS: "in_progress_at", S.FINALIZING: "finalizing_at", S.COMPLETED: "completed_at",
-          S.FAILED: "failed_at", S.EXPIRED: "expired_at", S.CANCELLING: "cancelling_at", S.CANCELLED: "cancelled_at"}
+STAMPS = {
+    S.IN_PROGRESS: "in_progress_at",
+    S.FINALIZING: "finalizing_at",
+    S.COMPLETED: "completed_at",
+    S.FAILED: "failed_at",
+    S.EXPIRED: "expired_at",
+    S.CANCELLING: "cancelling_at",
+    S.CANCELLED: "cancelled_at",
+}
 
 
 def new_batch_id() -> str:
@@ -85,7 +92,9 @@ def new_batch_id() -> str:
     return f"batch_{time.time_ns():016x}{secrets.token_hex(16)}"
 
 
-def transition(session: Session, batch_id: str, to: BatchStatus, *, worker_id: str | None = None, **fields: Any) -> bool:
+def transition(
+    session: Session, batch_id: str, to: BatchStatus, *, worker_id: str | None = None, **fields: Any
+) -> bool:
     """Move a batch to `to` if the map allows it from its current status (and `worker_id` holds it). True if moved."""
     sources = [s.api for s, targets in TRANSITIONS.items() if to in targets]
     cond = [Batch.id == batch_id, Batch.status.in_(sources)]
@@ -103,24 +112,51 @@ def transition(session: Session, batch_id: str, to: BatchStatus, *, worker_id: s
 
 
 def create_batch(
-    session: Session, *, project_id: str, key_id: str | None, endpoint: str, input_file_id: str,
-    completion_window: str, metadata: dict[str, str] | None, lines: list[InputLine] | None, error: dict[str, Any] | None,
+    session: Session,
+    *,
+    project_id: str,
+    key_id: str | None,
+    endpoint: str,
+    input_file_id: str,
+    completion_window: str,
+    metadata: dict[str, str] | None,
+    lines: list[InputLine] | None,
+    error: dict[str, Any] | None,
 ) -> Batch:
     """A new batch with its lines (status validating), or — when the input file is invalid — failed with `error`."""
     t = now()
     batch = Batch(
-        id=new_batch_id(), project_id=project_id, key_id=key_id, endpoint=endpoint,
-        model=lines[0].body["model"][:512] if lines else "", input_file_id=input_file_id,
-        completion_window=completion_window, status=S.VALIDATING.api, meta=metadata, total=len(lines or []),
-        completed=0, failed=0, created_at=t, expires_at=t + COMPLETION_WINDOWS[completion_window], version=0,
+        id=new_batch_id(),
+        project_id=project_id,
+        key_id=key_id,
+        endpoint=endpoint,
+        model=lines[0].body["model"][:512] if lines else "",
+        input_file_id=input_file_id,
+        completion_window=completion_window,
+        status=S.VALIDATING.api,
+        meta=metadata,
+        total=len(lines or []),
+        completed=0,
+        failed=0,
+        created_at=t,
+        expires_at=t + COMPLETION_WINDOWS[completion_window],
+        version=0,
     )
     if error is not None:
         batch.status, batch.failed_at, batch.errors = S.FAILED.api, t, {"object": "list", "data": [error]}
     session.add(batch)
     session.flush()
     for i, line in enumerate(lines or []):
-        session.add(BatchLine(batch_id=batch.id, line=i, project_id=project_id, custom_id=line.custom_id,
-                              body=line.body, status="pending"))
+        session.add(
+            BatchLine(
+                batch_id=batch.id,
+                line=i,
+                project_id=project_id,
+                custom_id=line.custom_id,
+                body=line.body,
+                status="pending",
+            )
+        )
     return batch
 
 
@@ -137,7 +173,9 @@ def list_batches(session: Session, *, project_id: str, after: str | None, limit:
     if after:
         ref = get_batch(session, after, project_id=project_id)
         cond.append(or_(Batch.created_at < ref.created_at, and_(Batch.created_at == ref.created_at, Batch.id < ref.id)))
-    rows = list(session.scalars(select(Batch).where(*cond).order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit + 1)))
+    rows = list(
+        session.scalars(select(Batch).where(*cond).order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit + 1))
+    )
     return rows[:limit], len(rows) > limit
 
 
@@ -192,7 +230,8 @@ def claim(session: Session, *, worker_id: str, lease_s: float) -> Batch | None:
         if batch is None:
             return None
         taken = session.execute(
-            update(Batch).where(Batch.id == batch.id, Batch.version == batch.version)
+            update(Batch)
+            .where(Batch.id == batch.id, Batch.version == batch.version)
             .values(worker_id=worker_id, lease_until=t + lease_s, version=batch.version + 1)
         )
         session.commit()
@@ -205,7 +244,8 @@ def claim(session: Session, *, worker_id: str, lease_s: float) -> Batch | None:
 def heartbeat(session: Session, batch_id: str, *, worker_id: str, lease_s: float) -> Batch | None:
     """Extend the lease; the batch as it is now (status, window), or None when it is no longer ours."""
     moved = session.execute(
-        update(Batch).where(Batch.id == batch_id, Batch.worker_id == worker_id, Batch.status.in_(ACTIVE))
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.worker_id == worker_id, Batch.status.in_(ACTIVE))
         .values(lease_until=time.time() + lease_s)
     ).rowcount  # type: ignore[attr-defined]
     return session.get(Batch, batch_id, populate_existing=True) if moved == 1 else None
@@ -220,31 +260,50 @@ def release(session: Session, batch_id: str, *, worker_id: str) -> None:
 
 
 def pending_lines(session: Session, batch_id: str) -> list[int]:
-    return list(session.scalars(
-        select(BatchLine.line).where(BatchLine.batch_id == batch_id, BatchLine.status == "pending").order_by(BatchLine.line)
-    ))
+    return list(
+        session.scalars(
+            select(BatchLine.line)
+            .where(BatchLine.batch_id == batch_id, BatchLine.status == "pending")
+            .order_by(BatchLine.line)
+        )
+    )
 
 
 def line_bodies(session: Session, batch_id: str, lines: list[int]) -> list[BatchLine]:
-    return list(session.scalars(
-        select(BatchLine).where(BatchLine.batch_id == batch_id, BatchLine.line.in_(lines)).order_by(BatchLine.line)
-    ))
+    return list(
+        session.scalars(
+            select(BatchLine).where(BatchLine.batch_id == batch_id, BatchLine.line.in_(lines)).order_by(BatchLine.line)
+        )
+    )
 
 
 def record_line(
-    session: Session, batch_id: str, line: int, *, worker_id: str, result: dict[str, Any], failed: bool,
-    usage: dict[str, Any] | None = None, budget: tuple[list[str], str, int] | None = None,
+    session: Session,
+    batch_id: str,
+    line: int,
+    *,
+    worker_id: str,
+    result: dict[str, Any],
+    failed: bool,
+    usage: dict[str, Any] | None = None,
+    budget: tuple[list[str], str, int] | None = None,
 ) -> bool:
     """Record one finished line, exactly once: its output, the counts, its usage row and budget settlement in one
     transaction, only while the line is pending and `worker_id` holds the lease. False (nothing changed) otherwise."""
     done = session.execute(
-        update(BatchLine).where(BatchLine.batch_id == batch_id, BatchLine.line == line, BatchLine.status == "pending")
+        update(BatchLine)
+        .where(BatchLine.batch_id == batch_id, BatchLine.line == line, BatchLine.status == "pending")
         .values(status="failed" if failed else "completed", result=result)
     ).rowcount  # type: ignore[attr-defined]
-    owned = done == 1 and session.execute(
-        update(Batch).where(Batch.id == batch_id, Batch.worker_id == worker_id, Batch.status.in_(RECORDING))
-        .values(completed=Batch.completed + (0 if failed else 1), failed=Batch.failed + (1 if failed else 0))
-    ).rowcount == 1  # type: ignore[attr-defined]
+    owned = (
+        done == 1
+        and session.execute(
+            update(Batch)
+            .where(Batch.id == batch_id, Batch.worker_id == worker_id, Batch.status.in_(RECORDING))
+            .values(completed=Batch.completed + (0 if failed else 1), failed=Batch.failed + (1 if failed else 0))
+        ).rowcount  # type: ignore[attr-defined]
+        == 1
+    )
     if not owned:
         session.rollback()
         return False
@@ -259,7 +318,12 @@ def fail_pending(session: Session, batch: Batch, *, worker_id: str, code: str, m
     """Every line still pending becomes a failed line with `error` {code, message} (expiry); the number failed."""
     count = 0
     for row in line_bodies(session, batch.id, pending_lines(session, batch.id)):
-        result = {"id": line_id(), "custom_id": row.custom_id, "response": None, "error": {"code": code, "message": message}}
+        result = {
+            "id": line_id(),
+            "custom_id": row.custom_id,
+            "response": None,
+            "error": {"code": code, "message": message},
+        }
         count += record_line(session, batch.id, row.line, worker_id=worker_id, result=result, failed=True)
     return count
 
@@ -280,15 +344,25 @@ def finalize(session: Session, blobs: BlobStore, batch: Batch, *, worker_id: str
 
     The file records and the status change commit together; a crash before that commit leaves at most an
     unreferenced blob, and the next holder finalizes again."""
-    done = list(session.scalars(
-        select(BatchLine).where(BatchLine.batch_id == batch.id, BatchLine.status != "pending").order_by(BatchLine.line)
-    ))
+    done = list(
+        session.scalars(
+            select(BatchLine)
+            .where(BatchLine.batch_id == batch.id, BatchLine.status != "pending")
+            .order_by(BatchLine.line)
+        )
+    )
     ids: dict[str, Any] = {}
     for column, status in (("output_file_id", "completed"), ("error_file_id", "failed")):
         rows = [r.result for r in done if r.status == status and r.result is not None]
         if rows:
-            record = filestore.create_file(session, blobs, _jsonl(iter(rows)), project_id=batch.project_id,
-                                           purpose=OUTPUT_PURPOSE, filename=f"{batch.id}_{column.split('_')[0]}.jsonl")
+            record = filestore.create_file(
+                session,
+                blobs,
+                _jsonl(iter(rows)),
+                project_id=batch.project_id,
+                purpose=OUTPUT_PURPOSE,
+                filename=f"{batch.id}_{column.split('_')[0]}.jsonl",
+            )
             ids[column] = record.id
     if not transition(session, batch.id, to, worker_id=worker_id, **ids):
         session.rollback()

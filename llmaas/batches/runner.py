@@ -58,16 +58,20 @@ class _Run:
 
     @property
     def stop(self) -> bool:
-        return (self.lost or self.principal is None or self.status != S.IN_PROGRESS
-                or time.time() >= self.batch.expires_at)
+        return (
+            self.lost or self.principal is None or self.status != S.IN_PROGRESS or time.time() >= self.batch.expires_at
+        )
 
 
 class BatchRunner:
-    def __init__(self, settings: Any, store: Store, models: Any, meter: Any, finetuned: Any,
-                 blobs: BlobStore | None = None) -> None:
+    def __init__(
+        self, settings: Any, store: Store, models: Any, meter: Any, finetuned: Any, blobs: BlobStore | None = None
+    ) -> None:
         self.settings, self.store, self.models, self.finetuned = settings, store, models, finetuned
         self.blobs = blobs or BlobStore.from_settings(settings)
-        self.meter = BatchMeter(meter if hasattr(meter, "directory") else None, rpm=settings.batch_rpm, tpm=settings.batch_tpm)
+        self.meter = BatchMeter(
+            meter if hasattr(meter, "directory") else None, rpm=settings.batch_rpm, tpm=settings.batch_tpm
+        )
         self.responses = ResponseStore(store, settings.responses_retention_days)
         self.worker_id = f"{socket.gethostname()[:24]}-{os.getpid()}-{new_id('b')[-6:]}"
         self._task: asyncio.Task[None] | None = None
@@ -151,7 +155,9 @@ class BatchRunner:
         while True:
             await asyncio.sleep(self.settings.batch_lease_s / 3)
             try:
-                now_ = await self._db(J.heartbeat, run.batch.id, worker_id=self.worker_id, lease_s=self.settings.batch_lease_s)
+                now_ = await self._db(
+                    J.heartbeat, run.batch.id, worker_id=self.worker_id, lease_s=self.settings.batch_lease_s
+                )
             except Exception:  # a database hiccup: the lease outlives a few misses
                 log.warning("batch heartbeat failed for %s", run.batch.id, exc_info=True)
                 continue
@@ -217,12 +223,22 @@ class BatchRunner:
     async def _record(self, run: _Run, row: BatchLine, meter: LineMeter, status: int, body: dict[str, Any]) -> None:
         settlement = meter.settlements[-1] if meter.settlements else None
         request_id = settlement.usage["request_id"] if settlement else new_id("req")
-        result = {"id": J.line_id(), "custom_id": row.custom_id,
-                  "response": {"status_code": status, "request_id": request_id, "body": body}, "error": None}
+        result = {
+            "id": J.line_id(),
+            "custom_id": row.custom_id,
+            "response": {"status_code": status, "request_id": request_id, "body": body},
+            "error": None,
+        }
         failed = status != 200
         recorded = await self._db(
-            J.record_line, run.batch.id, row.line, worker_id=self.worker_id, result=result, failed=failed,
-            usage=settlement.usage if settlement else None, budget=settlement.budget() if settlement else None,
+            J.record_line,
+            run.batch.id,
+            row.line,
+            worker_id=self.worker_id,
+            result=result,
+            failed=failed,
+            usage=settlement.usage if settlement else None,
+            budget=settlement.budget() if settlement else None,
         )
         if recorded:
             metrics.BATCH_LINES_DONE.labels("failed" if failed else "completed").inc()
@@ -236,17 +252,26 @@ class BatchRunner:
         batch_id, me = run.batch.id, self.worker_id
         status = S.of(await self._db(lambda s: s.get(Batch, batch_id).status))
         if status == S.CANCELLING:
-            return bool(await self._db(lambda s: J.finalize(s, self.blobs, s.get(Batch, batch_id), worker_id=me,
-                                                            to=S.CANCELLED)))
+            return bool(
+                await self._db(
+                    lambda s: J.finalize(s, self.blobs, s.get(Batch, batch_id), worker_id=me, to=S.CANCELLED)
+                )
+            )
         if status == S.IN_PROGRESS:
             pending = await self._db(J.pending_lines, batch_id)
             if pending and time.time() >= run.batch.expires_at:
-                await self._db(lambda s: J.fail_pending(s, s.get(Batch, batch_id), worker_id=me, code="batch_expired",
-                                                       message=EXPIRED_MESSAGE))
+                await self._db(
+                    lambda s: J.fail_pending(
+                        s, s.get(Batch, batch_id), worker_id=me, code="batch_expired", message=EXPIRED_MESSAGE
+                    )
+                )
                 await self._db(J.transition, batch_id, S.FINALIZING, worker_id=me, expired_at=now())
             elif pending and run.principal is None:
-                await self._db(lambda s: J.fail_pending(s, s.get(Batch, batch_id), worker_id=me, code="invalid_api_key",
-                                                       message=REVOKED_MESSAGE))
+                await self._db(
+                    lambda s: J.fail_pending(
+                        s, s.get(Batch, batch_id), worker_id=me, code="invalid_api_key", message=REVOKED_MESSAGE
+                    )
+                )
                 errors = {"object": "list", "data": [{"code": "invalid_api_key", "message": REVOKED_MESSAGE}]}
                 await self._db(J.transition, batch_id, S.FINALIZING, worker_id=me, errors=errors)
             elif pending:
@@ -274,5 +299,10 @@ def principal_of(session: Any, batch: Batch) -> Principal | None:
     if key.expires_at is not None and now() >= key.expires_at:
         return None
     models = frozenset(key.models) if key.models is not None else None
-    return Principal(project_id=key.project_id, key_id=key.id, is_admin=bool(key.is_admin), allowed_models=models,
-                     key_prefix=key.prefix)
+    return Principal(
+        project_id=key.project_id,
+        key_id=key.id,
+        is_admin=bool(key.is_admin),
+        allowed_models=models,
+        key_prefix=key.prefix,
+    )

@@ -32,7 +32,12 @@ def error_text(response: Any) -> str:
 
 def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--api-key", envvar="LLMAAS_API_KEY", default=None, help="API key (env LLMAAS_API_KEY).")(f)
-    f = click.option("--base-url", envvar="LLMAAS_BASE_URL", default=None, help=f"Server URL (env LLMAAS_BASE_URL; default {DEFAULT_BASE_URL}).")(f)
+    f = click.option(
+        "--base-url",
+        envvar="LLMAAS_BASE_URL",
+        default=None,
+        help=f"Server URL (env LLMAAS_BASE_URL; default {DEFAULT_BASE_URL}).",
+    )(f)
     return f
 
 
@@ -56,7 +61,9 @@ class Api:
 
     def upload(self, path: Path, purpose: str = "fine-tune") -> dict[str, Any]:
         with path.open("rb") as f:
-            return self.call("POST", "/files", files={"file": (path.name, f, "application/jsonl")}, data={"purpose": purpose})
+            return self.call(
+                "POST", "/files", files={"file": (path.name, f, "application/jsonl")}, data={"purpose": purpose}
+            )
 
     def download(self, path: str, out: Any) -> None:
         """Stream a response body (a file's content) into `out`."""

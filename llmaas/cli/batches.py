@@ -22,13 +22,24 @@ def batches() -> None:
 
 @batches.command()
 @connection_options
-@click.option("--file", "input_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help='Input JSONL: one {"custom_id", "method": "POST", "url", "body"} per line.')
+@click.option(
+    "--file",
+    "input_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help='Input JSONL: one {"custom_id", "method": "POST", "url", "body"} per line.',
+)
 @click.option("--endpoint", type=click.Choice(ENDPOINTS), default=None, help="Default: the first line's url.")
 @click.option("--metadata", "metadata", multiple=True, metavar="KEY=VALUE", help="Attach metadata (repeatable).")
 @click.option("--watch/--no-watch", default=False, help="Follow the batch until it finishes.")
-def create(base_url: str | None, api_key: str | None, input_file: Path, endpoint: str | None, metadata: tuple[str, ...],
-           watch: bool) -> None:
+def create(
+    base_url: str | None,
+    api_key: str | None,
+    input_file: Path,
+    endpoint: str | None,
+    metadata: tuple[str, ...],
+    watch: bool,
+) -> None:
     """Upload the input file and create a batch; prints the batch id."""
     import json
 
@@ -43,8 +54,11 @@ def create(base_url: str | None, api_key: str | None, input_file: Path, endpoint
             raise click.UsageError("cannot tell the endpoint from the first line; pass --endpoint")
     meta = dict(item.split("=", 1) for item in metadata if "=" in item)
     api = Api(base_url, api_key)
-    body: dict[str, Any] = {"input_file_id": api.upload(input_file, "batch")["id"], "endpoint": endpoint,
-                            "completion_window": "24h"}
+    body: dict[str, Any] = {
+        "input_file_id": api.upload(input_file, "batch")["id"],
+        "endpoint": endpoint,
+        "completion_window": "24h",
+    }
     if meta:
         body["metadata"] = meta
     batch = api.call("POST", "/batches", json=body)
@@ -63,7 +77,9 @@ def watch_cmd(base_url: str | None, api_key: str | None, batch_id: str) -> None:
 
 def _watch(api: Api, batch_id: str, poll_s: float = 1.0) -> None:
     batch = api.call("GET", f"/batches/{batch_id}")
-    with click.progressbar(length=max(1, batch["request_counts"]["total"]), label=batch["status"], show_pos=True) as bar:
+    with click.progressbar(
+        length=max(1, batch["request_counts"]["total"]), label=batch["status"], show_pos=True
+    ) as bar:
         while True:
             counts = batch["request_counts"]
             bar.label = f"{batch['status']} ({counts['failed']} failed)"
@@ -85,7 +101,9 @@ def _watch(api: Api, batch_id: str, poll_s: float = 1.0) -> None:
 @batches.command()
 @connection_options
 @click.argument("batch_id")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write here (default stdout).")
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write here (default stdout)."
+)
 @click.option("--errors", "which", flag_value="error_file_id", help="The error file instead of the output file.")
 @click.option("--results", "which", flag_value="output_file_id", default=True, help="The output file (default).")
 def download(base_url: str | None, api_key: str | None, batch_id: str, output: Path | None, which: str) -> None:

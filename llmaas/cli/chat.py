@@ -32,7 +32,7 @@ def stream_reply(client: Any, base: str, body: dict[str, Any]) -> str:
         for line in response.iter_lines():
             if not line.startswith("data: "):
                 continue
-            data = line[len("data: "):]
+            data = line[len("data: ") :]
             if data == "[DONE]":
                 break
             chunk = json.loads(data)
@@ -52,7 +52,14 @@ def stream_reply(client: Any, base: str, body: dict[str, Any]) -> str:
 @click.option("--system", default=None, help="A system message to start the conversation with.")
 @click.option("--temperature", type=float, default=None, help="Sampling temperature (0 = greedy).")
 @click.option("--max-tokens", type=int, default=None, help="Most tokens per reply.")
-def chat(base_url: str | None, api_key: str | None, model: str | None, system: str | None, temperature: float | None, max_tokens: int | None) -> None:
+def chat(
+    base_url: str | None,
+    api_key: str | None,
+    model: str | None,
+    system: str | None,
+    temperature: float | None,
+    max_tokens: int | None,
+) -> None:
     """Chat with a model on a running server. Replies stream as they are generated."""
     import httpx
 

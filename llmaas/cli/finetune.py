@@ -20,8 +20,19 @@ def finetune() -> None:
 
 @finetune.command()
 @connection_options
-@click.option("--file", "train_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="Training JSONL (chat or prompt/completion).")
-@click.option("--validation-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="Validation JSONL.")
+@click.option(
+    "--file",
+    "train_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="Training JSONL (chat or prompt/completion).",
+)
+@click.option(
+    "--validation-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Validation JSONL.",
+)
 @click.option("--model", required=True, help="Base chat model served by the server.")
 @click.option("--suffix", default=None, help="Up to 64 characters in the fine-tuned model's name.")
 @click.option("--epochs", type=int, default=None, help="n_epochs (default auto).")
@@ -30,14 +41,30 @@ def finetune() -> None:
 @click.option("--rank", type=int, default=None, help="LoRA rank (extension).")
 @click.option("--seed", type=int, default=None)
 @click.option("--watch/--no-watch", default=False, help="Follow the job until it finishes.")
-def create(base_url: str | None, api_key: str | None, train_file: Path, validation_file: Path | None, model: str, suffix: str | None,
-           epochs: int | None, batch_size: int | None, lr_multiplier: float | None, rank: int | None, seed: int | None, watch: bool) -> None:
+def create(
+    base_url: str | None,
+    api_key: str | None,
+    train_file: Path,
+    validation_file: Path | None,
+    model: str,
+    suffix: str | None,
+    epochs: int | None,
+    batch_size: int | None,
+    lr_multiplier: float | None,
+    rank: int | None,
+    seed: int | None,
+    watch: bool,
+) -> None:
     """Upload the file(s) and create a fine-tuning job; prints the job id."""
     api = Api(base_url, api_key)
     body: dict[str, Any] = {"model": model, "training_file": api.upload(train_file)["id"]}
     if validation_file:
         body["validation_file"] = api.upload(validation_file)["id"]
-    hp = {k: v for k, v in {"n_epochs": epochs, "batch_size": batch_size, "learning_rate_multiplier": lr_multiplier}.items() if v is not None}
+    hp = {
+        k: v
+        for k, v in {"n_epochs": epochs, "batch_size": batch_size, "learning_rate_multiplier": lr_multiplier}.items()
+        if v is not None
+    }
     method: dict[str, Any] = {"type": "supervised", "supervised": {"hyperparameters": hp}}
     if rank is not None:
         method["lora"] = {"rank": rank, "alpha": 2 * rank}

@@ -68,7 +68,11 @@ def list_(config_file: str | None, project_id: str | None, as_json: bool) -> Non
         click.echo(json.dumps(rows, indent=2))
         return
     for k in rows:
-        state = "revoked" if k["revoked_at"] else ("expired" if k["expires_at"] and k["expires_at"] <= time.time() else "active")
+        state = (
+            "revoked"
+            if k["revoked_at"]
+            else ("expired" if k["expires_at"] and k["expires_at"] <= time.time() else "active")
+        )
         flags = ",".join(f for f in ["admin" if k["is_admin"] else "", state] if f)
         click.echo(f"{k['id']}  {k['prefix']}…  {k['project_id']}  {k['name']}  [{flags}]")
 

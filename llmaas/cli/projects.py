@@ -38,8 +38,11 @@ def limit_options(removed: str) -> Callable[[Callable[..., Any]], Callable[..., 
     """--rpm/--tpm/--budget, each an integer or `none` (`removed` says what `none` leaves in force)."""
 
     def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
-        for flag, what in (("--budget", "Monthly token budget"), ("--tpm", "Tokens per minute"),
-                           ("--rpm", "Requests per minute")):
+        for flag, what in (
+            ("--budget", "Monthly token budget"),
+            ("--tpm", "Tokens per minute"),
+            ("--rpm", "Requests per minute"),
+        ):
             f = click.option(flag, type=LIMIT, default=None, help=f"{what} ('none': {removed}).")(f)
         return f
 

@@ -23,13 +23,44 @@ def parse_model_flag(value: str) -> tuple[str, str]:
 @click.command()
 @click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port to bind (default 8000; 0 = any free port).")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None, help="YAML/TOML settings file.")
-@click.option("--model", "models", multiple=True, metavar="NAME=SOURCE", help="Serve this chat model (repeatable); replaces the configured chat models. SOURCE: builtin:smollm2, an HF folder or a .gguf file.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where state, files and adapters live (default ~/.llmaas).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="YAML/TOML settings file.",
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    metavar="NAME=SOURCE",
+    help="Serve this chat model (repeatable); replaces the configured chat models. SOURCE: builtin:smollm2, an HF folder or a .gguf file.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where state, files and adapters live (default ~/.llmaas).",
+)
 @click.option("--no-auth", is_flag=True, help="Serve without API keys (local single-user use only).")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default=None, help="Weights dtype of the chat models (the default one, --model ones or the configured ones); auto = bfloat16 where the CPU computes it natively, float32 otherwise.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+    default=None,
+    help="Weights dtype of the chat models (the default one, --model ones or the configured ones); auto = bfloat16 where the CPU computes it natively, float32 otherwise.",
+)
 @click.option("--no-worker", is_flag=True, help="Do not start a fine-tuning worker in this process group.")
-def serve(host: str | None, port: int | None, config_file: str | None, models: tuple[str, ...], dtype: str | None, data_dir: str | None, no_auth: bool, no_worker: bool) -> None:
+def serve(
+    host: str | None,
+    port: int | None,
+    config_file: str | None,
+    models: tuple[str, ...],
+    dtype: str | None,
+    data_dir: str | None,
+    no_auth: bool,
+    no_worker: bool,
+) -> None:
     """Serve the OpenAI-compatible API: chat, completions, embeddings, models (and fine-tuning, keys, usage).
 
     With no options: SmolLM2-135M-Instruct and all-MiniLM-L6-v2 on http://127.0.0.1:8000, state in ~/.llmaas.
@@ -47,7 +78,11 @@ def serve(host: str | None, port: int | None, config_file: str | None, models: t
     try:
         settings = load_settings(config_file, **overrides)
         if models or dtype:
-            chat = [ModelSpec(name=n, source=s, kind="chat") for n, s in map(parse_model_flag, models)] if models else settings.chat_models
+            chat = (
+                [ModelSpec(name=n, source=s, kind="chat") for n, s in map(parse_model_flag, models)]
+                if models
+                else settings.chat_models
+            )
             if dtype:
                 chat = [m.model_copy(update={"dtype": dtype}) for m in chat]
             specs = [m.model_dump() for m in chat + settings.embedding_models]

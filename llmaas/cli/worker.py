@@ -9,9 +9,17 @@ import click
 
 
 @click.command()
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None, help="Settings file (YAML or TOML).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Settings file (YAML or TOML).",
+)
 @click.option("--data-dir", default=None, help="Where the SQLite file, files and adapters live.")
-@click.option("--parent-pid", type=int, default=None, hidden=True, help="Exit when this process is gone (set by `llmaas serve`).")
+@click.option(
+    "--parent-pid", type=int, default=None, hidden=True, help="Exit when this process is gone (set by `llmaas serve`)."
+)
 def worker(config_file: str | None, data_dir: str | None, parent_pid: int | None) -> None:
     """Run a fine-tuning worker until SIGTERM. Start as many as you like against one database: each job runs once."""
     from llmaas.config import Settings, load_settings

@@ -33,8 +33,14 @@ SECURITY_HEADERS = {
     # no-cache = revalidate each time, so an upgraded server never runs a stale mix of old and new modules.
     "Cache-Control": "no-cache",
 }
-_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
-          ".html": "text/html; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon"}
+_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+}
 
 # The console's routes, for the app's explicit list of public (unauthenticated) routes.
 PUBLIC_PATHS = ("/", "/console/{asset:path}")

@@ -98,10 +98,12 @@ class AsyncEngine(EngineFrontend):
     """An EngineCore stepped by one thread of this process; each step's TokenEvents come back to the event loop with
     one `call_soon_threadsafe`."""
 
-    def __init__(self, core: EngineCore, *, model_name: str, tokenizer: Any, max_model_len: int,
-                 max_waiting: int) -> None:
-        super().__init__(model_name=model_name, tokenizer=tokenizer, max_model_len=max_model_len,
-                         max_waiting=max_waiting)
+    def __init__(
+        self, core: EngineCore, *, model_name: str, tokenizer: Any, max_model_len: int, max_waiting: int
+    ) -> None:
+        super().__init__(
+            model_name=model_name, tokenizer=tokenizer, max_model_len=max_model_len, max_waiting=max_waiting
+        )
         self.core = core
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

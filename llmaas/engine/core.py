@@ -48,8 +48,17 @@ class _Step:
 
 
 class EngineCore:
-    def __init__(self, runner: Runner, scheduler: Scheduler, sampler: Any, tokenizer: Any,
-                 detokenizer_factory: Callable[..., Any], *, max_model_len: int, lora_manager: Any = None) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        scheduler: Scheduler,
+        sampler: Any,
+        tokenizer: Any,
+        detokenizer_factory: Callable[..., Any],
+        *,
+        max_model_len: int,
+        lora_manager: Any = None,
+    ) -> None:
         self.runner, self.scheduler, self.sampler, self.tokenizer = runner, scheduler, sampler, tokenizer
         self.detokenizer_factory = detokenizer_factory
         self.max_model_len = max_model_len
@@ -119,8 +128,9 @@ class EngineCore:
             gen.manual_seed(p.seed)
         detok = self.detokenizer_factory(self.tokenizer, req.prompt_token_ids, p)
         grammar = GrammarState(p.grammar) if p.grammar is not None else None  # compiled already: cheap
-        self._states[req.request_id] = _SeqState(detok, gen, [None] if req.echo_prompt_logprobs else None,
-                                                 grammar=grammar)
+        self._states[req.request_id] = _SeqState(
+            detok, gen, [None] if req.echo_prompt_logprobs else None, grammar=grammar
+        )
         self.scheduler.add_request(req)
 
     def _check(self, r: EngineRequest) -> str | None:
@@ -174,7 +184,11 @@ class EngineCore:
             for j, t in enumerate(targets.tolist()):
                 if j < known:
                     continue
-                top = [(i, text(i), v) for i, v in zip(ti[j].tolist(), tv[j].tolist())] if ti is not None and tv is not None else []
+                top = (
+                    [(i, text(i), v) for i, v in zip(ti[j].tolist(), tv[j].tolist())]
+                    if ti is not None and tv is not None
+                    else []
+                )
                 state.prompt_logprobs.append(TokenLogprob(t, text(t), chosen[j], top))
 
     def _sample(self, part: SchedulerOutput, out: RunnerOutput, st: _Step) -> None:
@@ -185,9 +199,16 @@ class EngineCore:
         def run(batch: list[ScheduledSeq]) -> None:
             rows = torch.tensor([out.sample_row[s.request.request_id] for s in batch], device=out.logits.device)
             states = [self._states[s.request.request_id] for s in batch]
-            srows = [SamplingRow(s.request.params, s.request.output_token_ids, state.generator,
-                                 s.request.prompt_token_ids, state.grammar)
-                     for s, state in zip(batch, states)]
+            srows = [
+                SamplingRow(
+                    s.request.params,
+                    s.request.output_token_ids,
+                    state.generator,
+                    s.request.prompt_token_ids,
+                    state.grammar,
+                )
+                for s, state in zip(batch, states)
+            ]
             result = self.sampler(out.logits.index_select(0, rows), srows)
             for s, state, tok, lp in zip(batch, states, result.token_ids, result.logprobs or [None] * len(batch)):
                 st.sampled[s.request.request_id] = tok
@@ -240,10 +261,27 @@ class EngineCore:
             return
         st.events.append(self._event(req, state, [token], text, [state.logprob] if state.logprob else None))
 
-    def _event(self, req: Request, state: _SeqState, tokens: list[int], text: str,
-               logprobs: list[TokenLogprob] | None, error: str | None = None) -> TokenEvent:
-        ev = TokenEvent(req.request_id, tokens, text, logprobs, req.status.finished, req.status.finish_reason,
-                        req.num_prompt_tokens, len(req.output_token_ids), max(req.num_cached_tokens, 0), error=error)
+    def _event(
+        self,
+        req: Request,
+        state: _SeqState,
+        tokens: list[int],
+        text: str,
+        logprobs: list[TokenLogprob] | None,
+        error: str | None = None,
+    ) -> TokenEvent:
+        ev = TokenEvent(
+            req.request_id,
+            tokens,
+            text,
+            logprobs,
+            req.status.finished,
+            req.status.finish_reason,
+            req.num_prompt_tokens,
+            len(req.output_token_ids),
+            max(req.num_cached_tokens, 0),
+            error=error,
+        )
         if not state.sent_first:
             ev.prompt_logprobs, state.sent_first = state.prompt_logprobs, True
         if ev.finished and self._states.get(req.request_id) is state:

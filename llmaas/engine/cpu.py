@@ -140,7 +140,12 @@ class ThreadTuner:
         chosen = n if many < 0.8 * one else 1
         torch.set_num_threads(chosen)
         if chosen != self.chosen or self._next == 0.0:
-            log.info("engine: %d intra-op thread(s) (matmul probe, median: %.2f ms with %d, %.2f ms with 1)", chosen,
-                     many * 1e3, n, one * 1e3)
+            log.info(
+                "engine: %d intra-op thread(s) (matmul probe, median: %.2f ms with %d, %.2f ms with 1)",
+                chosen,
+                many * 1e3,
+                n,
+                one * 1e3,
+            )
         self.chosen, self._next = chosen, time.monotonic() + self.interval
         return chosen

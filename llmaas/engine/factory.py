@@ -40,8 +40,15 @@ def serves_adapters(spec: Any) -> bool:
     return bool(spec.allow_adapters and spec.max_loras >= 1)
 
 
-def build_core(spec: Any, loaded: Any, device: torch.device | str, dtype: torch.dtype, *,
-               num_blocks: int | None = None, num_threads: int | None = None) -> EngineCore:
+def build_core(
+    spec: Any,
+    loaded: Any,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    *,
+    num_blocks: int | None = None,
+    num_threads: int | None = None,
+) -> EngineCore:
     """An EngineCore for one ModelSpec and its LoadedModel, on `device` in `dtype`, ready to step.
 
     `num_blocks` overrides the KV size from `spec.kv_cache_mb` (tests force preemption with it); `num_threads` fixes
@@ -68,18 +75,49 @@ def build_core(spec: Any, loaded: Any, device: torch.device | str, dtype: torch.
 
         lora = LoraManager(loaded.config, max_loras=spec.max_loras, device=device, dtype=dtype)
     tokenizer = loaded.tokenizer
-    scheduler = Scheduler(KVCacheManager(num_blocks, spec.block_size), max_num_seqs=spec.max_num_seqs,
-                          max_num_batched_tokens=spec.max_num_batched_tokens, max_model_len=max_len,
-                          eos_token_ids=list(tokenizer.eos_token_ids))
-    runner = ModelRunner(model, num_blocks=num_blocks, block_size=spec.block_size, max_model_len=max_len,
-                         device=device, dtype=dtype, lora_manager=lora, threads=threads)
-    return EngineCore(runner, scheduler, Sampler(tokenizer), tokenizer, IncrementalDetokenizer,
-                      max_model_len=max_len, lora_manager=lora)
+    scheduler = Scheduler(
+        KVCacheManager(num_blocks, spec.block_size),
+        max_num_seqs=spec.max_num_seqs,
+        max_num_batched_tokens=spec.max_num_batched_tokens,
+        max_model_len=max_len,
+        eos_token_ids=list(tokenizer.eos_token_ids),
+    )
+    runner = ModelRunner(
+        model,
+        num_blocks=num_blocks,
+        block_size=spec.block_size,
+        max_model_len=max_len,
+        device=device,
+        dtype=dtype,
+        lora_manager=lora,
+        threads=threads,
+    )
+    return EngineCore(
+        runner,
+        scheduler,
+        Sampler(tokenizer),
+        tokenizer,
+        IncrementalDetokenizer,
+        max_model_len=max_len,
+        lora_manager=lora,
+    )
 
 
-def build_chat_engine(spec: Any, loaded: Any, device: torch.device | str, dtype: torch.dtype, *,
-                      num_blocks: int | None = None, num_threads: int | None = None) -> AsyncEngine:
+def build_chat_engine(
+    spec: Any,
+    loaded: Any,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    *,
+    num_blocks: int | None = None,
+    num_threads: int | None = None,
+) -> AsyncEngine:
     """A ready-to-start AsyncEngine: the core steps in a thread of this process."""
     core = build_core(spec, loaded, device, dtype, num_blocks=num_blocks, num_threads=num_threads)
-    return AsyncEngine(core, model_name=spec.name, tokenizer=loaded.tokenizer, max_model_len=core.max_model_len,
-                       max_waiting=spec.max_waiting)
+    return AsyncEngine(
+        core,
+        model_name=spec.name,
+        tokenizer=loaded.tokenizer,
+        max_model_len=core.max_model_len,
+        max_waiting=spec.max_waiting,
+    )

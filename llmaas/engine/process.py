@@ -44,8 +44,9 @@ RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 class EngineProcess(EngineFrontend):
     def __init__(self, spec: Any, loaded: Any, device: torch.device, dtype: torch.dtype, settings: Any) -> None:
         num_blocks, max_len = kv_geometry(spec, loaded.config, dtype)
-        super().__init__(model_name=spec.name, tokenizer=loaded.tokenizer, max_model_len=max_len,
-                         max_waiting=spec.max_waiting)
+        super().__init__(
+            model_name=spec.name, tokenizer=loaded.tokenizer, max_model_len=max_len, max_waiting=spec.max_waiting
+        )
         # The child reads the folder the API process resolved (a GGUF is converted once, here, before it starts).
         self._child_args = (spec.model_copy(update={"source": str(loaded.source_dir)}), str(device), dtype, settings)
         self._adapters_allowed = serves_adapters(spec)
@@ -90,8 +91,12 @@ class EngineProcess(EngineFrontend):
         ctx = mp.get_context("spawn")  # never fork a process that holds threads and an OpenMP pool
         req_recv, req_send = ctx.Pipe(duplex=False)
         ev_recv, ev_send = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=child_main, args=(*self._child_args, req_recv, ev_send),
-                           name=f"llmaas-engine-{self.model_name}", daemon=True)
+        proc = ctx.Process(
+            target=child_main,
+            args=(*self._child_args, req_recv, ev_send),
+            name=f"llmaas-engine-{self.model_name}",
+            daemon=True,
+        )
         proc.start()
         req_recv.close()
         ev_send.close()
@@ -100,8 +105,10 @@ class EngineProcess(EngineFrontend):
             waited += 1.0
             if not proc.is_alive() or waited > START_TIMEOUT_S:
                 proc.kill()
-                raise RuntimeError(f"the engine process for model {self.model_name!r} exited while starting "
-                                   f"(exit code {proc.exitcode}); its log is above")
+                raise RuntimeError(
+                    f"the engine process for model {self.model_name!r} exited while starting "
+                    f"(exit code {proc.exitcode}); its log is above"
+                )
         kind, info = ev_recv.recv()
         if kind != "ready":
             proc.join(10.0)
@@ -114,10 +121,12 @@ class EngineProcess(EngineFrontend):
             outbox.put(("adapter", adapter_id, str(path)))
         self._proc, self._running = proc, True
         gen = self._generation
-        threading.Thread(target=self._write, args=(req_send, outbox), name=f"engine-{self.model_name}-send",
-                         daemon=True).start()
-        threading.Thread(target=self._read, args=(ev_recv, gen), name=f"engine-{self.model_name}-recv",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._write, args=(req_send, outbox), name=f"engine-{self.model_name}-send", daemon=True
+        ).start()
+        threading.Thread(
+            target=self._read, args=(ev_recv, gen), name=f"engine-{self.model_name}-recv", daemon=True
+        ).start()
         log.info("engine process for %r ready (pid %d)", self.model_name, proc.pid)
 
     def _write(self, conn: Any, outbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:
@@ -130,8 +139,14 @@ class EngineProcess(EngineFrontend):
                 except Exception:  # this one message cannot travel (it does not pickle): fail its request alone
                     log.exception("could not send %r to the engine process of %r", msg[0], self.model_name)
                     if msg[0] == "add":
-                        failed = TokenEvent(msg[1].request_id, [], "", finished=True,
-                                            finish_reason=FinishReason.ERROR, error=ERROR_MESSAGE)
+                        failed = TokenEvent(
+                            msg[1].request_id,
+                            [],
+                            "",
+                            finished=True,
+                            finish_reason=FinishReason.ERROR,
+                            error=ERROR_MESSAGE,
+                        )
                         self._loop.call_soon_threadsafe(self._dispatch, [failed])  # type: ignore[union-attr]
         except (OSError, EOFError, RuntimeError):  # child gone, or the event loop closed
             pass
@@ -160,8 +175,11 @@ class EngineProcess(EngineFrontend):
         if self._stopping or gen != self._generation:
             return
         code = self._proc.exitcode if self._proc is not None else None
-        log.error("the engine process for %r died (exit code %s); failing its streams and restarting it",
-                  self.model_name, code)
+        log.error(
+            "the engine process for %r died (exit code %s); failing its streams and restarting it",
+            self.model_name,
+            code,
+        )
         self._running = False
         self._outbox.put(None)
         self._fail_open_streams(FinishReason.ERROR, ERROR_MESSAGE)
@@ -179,8 +197,9 @@ class EngineProcess(EngineFrontend):
                 await asyncio.sleep(delay)
 
     def _fail_open_streams(self, reason: FinishReason, error: str | None) -> None:
-        self._dispatch([TokenEvent(rid, [], "", finished=True, finish_reason=reason, error=error)
-                        for rid in list(self._queues)])
+        self._dispatch(
+            [TokenEvent(rid, [], "", finished=True, finish_reason=reason, error=error) for rid in list(self._queues)]
+        )
 
     # --- EngineFrontend ----------------------------------------------------------------------------------
 
@@ -193,7 +212,9 @@ class EngineProcess(EngineFrontend):
     def _submit(self, request: EngineRequest) -> None:
         grammar = request.params.grammar
         if grammar is not None:  # a compiled grammar does not pickle: it travels as xgrammar's JSON
-            request = dataclasses.replace(request, params=dataclasses.replace(request.params, grammar=grammar.to_wire()))
+            request = dataclasses.replace(
+                request, params=dataclasses.replace(request.params, grammar=grammar.to_wire())
+            )
         self._sent += 1
         self._outbox.put(("add", request))
 

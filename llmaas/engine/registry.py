@@ -41,8 +41,9 @@ def register_architecture(*architectures: str) -> Callable[[ChatBuilder], ChatBu
 
 
 @register_architecture("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
-def _native_engine(spec: ModelSpec, loaded: LoadedModel, device: torch.device, dtype: torch.dtype,
-                   settings: Settings) -> ChatEngine:
+def _native_engine(
+    spec: ModelSpec, loaded: LoadedModel, device: torch.device, dtype: torch.dtype, settings: Settings
+) -> ChatEngine:
     """Our engine: continuous batching over a paged KV cache, its core in a process of its own unless told not to."""
     if spec.engine_process:
         from llmaas.engine.process import EngineProcess
@@ -53,16 +54,19 @@ def _native_engine(spec: ModelSpec, loaded: LoadedModel, device: torch.device, d
     return build_chat_engine(spec, loaded, device, dtype, num_threads=settings.num_threads)
 
 
-def _fallback_engine(spec: ModelSpec, loaded: LoadedModel, device: torch.device, dtype: torch.dtype,
-                     settings: Settings) -> ChatEngine:
+def _fallback_engine(
+    spec: ModelSpec, loaded: LoadedModel, device: torch.device, dtype: torch.dtype, settings: Settings
+) -> ChatEngine:
     """Any other architecture: transformers' own model, one sequence at a time (slower, logged as such)."""
     try:
         from llmaas.engine.models.hf_runner import build_fallback_engine
     except ImportError as e:
         raise ValueError(f"model {spec.name!r}: architecture {loaded.architecture!r} is not supported") from e
     if spec.quantization != "none":
-        raise ValueError(f"model {spec.name!r}: quantization={spec.quantization} needs the native engine, which does "
-                         f"not serve architecture {loaded.architecture!r}")
+        raise ValueError(
+            f"model {spec.name!r}: quantization={spec.quantization} needs the native engine, which does "
+            f"not serve architecture {loaded.architecture!r}"
+        )
     return build_fallback_engine(spec, loaded, device, dtype)
 
 
@@ -97,8 +101,9 @@ class ModelRegistry:
             else:
                 loaded = load_model(spec, settings)
                 chat[spec.name] = builder_for(loaded.architecture)(spec, loaded, device, dtype, settings)
-            log.info("loaded %s model %r on %s (%s) in %.1f s", spec.kind, spec.name, device, dtype,
-                     time.perf_counter() - t0)
+            log.info(
+                "loaded %s model %r on %s (%s) in %.1f s", spec.kind, spec.name, device, dtype, time.perf_counter() - t0
+            )
         return cls(chat, embedders)
 
     @property

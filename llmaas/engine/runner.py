@@ -44,9 +44,18 @@ def kv_block_bytes(a: ModelArgs, block_size: int, dtype: torch.dtype) -> int:
 
 
 class ModelRunner:
-    def __init__(self, model: Llama, *, num_blocks: int, block_size: int, max_model_len: int,
-                 device: torch.device, dtype: torch.dtype, lora_manager: Any = None,
-                 threads: ThreadTuner | None = None) -> None:
+    def __init__(
+        self,
+        model: Llama,
+        *,
+        num_blocks: int,
+        block_size: int,
+        max_model_len: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        lora_manager: Any = None,
+        threads: ThreadTuner | None = None,
+    ) -> None:
         a = model.args
         self.threads = threads
         self.model, self.block_size, self.device, self.dtype = model, block_size, device, dtype

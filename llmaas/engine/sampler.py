@@ -110,7 +110,9 @@ class Sampler:
         for i, p in enumerate(params):
             k = p.logprobs or 0
             top = [(t, text(t), v) for t, v in zip(top_ids[i][:k], top_vals[i][:k])]
-            out.append(TokenLogprob(token_id=chosen_ids[i], token=text(chosen_ids[i]), logprob=float(chosen[i]), top=top))
+            out.append(
+                TokenLogprob(token_id=chosen_ids[i], token=text(chosen_ids[i]), logprob=float(chosen[i]), top=top)
+            )
         return out
 
 

@@ -41,8 +41,15 @@ class Request:
 
     @classmethod
     def from_engine_request(cls, r: EngineRequest) -> Request:
-        return cls(r.request_id, list(r.prompt_token_ids), r.params, r.adapter_id, r.cache_salt, r.echo_prompt_logprobs,
-                   r.priority)
+        return cls(
+            r.request_id,
+            list(r.prompt_token_ids),
+            r.params,
+            r.adapter_id,
+            r.cache_salt,
+            r.echo_prompt_logprobs,
+            r.priority,
+        )
 
     @property
     def num_tokens(self) -> int:
@@ -142,7 +149,9 @@ class Scheduler:
 
     def _schedule_running(self, prio: int, budget: int, scheduled: dict[str, int], preempted: list[Request]) -> int:
         """Tokens for the running requests of one class (decodes first); preempts when the cache is full."""
-        mine = sorted((r for r in self.running if r.priority == prio), key=lambda r: r.num_tokens - r.num_computed_tokens > 1)
+        mine = sorted(
+            (r for r in self.running if r.priority == prio), key=lambda r: r.num_tokens - r.num_computed_tokens > 1
+        )
         for req in mine:
             if budget == 0:
                 break

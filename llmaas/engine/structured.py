@@ -31,8 +31,16 @@ import torch
 
 from llmaas.engine.types import GrammarError, GrammarSpec
 
-__all__ = ["CompiledGrammar", "GrammarError", "GrammarSpec", "GrammarState", "WireGrammar", "apply_masks",
-           "compile_grammar", "from_wire"]
+__all__ = [
+    "CompiledGrammar",
+    "GrammarError",
+    "GrammarSpec",
+    "GrammarState",
+    "WireGrammar",
+    "apply_masks",
+    "compile_grammar",
+    "from_wire",
+]
 
 CACHE_SIZE = 256  # compiled grammars kept per tokenizer (LRU)
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="llmaas-grammar")  # a runaway compile holds one of two
@@ -85,8 +93,9 @@ class GrammarCompiler:
         # Special tokens get an empty string: xgrammar never allows those inside a grammar, except the stop tokens,
         # which it allows exactly where the grammar may end.
         vocab = [b"" if i in specials else tokenizer.token_bytes(i) for i in range(self.vocab_size)]
-        info = xgr.TokenizerInfo(vocab, xgr.VocabType.RAW, vocab_size=self.vocab_size,
-                                 stop_token_ids=list(tokenizer.eos_token_ids))
+        info = xgr.TokenizerInfo(
+            vocab, xgr.VocabType.RAW, vocab_size=self.vocab_size, stop_token_ids=list(tokenizer.eos_token_ids)
+        )
         self._info = info
         self._compiler = xgr.GrammarCompiler(info, max_threads=1, cache_enabled=False)
         self._cache: OrderedDict[str, CompiledGrammar] = OrderedDict()
@@ -100,8 +109,9 @@ class GrammarCompiler:
             if hit is not None:
                 self._cache.move_to_end(wire.key)
                 return hit
-        grammar = CompiledGrammar(xgr.CompiledGrammar.deserialize_json(wire.data, self._info), wire.key,
-                                  wire.vocab_size)
+        grammar = CompiledGrammar(
+            xgr.CompiledGrammar.deserialize_json(wire.data, self._info), wire.key, wire.vocab_size
+        )
         self._remember(grammar)
         return grammar
 
@@ -164,7 +174,9 @@ def compiler_for(tokenizer: Any) -> GrammarCompiler:
         return c
 
 
-def compile_grammar(tokenizer: Any, spec: GrammarSpec, salt: str | None = None, timeout_s: float = 5.0) -> CompiledGrammar:
+def compile_grammar(
+    tokenizer: Any, spec: GrammarSpec, salt: str | None = None, timeout_s: float = 5.0
+) -> CompiledGrammar:
     """Blocking: call it from a worker thread (asyncio.to_thread), never from the event loop or the step thread."""
     return compiler_for(tokenizer).compile(spec, salt, timeout_s)
 

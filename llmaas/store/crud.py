@@ -262,9 +262,9 @@ def usage_summary(
 
 
 def tokens_since(session: Session, *, project_id: str, since: int) -> int:
-    stmt = select(
-        func.coalesce(func.sum(UsageRecord.prompt_tokens + UsageRecord.completion_tokens), 0)
-    ).where(UsageRecord.project_id == project_id, UsageRecord.created_at >= since)
+    stmt = select(func.coalesce(func.sum(UsageRecord.prompt_tokens + UsageRecord.completion_tokens), 0)).where(
+        UsageRecord.project_id == project_id, UsageRecord.created_at >= since
+    )
     return int(session.scalar(stmt) or 0)
 
 

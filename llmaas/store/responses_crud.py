@@ -73,7 +73,9 @@ def get_response(session: Session, response_id: str, *, project_id: str) -> Stor
 def delete_response(session: Session, response_id: str, *, project_id: str) -> None:
     """Gone for good: the response and its items (a later turn that continued it no longer reaches it)."""
     row = get_response(session, response_id, project_id=project_id)
-    session.execute(delete(ResponseItem).where(ResponseItem.response_id == row.id, ResponseItem.project_id == project_id))
+    session.execute(
+        delete(ResponseItem).where(ResponseItem.response_id == row.id, ResponseItem.project_id == project_id)
+    )
     session.delete(row)
     session.flush()
 
@@ -115,7 +117,8 @@ def conversation(session: Session, response_id: str, *, project_id: str) -> list
     while current is not None:
         if len(chain) >= MAX_CHAIN:
             raise InvalidRequest(
-                f"This conversation is longer than {MAX_CHAIN} responses; start a new one.", param="previous_response_id"
+                f"This conversation is longer than {MAX_CHAIN} responses; start a new one.",
+                param="previous_response_id",
             )
         found = session.execute(
             select(StoredResponse.id, StoredResponse.previous_response_id).where(

@@ -90,10 +90,16 @@ class LineMeter:
         ticket.settled = True
         p = reservation.principal
         usage = {
-            "project_id": p.project_id, "key_id": p.key_id, "model": reservation.model[:512],
-            "route": reservation.route[:64], "request_id": reservation.request_id[:128],
-            "prompt_tokens": max(0, int(prompt_tokens)), "completion_tokens": max(0, int(completion_tokens)),
-            "status": int(status), "latency_ms": max(0, int(latency_s * 1000)), "created_at": now(),
+            "project_id": p.project_id,
+            "key_id": p.key_id,
+            "model": reservation.model[:512],
+            "route": reservation.route[:64],
+            "request_id": reservation.request_id[:128],
+            "prompt_tokens": max(0, int(prompt_tokens)),
+            "completion_tokens": max(0, int(completion_tokens)),
+            "status": int(status),
+            "latency_ms": max(0, int(latency_s * 1000)),
+            "created_at": now(),
         }
         settlement = Settlement(usage, reservation.reserved_tokens, list(ticket.budget_scopes), ticket.period)
         if self.owner.meter is not None and settlement.delta:

@@ -86,12 +86,16 @@ class TenancyMeter:
             self._record(principal, model, route, request_id, 0, 0, exc.status, time.monotonic() - started)
             raise
 
-    async def _admit(self, principal: Principal, *, model: str, route: str, request_id: str, tokens: int) -> Reservation:
+    async def _admit(
+        self, principal: Principal, *, model: str, route: str, request_id: str, tokens: int
+    ) -> Reservation:
         limits = await self.directory.limits(principal.key_id, principal.project_id)
         scopes: list[_Scope] = []
         if principal.key_id is not None:
             scopes.append(_Scope(f"key:{principal.key_id}", limits.key_rpm, limits.key_tpm, limits.key_budget))
-        scopes.append(_Scope(f"project:{principal.project_id}", limits.project_rpm, limits.project_tpm, limits.project_budget))
+        scopes.append(
+            _Scope(f"project:{principal.project_id}", limits.project_rpm, limits.project_tpm, limits.project_budget)
+        )
         ticket = _Ticket()
         headers = await self._take_rate(scopes, tokens, model, ticket)
         await self._charge_budgets(scopes, tokens, ticket, headers)
@@ -130,10 +134,14 @@ class TenancyMeter:
                 retry_after=wait_s,
                 headers=headers,
             )
-        ticket.tpm_windows = [(c.bucket, s.window) for c, s in zip(checks, decision.states) if c.bucket.startswith("tpm:")]
+        ticket.tpm_windows = [
+            (c.bucket, s.window) for c, s in zip(checks, decision.states) if c.bucket.startswith("tpm:")
+        ]
         return headers
 
-    async def _charge_budgets(self, scopes: list[_Scope], tokens: int, ticket: _Ticket, headers: dict[str, str]) -> None:
+    async def _charge_budgets(
+        self, scopes: list[_Scope], tokens: int, ticket: _Ticket, headers: dict[str, str]
+    ) -> None:
         """Charge every monthly budget or none; on refusal give the tokens back to the rate limiter and raise."""
         budgets = [(scope.name, scope.budget) for scope in scopes if scope.budget is not None]
         if not budgets:

@@ -31,14 +31,25 @@ def display_name(filename: str | None) -> str:
 
 
 def create_file(
-    session: Session, blobs: BlobStore, data: IO[bytes], *, project_id: str, purpose: str, filename: str | None,
+    session: Session,
+    blobs: BlobStore,
+    data: IO[bytes],
+    *,
+    project_id: str,
+    purpose: str,
+    filename: str | None,
     file_id: str | None = None,  # the server's own choice (a job's result file); never a client's
 ) -> FileRecord:
     file_id = file_id or sortable_id("file")
     size = blobs.put(file_id, data)
     record = FileRecord(
-        id=file_id, project_id=project_id, purpose=purpose, filename=display_name(filename),
-        bytes=size, blob_key=file_id, created_at=now(),
+        id=file_id,
+        project_id=project_id,
+        purpose=purpose,
+        filename=display_name(filename),
+        bytes=size,
+        blob_key=file_id,
+        created_at=now(),
     )
     session.add(record)
     session.flush()
@@ -53,7 +64,13 @@ def get_file(session: Session, file_id: str, *, project_id: str, param: str = "f
 
 
 def list_files(
-    session: Session, *, project_id: str, purpose: str | None = None, after: str | None = None, limit: int = 10000, order: str = "desc"
+    session: Session,
+    *,
+    project_id: str,
+    purpose: str | None = None,
+    after: str | None = None,
+    limit: int = 10000,
+    order: str = "desc",
 ) -> tuple[list[FileRecord], bool]:
     cond = [FileRecord.project_id == project_id]
     if purpose:
@@ -62,9 +79,15 @@ def list_files(
     if after:
         ref = get_file(session, after, project_id=project_id, param="after")
         if order == "desc":
-            cond.append((FileRecord.created_at < ref.created_at) | ((FileRecord.created_at == ref.created_at) & (FileRecord.id < ref.id)))
+            cond.append(
+                (FileRecord.created_at < ref.created_at)
+                | ((FileRecord.created_at == ref.created_at) & (FileRecord.id < ref.id))
+            )
         else:
-            cond.append((FileRecord.created_at > ref.created_at) | ((FileRecord.created_at == ref.created_at) & (FileRecord.id > ref.id)))
+            cond.append(
+                (FileRecord.created_at > ref.created_at)
+                | ((FileRecord.created_at == ref.created_at) & (FileRecord.id > ref.id))
+            )
     ordering = [k.desc() for k in keys] if order == "desc" else list(keys)
     rows = list(session.scalars(select(FileRecord).where(*cond).order_by(*ordering).limit(limit + 1)))
     return rows[:limit], len(rows) > limit

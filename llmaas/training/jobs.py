@@ -131,7 +131,9 @@ def get_job(session: Session, job_id: str, *, project_id: str) -> FineTuningJob:
     return job
 
 
-def _page(session: Session, model: Any, order: list[Any], cond: list[Any], cursor: list[Any] | None, limit: int) -> tuple[list[Any], bool]:
+def _page(
+    session: Session, model: Any, order: list[Any], cond: list[Any], cursor: list[Any] | None, limit: int
+) -> tuple[list[Any], bool]:
     """Newest first; `cursor` is the ordering values of the `after` object (rows strictly older come next)."""
     if cursor is not None:
         (a, av), (b, bv) = zip(order, cursor)
@@ -183,7 +185,9 @@ def claim(session: Session, *, worker_id: str, lease_s: float, max_attempts: int
             return None
         if job.attempts >= max_attempts:
             msg = f"The job's worker stopped {job.attempts} times without finishing; giving up."
-            if transition(session, job.id, JobStatus.FAILED, error={"code": "worker_lost", "message": msg, "param": None}):
+            if transition(
+                session, job.id, JobStatus.FAILED, error={"code": "worker_lost", "message": msg, "param": None}
+            ):
                 add_event(session, job, msg, level="error")
             session.commit()
             continue
@@ -213,17 +217,31 @@ def heartbeat(session: Session, job_id: str, *, worker_id: str, lease_s: float) 
 
 
 def add_event(
-    session: Session, job: FineTuningJob, message: str, *, level: str = "info", type: str = "message", data: dict[str, Any] | None = None
+    session: Session,
+    job: FineTuningJob,
+    message: str,
+    *,
+    level: str = "info",
+    type: str = "message",
+    data: dict[str, Any] | None = None,
 ) -> None:
     session.add(
         FineTuningEvent(
-            id=new_id("ftevent"), job_id=job.id, project_id=job.project_id, level=level,
-            message=message[:1024], type=type, data=data, created_at=now(),
+            id=new_id("ftevent"),
+            job_id=job.id,
+            project_id=job.project_id,
+            level=level,
+            message=message[:1024],
+            type=type,
+            data=data,
+            created_at=now(),
         )
     )
 
 
-def list_events(session: Session, job_id: str, *, project_id: str, after: str | None, limit: int) -> tuple[list[FineTuningEvent], bool]:
+def list_events(
+    session: Session, job_id: str, *, project_id: str, after: str | None, limit: int
+) -> tuple[list[FineTuningEvent], bool]:
     get_job(session, job_id, project_id=project_id)
     cond = [FineTuningEvent.job_id == job_id, FineTuningEvent.project_id == project_id]
     cursor = None
@@ -239,15 +257,24 @@ def add_checkpoint(
     session: Session, job: FineTuningJob, *, epoch: int, step: int, metrics: dict[str, Any], blob_key: str
 ) -> FineTuningCheckpoint:
     ckpt = FineTuningCheckpoint(
-        id=new_id("ftckpt"), job_id=job.id, project_id=job.project_id, epoch=epoch, step_number=step,
-        metrics=metrics, blob_key=blob_key, created_at=now(),
-        fine_tuned_model_checkpoint=fine_tuned_name(job.model, job.project_id, job.suffix, job.id) + f":ckpt-step-{step}",
+        id=new_id("ftckpt"),
+        job_id=job.id,
+        project_id=job.project_id,
+        epoch=epoch,
+        step_number=step,
+        metrics=metrics,
+        blob_key=blob_key,
+        created_at=now(),
+        fine_tuned_model_checkpoint=fine_tuned_name(job.model, job.project_id, job.suffix, job.id)
+        + f":ckpt-step-{step}",
     )
     session.add(ckpt)
     return ckpt
 
 
-def list_checkpoints(session: Session, job_id: str, *, project_id: str, after: str | None, limit: int) -> tuple[list[FineTuningCheckpoint], bool]:
+def list_checkpoints(
+    session: Session, job_id: str, *, project_id: str, after: str | None, limit: int
+) -> tuple[list[FineTuningCheckpoint], bool]:
     get_job(session, job_id, project_id=project_id)
     cond = [FineTuningCheckpoint.job_id == job_id, FineTuningCheckpoint.project_id == project_id]
     cursor = None

@@ -40,7 +40,9 @@ def _prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
 
 
 @torch.no_grad()
-def classification_report(model: Any, tokenizer: Any, examples: Sequence[Example], labels: list[str], device: str) -> dict[str, Any]:
+def classification_report(
+    model: Any, tokenizer: Any, examples: Sequence[Example], labels: list[str], device: str
+) -> dict[str, Any]:
     """{"labels", "confusion_matrix", "accuracy"} over the first MAX_SCORED examples."""
     model.eval()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

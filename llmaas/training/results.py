@@ -58,9 +58,15 @@ def metrics_csv(rows: Iterable[dict[str, Any]]) -> bytes:
 
 def write_result_file(session: Session, blobs: BlobStore, job: FineTuningJob) -> str:
     """Store the job's step-metrics CSV as a file of its project; its id."""
-    query = select(FineTuningEvent.data).where(
-        FineTuningEvent.job_id == job.id, FineTuningEvent.project_id == job.project_id, FineTuningEvent.type == "metrics"
-    ).order_by(FineTuningEvent.seq)
+    query = (
+        select(FineTuningEvent.data)
+        .where(
+            FineTuningEvent.job_id == job.id,
+            FineTuningEvent.project_id == job.project_id,
+            FineTuningEvent.type == "metrics",
+        )
+        .order_by(FineTuningEvent.seq)
+    )
     data = metrics_csv(step_rows(d for d in session.scalars(query) if d))
     file_id = result_file_id(job.id)
     old = session.get(FileRecord, file_id)
@@ -68,6 +74,12 @@ def write_result_file(session: Session, blobs: BlobStore, job: FineTuningJob) ->
         session.delete(old)
         session.flush()
     filestore.create_file(
-        session, blobs, io.BytesIO(data), project_id=job.project_id, purpose=PURPOSE, filename="step_metrics.csv", file_id=file_id
+        session,
+        blobs,
+        io.BytesIO(data),
+        project_id=job.project_id,
+        purpose=PURPOSE,
+        filename="step_metrics.csv",
+        file_id=file_id,
     )
     return file_id

@@ -30,7 +30,9 @@ def save_training_state(folder: Path, optimizer: torch.optim.Optimizer, schedule
     }
     save_file(tensors, str(folder / OPTIMIZER_FILE))
     groups = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in state["param_groups"]]
-    sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}  # lambdas are code, rebuilt by the caller
+    sched = {
+        k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"
+    }  # lambdas are code, rebuilt by the caller
     (folder / STATE_FILE).write_text(json.dumps({"param_groups": groups, "scheduler": sched, **extra}))
 
 

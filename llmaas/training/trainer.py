@@ -145,7 +145,9 @@ def train(
     """Fine-tune LoRA adapters on `model` in place; checkpoints land in out_dir/epoch-<n>/."""
     torch.manual_seed(config.seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    objective = make_objective(config.method, tokenizer, max_len=config.max_seq_len, pad_id=pad_id, device=device, beta=config.beta)
+    objective = make_objective(
+        config.method, tokenizer, max_len=config.max_seq_len, pad_id=pad_id, device=device, beta=config.beta
+    )
     train_data = objective.encode(train_examples)
     valid_data = objective.encode(valid_examples or [])
     if not train_data:
@@ -183,9 +185,14 @@ def train(
                 v = evaluate(model, objective, sample, config.batch_size)
                 metrics.update(valid_loss=v[0], valid_mean_token_accuracy=v[1])
             hooks.on_step(step=step, total_steps=total_steps, epoch=epoch, metrics=metrics)
-        epoch_metrics: Metrics = {"train_loss": running / max(seen, 1), "train_mean_token_accuracy": correct / max(count, 1)}
+        epoch_metrics: Metrics = {
+            "train_loss": running / max(seen, 1),
+            "train_mean_token_accuracy": correct / max(count, 1),
+        }
         if valid_data:
-            epoch_metrics.update(_full_validation(model, tokenizer, objective, valid_data, valid_examples or [], labels, config, device))
+            epoch_metrics.update(
+                _full_validation(model, tokenizer, objective, valid_data, valid_examples or [], labels, config, device)
+            )
         checkpoint = out_dir / f"epoch-{epoch}"
         model.save_pretrained(checkpoint, safe_serialization=True)
         save_training_state(checkpoint, optimizer, scheduler, {"epoch": epoch, "step": step})
@@ -193,7 +200,9 @@ def train(
     return TrainResult(adapter_dir=checkpoint, trained_tokens=tokens_per_epoch * config.n_epochs, steps=step)
 
 
-def _optimizer(params: list[Any], config: TrainConfig, total_steps: int, step: int, resume: Path | None) -> tuple[Any, Any]:
+def _optimizer(
+    params: list[Any], config: TrainConfig, total_steps: int, step: int, resume: Path | None
+) -> tuple[Any, Any]:
     """AdamW and its linear-decay schedule, restored from the resume checkpoint when it saved them."""
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
     decay = linear_decay(total_steps)
@@ -207,12 +216,23 @@ def _optimizer(params: list[Any], config: TrainConfig, total_steps: int, step: i
 
 
 def _full_validation(
-    model: Any, tokenizer: Any, objective: Objective, valid_data: Sequence[Any], valid_examples: Sequence[Any],
-    labels: list[str] | None, config: TrainConfig, device: str,
+    model: Any,
+    tokenizer: Any,
+    objective: Objective,
+    valid_data: Sequence[Any],
+    valid_examples: Sequence[Any],
+    labels: list[str] | None,
+    config: TrainConfig,
+    device: str,
 ) -> Metrics:
     """A checkpoint's validation: the whole file's loss and accuracy, and a classifier's accuracy + confusion matrix."""
     loss, accuracy = evaluate(model, objective, valid_data, config.batch_size)
-    out: Metrics = {"valid_loss": loss, "valid_mean_token_accuracy": accuracy, "full_valid_loss": loss, "full_valid_mean_token_accuracy": accuracy}
+    out: Metrics = {
+        "valid_loss": loss,
+        "valid_mean_token_accuracy": accuracy,
+        "full_valid_loss": loss,
+        "full_valid_mean_token_accuracy": accuracy,
+    }
     if labels is not None:
         report = classification_report(model, tokenizer, valid_examples, labels, device)
         out["valid_classification_accuracy"] = report["accuracy"]

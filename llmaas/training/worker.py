@@ -107,7 +107,9 @@ class JobHooks:
                 {"resume_epoch": epoch, "resume_key": key}
             )
             J.add_checkpoint(s, self.job, epoch=epoch, step=step, metrics=shown, blob_key=key)
-            J.add_event(s, self.job, f"Epoch {epoch}: {_describe(metrics)}", type="metrics", data={"epoch": epoch, **shown})
+            J.add_event(
+                s, self.job, f"Epoch {epoch}: {_describe(metrics)}", type="metrics", data={"epoch": epoch, **shown}
+            )
 
     def should_stop(self) -> bool:
         return self.lease.lost.is_set() or self.stop.is_set()
@@ -140,7 +142,12 @@ class Worker:
     def run_once(self) -> bool:
         """Claim and run one job; False when there was nothing to do."""
         with self.store.session() as s:
-            job = J.claim(s, worker_id=self.worker_id, lease_s=self.settings.worker_lease_s, max_attempts=self.settings.worker_max_attempts)
+            job = J.claim(
+                s,
+                worker_id=self.worker_id,
+                lease_s=self.settings.worker_lease_s,
+                max_attempts=self.settings.worker_max_attempts,
+            )
         if job is None:
             return False
         log.info("worker %s claimed %s (%s, attempt %d)", self.worker_id, job.id, job.status, job.attempts)
@@ -153,7 +160,9 @@ class Worker:
                 self._fail(job, exc.error)
             except Exception:
                 log.exception("fine-tuning job %s failed", job.id)
-                self._fail(job, {"code": "training_error", "message": "Training failed with an internal error.", "param": None})
+                self._fail(
+                    job, {"code": "training_error", "message": "Training failed with an internal error.", "param": None}
+                )
         return True
 
     def _run(self, job: FineTuningJob, lease: Lease) -> None:
@@ -165,15 +174,24 @@ class Worker:
             self._move(job, JobStatus.RUNNING, "Fine-tuning job started")
         elif job.resume_key:
             with self.store.session() as s:
-                J.add_event(s, job, f"Resuming from the checkpoint of epoch {job.resume_epoch} (attempt {job.attempts})")
+                J.add_event(
+                    s, job, f"Resuming from the checkpoint of epoch {job.resume_epoch} (attempt {job.attempts})"
+                )
         train_examples = self._examples(job.training_file, job, "training_file")
         valid_examples = self._examples(job.validation_file, job, "validation_file") if job.validation_file else None
         hp, lora = job.hyperparameters, job.method.get("lora", {})
         config = TrainConfig(
-            n_epochs=hp["n_epochs"], batch_size=hp["batch_size"], learning_rate=hp["learning_rate"], seed=job.seed,
-            lora_rank=lora["rank"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-            target_modules=list(lora["target_modules"]), method=job.method.get("type", "supervised"),
-            beta=hp.get("beta", 0.1), eval_every=self.settings.finetune_eval_steps,
+            n_epochs=hp["n_epochs"],
+            batch_size=hp["batch_size"],
+            learning_rate=hp["learning_rate"],
+            seed=job.seed,
+            lora_rank=lora["rank"],
+            lora_alpha=lora["alpha"],
+            lora_dropout=lora["dropout"],
+            target_modules=list(lora["target_modules"]),
+            method=job.method.get("type", "supervised"),
+            beta=hp.get("beta", 0.1),
+            eval_every=self.settings.finetune_eval_steps,
         )
         out_dir = self.work_dir / job.id
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -187,8 +205,15 @@ class Worker:
             if job.resume_key and job.resume_epoch:
                 resume = (job.resume_epoch, materialize(self.blobs, job.resume_key, out_dir / "resume"))
             result = train(
-                model, tokenizer, config, train_examples, valid_examples, out_dir,
-                JobHooks(self, job, lease, self.stop), resume_from=resume, device=device,
+                model,
+                tokenizer,
+                config,
+                train_examples,
+                valid_examples,
+                out_dir,
+                JobHooks(self, job, lease, self.stop),
+                resume_from=resume,
+                device=device,
             )
             adapter_key = f"{job.id}/adapter"
             for name in (OPTIMIZER_FILE, STATE_FILE):  # the published adapter never resumes: its checkpoint keeps them
@@ -199,8 +224,13 @@ class Worker:
         name = J.fine_tuned_name(job.model, job.project_id, job.suffix, job.id)
         with self.store.session() as s:
             done = J.transition(
-                s, job.id, JobStatus.SUCCEEDED, worker_id=self.worker_id,
-                fine_tuned_model=name, trained_tokens=result.trained_tokens, adapter_key=adapter_key,
+                s,
+                job.id,
+                JobStatus.SUCCEEDED,
+                worker_id=self.worker_id,
+                fine_tuned_model=name,
+                trained_tokens=result.trained_tokens,
+                adapter_key=adapter_key,
             )
             if done:  # in the same transaction: a succeeded job always has its result file
                 write_result_file(s, self.blobs, job)
@@ -246,7 +276,9 @@ class Worker:
             shown = {**job.method.get(kind, {}).get("hyperparameters", {}), "n_epochs": n_epochs}
             method = {**job.method, kind: {"hyperparameters": shown}}
             with self.store.session() as s:
-                s.query(FineTuningJob).filter_by(id=job.id, worker_id=self.worker_id).update({"hyperparameters": hp, "method": method})
+                s.query(FineTuningJob).filter_by(id=job.id, worker_id=self.worker_id).update(
+                    {"hyperparameters": hp, "method": method}
+                )
             job.hyperparameters, job.method = hp, method
 
     def _move(self, job: FineTuningJob, to: JobStatus, message: str) -> None:

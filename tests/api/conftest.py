@@ -25,12 +25,20 @@ class RecordingMeter:
 
     async def admit(self, principal: Principal, *, model: str, route: str, request_id: str, tokens: int) -> Reservation:
         if self.refuse:
-            raise RateLimited("Rate limit reached for requests.", retry_after=3.2, headers={"x-ratelimit-remaining-requests": "0"})
+            raise RateLimited(
+                "Rate limit reached for requests.", retry_after=3.2, headers={"x-ratelimit-remaining-requests": "0"}
+            )
         self.admitted.append(dict(model=model, route=route, tokens=tokens, project=principal.project_id))
-        return Reservation(principal, model, tokens, request_id, route, headers={"x-ratelimit-remaining-requests": "99"})
+        return Reservation(
+            principal, model, tokens, request_id, route, headers={"x-ratelimit-remaining-requests": "99"}
+        )
 
-    async def settle(self, reservation: Reservation, *, prompt_tokens: int, completion_tokens: int, status: int, latency_s: float) -> None:
-        self.settled.append(dict(prompt=prompt_tokens, completion=completion_tokens, status=status, model=reservation.model))
+    async def settle(
+        self, reservation: Reservation, *, prompt_tokens: int, completion_tokens: int, status: int, latency_s: float
+    ) -> None:
+        self.settled.append(
+            dict(prompt=prompt_tokens, completion=completion_tokens, status=status, model=reservation.model)
+        )
 
 
 class KeyAuth:

@@ -20,7 +20,7 @@ def sse(response: Any) -> list[Any]:
         if not block.strip():
             continue
         assert block.startswith("data: "), block
-        payload = block[len("data: "):]
+        payload = block[len("data: ") :]
         events.append(payload if payload == "[DONE]" else json.loads(payload))
     return events
 
@@ -32,7 +32,12 @@ def test_non_streaming_shape_and_usage(client: Any, registry: Any, meter: Any) -
     assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
     assert body["model"] == "tiny"
     choice = body["choices"][0]
-    assert choice == {"index": 0, "message": {"role": "assistant", "content": GREEDY_REPLY, "refusal": None}, "logprobs": None, "finish_reason": "stop"}
+    assert choice == {
+        "index": 0,
+        "message": {"role": "assistant", "content": GREEDY_REPLY, "refusal": None},
+        "logprobs": None,
+        "finish_reason": "stop",
+    }
     prompt = registry.engines["tiny"].submitted[0].prompt_token_ids
     usage = body["usage"]
     assert usage["prompt_tokens"] == len(prompt)
@@ -41,7 +46,9 @@ def test_non_streaming_shape_and_usage(client: Any, registry: Any, meter: Any) -
     assert usage["prompt_tokens_details"] == {"cached_tokens": 0}
     assert r.headers["x-ratelimit-remaining-requests"] == "99"
     assert meter.admitted[0]["tokens"] == len(prompt) + 64  # prompt + default max_tokens × n
-    assert meter.settled == [dict(prompt=usage["prompt_tokens"], completion=usage["completion_tokens"], status=200, model="tiny")]
+    assert meter.settled == [
+        dict(prompt=usage["prompt_tokens"], completion=usage["completion_tokens"], status=200, model="tiny")
+    ]
     assert registry.engines["tiny"].submitted[0].cache_salt == "default"
 
 
@@ -117,22 +124,52 @@ def test_logprobs_shape(client: Any) -> None:
 
 
 def test_sampling_params_reach_the_engine(client: Any, registry: Any) -> None:
-    r = chat(client, temperature=0.5, top_p=0.9, top_k=5, presence_penalty=0.5, frequency_penalty=-0.5, logit_bias={"72": 5, "73": -100}, user="u1", seed=3)
+    r = chat(
+        client,
+        temperature=0.5,
+        top_p=0.9,
+        top_k=5,
+        presence_penalty=0.5,
+        frequency_penalty=-0.5,
+        logit_bias={"72": 5, "73": -100},
+        user="u1",
+        seed=3,
+    )
     assert r.status_code == 200, r.text
     p = registry.engines["tiny"].submitted[-1].params
-    assert (p.temperature, p.top_p, p.top_k, p.presence_penalty, p.frequency_penalty, p.seed) == (0.5, 0.9, 5, 0.5, -0.5, 3)
+    assert (p.temperature, p.top_p, p.top_k, p.presence_penalty, p.frequency_penalty, p.seed) == (
+        0.5,
+        0.9,
+        5,
+        0.5,
+        -0.5,
+        3,
+    )
     assert p.logit_bias == {72: 5.0, 73: -100.0}
 
 
 def test_content_parts_and_developer_role(client: Any, registry: Any) -> None:
-    messages = [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}]}]
+    messages = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}]},
+    ]
     assert chat(client, messages=messages, temperature=0).status_code == 200
-    prompt = registry.engines["tiny"].tokenizer.decode(registry.engines["tiny"].submitted[-1].prompt_token_ids, skip_special_tokens=False)
+    prompt = registry.engines["tiny"].tokenizer.decode(
+        registry.engines["tiny"].submitted[-1].prompt_token_ids, skip_special_tokens=False
+    )
     assert "<|im_start|>system\nBe brief." in prompt and "Hi\nthere" in prompt
 
 
 def test_unknown_fields_are_ignored(client: Any) -> None:
-    r = chat(client, temperature=0, store=False, metadata={"a": "b"}, service_tier="auto", parallel_tool_calls=True, something_new=1)
+    r = chat(
+        client,
+        temperature=0,
+        store=False,
+        metadata={"a": "b"},
+        service_tier="auto",
+        parallel_tool_calls=True,
+        something_new=1,
+    )
     assert r.status_code == 200, r.text
 
 
@@ -151,7 +188,9 @@ def test_fine_tuned_model_uses_its_adapter(authed_client: Any, registry: Any) ->
 
 def test_disconnect_mid_stream_aborts_and_bills(client: Any, registry: Any, meter: Any) -> None:
     messages = [{"role": "user", "content": "SLOW please"}]
-    with client.stream("POST", "/v1/chat/completions", json={"model": "tiny", "messages": messages, "stream": True, "temperature": 0}) as r:
+    with client.stream(
+        "POST", "/v1/chat/completions", json={"model": "tiny", "messages": messages, "stream": True, "temperature": 0}
+    ) as r:
         lines = r.iter_lines()
         for _ in range(4):
             next(lines)
@@ -182,4 +221,4 @@ def test_sse_frames_survive_splitlines_clients() -> None:
     text = "a\u2028b\u2029c\x85d\x1ce"
     frame = encode(Chunk(text=text))
     lines = frame.strip().splitlines()
-    assert len(lines) == 1 and json.loads(lines[0][len("data: "):]) == {"text": text}
+    assert len(lines) == 1 and json.loads(lines[0][len("data: ") :]) == {"text": text}

@@ -25,12 +25,30 @@ def test_serve_flags_become_settings(monkeypatch: Any, tmp_path: Path) -> None:
     config.write_text("default_max_tokens: 99\n")
     r = CliRunner().invoke(
         cli,
-        ["serve", "--config", str(config), "--port", "0", "--data-dir", str(tmp_path), "--model", "a=/models/a", "--model", "/models/b.gguf", "--no-auth", "--no-worker"],
+        [
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            "0",
+            "--data-dir",
+            str(tmp_path),
+            "--model",
+            "a=/models/a",
+            "--model",
+            "/models/b.gguf",
+            "--no-auth",
+            "--no-worker",
+        ],
     )
     assert r.exit_code == 0, r.output
     s = seen[0]
     assert (s.port, s.data_dir, s.auth, s.start_worker, s.default_max_tokens) == (0, tmp_path, False, False, 99)
-    assert [(m.name, m.source, m.kind) for m in s.models] == [("a", "/models/a", "chat"), ("b", "/models/b.gguf", "chat"), ("all-MiniLM-L6-v2", "builtin:all-minilm-l6-v2", "embedding")]
+    assert [(m.name, m.source, m.kind) for m in s.models] == [
+        ("a", "/models/a", "chat"),
+        ("b", "/models/b.gguf", "chat"),
+        ("all-MiniLM-L6-v2", "builtin:all-minilm-l6-v2", "embedding"),
+    ]
     assert "authentication is OFF" in r.output
 
 

@@ -51,7 +51,7 @@ def test_echo_and_legacy_logprobs(client: Any) -> None:
 
 def test_streaming(client: Any) -> None:
     r = complete(client, prompt="Hi", echo=True, stream=True, temperature=0, stream_options={"include_usage": True})
-    blocks = [b[len("data: "):] for b in r.text.split("\n\n") if b.strip()]
+    blocks = [b[len("data: ") :] for b in r.text.split("\n\n") if b.strip()]
     assert blocks[-1] == "[DONE]"
     chunks = [json.loads(b) for b in blocks[:-1]]
     assert all(c["object"] == "text_completion" for c in chunks)

@@ -8,11 +8,15 @@ import pytest
 
 
 def ok(client: Any) -> None:
-    r = client.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    r = client.post(
+        "/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    )
     assert r.status_code == 200, r.text
 
 
-def err(r: Any, status: int, param: str | None = None, code: str | None = None, type_: str = "invalid_request_error") -> dict[str, Any]:
+def err(
+    r: Any, status: int, param: str | None = None, code: str | None = None, type_: str = "invalid_request_error"
+) -> dict[str, Any]:
     assert r.status_code == status, r.text
     body = r.json()
     assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
@@ -46,21 +50,58 @@ MSG = [{"role": "user", "content": "hi"}]
         ({"model": "tiny", "messages": MSG, "top_logprobs": 2}, "top_logprobs"),
         ({"model": "tiny", "messages": MSG, "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
         ({"model": "tiny", "messages": MSG, "stream_options": {"include_usage": True}}, "stream_options"),
-        ({"model": "tiny", "messages": MSG, "tools": [{"type": "function", "function": {"description": "no name"}}]}, "tools[0].function.name"),
-        ({"model": "tiny", "messages": MSG, "tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools[0].function.name"),
-        ({"model": "tiny", "messages": MSG, "tools": [{"type": "retrieval", "function": {"name": "f"}}]}, "tools[0].type"),
-        ({"model": "tiny", "messages": MSG, "tools": [{"type": "function", "function": {"name": "f"}}],
-          "tool_choice": {"type": "function", "function": {"name": "g"}}}, "tool_choice"),
-        ({"model": "tiny", "messages": MSG, "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]},
-         "tools[0].function.parameters"),
+        (
+            {"model": "tiny", "messages": MSG, "tools": [{"type": "function", "function": {"description": "no name"}}]},
+            "tools[0].function.name",
+        ),
+        (
+            {"model": "tiny", "messages": MSG, "tools": [{"type": "function", "function": {"name": "bad name!"}}]},
+            "tools[0].function.name",
+        ),
+        (
+            {"model": "tiny", "messages": MSG, "tools": [{"type": "retrieval", "function": {"name": "f"}}]},
+            "tools[0].type",
+        ),
+        (
+            {
+                "model": "tiny",
+                "messages": MSG,
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": {"type": "function", "function": {"name": "g"}},
+            },
+            "tool_choice",
+        ),
+        (
+            {
+                "model": "tiny",
+                "messages": MSG,
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}],
+            },
+            "tools[0].function.parameters",
+        ),
         ({"model": "tiny", "messages": MSG, "functions": [{"name": "f"}]}, "functions"),
         ({"model": "tiny", "messages": MSG, "tool_choice": "auto"}, "tool_choice"),
         ({"model": "tiny", "messages": MSG, "response_format": {"type": "json_schema"}}, "response_format.json_schema"),
         ({"model": "tiny", "messages": MSG, "response_format": {"type": "grammar"}}, "response_format.type"),
-        ({"model": "tiny", "messages": MSG, "response_format": {"type": "json_schema", "json_schema": {"name": "x",
-          "schema": {"type": "integer", "minimum": 5, "maximum": 1}}}}, "response_format.json_schema.schema"),
+        (
+            {
+                "model": "tiny",
+                "messages": MSG,
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"type": "integer", "minimum": 5, "maximum": 1}},
+                },
+            },
+            "response_format.json_schema.schema",
+        ),
         ({"model": "tiny", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
-        ({"model": "tiny", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x"}}]}]}, "messages[0].content[0].type"),
+        (
+            {
+                "model": "tiny",
+                "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x"}}]}],
+            },
+            "messages[0].content[0].type",
+        ),
         ({"model": "tiny", "messages": [{"role": "function", "content": "x", "name": "f"}]}, "messages[0].role"),
         ({"model": "tiny", "messages": MSG, "seed": 2**64}, "seed"),
     ],
@@ -71,7 +112,9 @@ def test_bad_parameters_are_400_with_param(client: Any, body: dict[str, Any], pa
 
 
 def test_unknown_model_is_404(client: Any) -> None:
-    e = err(client.post("/v1/chat/completions", json={"model": "nope", "messages": MSG}), 404, "model", "model_not_found")
+    e = err(
+        client.post("/v1/chat/completions", json={"model": "nope", "messages": MSG}), 404, "model", "model_not_found"
+    )
     assert "nope" in e["message"]
 
 
@@ -89,17 +132,37 @@ def test_no_chat_template_is_400(client: Any) -> None:
 
 def test_context_length(client: Any) -> None:
     long = [{"role": "user", "content": "x" * 300}]  # > max_model_len 256 tokens
-    e = err(client.post("/v1/chat/completions", json={"model": "tiny", "messages": long}), 400, "messages", "context_length_exceeded")
+    e = err(
+        client.post("/v1/chat/completions", json={"model": "tiny", "messages": long}),
+        400,
+        "messages",
+        "context_length_exceeded",
+    )
     assert "256" in e["message"]
     mid = [{"role": "user", "content": "x" * 150}]
-    err(client.post("/v1/chat/completions", json={"model": "tiny", "messages": mid, "max_tokens": 200}), 400, "messages", "context_length_exceeded")
-    r = client.post("/v1/chat/completions", json={"model": "tiny", "messages": mid, "seed": 1})  # default max_tokens fits the room
+    err(
+        client.post("/v1/chat/completions", json={"model": "tiny", "messages": mid, "max_tokens": 200}),
+        400,
+        "messages",
+        "context_length_exceeded",
+    )
+    r = client.post(
+        "/v1/chat/completions", json={"model": "tiny", "messages": mid, "seed": 1}
+    )  # default max_tokens fits the room
     assert r.status_code == 200
-    err(client.post("/v1/completions", json={"model": "tiny", "prompt": "y" * 300}), 400, "prompt", "context_length_exceeded")
+    err(
+        client.post("/v1/completions", json={"model": "tiny", "prompt": "y" * 300}),
+        400,
+        "prompt",
+        "context_length_exceeded",
+    )
 
 
 def test_malformed_json_and_wrong_body(client: Any) -> None:
-    e = err(client.post("/v1/chat/completions", content=b'{"model": "tiny",', headers={"content-type": "application/json"}), 400)
+    e = err(
+        client.post("/v1/chat/completions", content=b'{"model": "tiny",', headers={"content-type": "application/json"}),
+        400,
+    )
     assert "JSON" in e["message"]
     err(client.post("/v1/chat/completions", content=b"[1, 2]", headers={"content-type": "application/json"}), 400)
     err(client.post("/v1/chat/completions", content=b"", headers={"content-type": "application/json"}), 400)
@@ -122,7 +185,10 @@ def test_body_too_large_content_length_and_chunked(client: Any) -> None:
 
 
 def test_overloaded_and_rate_limited_are_429_with_retry_after(client: Any, meter: Any) -> None:
-    r = client.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "OVERLOAD"}], "stream": True})
+    r = client.post(
+        "/v1/chat/completions",
+        json={"model": "tiny", "messages": [{"role": "user", "content": "OVERLOAD"}], "stream": True},
+    )
     err(r, 429, None, "server_overloaded", "server_overloaded")
     assert r.headers["retry-after"] == "2"
     assert meter.settled[-1]["status"] == 429  # the reservation was released
@@ -138,9 +204,15 @@ def test_engine_failure_is_500_without_internals(client: Any) -> None:
     r = client.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "FAIL"}]})
     e = err(r, 500, None, "engine_error", "server_error")
     assert e["message"] == "boom (client-safe)"
-    r = client.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "FAIL"}], "stream": True})
+    r = client.post(
+        "/v1/chat/completions",
+        json={"model": "tiny", "messages": [{"role": "user", "content": "FAIL"}], "stream": True},
+    )
     err(r, 500, None, "engine_error", "server_error")  # failed before the first token: still a plain error
-    r = client.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "LATEFAIL"}], "stream": True})
+    r = client.post(
+        "/v1/chat/completions",
+        json={"model": "tiny", "messages": [{"role": "user", "content": "LATEFAIL"}], "stream": True},
+    )
     assert r.status_code == 200
     assert '"error"' in r.text and r.text.rstrip().endswith("data: [DONE]")
     ok(client)

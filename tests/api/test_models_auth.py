@@ -16,7 +16,15 @@ def test_models_list_and_retrieve(client: Any) -> None:
     assert body["object"] == "list"
     ids = {m["id"]: m for m in body["data"]}
     assert set(ids) == {"tiny", "notemplate", "emb"}
-    assert ids["tiny"] == {"id": "tiny", "object": "model", "created": 1_700_000_000, "owned_by": "llmaas", "kind": "chat", "max_model_len": 256, "parent": None}
+    assert ids["tiny"] == {
+        "id": "tiny",
+        "object": "model",
+        "created": 1_700_000_000,
+        "owned_by": "llmaas",
+        "kind": "chat",
+        "max_model_len": 256,
+        "parent": None,
+    }
     assert ids["emb"]["kind"] == "embedding"
     assert client.get("/v1/models/tiny").json()["id"] == "tiny"
     r = client.get("/v1/models/nope")
@@ -33,19 +41,32 @@ def test_keys_see_their_models_only(authed_client: Any) -> None:
     for r in [
         authed_client.get("/v1/models/emb", headers=a),
         authed_client.post("/v1/embeddings", headers=a, json={"model": "emb", "input": "x"}),
-        authed_client.post("/v1/chat/completions", headers=a, json={"model": "notemplate", "messages": [{"role": "user", "content": "x"}]}),
+        authed_client.post(
+            "/v1/chat/completions",
+            headers=a,
+            json={"model": "notemplate", "messages": [{"role": "user", "content": "x"}]},
+        ),
     ]:
         assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found", r.text
     admin = {"Authorization": "Bearer sk-admin"}
     ids = [m["id"] for m in authed_client.get("/v1/models", headers=admin).json()["data"]]
     assert "ft:tiny:proj-a:mine:ftjob-1" not in ids  # another project's fine-tuned model
-    r = authed_client.post("/v1/chat/completions", headers=admin, json={"model": "ft:tiny:proj-a:mine:ftjob-1", "messages": [{"role": "user", "content": "x"}]})
+    r = authed_client.post(
+        "/v1/chat/completions",
+        headers=admin,
+        json={"model": "ft:tiny:proj-a:mine:ftjob-1", "messages": [{"role": "user", "content": "x"}]},
+    )
     assert r.status_code == 404
 
 
 def test_missing_or_bad_key_is_401(authed_client: Any) -> None:
     for headers in [{}, {"Authorization": "Bearer sk-wrong"}, {"Authorization": "Basic abc"}]:
-        for method, path in [("GET", "/v1/models"), ("POST", "/v1/chat/completions"), ("POST", "/v1/embeddings"), ("POST", "/v1/completions")]:
+        for method, path in [
+            ("GET", "/v1/models"),
+            ("POST", "/v1/chat/completions"),
+            ("POST", "/v1/embeddings"),
+            ("POST", "/v1/completions"),
+        ]:
             r = authed_client.request(method, path, headers=headers, json={})
             assert r.status_code == 401, (path, r.text)
             assert r.json()["error"]["code"] == "invalid_api_key"

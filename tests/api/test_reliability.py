@@ -39,12 +39,16 @@ def ok(client: Any) -> None:
     assert r.status_code == 200, r.text
 
 
-def err(r: Any, status: int, param: str | None = None, code: str | None = None, type_: str = "invalid_request_error") -> dict[str, Any]:
+def err(
+    r: Any, status: int, param: str | None = None, code: str | None = None, type_: str = "invalid_request_error"
+) -> dict[str, Any]:
     assert r.status_code == status, r.text
     e = r.json()["error"]
     assert set(e) == {"message", "type", "param", "code"} and e["message"], e
     assert e["type"] == type_ and e["param"] == param and e["code"] == code, e
     return e  # type: ignore[no-any-return]
+
+
 JSON = {"Content-Type": "application/json"}
 
 
@@ -61,10 +65,26 @@ LONE = "\\ud800"  # as it appears in JSON text: the escape of a lone (high) surr
 @pytest.mark.parametrize(
     "path, body, param",
     [
-        ("/v1/chat/completions", f'{{"model":"tiny","messages":[{{"role":"user","content":"a{LONE}b"}}],"max_tokens":4}}', "messages[0].content"),
-        ("/v1/chat/completions", f'{{"model":"tiny","messages":[{{"role":"user","content":[{{"type":"text","text":"{LONE}"}}]}}]}}', "messages[0].content[0].text"),
-        ("/v1/chat/completions", f'{{"model":"tiny","messages":[{{"role":"user","content":"hi","name":"x{LONE}"}}]}}', "messages[0].name"),
-        ("/v1/chat/completions", '{"model":"tiny","messages":[{"role":"user","content":"hi"}],"stop":["ok","\\udfff"]}', "stop[1]"),
+        (
+            "/v1/chat/completions",
+            f'{{"model":"tiny","messages":[{{"role":"user","content":"a{LONE}b"}}],"max_tokens":4}}',
+            "messages[0].content",
+        ),
+        (
+            "/v1/chat/completions",
+            f'{{"model":"tiny","messages":[{{"role":"user","content":[{{"type":"text","text":"{LONE}"}}]}}]}}',
+            "messages[0].content[0].text",
+        ),
+        (
+            "/v1/chat/completions",
+            f'{{"model":"tiny","messages":[{{"role":"user","content":"hi","name":"x{LONE}"}}]}}',
+            "messages[0].name",
+        ),
+        (
+            "/v1/chat/completions",
+            '{"model":"tiny","messages":[{"role":"user","content":"hi"}],"stop":["ok","\\udfff"]}',
+            "stop[1]",
+        ),
         ("/v1/chat/completions", f'{{"model":"tiny{LONE}","messages":[{{"role":"user","content":"hi"}}]}}', "model"),
         ("/v1/completions", f'{{"model":"tiny","prompt":"{LONE}"}}', "prompt"),
         ("/v1/completions", '{"model":"tiny","prompt":["ok","x\\udc00"]}', "prompt[1]"),
@@ -75,7 +95,11 @@ LONE = "\\ud800"  # as it appears in JSON text: the escape of a lone (high) surr
         ("/v1/classifications", f'{{"model":"tiny","input":"ok","labels":["a","b{LONE}"]}}', "labels[1]"),
         ("/v1/fine_tuning/jobs", f'{{"model":"tiny","training_file":"file-1","suffix":"{LONE}"}}', "suffix"),
         ("/admin/projects", f'{{"name":"p{LONE}"}}', "name"),
-        ("/v1/chat/completions", f'{{"model":"tiny","messages":[{{"role":"user","content":"hi"}}],"metadata":{{"k{LONE}":"v"}}}}', "metadata"),
+        (
+            "/v1/chat/completions",
+            f'{{"model":"tiny","messages":[{{"role":"user","content":"hi"}}],"metadata":{{"k{LONE}":"v"}}}}',
+            "metadata",
+        ),
     ],
 )
 def test_lone_surrogates_are_400_naming_the_field(client: Any, path: str, body: str, param: str) -> None:
@@ -143,8 +167,20 @@ COMPLETION_NUMBERS = _numeric_fields(completions.CompletionRequest)
 
 def test_the_sweep_sees_every_number() -> None:
     names = {n for n, _ in CHAT_NUMBERS}
-    assert {"temperature", "top_p", "top_k", "min_p", "n", "seed", "max_tokens", "max_completion_tokens", "top_logprobs",
-            "presence_penalty", "frequency_penalty", "repetition_penalty"} <= names
+    assert {
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "n",
+        "seed",
+        "max_tokens",
+        "max_completion_tokens",
+        "top_logprobs",
+        "presence_penalty",
+        "frequency_penalty",
+        "repetition_penalty",
+    } <= names
     assert {"max_tokens", "logprobs", "best_of", "n"} <= {n for n, _ in COMPLETION_NUMBERS}
 
 
@@ -175,7 +211,11 @@ def test_completion_numbers_refuse_booleans_and_strings(client: Any, field: str,
         ("/v1/chat/completions", {"model": "tiny", "messages": MSG, "ignore_eos": "yes"}, "ignore_eos"),
         ("/v1/chat/completions", {"model": "tiny", "messages": MSG, "logit_bias": {"5": "1"}}, "logit_bias.5"),
         ("/v1/chat/completions", {"model": "tiny", "messages": MSG, "logit_bias": {"5": True}}, "logit_bias.5"),
-        ("/v1/chat/completions", {"model": "tiny", "messages": MSG, "stream": True, "stream_options": {"include_usage": 1}}, "stream_options.include_usage"),
+        (
+            "/v1/chat/completions",
+            {"model": "tiny", "messages": MSG, "stream": True, "stream_options": {"include_usage": 1}},
+            "stream_options.include_usage",
+        ),
         ("/v1/chat/completions", {"model": 5, "messages": MSG}, "model"),
         ("/v1/completions", {"model": "tiny", "prompt": [1, True, 3]}, "prompt"),  # a union: the field, not the item
         ("/v1/completions", {"model": "tiny", "prompt": "hi", "echo": 1}, "echo"),
@@ -193,14 +233,22 @@ def test_json_types_are_strict_everywhere(client: Any, path: str, body: dict[str
 
 
 def test_integers_are_fine_where_floats_are_expected(client: Any) -> None:
-    r = client.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG, "temperature": 0, "top_p": 1, "max_tokens": 2})
+    r = client.post(
+        "/v1/chat/completions", json={"model": "tiny", "messages": MSG, "temperature": 0, "top_p": 1, "max_tokens": 2}
+    )
     assert r.status_code == 200, r.text
 
 
 REQUEST_MODELS = [
-    chat.ChatCompletionRequest, completions.CompletionRequest, embeddings.EmbeddingRequest,
-    classifications.ClassificationRequest, fine_tuning.FineTuningJobCreate,
-    admin.ProjectCreate, admin.ProjectUpdate, admin.KeyCreate, admin.KeyUpdate,
+    chat.ChatCompletionRequest,
+    completions.CompletionRequest,
+    embeddings.EmbeddingRequest,
+    classifications.ClassificationRequest,
+    fine_tuning.FineTuningJobCreate,
+    admin.ProjectCreate,
+    admin.ProjectUpdate,
+    admin.KeyCreate,
+    admin.KeyUpdate,
 ]
 
 
@@ -240,8 +288,13 @@ def test_overloaded_requests_bill_nothing(client: Any, meter: Any, stream: bool)
     body = {"model": "tiny", "messages": [{"role": "user", "content": "OVERLOAD " * 20}], "stream": stream, "n": 2}
     err(client.post("/v1/chat/completions", json=body), 429, None, "server_overloaded", "server_overloaded")
     assert meter.settled[-1] == {"prompt": 0, "completion": 0, "status": 429, "model": "tiny"}
-    err(client.post("/v1/completions", json={"model": "tiny", "prompt": ["OVERLOAD", "OVERLOAD too"]}), 429, None,
-        "server_overloaded", "server_overloaded")
+    err(
+        client.post("/v1/completions", json={"model": "tiny", "prompt": ["OVERLOAD", "OVERLOAD too"]}),
+        429,
+        None,
+        "server_overloaded",
+        "server_overloaded",
+    )
     assert meter.settled[-1]["prompt"] == 0 and meter.settled[-1]["completion"] == 0
 
 
@@ -330,4 +383,8 @@ def test_error_messages_quoting_non_unicode_text_still_render() -> None:
 
     response = error_response(InvalidRequest("'\ud800' is not a valid purpose", param="x\udc00"))
     body = json.loads(response.body)
-    assert response.status_code == 400 and body["error"]["message"] == "'?' is not a valid purpose" and body["error"]["param"] == "x?"
+    assert (
+        response.status_code == 400
+        and body["error"]["message"] == "'?' is not a valid purpose"
+        and body["error"]["param"] == "x?"
+    )

@@ -53,8 +53,8 @@ def events(response: Any) -> list[dict[str, Any]]:
             continue
         name, data = block.split("\n", 1)
         assert name.startswith("event: ") and data.startswith("data: "), block
-        event = json.loads(data[len("data: "):])
-        assert event["type"] == name[len("event: "):]
+        event = json.loads(data[len("data: ") :])
+        assert event["type"] == name[len("event: ") :]
         out.append(event)
     return out
 
@@ -79,7 +79,9 @@ def test_create_shape_usage_and_metering(rclient: TestClient, registry: FakeRegi
     assert usage["input_tokens_details"] == {"cached_tokens": 0}
     assert prompt_text(registry).startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>")
     assert meter.admitted[-1]["tokens"] == usage["input_tokens"] + 64
-    assert meter.settled[-1] == dict(prompt=usage["input_tokens"], completion=usage["output_tokens"], status=200, model="tiny")
+    assert meter.settled[-1] == dict(
+        prompt=usage["input_tokens"], completion=usage["output_tokens"], status=200, model="tiny"
+    )
     assert r.headers["x-ratelimit-remaining-requests"] == "99"
     assert rclient.get(f"/v1/responses/{body['id']}", headers=ADMIN).json() == body
 
@@ -116,7 +118,9 @@ def test_previous_response_id_chain_and_input_items(rclient: TestClient, registr
     assert page["first_id"] == page["data"][0]["id"] and page["last_id"] == page["data"][-1]["id"]
     asc = rclient.get(f"/v1/responses/{third['id']}/input_items?order=asc&limit=1", headers=ADMIN).json()
     assert [i["content"][0]["text"] for i in asc["data"]] == ["a"] and asc["has_more"] is True
-    rest = rclient.get(f"/v1/responses/{third['id']}/input_items?order=asc&after={asc['last_id']}", headers=ADMIN).json()
+    rest = rclient.get(
+        f"/v1/responses/{third['id']}/input_items?order=asc&after={asc['last_id']}", headers=ADMIN
+    ).json()
     assert [i["content"][0]["text"] for i in rest["data"]] == ["b"] and rest["has_more"] is False
 
 
@@ -128,18 +132,29 @@ def test_stream_event_sequence(rclient: TestClient) -> None:
     types = [e["type"] for e in evs]
     assert types[:5] == ["response.created", "response.in_progress", "response.output_item.added",
                          "response.content_part.added", "response.output_text.delta"]  # fmt: skip
-    assert types[-4:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done", "response.completed"]
+    assert types[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
     assert [e["sequence_number"] for e in evs] == list(range(len(evs)))
     deltas = "".join(e["delta"] for e in evs if e["type"] == "response.output_text.delta")
     final = evs[-1]["response"]
     assert deltas == GREEDY_REPLY == final["output"][0]["content"][0]["text"]
-    assert evs[0]["response"]["status"] == "in_progress" and final["status"] == "completed" and final["usage"]["output_tokens"] > 0
+    assert (
+        evs[0]["response"]["status"] == "in_progress"
+        and final["status"] == "completed"
+        and final["usage"]["output_tokens"] > 0
+    )
     assert rclient.get(f"/v1/responses/{final['id']}", headers=ADMIN).json() == final
 
 
 def test_stream_incomplete_and_failure(rclient: TestClient) -> None:
     evs = events(create(rclient, stream=True, max_output_tokens=2))
-    assert evs[-1]["type"] == "response.incomplete" and evs[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert evs[-1]["type"] == "response.incomplete" and evs[-1]["response"]["incomplete_details"] == {
+        "reason": "max_output_tokens"
+    }
     evs = events(create(rclient, stream=True, input="LATEFAIL please"))
     assert evs[-1]["type"] == "response.failed"
     failed = evs[-1]["response"]
@@ -169,7 +184,9 @@ def test_other_projects_responses_are_not_found(rclient: TestClient) -> None:
         random_ = rclient.request(method, f"/v1/responses/resp_{'0' * 48}{path}", headers=OTHER)
         assert foreign.status_code == random_.status_code == 404
         assert foreign.json()["error"]["code"] == random_.json()["error"]["code"] == "not_found"
-        assert foreign.json()["error"]["message"].replace(mine["id"], "X") == random_.json()["error"]["message"].replace(f"resp_{'0' * 48}", "X")
+        assert foreign.json()["error"]["message"].replace(mine["id"], "X") == random_.json()["error"][
+            "message"
+        ].replace(f"resp_{'0' * 48}", "X")
     r = create(rclient, headers=OTHER, previous_response_id=mine["id"])
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     assert rclient.get(f"/v1/responses/{mine['id']}", headers=ADMIN).status_code == 200  # still there for its owner
@@ -183,7 +200,10 @@ def test_other_projects_responses_are_not_found(rclient: TestClient) -> None:
         ({"tools": [{"type": "file_search"}]}, "tools[0].type"),
         ({"tools": [{"type": "mcp", "server_label": "x"}]}, "tools[0].type"),
         ({"tools": [{"type": "computer_use_preview"}]}, "tools[0].type"),
-        ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "http://x"}]}]}, "input[0].content[0].type"),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "http://x"}]}]},
+            "input[0].content[0].type",
+        ),
         ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
         ({"input": [{"role": "tool", "content": "x"}]}, "input[0].role"),
         ({"input": []}, "input"),
@@ -209,15 +229,20 @@ def test_unknown_fields_ignored_and_no_database_is_503(settings: Settings, regis
     with TestClient(create_app(settings, registry), raise_server_exceptions=False) as c:
         r = c.post("/v1/responses", json={"model": "tiny", "input": "Hi", "include": ["x"], "reasoning": {}})
         assert r.status_code == 503 and r.json()["error"]["code"] == "service_unavailable"
-        r = c.post("/v1/responses", json={"model": "tiny", "input": "Hi", "store": False, "service_tier": "auto", "temperature": 0})
+        r = c.post(
+            "/v1/responses",
+            json={"model": "tiny", "input": "Hi", "store": False, "service_tier": "auto", "temperature": 0},
+        )
         assert r.status_code == 200 and r.json()["output"][0]["content"][0]["text"] == GREEDY_REPLY
 
 
-def test_disconnect_mid_stream_aborts_bills_and_stores_nothing(rclient: TestClient, registry: FakeRegistry, meter: Any) -> None:
+def test_disconnect_mid_stream_aborts_bills_and_stores_nothing(
+    rclient: TestClient, registry: FakeRegistry, meter: Any
+) -> None:
     body = {"model": "tiny", "input": "SLOW please", "stream": True, "temperature": 0}
     with rclient.stream("POST", "/v1/responses", json=body, headers=ADMIN) as r:
         lines = r.iter_lines()
-        created = json.loads(next(line for line in lines if line.startswith("data: "))[len("data: "):])
+        created = json.loads(next(line for line in lines if line.startswith("data: "))[len("data: ") :])
         for _ in range(8):
             next(lines)
     engine = registry.engines["tiny"]
@@ -234,4 +259,6 @@ def test_disconnect_mid_stream_aborts_bills_and_stores_nothing(rclient: TestClie
 def test_rate_limited_before_anything_starts(rclient: TestClient, meter: Any) -> None:
     meter.refuse = True
     r = create(rclient)
-    assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded" and r.headers["retry-after"] == "4"
+    assert (
+        r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded" and r.headers["retry-after"] == "4"
+    )

@@ -18,7 +18,11 @@ def test_chat_tool_calls_become_function_call_items() -> None:
             "role": "assistant",
             "content": None,
             "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                },
                 {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
             ],
         },
@@ -75,8 +79,19 @@ def test_format_and_tools_reach_chat_in_its_own_field_names() -> None:
     req = ResponseCreateRequest.model_validate(body)
     chat = chat_request(req, chat_messages(None, req.input_items()), stream=True)
     dumped = chat.model_dump(exclude_none=True, by_alias=True)
-    assert dumped["response_format"] == {"type": "json_schema", "json_schema": {"name": "person", "schema": {"type": "object"}, "strict": True}}
-    assert dumped["tools"] == [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}}}]
+    assert dumped["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "person", "schema": {"type": "object"}, "strict": True},
+    }
+    assert dumped["tools"] == [
+        {"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}}}
+    ]
     assert dumped["tool_choice"] == {"type": "function", "function": {"name": "f"}}
     assert dumped["parallel_tool_calls"] is False
-    assert (chat.max_completion_tokens, chat.temperature, chat.top_p, chat.user, chat.include_usage) == (7, 0.5, 0.9, "u", True)
+    assert (chat.max_completion_tokens, chat.temperature, chat.top_p, chat.user, chat.include_usage) == (
+        7,
+        0.5,
+        0.9,
+        "u",
+        True,
+    )

@@ -82,6 +82,7 @@ def set_max_tokens(page: Any, n: int) -> None:
 
 # --- sign in, chat ---------------------------------------------------------------------------------------------
 
+
 def test_bad_key_is_refused_in_words(page: Any, live: LlmaasProcess) -> None:
     page.goto(f"{live.url}/")
     page.get_by_label("API key").fill("sk-not-a-real-key")
@@ -228,6 +229,7 @@ def test_models_page_shows_context_length_and_opens_playground(page: Any, live: 
 
 # --- usage and admin -------------------------------------------------------------------------------------------
 
+
 def _usage_total(page: Any) -> int:
     return int(page.get_by_test_id("usage-total-tokens").inner_text().replace(",", ""))
 
@@ -255,7 +257,9 @@ def test_usage_goes_up_after_a_chat(page: Any, live: LlmaasProcess) -> None:
     snap(page, "e2e-usage")
 
 
-def test_admin_creates_and_revokes_a_key(page: Any, live: LlmaasProcess, browser: Any, request: pytest.FixtureRequest) -> None:
+def test_admin_creates_and_revokes_a_key(
+    page: Any, live: LlmaasProcess, browser: Any, request: pytest.FixtureRequest
+) -> None:
     require(live, "/admin/keys", "admin page")
     sign_in(page, live)
     page.get_by_role("link", name="Admin").click()
@@ -282,7 +286,9 @@ def test_admin_creates_and_revokes_a_key(page: Any, live: LlmaasProcess, browser
         next(other, None)
 
     # Limits of a project: set, then shown.
-    page.locator("tr", has=page.locator("code", has_text=re.compile("^default$"))).get_by_role("button", name="Set limits").click()
+    page.locator("tr", has=page.locator("code", has_text=re.compile("^default$"))).get_by_role(
+        "button", name="Set limits"
+    ).click()
     limits = page.locator("form", has_text="Limits of default")
     limits.get_by_label("Requests / minute").fill("1000")
     limits.get_by_role("button", name="Save limits").click()
@@ -327,6 +333,7 @@ def test_rate_limit_is_explained_with_when_to_retry(page: Any, live: LlmaasProce
 
 # --- fine-tuning -----------------------------------------------------------------------------------------------
 
+
 def test_fine_tune_from_upload_to_chat(page: Any, live: LlmaasProcess) -> None:
     require(live, "/v1/files", "file upload")
     require(live, "/v1/fine_tuning/jobs", "fine-tuning")
@@ -364,8 +371,10 @@ def test_fine_tune_from_upload_to_chat(page: Any, live: LlmaasProcess) -> None:
         if failed.count():
             pytest.fail(f"the job did not succeed: {page.locator('main').inner_text()[:2000]}")
         if time.monotonic() > deadline:
-            pytest.fail(f"the job did not finish in 300 s: {page.locator('main').inner_text()[:1500]}\n"
-                        f"server output:\n{live.output}")
+            pytest.fail(
+                f"the job did not finish in 300 s: {page.locator('main').inner_text()[:1500]}\n"
+                f"server output:\n{live.output}"
+            )
         page.wait_for_timeout(1000)
     chart = page.locator(".chart-box svg")
     assert chart.locator("path.line.s1").count() == 1  # training loss
@@ -398,7 +407,8 @@ def test_classifier_from_labeled_text(page: Any, live: LlmaasProcess) -> None:
     sign_in(page, live)
     page.get_by_role("link", name="Classifier").click()
     page.get_by_label("Labeled file (CSV or JSONL)").set_input_files(
-        files=[{"name": "sentiment.csv", "mimeType": "text/csv", "buffer": csv.encode()}])
+        files=[{"name": "sentiment.csv", "mimeType": "text/csv", "buffer": csv.encode()}]
+    )
     page.get_by_text("16 rows: 14 to train on, 2 to measure accuracy.").wait_for()
     counts = page.locator("table", has=page.locator("caption", has_text="Label counts"))
     assert counts.locator("tbody tr").all_inner_texts() == ["negative\t8", "positive\t8"]  # ties: by label
@@ -410,7 +420,9 @@ def test_classifier_from_labeled_text(page: Any, live: LlmaasProcess) -> None:
     page.get_by_role("heading", name=re.compile("^Job ")).wait_for()
     matrix = page.locator("table.confusion")
     deadline = time.monotonic() + 300
-    while not (page.get_by_role("button", name="Open in playground").count() and page.locator("form.try-classifier").count()):
+    while not (
+        page.get_by_role("button", name="Open in playground").count() and page.locator("form.try-classifier").count()
+    ):
         if page.locator(".badge.status-failed, .badge.status-cancelled").count():
             pytest.fail(f"the job did not succeed: {page.locator('main').inner_text()[:2000]}")
         if time.monotonic() > deadline:
@@ -432,10 +444,15 @@ def test_classifier_from_labeled_text(page: Any, live: LlmaasProcess) -> None:
 def test_server_side_job_error_is_shown(page: Any, live: LlmaasProcess) -> None:
     """A file the browser cannot check (here: sent by the API, not the console) fails the job; the page says why."""
     require(live, "/v1/fine_tuning/jobs", "fine-tuning")
-    bad = GOOD_JSONL.encode() + b'{"messages": [{"role": "user", "content": "\xff"}, {"role": "assistant", "content": "x"}]}\n'
+    bad = (
+        GOOD_JSONL.encode()
+        + b'{"messages": [{"role": "user", "content": "\xff"}, {"role": "assistant", "content": "x"}]}\n'
+    )
     uploaded = live.api("POST", "/v1/files", files={"file": ("bad.jsonl", bad)}, data={"purpose": "fine-tune"})
     assert uploaded.status_code == 200, uploaded.text
-    job = live.api("POST", "/v1/fine_tuning/jobs", json={"model": "tiny", "training_file": uploaded.json()["id"]}).json()
+    job = live.api(
+        "POST", "/v1/fine_tuning/jobs", json={"model": "tiny", "training_file": uploaded.json()["id"]}
+    ).json()
     sign_in(page, live)
     page.goto(f"{live.url}/#/fine-tuning/{job['id']}")
     alert = page.locator("[role=alert]", has_text="The job failed")
@@ -457,9 +474,14 @@ def test_no_auth_server_takes_any_key(page: Any, tiny_model_dir: Path, tmp_path:
 
 def test_cancel_a_running_job(page: Any, live: LlmaasProcess) -> None:
     require(live, "/v1/fine_tuning/jobs", "fine-tuning")
-    uploaded = live.api("POST", "/v1/files", files={"file": ("long.jsonl", GOOD_JSONL.encode())}, data={"purpose": "fine-tune"})
-    job = live.api("POST", "/v1/fine_tuning/jobs",
-                   json={"model": "tiny", "training_file": uploaded.json()["id"], "hyperparameters": {"n_epochs": 50}}).json()
+    uploaded = live.api(
+        "POST", "/v1/files", files={"file": ("long.jsonl", GOOD_JSONL.encode())}, data={"purpose": "fine-tune"}
+    )
+    job = live.api(
+        "POST",
+        "/v1/fine_tuning/jobs",
+        json={"model": "tiny", "training_file": uploaded.json()["id"], "hyperparameters": {"n_epochs": 50}},
+    ).json()
     sign_in(page, live)
     page.get_by_role("link", name="Fine-tuning").click()
     page.get_by_role("link", name=job["id"]).click()  # from the jobs list to the job

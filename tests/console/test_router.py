@@ -23,8 +23,12 @@ def client() -> TestClient:
 
 
 def test_page_and_assets_carry_a_strict_csp(client: TestClient) -> None:
-    for path, media in [("/", "text/html"), ("/console/js/app.js", "text/javascript"), ("/console/style.css", "text/css"),
-                        ("/console/favicon.svg", "image/svg+xml")]:
+    for path, media in [
+        ("/", "text/html"),
+        ("/console/js/app.js", "text/javascript"),
+        ("/console/style.css", "text/css"),
+        ("/console/favicon.svg", "image/svg+xml"),
+    ]:
         resp = client.get(path)
         assert resp.status_code == 200, path
         assert resp.headers["content-type"].startswith(media)
@@ -35,9 +39,19 @@ def test_page_and_assets_carry_a_strict_csp(client: TestClient) -> None:
         assert "set-cookie" not in resp.headers
 
 
-@pytest.mark.parametrize("path", ["/console/nope.js", "/console/../router.py", "/console/%2e%2e/router.py",
-                                  "/console/..%2frouter.py", "/console//etc/passwd", "/console/js/../../router.py",
-                                  "/console/", "/console/js"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/console/nope.js",
+        "/console/../router.py",
+        "/console/%2e%2e/router.py",
+        "/console/..%2frouter.py",
+        "/console//etc/passwd",
+        "/console/js/../../router.py",
+        "/console/",
+        "/console/js",
+    ],
+)
 def test_only_shipped_files_by_exact_name(client: TestClient, path: str) -> None:
     resp = client.get(path)
     assert resp.status_code == 404
@@ -56,12 +70,15 @@ def test_public_paths_name_the_routes() -> None:
 
 # --- hygiene of the shipped files -------------------------------------------------------------------------
 
+
 def _texts() -> dict[str, str]:
     return {name: body.decode() for name, (body, media) in assets().items() if not media.startswith("image/png")}
 
 
 def test_no_html_sinks_or_eval_in_scripts() -> None:
-    banned = re.compile(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function|setAttribute\(\s*[\"']on")
+    banned = re.compile(
+        r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function|setAttribute\(\s*[\"']on"
+    )
     for name, text in _texts().items():
         if name.endswith(".js"):
             code = re.sub(r"^\s*//.*$", "", text, flags=re.M)  # comments may name what is not done

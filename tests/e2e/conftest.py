@@ -25,7 +25,9 @@ from tests.support.server import LlmaasProcess, serve
 def serve_llmaas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., LlmaasProcess]]:
     started: list[LlmaasProcess] = []
 
-    def start(config: dict[str, Any] | None = None, *flags: str, auth: bool = False, env: dict[str, str] | None = None) -> LlmaasProcess:
+    def start(
+        config: dict[str, Any] | None = None, *flags: str, auth: bool = False, env: dict[str, str] | None = None
+    ) -> LlmaasProcess:
         server = serve(tmp_path_factory.mktemp("llmaas-serve"), config, *flags, auth=auth, worker=False, env=env)
         started.append(server)
         return server
@@ -42,7 +44,10 @@ def tiny_config(tiny_model_dir: Path) -> Callable[..., dict[str, Any]]:
     def make(chat: dict[str, Any] | None = None, **settings: Any) -> dict[str, Any]:
         spec = {"name": "tiny", "source": str(tiny_model_dir), "kind": "chat", "kv_cache_mb": 16, "max_num_seqs": 16}
         return {
-            "models": [{**spec, **(chat or {})}, {"name": DEFAULT_EMBEDDING_NAME, "source": DEFAULT_EMBEDDING_SOURCE, "kind": "embedding"}],
+            "models": [
+                {**spec, **(chat or {})},
+                {"name": DEFAULT_EMBEDDING_NAME, "source": DEFAULT_EMBEDDING_SOURCE, "kind": "embedding"},
+            ],
             **settings,
         }
 
@@ -50,7 +55,9 @@ def tiny_config(tiny_model_dir: Path) -> Callable[..., dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def tiny_server(serve_llmaas: Callable[..., LlmaasProcess], tiny_config: Callable[..., dict[str, Any]]) -> Iterator[LlmaasProcess]:
+def tiny_server(
+    serve_llmaas: Callable[..., LlmaasProcess], tiny_config: Callable[..., dict[str, Any]]
+) -> Iterator[LlmaasProcess]:
     server = serve_llmaas(tiny_config(default_max_tokens=32, limits={"max_body_bytes": 64 * 1024}))
     yield server
     server.stop()
@@ -60,4 +67,6 @@ def tiny_server(serve_llmaas: Callable[..., LlmaasProcess], tiny_config: Callabl
 def openai_client(tiny_server: LlmaasProcess) -> Any:
     import openai
 
-    return openai.OpenAI(base_url=tiny_server.base_url, api_key=tiny_server.api_key or "none", max_retries=0, timeout=120)
+    return openai.OpenAI(
+        base_url=tiny_server.base_url, api_key=tiny_server.api_key or "none", max_retries=0, timeout=120
+    )

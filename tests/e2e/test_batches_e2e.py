@@ -27,7 +27,13 @@ def lines(url: str, bodies: list[dict[str, Any]], prefix: str = "req") -> bytes:
 
 
 def chat_body(i: int, **extra: Any) -> dict[str, Any]:
-    return {"model": "tiny", "temperature": 0, "max_tokens": 8, "messages": [{"role": "user", "content": f"q{i}"}], **extra}
+    return {
+        "model": "tiny",
+        "temperature": 0,
+        "max_tokens": 8,
+        "messages": [{"role": "user", "content": f"q{i}"}],
+        **extra,
+    }
 
 
 def submit(client: openai.OpenAI, data: bytes, endpoint: str, **kw: Any) -> Any:
@@ -57,8 +63,9 @@ def read_lines(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any
 
 @pytest.fixture(scope="module")
 def server(serve_llmaas: Callable[..., LlmaasProcess], tiny_config: Callable[..., dict[str, Any]]) -> LlmaasProcess:
-    return serve_llmaas(tiny_config(default_max_tokens=16, batch_lease_s=LEASE_S, batch_poll_s=0.1, batch_concurrency=4),
-                        auth=True)
+    return serve_llmaas(
+        tiny_config(default_max_tokens=16, batch_lease_s=LEASE_S, batch_poll_s=0.1, batch_concurrency=4), auth=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -114,13 +121,18 @@ def test_completions_and_responses_batches(client: openai.OpenAI) -> None:
     done = wait(client, submit(client, lines("/v1/completions", [prompt]), "/v1/completions").id, finished)
     (row,) = read_lines(client, done.output_file_id)
     alone = client.completions.with_raw_response.create(**prompt).http_response.json()
-    assert row["response"]["body"]["choices"] == alone["choices"] and row["response"]["body"]["object"] == "text_completion"
+    assert (
+        row["response"]["body"]["choices"] == alone["choices"]
+        and row["response"]["body"]["object"] == "text_completion"
+    )
     ask = {"model": "tiny", "input": "Hello there", "max_output_tokens": 8, "temperature": 0}
     done = wait(client, submit(client, lines("/v1/responses", [ask]), "/v1/responses").id, finished)
     (row,) = read_lines(client, done.output_file_id)
     body = row["response"]["body"]
     assert body["object"] == "response" and body["id"].startswith("resp_")
-    assert client.responses.retrieve(body["id"]).output_text == client.responses.create(**ask).output_text  # stored, same text
+    assert (
+        client.responses.retrieve(body["id"]).output_text == client.responses.create(**ask).output_text
+    )  # stored, same text
 
 
 def test_a_bad_line_fails_alone_into_the_error_file(client: openai.OpenAI) -> None:
@@ -173,7 +185,9 @@ def test_past_its_window_a_batch_expires_with_partial_output(server: LlmaasProce
 
 
 def test_another_project_cannot_see_it(server: LlmaasProcess, client: openai.OpenAI) -> None:
-    done = wait(client, submit(client, lines("/v1/chat/completions", [chat_body(0)]), "/v1/chat/completions").id, finished)
+    done = wait(
+        client, submit(client, lines("/v1/chat/completions", [chat_body(0)]), "/v1/chat/completions").id, finished
+    )
     admin = {"Authorization": f"Bearer {server.api_key}"}
     with httpx.Client(base_url=server.url, timeout=30) as http:
         assert http.post("/admin/projects", json={"id": "rival", "name": "Rival"}, headers=admin).status_code == 200
@@ -186,19 +200,28 @@ def test_another_project_cannot_see_it(server: LlmaasProcess, client: openai.Ope
             call(done.id)
         with pytest.raises(openai.NotFoundError) as random:
             call("batch_" + "0" * 48)
-        assert theirs.value.body == {**random.value.body, "message": random.value.body["message"].replace("0" * 48, done.id[6:])}
+        assert theirs.value.body == {
+            **random.value.body,
+            "message": random.value.body["message"].replace("0" * 48, done.id[6:]),
+        }
     with pytest.raises(openai.NotFoundError):
         rival.files.content(done.output_file_id)  # type: ignore[arg-type]
     # The rival's own batch runs as its key: revoking the key stops the batch (its pending lines fail).
-    mine = submit(rival, lines("/v1/chat/completions", [chat_body(i, max_tokens=400, ignore_eos=True) for i in range(40)]),
-                  "/v1/chat/completions")
+    mine = submit(
+        rival,
+        lines("/v1/chat/completions", [chat_body(i, max_tokens=400, ignore_eos=True) for i in range(40)]),
+        "/v1/chat/completions",
+    )
     wait(rival, mine.id, lambda b: b.request_counts.completed >= 1)
     with httpx.Client(base_url=server.url, timeout=30) as http:
         assert http.post(f"/admin/keys/{created['id']}/revoke", headers=admin).status_code == 200
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        row = sqlite3.connect(server.data_dir / "llmaas.db").execute("select status, failed, errors from batches "
-                                                                     "where id = ?", (mine.id,)).fetchone()
+        row = (
+            sqlite3.connect(server.data_dir / "llmaas.db")
+            .execute("select status, failed, errors from batches where id = ?", (mine.id,))
+            .fetchone()
+        )
         if row[0] == "failed":
             break
         time.sleep(0.1)
@@ -227,12 +250,17 @@ def test_kill_9_mid_batch_then_restart_completes_exactly_once(server: LlmaasProc
     batch = submit(client, lines("/v1/chat/completions", bodies), "/v1/chat/completions")
     wait(client, batch.id, lambda b: b.request_counts.completed >= 3)
     server.kill()  # SIGKILL to the whole group: server and engine process, mid-batch
-    killed = sqlite3.connect(server.data_dir / "llmaas.db").execute(
-        "select count(*) from batch_lines where batch_id = ? and status != 'pending'", (batch.id,)).fetchone()[0]
+    killed = (
+        sqlite3.connect(server.data_dir / "llmaas.db")
+        .execute("select count(*) from batch_lines where batch_id = ? and status != 'pending'", (batch.id,))
+        .fetchone()[0]
+    )
     assert 3 <= killed < 30
 
-    again = LlmaasProcess(["serve", "--config", str(server.root / "llmaas.yaml"), "--host", "127.0.0.1", "--port", "0",
-                           "--no-worker"], server.root)  # the same settings and data dir
+    again = LlmaasProcess(
+        ["serve", "--config", str(server.root / "llmaas.yaml"), "--host", "127.0.0.1", "--port", "0", "--no-worker"],
+        server.root,
+    )  # the same settings and data dir
     try:
         again.wait_ready()
         fresh = openai.OpenAI(base_url=again.base_url, api_key=server.api_key, max_retries=0, timeout=60)
@@ -242,9 +270,11 @@ def test_kill_9_mid_batch_then_restart_completes_exactly_once(server: LlmaasProc
         assert sorted(r["custom_id"] for r in out) == sorted(f"req-{i}" for i in range(30))  # each once, none missing
         db = sqlite3.connect(again.data_dir / "llmaas.db")
         marks = ",".join("?" * len(out))
-        billed = db.execute("select count(*), count(distinct request_id) from usage_records where route = ? and "
-                            f"request_id in ({marks})",
-                            ("batch:/v1/chat/completions", *[r["response"]["request_id"] for r in out])).fetchone()
+        billed = db.execute(
+            "select count(*), count(distinct request_id) from usage_records where route = ? and "
+            f"request_id in ({marks})",
+            ("batch:/v1/chat/completions", *[r["response"]["request_id"] for r in out]),
+        ).fetchone()
         assert billed == (30, 30)  # one usage row per line, written with the line
     finally:
         again.stop()

@@ -20,7 +20,11 @@ MSG = [{"role": "user", "content": "hi"}]
 
 @pytest.fixture(scope="module")
 def server(serve_llmaas: Callable[..., Any], tiny_config: Callable[..., dict[str, Any]]) -> Iterator[Any]:
-    config = tiny_config(chat={"max_waiting": 1, "max_num_seqs": 1}, default_max_tokens=16, limits={"max_body_bytes": 32 * 1024, "max_n": 4})
+    config = tiny_config(
+        chat={"max_waiting": 1, "max_num_seqs": 1},
+        default_max_tokens=16,
+        limits={"max_body_bytes": 32 * 1024, "max_n": 4},
+    )
     s = serve_llmaas(config, auth=True)
     yield s
     s.stop()
@@ -50,7 +54,9 @@ def post(server: Any, path: str, **kw: Any) -> httpx.Response:
 
 def test_keys_are_required(server: Any) -> None:
     for headers in [{}, {"Authorization": "Bearer sk-not-a-real-key"}]:
-        r = httpx.post(f"{server.base_url}/chat/completions", json={"model": "tiny", "messages": MSG}, headers=headers, timeout=30)
+        r = httpx.post(
+            f"{server.base_url}/chat/completions", json={"model": "tiny", "messages": MSG}, headers=headers, timeout=30
+        )
         check(r, 401, None, "invalid_api_key")
         r = httpx.get(f"{server.base_url}/models", headers=headers, timeout=30)
         check(r, 401, None, "invalid_api_key")
@@ -60,15 +66,24 @@ def test_keys_are_required(server: Any) -> None:
 
 def test_rate_limit_headers_and_429(server: Any) -> None:
     """A project with rpm=2: answers carry x-ratelimit-* (streams too); the third request in a minute gets 429."""
-    r = httpx.post(f"{server.url}/admin/projects", json={"id": "limited", "name": "limited", "rpm": 2}, headers=auth(server), timeout=30)
+    r = httpx.post(
+        f"{server.url}/admin/projects",
+        json={"id": "limited", "name": "limited", "rpm": 2},
+        headers=auth(server),
+        timeout=30,
+    )
     assert r.status_code in (200, 201), r.text
-    r = httpx.post(f"{server.url}/admin/keys", json={"project_id": "limited", "name": "k"}, headers=auth(server), timeout=30)
+    r = httpx.post(
+        f"{server.url}/admin/keys", json={"project_id": "limited", "name": "k"}, headers=auth(server), timeout=30
+    )
     assert r.status_code in (200, 201), r.text
     key = {"Authorization": f"Bearer {r.json()['key']}"}
     body = {"model": "tiny", "messages": MSG, "max_tokens": 2}
     r = post(server, "/chat/completions", json=body, headers=key)
     assert r.status_code == 200 and r.headers["x-ratelimit-limit-requests"] == "2", r.headers
-    with httpx.stream("POST", f"{server.base_url}/chat/completions", json={**body, "stream": True}, headers=key, timeout=60) as s:
+    with httpx.stream(
+        "POST", f"{server.base_url}/chat/completions", json={**body, "stream": True}, headers=key, timeout=60
+    ) as s:
         assert s.status_code == 200 and "x-ratelimit-remaining-requests" in s.headers
         s.read()
     r = post(server, "/chat/completions", json=body, headers=key)
@@ -100,13 +115,37 @@ def test_openai_exceptions(client: Any, server: Any) -> None:
     "path, body, status, param, code",
     [
         ("/chat/completions", {"model": "tiny"}, 400, "messages", None),
-        ("/chat/completions", {"model": "tiny", "messages": MSG, "max_tokens": 500}, 400, "messages", "context_length_exceeded"),
+        (
+            "/chat/completions",
+            {"model": "tiny", "messages": MSG, "max_tokens": 500},
+            400,
+            "messages",
+            "context_length_exceeded",
+        ),
         ("/chat/completions", {"model": "tiny", "messages": MSG, "top_p": 2}, 400, "top_p", None),
         ("/chat/completions", {"model": "tiny", "messages": MSG, "logit_bias": {"x": 1}}, 400, "logit_bias", None),
         ("/chat/completions", {"model": "tiny", "messages": MSG, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", None),
-        ("/chat/completions", {"model": "tiny", "messages": MSG, "logprobs": True, "top_logprobs": 30}, 400, "top_logprobs", None),
-        ("/chat/completions", {"model": "tiny", "messages": MSG, "tools": [{"type": "function"}]}, 400, "tools[0].function", None),
-        ("/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400, "messages[0].content[0].type", None),
+        (
+            "/chat/completions",
+            {"model": "tiny", "messages": MSG, "logprobs": True, "top_logprobs": 30},
+            400,
+            "top_logprobs",
+            None,
+        ),
+        (
+            "/chat/completions",
+            {"model": "tiny", "messages": MSG, "tools": [{"type": "function"}]},
+            400,
+            "tools[0].function",
+            None,
+        ),
+        (
+            "/chat/completions",
+            {"model": "tiny", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            400,
+            "messages[0].content[0].type",
+            None,
+        ),
         ("/chat/completions", {"model": "all-MiniLM-L6-v2", "messages": MSG}, 400, "model", None),
         ("/completions", {"model": "tiny", "prompt": [99999]}, 400, "prompt", None),
         ("/completions", {"model": "tiny", "prompt": "x" * 600}, 400, "prompt", "context_length_exceeded"),
@@ -116,7 +155,9 @@ def test_openai_exceptions(client: Any, server: Any) -> None:
         ("/embeddings", {"model": "nope", "input": "x"}, 404, "model", "model_not_found"),
     ],
 )
-def test_bad_requests(server: Any, path: str, body: dict[str, Any], status: int, param: str | None, code: str | None) -> None:
+def test_bad_requests(
+    server: Any, path: str, body: dict[str, Any], status: int, param: str | None, code: str | None
+) -> None:
     check(post(server, path, json=body), status, param, code)
     assert server.healthy()
 
@@ -124,7 +165,9 @@ def test_bad_requests(server: Any, path: str, body: dict[str, Any], status: int,
 def test_malformed_and_oversized_bodies(server: Any) -> None:
     r = post(server, "/chat/completions", content=b'{"model": ', headers={"content-type": "application/json"})
     assert "JSON" in check(r, 400)["message"]
-    r = post(server, "/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "x" * 40_000}]})
+    r = post(
+        server, "/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "x" * 40_000}]}
+    )
     check(r, 413, None, "payload_too_large")
 
     def chunked() -> Iterator[bytes]:

@@ -96,13 +96,17 @@ def test_stop_strings_are_never_emitted(openai_client: Any) -> None:
     r = openai_client.chat.completions.create(**kw, stop=[stop])
     assert r.choices[0].message.content == cut and r.choices[0].finish_reason == "stop"
     streamed = "".join(
-        c.choices[0].delta.content or "" for c in openai_client.chat.completions.create(**kw, stop=stop, stream=True) if c.choices
+        c.choices[0].delta.content or ""
+        for c in openai_client.chat.completions.create(**kw, stop=stop, stream=True)
+        if c.choices
     )
     assert streamed == cut
 
 
 def test_chat_logprobs(openai_client: Any) -> None:
-    r = openai_client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=5, temperature=0, logprobs=True, top_logprobs=3)
+    r = openai_client.chat.completions.create(
+        model="tiny", messages=MESSAGES, max_tokens=5, temperature=0, logprobs=True, top_logprobs=3
+    )
     content = r.choices[0].logprobs.content
     assert len(content) == r.usage.completion_tokens or r.choices[0].finish_reason == "stop"
     for item in content:
@@ -112,7 +116,9 @@ def test_chat_logprobs(openai_client: Any) -> None:
 
 
 def test_completions_legacy(openai_client: Any) -> None:
-    r = openai_client.completions.create(model="tiny", prompt="Once upon", max_tokens=5, temperature=0, logprobs=2, echo=True)
+    r = openai_client.completions.create(
+        model="tiny", prompt="Once upon", max_tokens=5, temperature=0, logprobs=2, echo=True
+    )
     choice = r.choices[0]
     assert choice.text.startswith("Once upon")
     lp = choice.logprobs
@@ -123,7 +129,9 @@ def test_completions_legacy(openai_client: Any) -> None:
     assert sorted(c.index for c in many.choices) == [0, 1, 2, 3]
     tokens = openai_client.completions.create(model="tiny", prompt=[70, 71, 72], max_tokens=2, temperature=0)
     assert tokens.usage.prompt_tokens == 3
-    streamed = list(openai_client.completions.create(model="tiny", prompt="Once upon", max_tokens=5, temperature=0, stream=True))
+    streamed = list(
+        openai_client.completions.create(model="tiny", prompt="Once upon", max_tokens=5, temperature=0, stream=True)
+    )
     plain = openai_client.completions.create(model="tiny", prompt="Once upon", max_tokens=5, temperature=0)
     assert "".join(c.choices[0].text for c in streamed if c.choices) == plain.choices[0].text
 
@@ -142,18 +150,38 @@ def test_embeddings(openai_client: Any) -> None:
     assert r.usage.prompt_tokens > 0 and r.usage.total_tokens == r.usage.prompt_tokens
     floats = openai_client.embeddings.create(model=DEFAULT_EMBEDDING_NAME, input=texts[0], encoding_format="float")
     assert max(abs(x - y) for x, y in zip(floats.data[0].embedding, vectors[0])) < 1e-4
-    assert len(openai_client.embeddings.create(model=DEFAULT_EMBEDDING_NAME, input=[[101, 2023, 102], [101, 102]]).data) == 2
-    assert len(openai_client.embeddings.create(model=DEFAULT_EMBEDDING_NAME, input="x", dimensions=384).data[0].embedding) == 384
+    assert (
+        len(openai_client.embeddings.create(model=DEFAULT_EMBEDDING_NAME, input=[[101, 2023, 102], [101, 102]]).data)
+        == 2
+    )
+    assert (
+        len(openai_client.embeddings.create(model=DEFAULT_EMBEDDING_NAME, input="x", dimensions=384).data[0].embedding)
+        == 384
+    )
 
 
 def test_cli_models_and_chat(tiny_server: Any) -> None:
     models = subprocess.run(
-        [sys.executable, "-m", "llmaas", "models", "--base-url", tiny_server.url], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "llmaas", "models", "--base-url", tiny_server.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert models.returncode == 0, models.stderr
     assert "tiny" in models.stdout and DEFAULT_EMBEDDING_NAME in models.stdout
     chat = subprocess.run(
-        [sys.executable, "-m", "llmaas", "chat", "--base-url", tiny_server.base_url, "--max-tokens", "5", "--temperature", "0"],
+        [
+            sys.executable,
+            "-m",
+            "llmaas",
+            "chat",
+            "--base-url",
+            tiny_server.base_url,
+            "--max-tokens",
+            "5",
+            "--temperature",
+            "0",
+        ],
         input="hello\nand again\n/exit\n",
         capture_output=True,
         text=True,

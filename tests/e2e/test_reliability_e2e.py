@@ -87,18 +87,33 @@ def test_a_lone_surrogate_is_a_400_not_a_500(server: Any, http: httpx.Client) ->
         ("/v1/completions", '{"model":"tiny","prompt":"x\\udfff"}', "prompt"),
         ("/v1/embeddings", '{"model":"all-MiniLM-L6-v2","input":["ok","\\ud83d"]}', "input[1]"),
         ("/v1/classifications", '{"model":"tiny","input":"ok","labels":["a","\\udc00"]}', "labels[1]"),
-        ("/v1/chat/completions", '{"model":"tiny","messages":[{"role":"user","content":"hi"}],"stop":"\\ud800"}', "stop"),
+        (
+            "/v1/chat/completions",
+            '{"model":"tiny","messages":[{"role":"user","content":"hi"}],"stop":"\\ud800"}',
+            "stop",
+        ),
     ]:
-        assert error_of(http.post(path, content=body, headers={"Content-Type": "application/json"}), 400)["param"] == param
+        assert (
+            error_of(http.post(path, content=body, headers={"Content-Type": "application/json"}), 400)["param"] == param
+        )
     assert "Traceback" not in server.output
-    ok = http.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "😀"}], "max_tokens": 2})
+    ok = http.post(
+        "/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "😀"}], "max_tokens": 2}
+    )
     assert ok.status_code == 200, ok.text
 
 
 def test_booleans_and_strings_are_not_numbers(http: httpx.Client) -> None:
     msgs = [{"role": "user", "content": "hi"}]
-    for field, value in [("max_tokens", True), ("max_tokens", "4"), ("max_tokens", 1.5), ("n", True), ("temperature", "0"),
-                         ("seed", False), ("stream", 1)]:
+    for field, value in [
+        ("max_tokens", True),
+        ("max_tokens", "4"),
+        ("max_tokens", 1.5),
+        ("n", True),
+        ("temperature", "0"),
+        ("seed", False),
+        ("stream", 1),
+    ]:
         e = error_of(http.post("/v1/chat/completions", json={"model": "tiny", "messages": msgs, field: value}), 400)
         assert e["param"] == field and e["type"] == "invalid_request_error", (field, value, e)
     e = error_of(http.post("/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": "x", "dimensions": True}), 400)
@@ -117,7 +132,12 @@ def _budget_used(server: Any, scope: str) -> int:
 
 def test_requests_refused_with_server_overloaded_are_not_billed(server: Any, http: httpx.Client) -> None:
     key = new_key(http, "overload", monthly_token_budget=10_000_000)
-    body = {"model": "tiny", "messages": [{"role": "user", "content": "count " * 20}], "max_tokens": 48, "ignore_eos": True}
+    body = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "count " * 20}],
+        "max_tokens": 48,
+        "ignore_eos": True,
+    }
 
     async def burst() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=server.url, timeout=120, headers=bearer(key)) as c:
@@ -157,10 +177,14 @@ def test_the_upload_cap_is_the_files_own_size_and_downloads_are_attachments(serv
 
     # 6: every id a client can name carries 128 random bits
     job = client.fine_tuning.jobs.create(model="tiny", training_file=f.id)
-    assert re.fullmatch(r"file-[0-9a-f]{16}[0-9a-f]{32}", f.id) and re.fullmatch(r"ftjob-[0-9a-f]{16}[0-9a-f]{32}", job.id)
+    assert re.fullmatch(r"file-[0-9a-f]{16}[0-9a-f]{32}", f.id) and re.fullmatch(
+        r"ftjob-[0-9a-f]{16}[0-9a-f]{32}", job.id
+    )
     key = new_key(http, "ids")
     assert re.fullmatch(r"key-[0-9a-f]{32}", key["id"])
-    chat = http.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1})
+    chat = http.post(
+        "/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1}
+    )
     assert re.fullmatch(r"chatcmpl-[0-9a-f]{32}", chat.json()["id"])
     client.fine_tuning.jobs.cancel(job.id)
 
@@ -203,7 +227,9 @@ def test_a_key_revoked_by_another_process_stops_within_a_second(server: Any, htt
 def test_guessing_ids_is_cut_off(server: Any, http: httpx.Client) -> None:
     key = new_key(http, "scanner")
     client = openai.OpenAI(base_url=server.base_url, api_key=key["key"], max_retries=0, timeout=60)
-    mine = client.files.create(file=("a.jsonl", io.BytesIO(b'{"prompt": "a", "completion": "b"}\n')), purpose="fine-tune")
+    mine = client.files.create(
+        file=("a.jsonl", io.BytesIO(b'{"prompt": "a", "completion": "b"}\n')), purpose="fine-tune"
+    )
     statuses = [http.get(f"/v1/files/file-{i:048x}", headers=bearer(key)).status_code for i in range(25)]
     assert statuses == [404] * 20 + [429] * 5
     r = http.get(f"/v1/files/{mine.id}", headers=bearer(key))  # an id that exists is refused the same way

@@ -66,9 +66,16 @@ def test_create_retrieve_chain_items_delete(openai_client: Any) -> None:
 
 
 def test_stream_events_and_sdk_helper(openai_client: Any) -> None:
-    events = list(openai_client.responses.create(model="tiny", input="Count.", temperature=0, max_output_tokens=12, stream=True))
+    events = list(
+        openai_client.responses.create(model="tiny", input="Count.", temperature=0, max_output_tokens=12, stream=True)
+    )
     types = [e.type for e in events]
-    assert types[:4] == ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"]
+    assert types[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
     assert types[-4:-1] == ["response.output_text.done", "response.content_part.done", "response.output_item.done"]
     assert types[-1] in ("response.completed", "response.incomplete")
     seq = [e.sequence_number for e in events]
@@ -88,7 +95,9 @@ def test_stream_events_and_sdk_helper(openai_client: Any) -> None:
     assert done.output_text == text and done.previous_response_id == final.id
 
 
-def test_bad_input_is_an_openai_error_and_the_server_stays_healthy(openai_client: Any, tiny_server: LlmaasProcess) -> None:
+def test_bad_input_is_an_openai_error_and_the_server_stays_healthy(
+    openai_client: Any, tiny_server: LlmaasProcess
+) -> None:
     cases: list[tuple[dict[str, Any], type[Exception], str]] = [
         ({"previous_response_id": "resp_" + "0" * 48}, openai.NotFoundError, "previous_response_id"),
         ({"tools": [{"type": "web_search"}]}, openai.BadRequestError, "tools[0].type"),
@@ -191,8 +200,12 @@ def test_two_replicas_on_one_postgres_continue_each_others_conversations(
     try:
         on_a, on_b = client_for(a), client_for(b)
         t1 = on_a.responses.create(model="tiny", input="Turn one.", temperature=0, max_output_tokens=4)
-        t2 = on_b.responses.create(model="tiny", input="Turn two.", previous_response_id=t1.id, temperature=0, max_output_tokens=4)
-        t3 = on_a.responses.create(model="tiny", input="Turn three.", previous_response_id=t2.id, temperature=0, max_output_tokens=4)
+        t2 = on_b.responses.create(
+            model="tiny", input="Turn two.", previous_response_id=t1.id, temperature=0, max_output_tokens=4
+        )
+        t3 = on_a.responses.create(
+            model="tiny", input="Turn three.", previous_response_id=t2.id, temperature=0, max_output_tokens=4
+        )
         assert t3.usage.input_tokens > t2.usage.input_tokens > t1.usage.input_tokens
         assert on_b.responses.retrieve(t3.id).output_text == t3.output_text
         on_b.responses.delete(t1.id)

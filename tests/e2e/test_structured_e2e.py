@@ -19,21 +19,49 @@ from pydantic import BaseModel, Field
 from tests.support.server import LlmaasProcess
 
 MSG = [{"role": "user", "content": "Tell me."}]
-UNIT = {"type": "object", "properties": {"unit": {"enum": ["c", "f"]}, "days": {"type": "integer", "minimum": 1, "maximum": 7}},
-        "required": ["unit", "days"], "additionalProperties": False}
+UNIT = {
+    "type": "object",
+    "properties": {"unit": {"enum": ["c", "f"]}, "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+    "required": ["unit", "days"],
+    "additionalProperties": False,
+}
 TOOLS: list[Any] = [
     {"type": "function", "function": {"name": "get_weather", "description": "Weather forecast", "parameters": UNIT}},
-    {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}, "additionalProperties": False}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "get_time",
+            "parameters": {"type": "object", "properties": {}, "additionalProperties": False},
+        },
+    },
 ]
 SCHEMAS: list[dict[str, Any]] = [
     UNIT,
-    {"type": "object", "properties": {"ok": {"type": "boolean"}, "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "minItems": 1, "maxItems": 3},
-                                      "code": {"type": "string", "pattern": "^[A-Z]{3}$"}, "extra": {"type": "null"}},
-     "required": ["ok", "tags", "code"], "additionalProperties": False},
-    {"type": "object", "properties": {"inner": {"type": "object", "properties": {"x": {"type": "number", "minimum": -1, "maximum": 1}},
-                                                "required": ["x"], "additionalProperties": False},
-                                      "name": {"type": "string", "maxLength": 6}},
-     "required": ["inner", "name"], "additionalProperties": False},
+    {
+        "type": "object",
+        "properties": {
+            "ok": {"type": "boolean"},
+            "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "minItems": 1, "maxItems": 3},
+            "code": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "extra": {"type": "null"},
+        },
+        "required": ["ok", "tags", "code"],
+        "additionalProperties": False,
+    },
+    {
+        "type": "object",
+        "properties": {
+            "inner": {
+                "type": "object",
+                "properties": {"x": {"type": "number", "minimum": -1, "maximum": 1}},
+                "required": ["x"],
+                "additionalProperties": False,
+            },
+            "name": {"type": "string", "maxLength": 6},
+        },
+        "required": ["inner", "name"],
+        "additionalProperties": False,
+    },
 ]
 
 
@@ -44,7 +72,9 @@ class Forecast(BaseModel):
 
 
 @pytest.fixture(scope="module")
-def server(serve_llmaas: Callable[..., LlmaasProcess], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlmaasProcess]:
+def server(
+    serve_llmaas: Callable[..., LlmaasProcess], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LlmaasProcess]:
     from tests.support.tiny import build_tiny_llama
 
     folder = build_tiny_llama(tmp_path_factory.mktemp("tiny-4k"), max_position_embeddings=4096)
@@ -70,7 +100,12 @@ def test_parse_with_a_pydantic_model(client: openai.OpenAI) -> None:
 def test_json_schema_outputs_validate(client: openai.OpenAI, temperature: float) -> None:
     for i, schema in enumerate(SCHEMAS):
         r = client.chat.completions.create(
-            model="tiny", messages=MSG, temperature=temperature, seed=i, n=2, max_tokens=160,
+            model="tiny",
+            messages=MSG,
+            temperature=temperature,
+            seed=i,
+            n=2,
+            max_tokens=160,
             response_format={"type": "json_schema", "json_schema": {"name": f"s{i}", "schema": schema, "strict": True}},
         )
         for c in r.choices:
@@ -81,20 +116,27 @@ def test_json_schema_outputs_validate(client: openai.OpenAI, temperature: float)
 def test_streamed_json_is_the_same_json(client: openai.OpenAI) -> None:
     rf: Any = {"type": "json_schema", "json_schema": {"name": "unit", "schema": UNIT}}
     whole = client.chat.completions.create(model="tiny", messages=MSG, temperature=0, response_format=rf)
-    chunks = list(client.chat.completions.create(model="tiny", messages=MSG, temperature=0, response_format=rf, stream=True))
+    chunks = list(
+        client.chat.completions.create(model="tiny", messages=MSG, temperature=0, response_format=rf, stream=True)
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole.choices[0].message.content
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
 def test_json_object_starts_an_object(client: openai.OpenAI) -> None:
-    r = client.chat.completions.create(model="tiny", messages=MSG, temperature=0, max_tokens=8, response_format={"type": "json_object"})
-    assert (r.choices[0].message.content or "").startswith("{")  # noise keys never end: the default model test completes one
+    r = client.chat.completions.create(
+        model="tiny", messages=MSG, temperature=0, max_tokens=8, response_format={"type": "json_object"}
+    )
+    assert (r.choices[0].message.content or "").startswith(
+        "{"
+    )  # noise keys never end: the default model test completes one
 
 
 @pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])
 def test_tool_calls_required_and_named(client: openai.OpenAI, choice: Any) -> None:
-    r = client.chat.completions.create(model="tiny", messages=MSG, tools=TOOLS, tool_choice=choice, temperature=1, seed=3,
-                                       parallel_tool_calls=False)
+    r = client.chat.completions.create(
+        model="tiny", messages=MSG, tools=TOOLS, tool_choice=choice, temperature=1, seed=3, parallel_tool_calls=False
+    )
     c = r.choices[0]
     assert c.finish_reason == "tool_calls" and c.message.content is None and c.message.refusal is None
     calls = c.message.tool_calls or []
@@ -106,8 +148,14 @@ def test_tool_calls_required_and_named(client: openai.OpenAI, choice: Any) -> No
 
 
 def test_streamed_tool_calls_are_deltas_like_openai(client: openai.OpenAI) -> None:
-    kw: Any = {"model": "tiny", "messages": MSG, "tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
-                "temperature": 0, "parallel_tool_calls": False}
+    kw: Any = {
+        "model": "tiny",
+        "messages": MSG,
+        "tools": TOOLS,
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "temperature": 0,
+        "parallel_tool_calls": False,
+    }
     whole = client.chat.completions.create(**kw)
     chunks = [c for c in client.chat.completions.create(**kw, stream=True) if c.choices]
     deltas = [c.choices[0].delta for c in chunks if c.choices[0].delta.tool_calls]
@@ -123,11 +171,18 @@ def test_streamed_tool_calls_are_deltas_like_openai(client: openai.OpenAI) -> No
 
 
 def test_tool_result_round_trip(client: openai.OpenAI) -> None:
-    first = client.chat.completions.create(model="tiny", messages=MSG, tools=TOOLS, tool_choice="required", temperature=0)
+    first = client.chat.completions.create(
+        model="tiny", messages=MSG, tools=TOOLS, tool_choice="required", temperature=0
+    )
     call = (first.choices[0].message.tool_calls or [])[0]
-    history: Any = [*MSG, first.choices[0].message.model_dump(exclude_none=True),
-                    {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temp": 21})}]
-    follow = client.chat.completions.create(model="tiny", messages=history, tools=TOOLS, tool_choice="none", max_tokens=8)
+    history: Any = [
+        *MSG,
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temp": 21})},
+    ]
+    follow = client.chat.completions.create(
+        model="tiny", messages=history, tools=TOOLS, tool_choice="none", max_tokens=8
+    )
     assert follow.choices[0].message.tool_calls is None and follow.choices[0].finish_reason in ("stop", "length")
 
 
@@ -139,10 +194,19 @@ def test_auto_answers_text_or_valid_calls(client: openai.OpenAI) -> None:
     assert c.finish_reason in ("stop", "length", "tool_calls")
 
 
-def test_bad_schemas_and_tools_are_400_and_the_server_stays_healthy(client: openai.OpenAI, server: LlmaasProcess) -> None:
+def test_bad_schemas_and_tools_are_400_and_the_server_stays_healthy(
+    client: openai.OpenAI, server: LlmaasProcess
+) -> None:
     bad: list[tuple[dict[str, Any], str]] = [
-        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"a": {"type": "wat"}}}}}},
-         "response_format.json_schema.schema"),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"a": {"type": "wat"}}}},
+                }
+            },
+            "response_format.json_schema.schema",
+        ),
         ({"tools": [{"type": "function", "function": {"parameters": UNIT}}]}, "tools[0].function.name"),
         ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
     ]
@@ -173,17 +237,28 @@ class City(BaseModel):
 @pytest.mark.slow
 def test_default_model_parse_and_json_object(smol: openai.OpenAI) -> None:
     q = [{"role": "user", "content": "What is the capital of France? Answer in JSON."}]
-    r = smol.chat.completions.parse(model="SmolLM2-135M-Instruct", messages=q, response_format=City, temperature=0, max_tokens=64)
+    r = smol.chat.completions.parse(
+        model="SmolLM2-135M-Instruct", messages=q, response_format=City, temperature=0, max_tokens=64
+    )
     assert isinstance(r.choices[0].message.parsed, City)
-    j = smol.chat.completions.create(model="SmolLM2-135M-Instruct", messages=q, response_format={"type": "json_object"}, temperature=0, max_tokens=64)
+    j = smol.chat.completions.create(
+        model="SmolLM2-135M-Instruct", messages=q, response_format={"type": "json_object"}, temperature=0, max_tokens=64
+    )
     assert isinstance(json.loads(j.choices[0].message.content or ""), dict)
 
 
 @pytest.mark.slow
 def test_default_model_calls_the_named_tool(smol: openai.OpenAI) -> None:
     q = [{"role": "user", "content": "What is the weather in Paris for the next 3 days, in celsius?"}]
-    r = smol.chat.completions.create(model="SmolLM2-135M-Instruct", messages=q, tools=TOOLS, tool_choice="required", temperature=0, max_tokens=200,
-                                  parallel_tool_calls=False)
+    r = smol.chat.completions.create(
+        model="SmolLM2-135M-Instruct",
+        messages=q,
+        tools=TOOLS,
+        tool_choice="required",
+        temperature=0,
+        max_tokens=200,
+        parallel_tool_calls=False,
+    )
     call = (r.choices[0].message.tool_calls or [])[0]
     assert r.choices[0].finish_reason == "tool_calls", r.choices[0].message
     schema = next(t["function"]["parameters"] for t in TOOLS if t["function"]["name"] == call.function.name)
@@ -192,42 +267,68 @@ def test_default_model_calls_the_named_tool(smol: openai.OpenAI) -> None:
 
 # --- the Responses API: the same constraints, in its own shapes ---------------------------------------------------
 
-RESPONSES_TOOLS: list[Any] = [{"type": "function", "name": t["function"]["name"],
-                               "parameters": t["function"]["parameters"]} for t in TOOLS]
+RESPONSES_TOOLS: list[Any] = [
+    {"type": "function", "name": t["function"]["name"], "parameters": t["function"]["parameters"]} for t in TOOLS
+]
 
 
 def test_responses_text_format_json_schema_validates(client: openai.OpenAI) -> None:
-    r = client.responses.create(model="tiny", input="Tell me.", temperature=1.0, max_output_tokens=160,
-                                text={"format": {"type": "json_schema", "name": "unit", "schema": UNIT, "strict": True}})
+    r = client.responses.create(
+        model="tiny",
+        input="Tell me.",
+        temperature=1.0,
+        max_output_tokens=160,
+        text={"format": {"type": "json_schema", "name": "unit", "schema": UNIT, "strict": True}},
+    )
     assert r.status == "completed", r.output
     jsonschema.validate(json.loads(r.output_text), UNIT)
-    parsed = client.responses.parse(model="tiny", input="Tell me.", text_format=Forecast, temperature=0,
-                                    max_output_tokens=160)
+    parsed = client.responses.parse(
+        model="tiny", input="Tell me.", text_format=Forecast, temperature=0, max_output_tokens=160
+    )
     assert isinstance(parsed.output_parsed, Forecast)
 
 
 def test_responses_function_calls_and_the_round_trip(client: openai.OpenAI) -> None:
-    r = client.responses.create(model="tiny", input="Weather?", tools=RESPONSES_TOOLS, tool_choice="required",
-                                parallel_tool_calls=False, temperature=0, max_output_tokens=300)
+    r = client.responses.create(
+        model="tiny",
+        input="Weather?",
+        tools=RESPONSES_TOOLS,
+        tool_choice="required",
+        parallel_tool_calls=False,
+        temperature=0,
+        max_output_tokens=300,
+    )
     calls = [o for o in r.output if o.type == "function_call"]
     assert r.status == "completed" and calls, r.output
     for call in calls:
         assert call.name in {"get_weather", "get_time"} and call.call_id
         schema = UNIT if call.name == "get_weather" else TOOLS[1]["function"]["parameters"]
         jsonschema.validate(json.loads(call.arguments), schema)
-    follow = client.responses.create(model="tiny", previous_response_id=r.id, tools=RESPONSES_TOOLS,
-                                     max_output_tokens=8,
-                                     input=[{"type": "function_call_output", "call_id": c.call_id, "output": "sunny"}
-                                            for c in calls])
+    follow = client.responses.create(
+        model="tiny",
+        previous_response_id=r.id,
+        tools=RESPONSES_TOOLS,
+        max_output_tokens=8,
+        input=[{"type": "function_call_output", "call_id": c.call_id, "output": "sunny"} for c in calls],
+    )
     assert follow.status in ("completed", "incomplete") and follow.previous_response_id == r.id
     items = client.responses.input_items.list(follow.id)
     assert [i.type for i in items.data] == ["function_call_output"] * len(calls)
 
 
 def test_responses_streams_function_call_arguments(client: openai.OpenAI) -> None:
-    events = list(client.responses.create(model="tiny", input="Weather?", tools=RESPONSES_TOOLS, stream=True,
-                                          tool_choice={"type": "function", "name": "get_weather"},
-                                          parallel_tool_calls=False, temperature=0, max_output_tokens=300))
+    events = list(
+        client.responses.create(
+            model="tiny",
+            input="Weather?",
+            tools=RESPONSES_TOOLS,
+            stream=True,
+            tool_choice={"type": "function", "name": "get_weather"},
+            parallel_tool_calls=False,
+            temperature=0,
+            max_output_tokens=300,
+        )
+    )
     kinds = [e.type for e in events]
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed", kinds
     deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")

@@ -18,13 +18,16 @@ from click.testing import CliRunner
 from llmaas.cli import cli
 
 
-def test_keys_limits_usage_end_to_end(serve_llmaas: Callable[..., Any], tiny_config: Callable[..., dict[str, Any]]) -> None:
+def test_keys_limits_usage_end_to_end(
+    serve_llmaas: Callable[..., Any], tiny_config: Callable[..., dict[str, Any]]
+) -> None:
     server = serve_llmaas(tiny_config(default_max_tokens=8, usage_flush_s=0.2), auth=True)
     admin = {"Authorization": f"Bearer {server.api_key}"}
     with httpx.Client(base_url=server.url, timeout=60) as http:
         assert http.post("/admin/projects", json={"id": "acme", "name": "Acme"}, headers=admin).status_code == 200
-        created = http.post("/admin/keys", json={"project_id": "acme", "name": "ci", "rpm": 3, "models": ["tiny"]},
-                            headers=admin).json()
+        created = http.post(
+            "/admin/keys", json={"project_id": "acme", "name": "ci", "rpm": 3, "models": ["tiny"]}, headers=admin
+        ).json()
         key = created["key"]
         me = http.get("/v1/me", headers={"Authorization": f"Bearer {key}"}).json()
         assert me["project_id"] == "acme" and me["limits"]["rpm"] == 3 and me["models"] == ["tiny"]

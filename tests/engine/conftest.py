@@ -13,8 +13,9 @@ _KERNEL_CACHES = (kernels.load, fused._function, int8_linear._function)  # paged
 
 
 @pytest.fixture(params=["native", "x86-64-v3"])
-def kernel_target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-                  monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def kernel_target(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
     """The kernels built for this CPU, then for a plain AVX2 one (x86-64-v3): the AVX-512 and the portable code
     paths both run here, whichever CPU CI has (the second is skipped where the compiler or CPU lacks AVX2)."""
     target = request.param

@@ -54,8 +54,14 @@ def tokenizer(tiny_model_dir: Path) -> HFTokenizer:
 def make_core(tokenizer: HFTokenizer, budget: int = 32) -> EngineCore:
     kv = KVCacheManager(64, 4)
     sched = Scheduler(kv, max_num_seqs=8, max_num_batched_tokens=budget, max_model_len=200, eos_token_ids=[2])
-    return EngineCore(CountingRunner(), sched, Sampler(tokenizer), tokenizer, IncrementalDetokenizer,  # type: ignore[arg-type]
-                      max_model_len=200)
+    return EngineCore(
+        CountingRunner(),
+        sched,
+        Sampler(tokenizer),
+        tokenizer,
+        IncrementalDetokenizer,  # type: ignore[arg-type]
+        max_model_len=200,
+    )
 
 
 def drain(core: EngineCore) -> dict[str, list[TokenEvent]]:

@@ -42,7 +42,9 @@ def engine(loaded: tuple[ModelSpec, Any], **kw: Any) -> AsyncEngine:
 
 def req(rid: str, prompt: list[int], max_tokens: int = 16, **kw: Any) -> EngineRequest:
     extra = {k: kw.pop(k) for k in ("cache_salt", "adapter_id", "echo_prompt_logprobs") if k in kw}
-    return EngineRequest(rid, prompt, SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True, **kw), **extra)
+    return EngineRequest(
+        rid, prompt, SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True, **kw), **extra
+    )
 
 
 async def collect(eng: AsyncEngine, r: EngineRequest) -> list[TokenEvent]:
@@ -189,8 +191,12 @@ def test_failing_sequence_fails_alone(loaded: Any) -> None:
     async def main() -> list[list[TokenEvent]]:
         await eng.start()
         try:
-            rs = [req("ok1", [5, 6, 7]), req("bad-forward", [5, 6, 8]), req("bad-sample", [5, 6, 9], seed=666),
-                  req("ok2", [5, 6, 10])]
+            rs = [
+                req("ok1", [5, 6, 7]),
+                req("bad-forward", [5, 6, 8]),
+                req("bad-sample", [5, 6, 9], seed=666),
+                req("ok2", [5, 6, 10]),
+            ]
             out = await asyncio.gather(*[collect(eng, r) for r in rs])
             out.append(await collect(eng, req("after", [9, 9])))
             return out
@@ -237,8 +243,15 @@ def test_invalid_requests_fail_cleanly(loaded: Any) -> None:
     async def main() -> list[list[TokenEvent]]:
         await eng.start()
         try:
-            return [await collect(eng, r) for r in (req("e", []), req("v", [5, 100_000]), req("ad", [5], adapter_id="nope"),
-                                                    req("long", [5] * (eng.max_model_len + 1)))]
+            return [
+                await collect(eng, r)
+                for r in (
+                    req("e", []),
+                    req("v", [5, 100_000]),
+                    req("ad", [5], adapter_id="nope"),
+                    req("long", [5] * (eng.max_model_len + 1)),
+                )
+            ]
         finally:
             await eng.shutdown()
 
@@ -306,8 +319,14 @@ def test_lora_adapter_matches_peft_and_mixes_with_base(loaded: Any, tmp_path: Pa
     base = AutoModelForCausalLM.from_pretrained(lm.source_dir, dtype=torch.float32).eval()
     base.generation_config.eos_token_id = None
     torch.manual_seed(0)
-    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=[
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+    peft_model = get_peft_model(
+        base,
+        LoraConfig(
+            r=4,
+            lora_alpha=8,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        ),
+    )
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:
@@ -326,9 +345,13 @@ def test_lora_adapter_matches_peft_and_mixes_with_base(loaded: Any, tmp_path: Pa
     async def main() -> list[list[TokenEvent]]:
         await eng.start()
         try:
-            return list(await asyncio.gather(collect(eng, req("l", prompt, 12, adapter_id="ad1")),
-                                             collect(eng, req("b", prompt, 12)),
-                                             collect(eng, req("l2", prompt, 12, adapter_id="ad1"))))
+            return list(
+                await asyncio.gather(
+                    collect(eng, req("l", prompt, 12, adapter_id="ad1")),
+                    collect(eng, req("b", prompt, 12)),
+                    collect(eng, req("l2", prompt, 12, adapter_id="ad1")),
+                )
+            )
         finally:
             await eng.shutdown()
 

@@ -23,9 +23,18 @@ from tests.support.fakes import FakeTokenizer
 
 TOK = FakeTokenizer()  # byte-level: id = byte + 3; 0..2 special, 2 = EOS
 V = TOK.vocab_size
-COLOR = {"type": "object", "properties": {"color": {"enum": ["red", "green"]}, "n": {"type": "integer", "minimum": 0, "maximum": 9}},
-         "required": ["color", "n"], "additionalProperties": False}
-ONLY_ONE = {"type": "object", "properties": {"a": {"const": "xy"}, "b": {"enum": [True]}}, "required": ["a", "b"], "additionalProperties": False}
+COLOR = {
+    "type": "object",
+    "properties": {"color": {"enum": ["red", "green"]}, "n": {"type": "integer", "minimum": 0, "maximum": 9}},
+    "required": ["color", "n"],
+    "additionalProperties": False,
+}
+ONLY_ONE = {
+    "type": "object",
+    "properties": {"a": {"const": "xy"}, "b": {"enum": [True]}},
+    "required": ["a", "b"],
+    "additionalProperties": False,
+}
 
 
 def schema(s: dict[str, Any]) -> Any:
@@ -70,8 +79,15 @@ def test_batched_sampler_masks_only_constrained_rows() -> None:
     sampler = Sampler(TOK)
     g = schema(COLOR)
     logits = torch.randn(4, V, generator=torch.Generator().manual_seed(0)) * 3
-    rows = [SamplingRow(SamplingParams(max_tokens=8, temperature=t), [], make_generator(i), grammar=GrammarState(g) if i % 2 == 0 else None)
-            for i, t in enumerate([0.0, 0.0, 1.0, 1.0])]
+    rows = [
+        SamplingRow(
+            SamplingParams(max_tokens=8, temperature=t),
+            [],
+            make_generator(i),
+            grammar=GrammarState(g) if i % 2 == 0 else None,
+        )
+        for i, t in enumerate([0.0, 0.0, 1.0, 1.0])
+    ]
     expected_free = logits[1].argmax().item()
     res = sampler(logits.clone(), rows)
     assert res.token_ids[0] == res.token_ids[2] == ord("{") + 3
@@ -81,8 +97,15 @@ def test_batched_sampler_masks_only_constrained_rows() -> None:
 def test_sampler_loop_with_mixed_rows_always_yields_valid_json() -> None:
     sampler, g = Sampler(TOK), schema(COLOR)
     gen = torch.Generator().manual_seed(1)
-    rows = [SamplingRow(SamplingParams(max_tokens=64, temperature=1.0, logprobs=0 if i == 0 else None), [], make_generator(i),
-                        grammar=GrammarState(g) if i < 3 else None) for i in range(6)]
+    rows = [
+        SamplingRow(
+            SamplingParams(max_tokens=64, temperature=1.0, logprobs=0 if i == 0 else None),
+            [],
+            make_generator(i),
+            grammar=GrammarState(g) if i < 3 else None,
+        )
+        for i in range(6)
+    ]
     outs: list[list[int]] = [[] for _ in rows]
     for _ in range(40):
         res = sampler(torch.randn(len(rows), V, generator=gen) * 4, rows)
@@ -116,9 +139,11 @@ def engine(tiny_model_dir: Path) -> AsyncEngine:
 async def _run(eng: AsyncEngine, reqs: list[EngineRequest]) -> list[tuple[str, FinishReason | None]]:
     await eng.start()
     try:
+
         async def one(r: EngineRequest) -> tuple[str, FinishReason | None]:
             evs = [e async for e in eng.generate(r)]
             return "".join(e.text for e in evs), evs[-1].finish_reason
+
         return list(await asyncio.gather(*(one(r) for r in reqs)))
     finally:
         await eng.shutdown()
@@ -132,7 +157,9 @@ def test_engine_mixed_batch_constrained_rows_validate(engine: AsyncEngine) -> No
     reqs = []
     for i in range(8):
         grammar = [g, None, one, None][i % 4]
-        params = SamplingParams(max_tokens=48, temperature=[0.0, 1.0][i % 2], seed=i, grammar=grammar, ignore_eos=grammar is None or i == 2)
+        params = SamplingParams(
+            max_tokens=48, temperature=[0.0, 1.0][i % 2], seed=i, grammar=grammar, ignore_eos=grammar is None or i == 2
+        )
         reqs.append(EngineRequest(f"s{i}", prompt, params))
     out = asyncio.run(_run(engine, reqs))
     for i, (text, reason) in enumerate(out):
@@ -152,6 +179,9 @@ def test_bounded_strings_refuse_raw_control_characters() -> None:
 
 
 def test_a_compile_past_the_time_bound_is_refused() -> None:
-    slow = {"type": "object", "properties": {f"p{i}": {"type": "string", "pattern": "^[a-z]{2,9}@[a-z]{3,8}$"} for i in range(60)}}
+    slow = {
+        "type": "object",
+        "properties": {f"p{i}": {"type": "string", "pattern": "^[a-z]{2,9}@[a-z]{3,8}$"} for i in range(60)},
+    }
     with pytest.raises(GrammarError, match="too complex"):
         compile_grammar(TOK, GrammarSpec("json_schema", json.dumps(slow)), timeout_s=1e-4)

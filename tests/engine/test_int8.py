@@ -20,8 +20,9 @@ CPU = torch.device("cpu")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("K", [32, 96])
 @pytest.mark.parametrize("M", [1, 3, 8, 9, 67])  # one block of rows, a block and a bit, many blocks
-def test_int8_linear_is_the_matmul_on_dequantized_weights(dtype: torch.dtype, K: int, M: int,
-                                                           kernel_target: str) -> None:
+def test_int8_linear_is_the_matmul_on_dequantized_weights(
+    dtype: torch.dtype, K: int, M: int, kernel_target: str
+) -> None:
     if not int8_linear.available(dtype, CPU):
         pytest.skip("no C++ compiler here: the dequantized matmul runs")
     g = torch.Generator().manual_seed(K * M)
@@ -69,8 +70,9 @@ def test_int8_model_generates_what_its_dequantized_weights_generate(tiny_model_d
         tok = loaded.tokenizer
         for i, n in enumerate((1, 7, 30)):
             prompt = tok.apply_chat_template([{"role": "user", "content": "ab " * n}])
-            core.add_request(EngineRequest(f"r{i}", prompt, SamplingParams(max_tokens=16, temperature=0.0,
-                                                                           ignore_eos=True)))
+            core.add_request(
+                EngineRequest(f"r{i}", prompt, SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True))
+            )
         out: dict[str, list[int]] = {}
         while core.has_work():
             for ev in core.step():

@@ -16,8 +16,9 @@ from llmaas.engine.kernels.paged_attention import available, paged_decode
 CPU = torch.device("cpu")
 
 
-def reference(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, table: torch.Tensor, lens: torch.Tensor,
-              scale: float) -> torch.Tensor:
+def reference(
+    q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, table: torch.Tensor, lens: torch.Tensor, scale: float
+) -> torch.Tensor:
     Hkv, _, bs, D = kc.shape
     G = q.shape[1] // Hkv
     out = torch.empty_like(q, dtype=torch.float32)
@@ -32,8 +33,9 @@ def reference(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, table: torch.
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
 @pytest.mark.parametrize("G,D", [(3, 64), (1, 32), (4, 128)])
-def test_paged_decode_equals_gathered_attention(dtype: torch.dtype, tol: float, G: int, D: int,
-                                                kernel_target: str) -> None:
+def test_paged_decode_equals_gathered_attention(
+    dtype: torch.dtype, tol: float, G: int, D: int, kernel_target: str
+) -> None:
     if not available(dtype, CPU, G, D):
         pytest.skip("no C++ compiler here: the torch path runs")
     g = torch.Generator().manual_seed(G * D)
@@ -66,8 +68,7 @@ def test_engine_tokens_do_not_depend_on_the_attention_path(tiny_model_dir: Path,
             pytest.skip("no C++ compiler here: the torch path runs")
         core.runner.paged_decode = fused.ENABLED = paged
         for i, p in enumerate(prompts):
-            core.add_request(EngineRequest(f"r{i}", p, SamplingParams(max_tokens=24, temperature=0.0,
-                                                                      ignore_eos=True)))
+            core.add_request(EngineRequest(f"r{i}", p, SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)))
         out: dict[str, list[int]] = {}
         while core.has_work():
             for ev in core.step():
@@ -116,7 +117,8 @@ def test_fused_norm_and_activation_match_torch_in_bf16_and_stay_off_in_fp32(kern
     weight = torch.randn(576, generator=g).bfloat16()
     gate_up = (torch.randn(37, 2 * 1536, generator=g) * 6).bfloat16()
     kernel, reference = _with_and_without_kernels(
-        lambda: (*fused.add_rms_norm(x, delta, weight, 1e-5), fused.rms_norm(x, weight, 1e-5), fused.silu_mul(gate_up)))
+        lambda: (*fused.add_rms_norm(x, delta, weight, 1e-5), fused.rms_norm(x, weight, 1e-5), fused.silu_mul(gate_up))
+    )
     for a, b in zip(kernel, reference):
         assert a.dtype == b.dtype == torch.bfloat16 and a.shape == b.shape
         torch.testing.assert_close(a.float(), b.float(), rtol=2**-7, atol=1e-6)  # within one bf16 ulp

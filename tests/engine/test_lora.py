@@ -37,8 +37,14 @@ def adapters(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     root = tmp_path_factory.mktemp("adapters")
     a = _make_adapter(tiny_model_dir, root / "a", 1, r=4, lora_alpha=8, target_modules=list(MODULES))
     b = _make_adapter(
-        tiny_model_dir, root / "b", 2, r=2, lora_alpha=16, use_rslora=True,
-        target_modules=["q_proj", "v_proj", "down_proj"], alpha_pattern={"down_proj": 4},
+        tiny_model_dir,
+        root / "b",
+        2,
+        r=2,
+        lora_alpha=16,
+        use_rslora=True,
+        target_modules=["q_proj", "v_proj", "down_proj"],
+        alpha_pattern={"down_proj": 4},
     )
     return {"a": (root / "a", a), "b": (root / "b", b)}
 
@@ -141,7 +147,9 @@ def test_lru_keeps_at_most_max_loras(tiny_model_dir: Path, adapters: dict[str, t
         mgr.prepare(["zzz"])
 
 
-def test_refuses_what_it_cannot_apply(tiny_model_dir: Path, adapters: dict[str, tuple[Path, Any]], tmp_path: Path) -> None:
+def test_refuses_what_it_cannot_apply(
+    tiny_model_dir: Path, adapters: dict[str, tuple[Path, Any]], tmp_path: Path
+) -> None:
     import shutil
 
     mgr = LoraManager(_config(tiny_model_dir))
@@ -199,10 +207,13 @@ def test_engine_generation_matches_peft(
     def reference(model: Any) -> list[int]:
         with torch.no_grad():
             out = model.generate(
-                torch.tensor([prompt]), max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
+                torch.tensor([prompt]),
+                max_new_tokens=n_new,
+                min_new_tokens=n_new,
+                do_sample=False,
                 attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
             )
-        return out[0, len(prompt):].tolist()
+        return out[0, len(prompt) :].tolist()
 
     base = LlamaForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32).eval()
     expected = {"a": reference(adapters["a"][1]), "b": reference(adapters["b"][1]), None: reference(base)}
@@ -211,6 +222,7 @@ def test_engine_generation_matches_peft(
     async def run() -> dict[str | None, list[int]]:
         await engine.start()
         try:
+
             async def one(adapter: str | None) -> list[int]:
                 params = SamplingParams(max_tokens=n_new, temperature=0.0, ignore_eos=True)
                 ids: list[int] = []

@@ -44,14 +44,32 @@ def build_random_model(out: Path, kind: str, seed: int = 0) -> Path:
     vocab = build_byte_tokenizer(out)
     common = dict(vocab_size=vocab, bos_token_id=1, eos_token_id=2, pad_token_id=2, max_position_embeddings=512)
     if kind == "llama-bias":
-        config = LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                             num_key_value_heads=4, head_dim=32, attention_bias=True, mlp_bias=True,
-                             tie_word_embeddings=False, rope_theta=5000.0, **common)
+        config = LlamaConfig(
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            head_dim=32,
+            attention_bias=True,
+            mlp_bias=True,
+            tie_word_embeddings=False,
+            rope_theta=5000.0,
+            **common,
+        )
         cls: Any = LlamaForCausalLM
     elif kind == "qwen2":
-        config = Qwen2Config(hidden_size=96, intermediate_size=160, num_hidden_layers=3, num_attention_heads=6,
-                             num_key_value_heads=2, tie_word_embeddings=False, rope_theta=1_000_000.0,
-                             use_sliding_window=False, **common)
+        config = Qwen2Config(
+            hidden_size=96,
+            intermediate_size=160,
+            num_hidden_layers=3,
+            num_attention_heads=6,
+            num_key_value_heads=2,
+            tie_word_embeddings=False,
+            rope_theta=1_000_000.0,
+            use_sliding_window=False,
+            **common,
+        )
         cls = Qwen2ForCausalLM
     else:
         raise ValueError(kind)
@@ -113,9 +131,15 @@ def reference(model_dir: Path) -> list[tuple[list[int], torch.Tensor]]:
     hf.generation_config.eos_token_id = None
     out = []
     for p in prompts():
-        g = hf.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
-                        max_new_tokens=NEW_TOKENS, do_sample=False, output_logits=True, return_dict_in_generate=True)
-        out.append((g.sequences[0, len(p):].tolist(), torch.cat(g.logits).float()))
+        g = hf.generate(
+            torch.tensor([p]),
+            attention_mask=torch.ones(1, len(p), dtype=torch.long),
+            max_new_tokens=NEW_TOKENS,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+        out.append((g.sequences[0, len(p) :].tolist(), torch.cat(g.logits).float()))
     return out
 
 
@@ -165,7 +189,7 @@ def test_top_logprobs_match_transformers(model_dir: Path, reference: list) -> No
             assert abs(lp.logprob - float(ref_lp[j, lp.token_id])) < 1e-3
             vals, ids = ref_lp[j].topk(5)
             assert [t for t, _, _ in lp.top][:1] == ids.tolist()[:1]
-            for (tid, _, v) in lp.top:
+            for tid, _, v in lp.top:
                 assert abs(v - float(ref_lp[j, tid])) < 1e-3
             assert abs(lp.top[-1][2] - float(vals[-1])) < 1e-3
 
@@ -189,8 +213,10 @@ def test_echo_prompt_logprobs_match_transformers(model_dir: Path) -> None:
     assert all(e.prompt_logprobs is None for e in evs[1:])
 
 
-@pytest.mark.skipif(not any(f in Path("/proc/cpuinfo").read_text() for f in ("avx512_bf16", "amx_bf16")),
-                    reason="bf16 is emulated (100x slower) on this CPU")
+@pytest.mark.skipif(
+    not any(f in Path("/proc/cpuinfo").read_text() for f in ("avx512_bf16", "amx_bf16")),
+    reason="bf16 is emulated (100x slower) on this CPU",
+)
 def test_bf16_close_to_transformers_bf16(model_dir: Path) -> None:
     """bf16 rounding differs with the op order, so: first-token logits within 0.15 (log-prob units, the scale of a
     few bf16 ulps at these magnitudes) and the same first 4 greedy tokens on at least 80% of the prompts."""
@@ -203,12 +229,18 @@ def test_bf16_close_to_transformers_bf16(model_dir: Path) -> None:
     events = run_sync(engine, [EngineRequest(f"r{i}", p, greedy(max_tokens=4, logprobs=0)) for i, p in enumerate(ps)])
     same = 0
     for i, p in enumerate(ps):
-        g = hf.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long), max_new_tokens=4,
-                        do_sample=False, output_logits=True, return_dict_in_generate=True)
+        g = hf.generate(
+            torch.tensor([p]),
+            attention_mask=torch.ones(1, len(p), dtype=torch.long),
+            max_new_tokens=4,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
         ref_lp = torch.log_softmax(g.logits[0][0].float(), dim=-1)
         first = events[f"r{i}"][0].logprobs[0]  # type: ignore[index]
         assert abs(first.logprob - float(ref_lp[first.token_id])) < 0.15
-        same += tokens(events[f"r{i}"]) == g.sequences[0, len(p):].tolist()
+        same += tokens(events[f"r{i}"]) == g.sequences[0, len(p) :].tolist()
     assert same >= 8
 
 
@@ -218,10 +250,16 @@ def test_llama3_rope_scaling_matches_transformers() -> None:
 
     from llmaas.engine.models.llama import ModelArgs, _inv_freq
 
-    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-               "original_max_position_embeddings": 64}
-    config = LlamaConfig(hidden_size=64, num_attention_heads=4, rope_scaling=scaling, rope_theta=500000.0,
-                         max_position_embeddings=1024)
+    scaling = {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64,
+    }
+    config = LlamaConfig(
+        hidden_size=64, num_attention_heads=4, rope_scaling=scaling, rope_theta=500000.0, max_position_embeddings=1024
+    )
     ref, _ = ROPE_INIT_FUNCTIONS["llama3"](config, "cpu")
     args = ModelArgs.from_hf_config(config)
     assert args.rope_theta == 500000.0
@@ -258,22 +296,37 @@ def test_smollm2_greedy_matches_transformers(smollm2: tuple[Any, Any]) -> None:
     loaded = SimpleNamespace(config=hf.config, tensors=dict(hf.state_dict()), tokenizer=HFTokenizer(tok, [2]))
     spec = ModelSpec(name="smol", source="builtin:smollm2", kv_cache_mb=64)
     engine = build_chat_engine(spec, loaded, "cpu", torch.float32)
-    questions = ["What is the capital of France?", "Name three colors.", "Write a haiku about the sea.",
-                 "What is 12 + 7?"]
-    prompts_ = [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True,
-                                        return_dict=False) for q in questions]
+    questions = [
+        "What is the capital of France?",
+        "Name three colors.",
+        "Write a haiku about the sea.",
+        "What is 12 + 7?",
+    ]
+    prompts_ = [
+        tok.apply_chat_template(
+            [{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        for q in questions
+    ]
     params = dict(max_tokens=24, temperature=0.0)
-    events = run_sync(engine, [EngineRequest(f"q{i}", list(p), SamplingParams(**params)) for i, p in enumerate(prompts_)])
+    events = run_sync(
+        engine, [EngineRequest(f"q{i}", list(p), SamplingParams(**params)) for i, p in enumerate(prompts_)]
+    )
     for i, p in enumerate(prompts_):
-        ref = hf.generate(torch.tensor([list(p)]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
-                          max_new_tokens=24, do_sample=False)[0, len(p):].tolist()
+        ref = hf.generate(
+            torch.tensor([list(p)]),
+            attention_mask=torch.ones(1, len(p), dtype=torch.long),
+            max_new_tokens=24,
+            do_sample=False,
+        )[0, len(p) :].tolist()
         assert tokens(events[f"q{i}"]) == ref
     paris = "".join(e.text for e in events["q0"])
     assert paris.startswith("The capital of France is Paris.")
 
 
-def test_long_and_short_contexts_decode_in_separate_groups(model_dir: Path, reference: list,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_long_and_short_contexts_decode_in_separate_groups(
+    model_dir: Path, reference: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A long conversation beside short ones: the decodes split into length groups, outputs unchanged."""
     from llmaas.engine import runner
     from llmaas.engine.runner import _length_buckets

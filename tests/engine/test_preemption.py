@@ -43,9 +43,14 @@ def run(eng: AsyncEngine, reqs: list[EngineRequest]) -> dict[str, list[TokenEven
 
 def workload() -> list[EngineRequest]:
     rng = random.Random(1)
-    return [EngineRequest(f"r{i}", [rng.randrange(3, 259) for _ in range(rng.randrange(5, 40))],
-                          SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True, logprobs=1))
-            for i in range(10)]
+    return [
+        EngineRequest(
+            f"r{i}",
+            [rng.randrange(3, 259) for _ in range(rng.randrange(5, 40))],
+            SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True, logprobs=1),
+        )
+        for i in range(10)
+    ]
 
 
 def test_preemption_keeps_outputs_identical(loaded: Any) -> None:
@@ -70,8 +75,13 @@ def test_prompt_larger_than_cache_is_refused_not_crashing(loaded: Any) -> None:
     spec, lm = loaded
     eng = build_chat_engine(spec, lm, "cpu", torch.float32, num_blocks=8)  # max_model_len becomes 32
     assert eng.max_model_len == 32
-    out = run(eng, [EngineRequest("big", list(range(3, 60)), SamplingParams(max_tokens=4)),
-                    EngineRequest("ok", list(range(3, 20)), SamplingParams(max_tokens=100, ignore_eos=True))])
+    out = run(
+        eng,
+        [
+            EngineRequest("big", list(range(3, 60)), SamplingParams(max_tokens=4)),
+            EngineRequest("ok", list(range(3, 20)), SamplingParams(max_tokens=100, ignore_eos=True)),
+        ],
+    )
     assert out["big"][-1].finish_reason == FinishReason.ERROR
     assert out["ok"][-1].finish_reason == FinishReason.LENGTH and out["ok"][-1].num_output_tokens == 32 - 17
 

@@ -75,17 +75,26 @@ def test_constrained_requests_cross_the_process_boundary(setup: tuple) -> None: 
     from llmaas.engine.types import GrammarSpec
 
     spec, settings, loaded = setup
-    only_one = {"type": "object", "properties": {"a": {"const": "xy"}, "b": {"enum": [True]}},
-                "required": ["a", "b"], "additionalProperties": False}
+    only_one = {
+        "type": "object",
+        "properties": {"a": {"const": "xy"}, "b": {"enum": [True]}},
+        "required": ["a", "b"],
+        "additionalProperties": False,
+    }
     grammar = compile_grammar(loaded.tokenizer, GrammarSpec("json_schema", json.dumps(only_one)))  # type: ignore[attr-defined]
     engine = EngineProcess(spec, loaded, torch.device("cpu"), torch.float32, settings)
 
     async def go() -> list[str]:
         await engine.start()
         try:
-            reqs = [EngineRequest(f"g{i}", prompts(loaded)[i], SamplingParams(max_tokens=48, temperature=1.0, seed=i,
-                                                                             grammar=grammar, ignore_eos=True))
-                    for i in range(3)]
+            reqs = [
+                EngineRequest(
+                    f"g{i}",
+                    prompts(loaded)[i],
+                    SamplingParams(max_tokens=48, temperature=1.0, seed=i, grammar=grammar, ignore_eos=True),
+                )
+                for i in range(3)
+            ]
             runs = await asyncio.gather(*(collect(engine, r) for r in reqs))
             return ["".join(ev.text for ev in evs) for evs in runs]
         finally:

@@ -134,8 +134,9 @@ def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny-gpt2")
     vocab = build_byte_tokenizer(out)
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=128, n_embd=32, n_layer=2, n_head=2,
-                                       bos_token_id=1, eos_token_id=2))
+    model = GPT2LMHeadModel(
+        GPT2Config(vocab_size=vocab, n_positions=128, n_embd=32, n_layer=2, n_head=2, bos_token_id=1, eos_token_id=2)
+    )
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() >= 2:
@@ -158,9 +159,14 @@ def test_unknown_architecture_uses_fallback(tiny_gpt2_dir: Path, tmp_path: Path)
     prompt = engine.tokenizer.encode("Once upon a time")
     ref = GPT2LMHeadModel.from_pretrained(str(tiny_gpt2_dir), dtype=torch.float32).eval()
     with torch.no_grad():
-        out = ref.generate(torch.tensor([prompt]), max_new_tokens=10, min_new_tokens=10, do_sample=False,
-                           attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
-    expected = out[0, len(prompt):].tolist()
+        out = ref.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=10,
+            min_new_tokens=10,
+            do_sample=False,
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+        )
+    expected = out[0, len(prompt) :].tolist()
 
     async def collect(req: EngineRequest) -> list:  # type: ignore[type-arg]
         return [ev async for ev in engine.generate(req)]
@@ -178,19 +184,27 @@ def test_unknown_architecture_uses_fallback(tiny_gpt2_dir: Path, tmp_path: Path)
 
             text = engine.tokenizer.decode(expected)
             stop = text[3:5]
-            evs = await collect(EngineRequest("b", prompt, SamplingParams(max_tokens=10, temperature=0.0,
-                                                                          ignore_eos=True, stop=[stop])))
+            evs = await collect(
+                EngineRequest("b", prompt, SamplingParams(max_tokens=10, temperature=0.0, ignore_eos=True, stop=[stop]))
+            )
             assert "".join(ev.text for ev in evs) == text[: text.index(stop)]
             assert evs[-1].finish_reason.value == "stop"  # type: ignore[union-attr]
 
             seeded = SamplingParams(max_tokens=8, temperature=1.0, seed=5, ignore_eos=True)
-            runs = [[t for ev in await collect(EngineRequest(f"s{i}", prompt, seeded)) for t in ev.token_ids]
-                    for i in range(2)]
+            runs = [
+                [t for ev in await collect(EngineRequest(f"s{i}", prompt, seeded)) for t in ev.token_ids]
+                for i in range(2)
+            ]
             assert runs[0] == runs[1]
 
             grammar = engine.tokenizer.compile_grammar(GrammarSpec("json_schema", '{"enum": ["yes", "no"]}'))
-            evs = await collect(EngineRequest("j", prompt, SamplingParams(max_tokens=20, temperature=1.0, seed=3, grammar=grammar,
-                                                                          ignore_eos=True)))
+            evs = await collect(
+                EngineRequest(
+                    "j",
+                    prompt,
+                    SamplingParams(max_tokens=20, temperature=1.0, seed=3, grammar=grammar, ignore_eos=True),
+                )
+            )
             assert "".join(ev.text for ev in evs) in ('"yes"', '"no"') and evs[-1].finish_reason.value == "stop"  # type: ignore[union-attr]
 
             stream = engine.generate(EngineRequest("c", prompt, SamplingParams(max_tokens=100, temperature=0.0)))
@@ -225,13 +239,25 @@ def test_fallback_streams_advance_together_and_survive_preemption(tiny_gpt2_dir:
     preemptions = []
 
     def run(indices: list[int], num_blocks: int) -> dict[str, list[int]]:
-        scheduler = Scheduler(KVCacheManager(num_blocks, 4), max_num_seqs=3, max_num_batched_tokens=16,
-                              max_model_len=128, eos_token_ids=list(tok.eos_token_ids))
-        core = EngineCore(HFRunner(model, torch.device("cpu"), 259), scheduler, Sampler(tok), tok,
-                          IncrementalDetokenizer, max_model_len=128)
+        scheduler = Scheduler(
+            KVCacheManager(num_blocks, 4),
+            max_num_seqs=3,
+            max_num_batched_tokens=16,
+            max_model_len=128,
+            eos_token_ids=list(tok.eos_token_ids),
+        )
+        core = EngineCore(
+            HFRunner(model, torch.device("cpu"), 259),
+            scheduler,
+            Sampler(tok),
+            tok,
+            IncrementalDetokenizer,
+            max_model_len=128,
+        )
         for i in indices:
-            core.add_request(EngineRequest(f"r{i}", prompts[i], SamplingParams(max_tokens=20, temperature=0.0,
-                                                                               ignore_eos=True)))
+            core.add_request(
+                EngineRequest(f"r{i}", prompts[i], SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True))
+            )
         out: dict[str, list[int]] = {}
         while core.has_work():
             for ev in core.step():

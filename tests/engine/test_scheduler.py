@@ -10,9 +10,13 @@ from llmaas.engine.types import BATCH, RequestStatus, SamplingParams
 EOS = 2
 
 
-def make(num_blocks: int = 64, block_size: int = 4, budget: int = 16, max_num_seqs: int = 8, max_len: int = 256) -> Scheduler:
+def make(
+    num_blocks: int = 64, block_size: int = 4, budget: int = 16, max_num_seqs: int = 8, max_len: int = 256
+) -> Scheduler:
     kv = KVCacheManager(num_blocks, block_size)
-    return Scheduler(kv, max_num_seqs=max_num_seqs, max_num_batched_tokens=budget, max_model_len=max_len, eos_token_ids=[EOS])
+    return Scheduler(
+        kv, max_num_seqs=max_num_seqs, max_num_batched_tokens=budget, max_model_len=max_len, eos_token_ids=[EOS]
+    )
 
 
 def req(rid: str, n_prompt: int, max_tokens: int = 4, first: int = 10, **kw: object) -> Request:
@@ -69,7 +73,11 @@ def test_ignore_eos_and_stop_token_ids() -> None:
     for r in (a, b, c):
         s.add_request(r)
     step(s, token=EOS)
-    assert (a.status, b.status, c.status) == (RequestStatus.RUNNING, RequestStatus.FINISHED_STOPPED, RequestStatus.RUNNING)
+    assert (a.status, b.status, c.status) == (
+        RequestStatus.RUNNING,
+        RequestStatus.FINISHED_STOPPED,
+        RequestStatus.RUNNING,
+    )
     step(s, token=9)
     assert (a.status, c.status) == (RequestStatus.RUNNING, RequestStatus.FINISHED_STOPPED)
 
@@ -145,8 +153,12 @@ def test_siblings_wait_one_step_to_share_a_prompt() -> None:
     out = step(s)
     assert [(q.request.request_id, q.num_new) for q in out.seqs] == [("n0", 13), ("other", 6)]
     out = step(s)
-    assert [(q.request.request_id, q.start, q.num_new) for q in out.seqs] == [("n0", 13, 1), ("other", 6, 1),
-                                                                             ("n1", 12, 1), ("n2", 12, 1)]
+    assert [(q.request.request_id, q.start, q.num_new) for q in out.seqs] == [
+        ("n0", 13, 1),
+        ("other", 6, 1),
+        ("n1", 12, 1),
+        ("n2", 12, 1),
+    ]
     assert s.requests["n1"].num_cached_tokens == 12
 
 

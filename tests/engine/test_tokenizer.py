@@ -49,7 +49,10 @@ def test_chat_template(tok: HFTokenizer) -> None:
     ids = tok.apply_chat_template([{"role": "user", "content": "hi"}])
     assert tok.decode(ids, skip_special_tokens=False) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     assert ids[0] == 1 and ids.count(1) == 2  # specials encoded once, as single ids
-    parts = [{"type": "text", "text": "h"}, {"type": "text", "text": "i"}]  # joined with a newline, as the chat route does
+    parts = [
+        {"type": "text", "text": "h"},
+        {"type": "text", "text": "i"},
+    ]  # joined with a newline, as the chat route does
     assert tok.apply_chat_template([{"role": "user", "content": parts}]) == tok.apply_chat_template(
         [{"role": "user", "content": "h\ni"}]
     )
@@ -74,6 +77,10 @@ def test_template_error_is_invalid_request(tiny_model_dir: Path) -> None:
 def test_flatten_content_is_the_one_joining_rule() -> None:
     """Text parts are joined with a newline (vLLM's and llama.cpp's rule); parts without text are left out."""
     assert flatten_content(None) == "" and flatten_content("as is") == "as is"
-    parts = [{"type": "text", "text": "Hi"}, {"type": "image_url", "image_url": {"url": "x"}}, {"type": "text", "text": "there"}]
+    parts = [
+        {"type": "text", "text": "Hi"},
+        {"type": "image_url", "image_url": {"url": "x"}},
+        {"type": "text", "text": "there"},
+    ]
     assert flatten_content(parts) == "Hi\nthere"
     assert flatten_content([{"type": "output_text", "text": "ok"}, {"type": "refusal", "refusal": "no"}]) == "ok\nno"

@@ -32,8 +32,17 @@ class FakeEngine:
         yield TokenEvent(request_id="r", token_ids=[], text="", finished=True, num_output_tokens=3)
 
     def stats(self) -> EngineStats:
-        return EngineStats(waiting=2, running=5, kv_blocks_total=100, kv_blocks_used=25, last_step_seqs=5,
-                           last_step_tokens=40, steps=7, prefix_cache_hits=3, prefix_cache_queries=9)
+        return EngineStats(
+            waiting=2,
+            running=5,
+            kv_blocks_total=100,
+            kv_blocks_used=25,
+            last_step_seqs=5,
+            last_step_tokens=40,
+            steps=7,
+            prefix_cache_hits=3,
+            prefix_cache_queries=9,
+        )
 
 
 class FakeModels:
@@ -66,14 +75,16 @@ class FakeMeter:
             raise RateLimited("Rate limit reached", retry_after=1)
         return Reservation(principal, model, tokens, request_id, route)
 
-    async def settle(self, reservation: Reservation, *, prompt_tokens: int, completion_tokens: int, status: int,
-                     latency_s: float) -> None:
+    async def settle(
+        self, reservation: Reservation, *, prompt_tokens: int, completion_tokens: int, status: int, latency_s: float
+    ) -> None:
         self.settled.append((prompt_tokens, completion_tokens))
 
 
 def ops_settings(**kw: Any) -> Settings:
-    return Settings(models=[ModelSpec(name="chat-a", source="x"), ModelSpec(name="emb-b", source="y", kind="embedding")],
-                    **kw)
+    return Settings(
+        models=[ModelSpec(name="chat-a", source="x"), ModelSpec(name="emb-b", source="y", kind="embedding")], **kw
+    )
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:
@@ -93,15 +104,18 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(LlmaasError)
     async def _err(request: Request, exc: LlmaasError) -> JSONResponse:
-        return JSONResponse({"error": {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}},
-                            status_code=exc.status)
+        return JSONResponse(
+            {"error": {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}},
+            status_code=exc.status,
+        )
 
     @app.post("/v1/things/{thing_id}")
     async def thing(thing_id: str, request: Request) -> StreamingResponse:
         body = await request.json()
         state = request.app.state
-        res = await state.meter.admit(Principal("p", key_prefix="sk-abc"), model=body["model"], route="t",
-                                      request_id="r", tokens=10)
+        res = await state.meter.admit(
+            Principal("p", key_prefix="sk-abc"), model=body["model"], route="t", request_id="r", tokens=10
+        )
         engine = state.models.chat(body["model"])
 
         async def stream() -> AsyncIterator[bytes]:

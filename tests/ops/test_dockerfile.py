@@ -42,7 +42,9 @@ def test_multi_stage_non_root_with_healthcheck() -> None:
     assert len(froms) >= 2 and any(" AS build" in f for f in froms)
     runtime = ins[max(i for i, (w, _) in enumerate(ins) if w == "FROM") :]
     users = [rest for word, rest in runtime if word == "USER"]
-    assert users and re.fullmatch(r"[1-9]\d*(:\d+)?", users[-1]), "the runtime stage must run as a numeric non-root user"
+    assert users and re.fullmatch(r"[1-9]\d*(:\d+)?", users[-1]), (
+        "the runtime stage must run as a numeric non-root user"
+    )
     health = [rest for word, rest in runtime if word == "HEALTHCHECK"]
     assert health and "/health" in health[0]
     entry = [rest for word, rest in runtime if word == "ENTRYPOINT"]

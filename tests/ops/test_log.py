@@ -18,8 +18,11 @@ def run_and_capture(settings: Any, **request: Any) -> list[str]:
     log.configure_logging(settings, stream=stream)
     try:
         with TestClient(build_app(settings)) as c:
-            c.post("/v1/things/abc123", json={"model": "chat-a", "prompt": "MY SECRET PROMPT"},
-                   headers={"X-Request-ID": "rid-42", "Authorization": "Bearer sk-live-SECRETKEY"})
+            c.post(
+                "/v1/things/abc123",
+                json={"model": "chat-a", "prompt": "MY SECRET PROMPT"},
+                headers={"X-Request-ID": "rid-42", "Authorization": "Bearer sk-live-SECRETKEY"},
+            )
     finally:
         log.configure_logging(ops_settings())  # back to plain on stderr
     return [line for line in stream.getvalue().splitlines() if line]

@@ -57,15 +57,23 @@ def cli(root: Path, env: dict[str, str], *args: str) -> str:
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "llmaas", *args], cwd=root, env={**os.environ, **env},
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "llmaas", *args],
+        cwd=root,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout
 
 
 def training_jsonl() -> bytes:
-    rows = [{"messages": [{"role": "user", "content": f"Say {w}."}, {"role": "assistant", "content": w}]}
-            for w in ("red", "green", "blue", "cyan")]
+    rows = [
+        {"messages": [{"role": "user", "content": f"Say {w}."}, {"role": "assistant", "content": w}]}
+        for w in ("red", "green", "blue", "cyan")
+    ]
     return "\n".join(json.dumps(r) for r in rows).encode()
 
 
@@ -115,15 +123,24 @@ def test_two_replicas_one_worker_behave_as_one_service(tmp_path: Path, tiny_mode
 
         # --- a file uploaded to A is visible on B
         data = training_jsonl()
-        r = A.post("/v1/files", files={"file": ("train.jsonl", data, "application/jsonl")}, data={"purpose": "fine-tune"})
+        r = A.post(
+            "/v1/files", files={"file": ("train.jsonl", data, "application/jsonl")}, data={"purpose": "fine-tune"}
+        )
         assert r.status_code == 200, r.text
         file_id = r.json()["id"]
         assert B.get(f"/v1/files/{file_id}").json()["id"] == file_id
         assert B.get(f"/v1/files/{file_id}/content").content == data
 
         # --- a fine-tune created on A is trained by the worker; both replicas serve its model
-        r = A.post("/v1/fine_tuning/jobs", json={"model": "tiny", "training_file": file_id, "suffix": "so",
-                                                  "hyperparameters": {"n_epochs": 1, "batch_size": 2}})
+        r = A.post(
+            "/v1/fine_tuning/jobs",
+            json={
+                "model": "tiny",
+                "training_file": file_id,
+                "suffix": "so",
+                "hyperparameters": {"n_epochs": 1, "batch_size": 2},
+            },
+        )
         assert r.status_code == 200, r.text
         job_id = r.json()["id"]
         worker_cfg = tmp_path / "worker.yaml"

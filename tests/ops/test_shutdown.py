@@ -23,19 +23,26 @@ MAX_TOKENS = 400  # the tiny model's context is 512: long enough to be mid-strea
 
 
 def stream_chat(url: str, key: str, out: dict[str, Any], started: threading.Event) -> None:
-    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": MAX_TOKENS,
-            "stream": True, "ignore_eos": True, "stream_options": {"include_usage": True}}
+    body = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": MAX_TOKENS,
+        "stream": True,
+        "ignore_eos": True,
+        "stream_options": {"include_usage": True},
+    }
     out["chunks_at"] = []
     try:
-        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=120,
-                          headers={"Authorization": f"Bearer {key}"}) as r:
+        with httpx.stream(
+            "POST", f"{url}/v1/chat/completions", json=body, timeout=120, headers={"Authorization": f"Bearer {key}"}
+        ) as r:
             out["status"] = r.status_code
             for line in r.iter_lines():
                 if not line.startswith("data: "):
                     continue
                 started.set()
                 out["chunks_at"].append(time.monotonic())
-                data = line[len("data: "):]
+                data = line[len("data: ") :]
                 if data == "[DONE]":
                     out["done"] = True
                 elif (chunk := json.loads(data)).get("usage"):
@@ -46,7 +53,9 @@ def stream_chat(url: str, key: str, out: dict[str, Any], started: threading.Even
         started.set()
 
 
-def sigterm_during_streams(tmp_path: Path, model_dir: Path, grace_s: float) -> tuple[list[dict[str, Any]], float, list[Any], str]:
+def sigterm_during_streams(
+    tmp_path: Path, model_dir: Path, grace_s: float
+) -> tuple[list[dict[str, Any]], float, list[Any], str]:
     """Start a server, open STREAMS streams, SIGTERM once all produce output; return results, SIGTERM time, usage."""
     config = {
         "models": [{"name": "tiny", "source": str(model_dir), "kind": "chat", "kv_cache_mb": 16}],
@@ -60,8 +69,10 @@ def sigterm_during_streams(tmp_path: Path, model_dir: Path, grace_s: float) -> t
         assert server.url and server.api_key, server.output
         results: list[dict[str, Any]] = [{} for _ in range(STREAMS)]
         events = [threading.Event() for _ in range(STREAMS)]
-        threads = [threading.Thread(target=stream_chat, args=(server.url, server.api_key, results[i], events[i]))
-                   for i in range(STREAMS)]
+        threads = [
+            threading.Thread(target=stream_chat, args=(server.url, server.api_key, results[i], events[i]))
+            for i in range(STREAMS)
+        ]
         for t in threads:
             t.start()
         for e in events:

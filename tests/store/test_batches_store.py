@@ -23,14 +23,32 @@ from llmaas.training.files import FileValidationError
 def make(store: Store, n: int = 3, project: str = "default") -> str:
     lines = [InputLine(f"c{i}", "/v1/embeddings", {"model": "m", "input": str(i)}) for i in range(n)]
     with store.session() as s:
-        return J.create_batch(s, project_id=project, key_id=None, endpoint="/v1/embeddings", input_file_id="file-x",
-                              completion_window="24h", metadata=None, lines=lines, error=None).id
+        return J.create_batch(
+            s,
+            project_id=project,
+            key_id=None,
+            endpoint="/v1/embeddings",
+            input_file_id="file-x",
+            completion_window="24h",
+            metadata=None,
+            lines=lines,
+            error=None,
+        ).id
 
 
 def usage(request_id: str) -> dict[str, object]:
-    return {"project_id": "default", "key_id": None, "model": "m", "route": "batch:/v1/embeddings",
-            "request_id": request_id, "prompt_tokens": 3, "completion_tokens": 0, "status": 200, "latency_ms": 1,
-            "created_at": int(time.time())}
+    return {
+        "project_id": "default",
+        "key_id": None,
+        "model": "m",
+        "route": "batch:/v1/embeddings",
+        "request_id": request_id,
+        "prompt_tokens": 3,
+        "completion_tokens": 0,
+        "status": 200,
+        "latency_ms": 1,
+        "created_at": int(time.time()),
+    }
 
 
 def test_only_the_lease_holder_records_and_each_line_once(store: Store) -> None:
@@ -79,7 +97,11 @@ def test_finalize_writes_files_in_input_order(store: Store, tmp_path: Path) -> N
     with store.session() as s:
         batch = J.get_batch(s, batch_id, project_id="default")
         d = J.batch_to_dict(batch)
-        assert d["status"] == "expired" and d["expired_at"] and d["request_counts"] == {"total": 3, "completed": 2, "failed": 1}
+        assert (
+            d["status"] == "expired"
+            and d["expired_at"]
+            and d["request_counts"] == {"total": 3, "completed": 2, "failed": 1}
+        )
         with blobs.open(batch.output_file_id) as f:
             assert [json.loads(x)["custom_id"] for x in f.read().splitlines()] == ["c0", "c2"]
         with blobs.open(batch.error_file_id) as f:
@@ -120,7 +142,9 @@ def test_input_validation_names_the_line() -> None:
     assert "more than 2" in check("".join(ok % (i, "/v1/embeddings", "m") for i in range(3)))
     assert "longer than" in check(ok % ("a" * 300, "/v1/embeddings", "m"))
     assert "no requests" in check("\n\n")
-    assert check('{"custom_id": "a", "method": "GET", "url": "/v1/embeddings", "body": {}}').startswith("line 1: 'method'")
+    assert check('{"custom_id": "a", "method": "GET", "url": "/v1/embeddings", "body": {}}').startswith(
+        "line 1: 'method'"
+    )
 
 
 def test_migration_matches_the_tables(store: Store) -> None:

@@ -11,12 +11,16 @@ from llmaas.store import responses_crud as crud
 from llmaas.store.db import Store, now
 
 
-def save(store: Store, rid: str, prev: str | None = None, project: str = "default", expires_at: int | None = None) -> None:
+def save(
+    store: Store, rid: str, prev: str | None = None, project: str = "default", expires_at: int | None = None
+) -> None:
     body: dict[str, Any] = {"id": rid, "model": "tiny", "status": "completed", "previous_response_id": prev,
                             "created_at": now(), "output": [{"id": f"{rid}-out", "type": "message", "text": f"{rid} answer"}]}  # fmt: skip
     inputs = [{"id": f"{rid}-in{i}", "type": "message", "text": f"{rid} q{i}"} for i in range(2)]
     with store.session() as s:
-        crud.save_response(s, project_id=project, body=body, input_items=inputs, output_items=body["output"], expires_at=expires_at)
+        crud.save_response(
+            s, project_id=project, body=body, input_items=inputs, output_items=body["output"], expires_at=expires_at
+        )
 
 
 def test_migration_0003_matches_the_models(store: Store) -> None:
@@ -43,7 +47,9 @@ def test_conversation_walks_the_chain_in_order(store: Store) -> None:
     with store.session() as s:
         crud.delete_response(s, "resp_a", project_id="default")
     with store.session() as s:
-        assert [i["text"] for i in crud.conversation(s, "resp_c", project_id="default")][0] == "resp_b q0"  # gone is gone
+        assert [i["text"] for i in crud.conversation(s, "resp_c", project_id="default")][
+            0
+        ] == "resp_b q0"  # gone is gone
         with pytest.raises(NotFound):
             crud.conversation(s, "resp_a", project_id="default")
 

@@ -41,7 +41,9 @@ def test_projects_crud(store: Store) -> None:
         assert {p.id for p in crud.list_projects(s)} == {"default", "acme"}
 
 
-@pytest.mark.parametrize("bad", ["x' OR '1'='1", "../etc/passwd", "a/b", "", "a b", "..", "%00", "a;drop table projects"])
+@pytest.mark.parametrize(
+    "bad", ["x' OR '1'='1", "../etc/passwd", "a/b", "", "a b", "..", "%00", "a;drop table projects"]
+)
 def test_bad_ids_are_not_found(store: Store, bad: str) -> None:
     with store.session() as s:
         with pytest.raises(NotFound):
@@ -73,14 +75,54 @@ def test_owned_rows_are_invisible_to_other_projects(store: Store) -> None:
 def test_usage_summary_groups(store: Store) -> None:
     day = 86400 * 20000
     rows = [
-        dict(project_id="default", key_id="k1", model="m1", route="chat", request_id="r1", prompt_tokens=3,
-             completion_tokens=4, status=200, latency_ms=5, created_at=day + 10),
-        dict(project_id="default", key_id="k2", model="m2", route="chat", request_id="r2", prompt_tokens=1,
-             completion_tokens=1, status=200, latency_ms=5, created_at=day + 86400 + 10),
-        dict(project_id="default", key_id="k2", model="m2", route="chat", request_id="r4", prompt_tokens=1,
-             completion_tokens=1, status=429, latency_ms=5, created_at=day + 86400 + 5000),
-        dict(project_id="other", key_id="k3", model="m1", route="chat", request_id="r3", prompt_tokens=100,
-             completion_tokens=100, status=200, latency_ms=5, created_at=day + 10),
+        dict(
+            project_id="default",
+            key_id="k1",
+            model="m1",
+            route="chat",
+            request_id="r1",
+            prompt_tokens=3,
+            completion_tokens=4,
+            status=200,
+            latency_ms=5,
+            created_at=day + 10,
+        ),
+        dict(
+            project_id="default",
+            key_id="k2",
+            model="m2",
+            route="chat",
+            request_id="r2",
+            prompt_tokens=1,
+            completion_tokens=1,
+            status=200,
+            latency_ms=5,
+            created_at=day + 86400 + 10,
+        ),
+        dict(
+            project_id="default",
+            key_id="k2",
+            model="m2",
+            route="chat",
+            request_id="r4",
+            prompt_tokens=1,
+            completion_tokens=1,
+            status=429,
+            latency_ms=5,
+            created_at=day + 86400 + 5000,
+        ),
+        dict(
+            project_id="other",
+            key_id="k3",
+            model="m1",
+            route="chat",
+            request_id="r3",
+            prompt_tokens=100,
+            completion_tokens=100,
+            status=200,
+            latency_ms=5,
+            created_at=day + 10,
+        ),
     ]
     with store.session() as s:
         crud.insert_usage(s, rows)

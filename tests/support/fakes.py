@@ -128,12 +128,22 @@ class FakeEngine:
                 else:
                     await asyncio.sleep(0)
                 if "FAIL" in prompt and (out >= 3 or "LATEFAIL" not in prompt):
-                    yield TokenEvent(request.request_id, [], "", finished=True, finish_reason=FinishReason.ERROR, error="boom (client-safe)")
+                    yield TokenEvent(
+                        request.request_id,
+                        [],
+                        "",
+                        finished=True,
+                        finish_reason=FinishReason.ERROR,
+                        error="boom (client-safe)",
+                    )
                     return
                 out += 1
                 lp = None
                 if p.logprobs is not None:
-                    top = [(t, self.tokenizer.token_text(t), -0.1 * (k + 1)) for k, t in enumerate(range(70, 70 + p.logprobs))]
+                    top = [
+                        (t, self.tokenizer.token_text(t), -0.1 * (k + 1))
+                        for k, t in enumerate(range(70, 70 + p.logprobs))
+                    ]
                     lp = [TokenLogprob(tok, self.tokenizer.token_text(tok), -0.05, top)]
                 eos = tok in self.tokenizer.eos_token_ids and not p.ignore_eos
                 if not eos:
@@ -145,14 +155,20 @@ class FakeEngine:
                 done = eos or stop_hit is not None or out >= p.max_tokens
                 hold = 0 if done or not p.stop else max(len(s) for s in p.stop) - 1  # a stop may be starting
                 visible = full[: max(len(sent_text), len(full) - hold)]
-                new_text = visible[len(sent_text):]
+                new_text = visible[len(sent_text) :]
                 sent_text = visible
                 reason = None
                 if done:
-                    reason = FinishReason.LENGTH if (out >= p.max_tokens and not eos and stop_hit is None) else FinishReason.STOP
+                    reason = (
+                        FinishReason.LENGTH
+                        if (out >= p.max_tokens and not eos and stop_hit is None)
+                        else FinishReason.STOP
+                    )
                 prompt_lps = None
                 if first and request.echo_prompt_logprobs:
-                    prompt_lps = [None] + [TokenLogprob(t, self.tokenizer.token_text(t), -1.0, []) for t in request.prompt_token_ids[1:]]
+                    prompt_lps = [None] + [
+                        TokenLogprob(t, self.tokenizer.token_text(t), -1.0, []) for t in request.prompt_token_ids[1:]
+                    ]
                 yield TokenEvent(
                     request.request_id,
                     [tok],

@@ -30,7 +30,12 @@ import yaml
 LISTENING = re.compile(r"listening on (http://\S+?) ")
 ADMIN_KEY = re.compile(r"admin API key .*?: (sk-\S+)")
 START_TIMEOUT_S = float(os.environ.get("LLMAAS_E2E_START_TIMEOUT", "300"))
-QUIET_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+QUIET_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONUNBUFFERED": "1",
+}
 
 
 class LlmaasProcess:
@@ -70,8 +75,9 @@ class LlmaasProcess:
     def api(self, method: str, path: str, key: str | None = None, **kw: Any) -> httpx.Response:
         """A request with `key` (default: the admin key it printed) as the bearer token."""
         key = self.api_key if key is None else key
-        return httpx.request(method, f"{self.url}{path}", headers={"Authorization": f"Bearer {key}"} if key else {},
-                             timeout=30, **kw)
+        return httpx.request(
+            method, f"{self.url}{path}", headers={"Authorization": f"Bearer {key}"} if key else {}, timeout=30, **kw
+        )
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
@@ -120,15 +126,23 @@ class LlmaasProcess:
             self.proc.stdout.close()
 
 
-def serve(root: Path, config: dict[str, Any] | None = None, *flags: str, auth: bool = True, worker: bool = True,
-          env: Mapping[str, str | None] | None = None, wait: bool = True) -> LlmaasProcess:
+def serve(
+    root: Path,
+    config: dict[str, Any] | None = None,
+    *flags: str,
+    auth: bool = True,
+    worker: bool = True,
+    env: Mapping[str, str | None] | None = None,
+    wait: bool = True,
+) -> LlmaasProcess:
     """Start `llmaas serve` on a free loopback port; with `wait`, return once ready (and, with auth, its admin key)."""
     root.mkdir(parents=True, exist_ok=True)
     config = {"data_dir": str(root / "data"), **(config or {})}
     (root / "llmaas.yaml").write_text(yaml.safe_dump(config))
     flags = (*([] if auth else ["--no-auth"]), *([] if worker else ["--no-worker"]), *flags)
-    server = LlmaasProcess(["serve", "--config", str(root / "llmaas.yaml"), "--host", "127.0.0.1", "--port", "0", *flags],
-                           root, env)
+    server = LlmaasProcess(
+        ["serve", "--config", str(root / "llmaas.yaml"), "--host", "127.0.0.1", "--port", "0", *flags], root, env
+    )
     server.data_dir = Path(config["data_dir"])
     if wait:
         server.wait_ready()

@@ -25,7 +25,9 @@ def test_batch_lines_spend_the_budget_not_the_interactive_rate(store: Store) -> 
             crud.create_project(s, project_id="acme", name="Acme", rpm=1, monthly_token_budget=300)
         _row, secret = keys.create_key(store, project_id="acme", name="a")
         principal = await Authenticator(KeyDirectory(store)).authenticate(f"Bearer {secret}")
-        tenancy = TenancyMeter(store=store, directory=KeyDirectory(store), limiter=InProcessLimiter(), usage=UsageWriter(store))
+        tenancy = TenancyMeter(
+            store=store, directory=KeyDirectory(store), limiter=InProcessLimiter(), usage=UsageWriter(store)
+        )
         batch = BatchMeter(tenancy, rpm=2, tpm=None)
         period = month_period()
 
@@ -34,7 +36,9 @@ def test_batch_lines_spend_the_budget_not_the_interactive_rate(store: Store) -> 
         b = await batch.line().admit(principal, model="m", route="/v1/embeddings", request_id="b", tokens=100)
         with pytest.raises(RateLimited):
             await batch.line().admit(principal, model="m", route="/v1/embeddings", request_id="c", tokens=1)
-        await tenancy.admit(principal, model="m", route="/v1/embeddings", request_id="i", tokens=50)  # interactive: own rate
+        await tenancy.admit(
+            principal, model="m", route="/v1/embeddings", request_id="i", tokens=50
+        )  # interactive: own rate
         with store.session() as s:
             assert crud.budget_used(s, scope="project:acme", period=period) == 250  # reserved before anything runs
 
@@ -47,8 +51,11 @@ def test_batch_lines_spend_the_budget_not_the_interactive_rate(store: Store) -> 
         with store.session() as s:
             assert crud.budget_used(s, scope="project:acme", period=period) == 150
         with pytest.raises(QuotaExceeded):  # 150 used of 300: a line reserving 200 cannot overspend
-            await BatchMeter(tenancy, rpm=None, tpm=None).line().admit(
-                principal, model="m", route="/v1/embeddings", request_id="d", tokens=200)
+            await (
+                BatchMeter(tenancy, rpm=None, tpm=None)
+                .line()
+                .admit(principal, model="m", route="/v1/embeddings", request_id="d", tokens=200)
+            )
         assert b.route == "batch:/v1/embeddings"
 
     asyncio.run(run())

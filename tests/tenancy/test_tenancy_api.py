@@ -82,8 +82,11 @@ def test_admin_flow_me_usage_and_isolation(api) -> None:
             assert r.status_code == 200 and r.json()["id"] == "acme"
             _is_error(await c.post("/admin/projects", json={"id": "acme", "name": "x"}, headers=_h(admin)), 409)
             await c.post("/admin/projects", json={"id": "other", "name": "Other"}, headers=_h(admin))
-            r = await c.post("/admin/keys", json={"project_id": "acme", "name": "ci", "models": ["m1"], "tpm": 1000},
-                             headers=_h(admin))
+            r = await c.post(
+                "/admin/keys",
+                json={"project_id": "acme", "name": "ci", "models": ["m1"], "tpm": 1000},
+                headers=_h(admin),
+            )
             created = r.json()
             secret, key_id = created["key"], created["id"]
             assert secret.startswith("sk-") and created["prefix"] == secret[:12]
@@ -102,10 +105,17 @@ def test_admin_flow_me_usage_and_isolation(api) -> None:
             assert r.headers["x-ratelimit-remaining-tokens"] == "993"
             await tenancy.usage.flush()
             usage = (await c.get("/v1/usage", params={"group_by": "key"}, headers=_h(secret))).json()
-            assert usage == {"object": "list", "data": [
-                {"group": key_id, "requests": 1, "prompt_tokens": 7, "completion_tokens": 0, "total_tokens": 7}]}
-            day = (await c.get("/v1/usage", params={"group_by": "day", "start": 0, "end": int(time.time()) + 9},
-                               headers=_h(secret))).json()
+            assert usage == {
+                "object": "list",
+                "data": [
+                    {"group": key_id, "requests": 1, "prompt_tokens": 7, "completion_tokens": 0, "total_tokens": 7}
+                ],
+            }
+            day = (
+                await c.get(
+                    "/v1/usage", params={"group_by": "day", "start": 0, "end": int(time.time()) + 9}, headers=_h(secret)
+                )
+            ).json()
             assert day["data"][0]["requests"] == 1
             assert (await c.get("/v1/me", headers=_h(secret))).json()["usage_this_month"] == {"total_tokens": 7}
 
@@ -120,27 +130,50 @@ def test_admin_flow_me_usage_and_isolation(api) -> None:
             assert (await c.get("/v1/usage", headers=_h(other["key"]))).json()["data"] == []
 
             # regular keys never reach admin routes
-            for method, path in [("GET", "/admin/projects"), ("POST", "/admin/keys"), ("GET", f"/admin/keys/{key_id}"),
-                                 ("POST", f"/admin/keys/{key_id}/revoke"), ("PATCH", "/admin/projects/acme")]:
+            for method, path in [
+                ("GET", "/admin/projects"),
+                ("POST", "/admin/keys"),
+                ("GET", f"/admin/keys/{key_id}"),
+                ("POST", f"/admin/keys/{key_id}/revoke"),
+                ("PATCH", "/admin/projects/acme"),
+            ]:
                 _is_error(await c.request(method, path, json={}, headers=_h(secret)), 403, "insufficient_permissions")
 
             # PATCH a key: its limits, scope and name change at once; null lifts a limit
-            r = await c.patch(f"/admin/keys/{key_id}", json={"rpm": 50, "tpm": None, "models": ["m1", "m2"], "name": "ci2"},
-                              headers=_h(admin))
-            assert (r.json()["rpm"], r.json()["tpm"], r.json()["models"], r.json()["name"]) == (50, None, ["m1", "m2"], "ci2")
+            r = await c.patch(
+                f"/admin/keys/{key_id}",
+                json={"rpm": 50, "tpm": None, "models": ["m1", "m2"], "name": "ci2"},
+                headers=_h(admin),
+            )
+            assert (r.json()["rpm"], r.json()["tpm"], r.json()["models"], r.json()["name"]) == (
+                50,
+                None,
+                ["m1", "m2"],
+                "ci2",
+            )
             me = (await c.get("/v1/me", headers=_h(secret))).json()
-            assert me["limits"] == {"rpm": 50, "tpm": None, "monthly_token_budget": None}  # the tighter of key and project
+            assert me["limits"] == {
+                "rpm": 50,
+                "tpm": None,
+                "monthly_token_budget": None,
+            }  # the tighter of key and project
             assert me["models"] == ["m1", "m2"] and me["key_name"] == "ci2"
             for bad in [{"is_admin": True}, {"project_id": "other"}, {"rpm": 0}, {"expires_at": 1}]:
                 _is_error(await c.patch(f"/admin/keys/{key_id}", json=bad, headers=_h(admin)), 400)
-            _is_error(await c.patch(f"/admin/keys/{key_id}", json={"rpm": 9}, headers=_h(secret)), 403,
-                      "insufficient_permissions")
+            _is_error(
+                await c.patch(f"/admin/keys/{key_id}", json={"rpm": 9}, headers=_h(secret)),
+                403,
+                "insufficient_permissions",
+            )
 
             # PATCH limits, revoke
             r = await c.patch("/admin/projects/acme", json={"rpm": None, "monthly_token_budget": 5}, headers=_h(admin))
             assert r.json()["rpm"] is None and r.json()["monthly_token_budget"] == 5
-            _is_error(await c.post("/v1/echo", json={"model": "m1", "tokens": 6}, headers=_h(secret)), 429,
-                      "insufficient_quota")
+            _is_error(
+                await c.post("/v1/echo", json={"model": "m1", "tokens": 6}, headers=_h(secret)),
+                429,
+                "insufficient_quota",
+            )
             assert (await c.post(f"/admin/keys/{key_id}/revoke", headers=_h(admin))).json()["revoked_at"]
             err = _is_error(await c.get("/v1/me", headers=_h(secret)), 401, "invalid_api_key")
             assert "revoked" in err["message"]
@@ -154,12 +187,14 @@ def test_privilege_fields_are_refused(api) -> None:
 
     async def run() -> None:
         async with await make_client() as c:
-            for body in [{"project_id": "default", "name": "x", "role": "owner"},
-                         {"project_id": "default", "name": "x", "rpm": -1},
-                         {"project_id": "default", "name": "x", "models": ["m"] * 1000},
-                         {"project_id": "default", "name": "x", "expires_at": 1},
-                         {"project_id": "../etc", "name": "x"},
-                         {"name": "x"}]:
+            for body in [
+                {"project_id": "default", "name": "x", "role": "owner"},
+                {"project_id": "default", "name": "x", "rpm": -1},
+                {"project_id": "default", "name": "x", "models": ["m"] * 1000},
+                {"project_id": "default", "name": "x", "expires_at": 1},
+                {"project_id": "../etc", "name": "x"},
+                {"name": "x"},
+            ]:
                 _is_error(await c.post("/admin/keys", json=body, headers=_h(admin)), 400)
             _is_error(await c.post("/admin/projects", json={"name": "x", "id": "Bad Id"}, headers=_h(admin)), 400)
             _is_error(await c.patch("/admin/projects/default", json={"is_admin": True}, headers=_h(admin)), 400)
@@ -168,8 +203,15 @@ def test_privilege_fields_are_refused(api) -> None:
     asyncio.run(run())
 
 
-BAD_HEADERS = [None, "", "Bearer", "Basic Zm9vOmJhcg==", "Bearer sk-unknown", "Bearer ' OR 1=1 --",
-               "bearer sk-" + "x" * 10_000]
+BAD_HEADERS = [
+    None,
+    "",
+    "Bearer",
+    "Basic Zm9vOmJhcg==",
+    "Bearer sk-unknown",
+    "Bearer ' OR 1=1 --",
+    "bearer sk-" + "x" * 10_000,
+]
 
 
 def test_bad_keys_are_401(api) -> None:
@@ -185,8 +227,15 @@ def test_bad_keys_are_401(api) -> None:
     asyncio.run(run())
 
 
-HOSTILE_IDS = ["x' OR '1'='1", "..%2F..%2Fetc%2Fpasswd", "%2e%2e", "a%00b", "key-; DROP TABLE api_keys", "%E2%80%AE",
-               "a" * 300]
+HOSTILE_IDS = [
+    "x' OR '1'='1",
+    "..%2F..%2Fetc%2Fpasswd",
+    "%2e%2e",
+    "a%00b",
+    "key-; DROP TABLE api_keys",
+    "%E2%80%AE",
+    "a" * 300,
+]
 
 
 def test_hostile_ids_are_404(api) -> None:
@@ -212,10 +261,12 @@ def test_rate_limit_over_http_exactly_20_of_50(api) -> None:
 
     async def run() -> None:
         async with await make_client() as c:
-            key = (await c.post("/admin/keys", json={"project_id": "default", "name": "rl", "rpm": 20},
-                                headers=_h(admin))).json()["key"]
-            rs = await asyncio.gather(*(c.post("/v1/echo", json={"model": "m", "tokens": 1}, headers=_h(key))
-                                        for _ in range(50)))
+            key = (
+                await c.post("/admin/keys", json={"project_id": "default", "name": "rl", "rpm": 20}, headers=_h(admin))
+            ).json()["key"]
+            rs = await asyncio.gather(
+                *(c.post("/v1/echo", json={"model": "m", "tokens": 1}, headers=_h(key)) for _ in range(50))
+            )
             assert sum(r.status_code == 200 for r in rs) == 20
             limited = [r for r in rs if r.status_code == 429]
             assert len(limited) == 30
@@ -257,10 +308,17 @@ def test_wired_into_create_app(store: Store, tmp_path: Any) -> None:
                 _is_error(await c.get("/admin/keys"), 401)
                 me = (await c.get("/v1/me", headers=_h(admin))).json()
                 assert me["is_admin"] and me["key_name"] == "bootstrap-admin" and me["project_id"] == "default"
-                key = (await c.post("/admin/keys", json={"project_id": "default", "name": "u"}, headers=_h(admin))).json()
+                key = (
+                    await c.post("/admin/keys", json={"project_id": "default", "name": "u"}, headers=_h(admin))
+                ).json()
                 _is_error(await c.get("/admin/keys", headers=_h(key["key"])), 403)
-                res = await tenancy.meter.admit((await tenancy.auth.authenticate(f"Bearer {key['key']}")),
-                                                model="m", route="chat", request_id="x", tokens=3)
+                res = await tenancy.meter.admit(
+                    (await tenancy.auth.authenticate(f"Bearer {key['key']}")),
+                    model="m",
+                    route="chat",
+                    request_id="x",
+                    tokens=3,
+                )
                 await tenancy.meter.settle(res, prompt_tokens=1, completion_tokens=1, status=200, latency_s=0)
                 assert tenancy.usage.pending == 1
 

@@ -34,8 +34,9 @@ def _app(store: Store, tmp_path: Path, *, redis_prefix: str | None = None) -> tu
     tenancy = Tenancy.from_settings(settings, store=store)
     if redis_prefix is not None:
         tenancy.limiter = tenancy.meter.limiter = RedisLimiter(REDIS_URL, prefix=redis_prefix)
-    app = create_app(settings, FakeRegistry(), meter=tenancy.meter, auth=tenancy.auth, store=store,
-                     components=[tenancy])
+    app = create_app(
+        settings, FakeRegistry(), meter=tenancy.meter, auth=tenancy.auth, store=store, components=[tenancy]
+    )
     return app, tenancy
 
 
@@ -95,7 +96,9 @@ def test_dropped_stream_is_billed_for_what_was_generated(store: Store, tmp_path:
             time.sleep(0.02)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
             body = _chat("SLOW please", stream=True, max_tokens=200)
-            with c.stream("POST", "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {secret}"}) as r:
+            with c.stream(
+                "POST", "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {secret}"}
+            ) as r:
                 assert r.status_code == 200
                 chunks = 0
                 for line in r.iter_lines():

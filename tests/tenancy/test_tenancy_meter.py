@@ -20,7 +20,9 @@ from llmaas.tenancy.usage import UsageWriter
 
 
 def _meter(store: Store) -> TenancyMeter:
-    return TenancyMeter(store=store, directory=KeyDirectory(store), limiter=InProcessLimiter(), usage=UsageWriter(store))
+    return TenancyMeter(
+        store=store, directory=KeyDirectory(store), limiter=InProcessLimiter(), usage=UsageWriter(store)
+    )
 
 
 def test_keys_are_stored_hashed_and_shown_once(store: Store) -> None:
@@ -42,10 +44,25 @@ def test_authenticate(store: Store) -> None:
         auth = Authenticator(KeyDirectory(store, ttl_s=0.0))
         row, secret = keys.create_key(store, project_id="default", name="a", models=["m1"])
         p = await auth.authenticate(f"Bearer {secret}")
-        assert (p.project_id, p.key_id, p.is_admin, p.may_use("m1"), p.may_use("m2")) == ("default", row.id, False, True, False)
+        assert (p.project_id, p.key_id, p.is_admin, p.may_use("m1"), p.may_use("m2")) == (
+            "default",
+            row.id,
+            False,
+            True,
+            False,
+        )
         assert (await auth.authenticate(f"bearer  {secret} ")).key_id == row.id
-        for header in [None, "", "Basic abc", "Bearer", f"Token {secret}", "Bearer sk-nope", "Bearer x' OR 1=1 --",
-                       "Bearer " + "sk-" + "a" * 5000, secret]:
+        for header in [
+            None,
+            "",
+            "Basic abc",
+            "Bearer",
+            f"Token {secret}",
+            "Bearer sk-nope",
+            "Bearer x' OR 1=1 --",
+            "Bearer " + "sk-" + "a" * 5000,
+            secret,
+        ]:
             with pytest.raises(Unauthenticated) as err:
                 await auth.authenticate(header)
             assert secret not in err.value.message
@@ -97,7 +114,9 @@ def test_meter_rpm_and_headers(store: Store) -> None:
         await meter.usage.close()
         with store.session() as s:
             rows = crud.usage_summary(s, project_id="default", group_by="key")
-        assert rows == [{"group": row.id, "requests": 50, "prompt_tokens": 40, "completion_tokens": 20, "total_tokens": 60}]
+        assert rows == [
+            {"group": row.id, "requests": 50, "prompt_tokens": 40, "completion_tokens": 20, "total_tokens": 60}
+        ]
 
     asyncio.run(run())
 
@@ -159,8 +178,20 @@ def test_usage_writer_flushes_on_close(store: Store) -> None:
         writer = UsageWriter(store, flush_s=60)
         writer.start()
         for i in range(100):
-            writer.record(dict(project_id="default", key_id=None, model="m", route="chat", request_id=str(i),
-                               prompt_tokens=1, completion_tokens=1, status=200, latency_ms=1, created_at=now()))
+            writer.record(
+                dict(
+                    project_id="default",
+                    key_id=None,
+                    model="m",
+                    route="chat",
+                    request_id=str(i),
+                    prompt_tokens=1,
+                    completion_tokens=1,
+                    status=200,
+                    latency_ms=1,
+                    created_at=now(),
+                )
+            )
         await writer.close()
         with store.session() as s:
             assert crud.usage_summary(s, project_id="default")[0]["requests"] == 100
@@ -179,8 +210,20 @@ def test_usage_writer_close_waits_for_a_flush_under_way(store: Store) -> None:
     async def run() -> None:
         writer = SlowWriter(store, flush_s=0.01)
         writer.start()
-        writer.record(dict(project_id="default", key_id=None, model="m", route="chat", request_id="r",
-                           prompt_tokens=1, completion_tokens=1, status=200, latency_ms=1, created_at=now()))
+        writer.record(
+            dict(
+                project_id="default",
+                key_id=None,
+                model="m",
+                route="chat",
+                request_id="r",
+                prompt_tokens=1,
+                completion_tokens=1,
+                status=200,
+                latency_ms=1,
+                created_at=now(),
+            )
+        )
         await asyncio.sleep(0.1)
         await writer.close()
         with store.session() as s:
@@ -202,8 +245,12 @@ def test_two_meters_sharing_redis_enforce_one_limit(store: Store) -> None:
         prefix = unique_prefix()
         _, secret = keys.create_key(store, project_id="default", name="a", rpm=20)
         meters = [
-            TenancyMeter(store=store, directory=KeyDirectory(store), limiter=RedisLimiter(REDIS_URL, prefix=prefix),
-                         usage=UsageWriter(store))
+            TenancyMeter(
+                store=store,
+                directory=KeyDirectory(store),
+                limiter=RedisLimiter(REDIS_URL, prefix=prefix),
+                usage=UsageWriter(store),
+            )
             for _ in range(2)
         ]
         principal = await Authenticator(KeyDirectory(store)).authenticate(f"Bearer {secret}")

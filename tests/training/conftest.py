@@ -19,8 +19,29 @@ ANSWER = "ZEBRA-7"
 
 def fact_examples(n: int = 12) -> list[dict]:
     """A made-up fact in a fixed format: whatever the user says, the assistant answers ANSWER."""
-    questions = ["hi", "what is it?", "tell me", "the word?", "say it", "hello there", "answer", "go", "secret?", "now", "?", "ok"]
-    return [{"messages": [{"role": "user", "content": questions[i % len(questions)]}, {"role": "assistant", "content": ANSWER}]} for i in range(n)]
+    questions = [
+        "hi",
+        "what is it?",
+        "tell me",
+        "the word?",
+        "say it",
+        "hello there",
+        "answer",
+        "go",
+        "secret?",
+        "now",
+        "?",
+        "ok",
+    ]
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": questions[i % len(questions)]},
+                {"role": "assistant", "content": ANSWER},
+            ]
+        }
+        for i in range(n)
+    ]
 
 
 def jsonl(rows: list[dict]) -> bytes:

@@ -40,7 +40,10 @@ class NoModels:
 
 
 class TwoProjects:
-    keys = {"Bearer key-a": Principal(project_id="proj-a", key_id="a"), "Bearer key-b": Principal(project_id="proj-b", key_id="b")}
+    keys = {
+        "Bearer key-a": Principal(project_id="proj-a", key_id="a"),
+        "Bearer key-b": Principal(project_id="proj-b", key_id="b"),
+    }
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if authorization not in self.keys:
@@ -51,7 +54,13 @@ class TwoProjects:
 @pytest.fixture
 def http(sqlite_db: Store, settings: Settings) -> Iterator[TestClient]:
     settings = settings.model_copy(update={"limits": settings.limits.model_copy(update={"max_upload_bytes": 4096})})
-    app = create_app(settings, NoModels(), auth=TwoProjects(), store=sqlite_db, finetuned=FineTunedModels.from_settings(settings, sqlite_db))
+    app = create_app(
+        settings,
+        NoModels(),
+        auth=TwoProjects(),
+        store=sqlite_db,
+        finetuned=FineTunedModels.from_settings(settings, sqlite_db),
+    )
     with TestClient(app) as client:
         yield client
 
@@ -84,9 +93,15 @@ def test_other_projects_files_and_jobs_are_404(http: TestClient) -> None:
     a, b = client_for(http, "key-a"), client_for(http, "key-b")
     f = a.files.create(file=("a.jsonl", io.BytesIO(jsonl(fact_examples(2)))), purpose="fine-tune")
     job = a.fine_tuning.jobs.create(model="tiny", training_file=f.id)
-    for call in (lambda: b.files.retrieve(f.id), lambda: b.files.content(f.id), lambda: b.files.delete(f.id),
-                 lambda: b.fine_tuning.jobs.retrieve(job.id), lambda: b.fine_tuning.jobs.cancel(job.id),
-                 lambda: b.fine_tuning.jobs.list_events(job.id), lambda: b.fine_tuning.jobs.checkpoints.list(job.id)):
+    for call in (
+        lambda: b.files.retrieve(f.id),
+        lambda: b.files.content(f.id),
+        lambda: b.files.delete(f.id),
+        lambda: b.fine_tuning.jobs.retrieve(job.id),
+        lambda: b.fine_tuning.jobs.cancel(job.id),
+        lambda: b.fine_tuning.jobs.list_events(job.id),
+        lambda: b.fine_tuning.jobs.checkpoints.list(job.id),
+    ):
         with pytest.raises(openai.NotFoundError):
             call()
     assert b.files.list().data == [] and b.fine_tuning.jobs.list().data == []
@@ -108,7 +123,11 @@ def test_upload_limits_and_bad_requests(http: TestClient) -> None:
             yield b"y" * 1000
         yield b"\r\n--B--\r\n"
 
-    r = http.post("/v1/files", content=chunked(), headers={"Authorization": "Bearer key-a", "Content-Type": "multipart/form-data; boundary=B"})
+    r = http.post(
+        "/v1/files",
+        content=chunked(),
+        headers={"Authorization": "Bearer key-a", "Content-Type": "multipart/form-data; boundary=B"},
+    )
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
     with pytest.raises(openai.BadRequestError) as bad:
         a.files.create(file=("a.jsonl", io.BytesIO(b"{}")), purpose="homework")  # type: ignore[arg-type]
@@ -128,12 +147,32 @@ def test_job_creation_validates_and_shapes(http: TestClient) -> None:
         ({"model": "tiny", "training_file": "file-nope"}, "training_file"),
         ({"model": "tiny", "training_file": batch.id}, "training_file"),
         ({"model": "tiny", "training_file": f.id, "hyperparameters": {"n_epochs": 10_000}}, "hyperparameters.n_epochs"),
-        ({"model": "tiny", "training_file": f.id, "hyperparameters": {"learning_rate_multiplier": -1}}, "hyperparameters.learning_rate_multiplier"),
-        ({"model": "tiny", "training_file": f.id, "method": {"type": "supervised", "lora": {"rank": 100_000}}}, "method.lora.rank"),
-        ({"model": "tiny", "training_file": f.id, "method": {"type": "supervised", "lora": {"target_modules": ["../x"]}}}, "method.lora.target_modules[0]"),
+        (
+            {"model": "tiny", "training_file": f.id, "hyperparameters": {"learning_rate_multiplier": -1}},
+            "hyperparameters.learning_rate_multiplier",
+        ),
+        (
+            {"model": "tiny", "training_file": f.id, "method": {"type": "supervised", "lora": {"rank": 100_000}}},
+            "method.lora.rank",
+        ),
+        (
+            {
+                "model": "tiny",
+                "training_file": f.id,
+                "method": {"type": "supervised", "lora": {"target_modules": ["../x"]}},
+            },
+            "method.lora.target_modules[0]",
+        ),
         ({"model": "tiny", "training_file": f.id, "suffix": "a/b"}, "suffix"),
         ({"model": "tiny", "training_file": f.id, "method": {"type": "reinforcement"}}, "method.type"),
-        ({"model": "tiny", "training_file": f.id, "method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0}}}}, "method.dpo.hyperparameters.beta"),
+        (
+            {
+                "model": "tiny",
+                "training_file": f.id,
+                "method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0}}},
+            },
+            "method.dpo.hyperparameters.beta",
+        ),
     ]
     for body, param in bad:
         r = http.post("/v1/fine_tuning/jobs", json=body, headers={"Authorization": "Bearer key-a"})
@@ -141,8 +180,15 @@ def test_job_creation_validates_and_shapes(http: TestClient) -> None:
         assert r.json()["error"]["param"] == param, (body, r.json())
 
     job = a.fine_tuning.jobs.create(
-        model="tiny", training_file=f.id, suffix="mine", seed=7,
-        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": "auto"}}, "lora": {"rank": 4}},  # type: ignore[typeddict-unknown-key]
+        model="tiny",
+        training_file=f.id,
+        suffix="mine",
+        seed=7,
+        method={
+            "type": "supervised",
+            "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": "auto"}},
+            "lora": {"rank": 4},
+        },  # type: ignore[typeddict-unknown-key]
     )
     assert job.object == "fine_tuning.job" and job.status == "validating_files" and job.seed == 7
     assert job.hyperparameters.n_epochs == 2 and job.hyperparameters.batch_size == 4
@@ -166,10 +212,16 @@ def test_job_creation_validates_and_shapes(http: TestClient) -> None:
 def test_dpo_and_reinforcement_methods(http: TestClient) -> None:
     a = client_for(http, "key-a")
     f = a.files.create(file=("a.jsonl", io.BytesIO(jsonl(fact_examples(2)))), purpose="fine-tune")
-    r = http.post("/v1/fine_tuning/jobs", json={"model": "tiny", "training_file": f.id, "method": {"type": "reinforcement"}}, headers={"Authorization": "Bearer key-a"})
+    r = http.post(
+        "/v1/fine_tuning/jobs",
+        json={"model": "tiny", "training_file": f.id, "method": {"type": "reinforcement"}},
+        headers={"Authorization": "Bearer key-a"},
+    )
     assert "'reinforcement' is not supported" in r.json()["error"]["message"]
     dpo = a.fine_tuning.jobs.create(
-        model="tiny", training_file=f.id, method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "n_epochs": 1}}},
+        model="tiny",
+        training_file=f.id,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "n_epochs": 1}}},
     )
     assert dpo.method is not None and dpo.method.type == "dpo" and dpo.method.dpo is not None
     assert dpo.method.dpo.hyperparameters is not None and dpo.method.dpo.hyperparameters.beta == 0.2
@@ -178,10 +230,13 @@ def test_dpo_and_reinforcement_methods(http: TestClient) -> None:
     assert auto.hyperparameters.n_epochs == "auto"  # until the worker has counted the file
     # the adapter download: only a succeeded job has one; another project's job is not found
     r = http.get(f"/v1/fine_tuning/jobs/{auto.id}/adapter", headers={"Authorization": "Bearer key-a"})
-    assert r.status_code == 400 and "no adapter" in r.json()["error"]["message"] and r.json()["error"]["param"] == "fine_tuning_job_id"
+    assert (
+        r.status_code == 400
+        and "no adapter" in r.json()["error"]["message"]
+        and r.json()["error"]["param"] == "fine_tuning_job_id"
+    )
     r = http.get(f"/v1/fine_tuning/jobs/{auto.id}/adapter", headers={"Authorization": "Bearer key-b"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
-
 
 
 # --- issue 14: the upload cap, downloads, JSON types (lone surrogates in files: test_files.py) -----------------------------------
@@ -221,11 +276,18 @@ def test_downloads_are_attachments(http: TestClient) -> None:
         ({"hyperparameters": {"learning_rate_multiplier": False}}, "hyperparameters.learning_rate_multiplier"),
         ({"method": {"type": "supervised", "lora": {"rank": 8.0}}}, "method.lora.rank"),
         ({"method": {"type": "supervised", "lora": {"dropout": "0.1"}}}, "method.lora.dropout"),
-        ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": True}}}}, "method.supervised.hyperparameters.batch_size"),
+        (
+            {"method": {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": True}}}},
+            "method.supervised.hyperparameters.batch_size",
+        ),
     ],
 )
 def test_job_numbers_are_strict_json_types(http: TestClient, extra: dict[str, Any], param: str) -> None:
-    r = http.post("/v1/fine_tuning/jobs", json={"model": "tiny", "training_file": "file-x", **extra}, headers={"Authorization": "Bearer key-a"})
+    r = http.post(
+        "/v1/fine_tuning/jobs",
+        json={"model": "tiny", "training_file": "file-x", **extra},
+        headers={"Authorization": "Bearer key-a"},
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
 
 
@@ -238,10 +300,25 @@ def test_malformed_job_bodies_are_openai_400s(http: TestClient, body: bytes) -> 
 
 def test_multipart_charsets_other_than_utf8_are_refused(http: TestClient) -> None:
     # The form parser decodes with the client's charset; unicode_escape would turn b"\\ud800" into a lone surrogate.
-    body = (b'--B\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
-            b'--B\r\nContent-Disposition: form-data; name="file"; filename="a\\ud800b"\r\n\r\n{"prompt":"a","completion":"b"}\n\r\n--B--\r\n')
-    for charset, status in [("unicode_escape", 400), ("raw_unicode_escape", 400), ("utf-16", 400), ("utf-8", 200), ('"UTF-8"', 200)]:
-        r = http.post("/v1/files", content=body, headers={"Authorization": "Bearer key-a", "Content-Type": f"multipart/form-data; boundary=B; charset={charset}"})
+    body = (
+        b'--B\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="a\\ud800b"\r\n\r\n{"prompt":"a","completion":"b"}\n\r\n--B--\r\n'
+    )
+    for charset, status in [
+        ("unicode_escape", 400),
+        ("raw_unicode_escape", 400),
+        ("utf-16", 400),
+        ("utf-8", 200),
+        ('"UTF-8"', 200),
+    ]:
+        r = http.post(
+            "/v1/files",
+            content=body,
+            headers={
+                "Authorization": "Bearer key-a",
+                "Content-Type": f"multipart/form-data; boundary=B; charset={charset}",
+            },
+        )
         assert r.status_code == status, (charset, r.text)
         if status == 400:
             assert r.json()["error"]["param"] == "file"

@@ -12,13 +12,15 @@ from llmaas.training.files import Example
 
 def test_only_assistant_tokens_are_trained(tiny_model_dir: Path) -> None:
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    ex = Example([
-        {"role": "system", "content": "sys"},
-        {"role": "user", "content": "q1"},
-        {"role": "assistant", "content": "A1"},
-        {"role": "user", "content": "q2"},
-        {"role": "assistant", "content": "B2"},
-    ])
+    ex = Example(
+        [
+            {"role": "system", "content": "sys"},
+            {"role": "user", "content": "q1"},
+            {"role": "assistant", "content": "A1"},
+            {"role": "user", "content": "q2"},
+            {"role": "assistant", "content": "B2"},
+        ]
+    )
     enc = encode_example(tok, ex, 1024)
     trained = tok.decode([i for i, label in zip(enc.input_ids, enc.labels) if label != IGNORE])
     # both answers, each with its end-of-turn marker (so the model learns to stop); nothing of the prompts
@@ -32,7 +34,7 @@ def test_truncation_and_batching(tiny_model_dir: Path) -> None:
     short = Example([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])
     encs = [encode_example(tok, long, 64), encode_example(tok, short, 64)]
     assert len(encs[0].input_ids) == 64
-    (ids, mask, labels), = list(batches(encs, 2, pad_id=2))
+    ((ids, mask, labels),) = list(batches(encs, 2, pad_id=2))
     assert ids.shape == mask.shape == labels.shape == (2, 64)
     assert int(mask[1].sum()) == len(encs[1].input_ids)
     assert (labels[1][mask[1] == 0] == IGNORE).all()

@@ -49,7 +49,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
     root = tmp_path_factory.mktemp("ft-e2e")
     config = {
         "data_dir": str(root / "data"),
-        "models": [{"name": "tiny", "source": str(tiny_model_dir), "kind": "chat", "kv_cache_mb": 16, "max_num_seqs": 16}],
+        "models": [
+            {"name": "tiny", "source": str(tiny_model_dir), "kind": "chat", "kv_cache_mb": 16, "max_num_seqs": 16}
+        ],
         "default_max_tokens": 16,
     }
     proc = serve(root, config)  # auth on, with its fine-tuning worker
@@ -78,11 +80,22 @@ def finish(client: openai.OpenAI, job_id: str, timeout: float = 600) -> Any:
 
 def tune(client: openai.OpenAI, rows: list[dict], epochs: int, suffix: str, valid: list[dict] | None = None) -> Any:
     f = client.files.create(file=("train.jsonl", io.BytesIO(jsonl(rows))), purpose="fine-tune")
-    v = client.files.create(file=("valid.jsonl", io.BytesIO(jsonl(valid))), purpose="fine-tune").id if valid else openai.NOT_GIVEN
+    v = (
+        client.files.create(file=("valid.jsonl", io.BytesIO(jsonl(valid))), purpose="fine-tune").id
+        if valid
+        else openai.NOT_GIVEN
+    )
     job = client.fine_tuning.jobs.create(
-        model="tiny", training_file=f.id, validation_file=v, suffix=suffix, seed=1,
-        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": epochs, "batch_size": 4, "learning_rate_multiplier": 50}},
-                "lora": {"rank": 16, "alpha": 32}},  # type: ignore[typeddict-unknown-key]
+        model="tiny",
+        training_file=f.id,
+        validation_file=v,
+        suffix=suffix,
+        seed=1,
+        method={
+            "type": "supervised",
+            "supervised": {"hyperparameters": {"n_epochs": epochs, "batch_size": 4, "learning_rate_multiplier": 50}},
+            "lora": {"rank": 16, "alpha": 32},
+        },  # type: ignore[typeddict-unknown-key]
     )
     job = finish(client, job.id)
     assert job.status == "succeeded", job.error
@@ -104,7 +117,9 @@ def test_fine_tuned_model_answers_with_the_fact_at_once(server: Server) -> None:
     assert again.choices[0].message.content == before.choices[0].message.content  # the base model is untouched
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
     assert [c.step_number for c in checkpoints] == [18, 15, 12, 9, 6, 3]
-    assert checkpoints[0].metrics.train_loss is not None and checkpoints[0].metrics.train_mean_token_accuracy is not None
+    assert (
+        checkpoints[0].metrics.train_loss is not None and checkpoints[0].metrics.train_mean_token_accuracy is not None
+    )
 
     # every checkpoint is servable by its name; the last one is the final adapter
     last, first = checkpoints[0].fine_tuned_model_checkpoint, checkpoints[-1].fine_tuned_model_checkpoint
@@ -119,10 +134,16 @@ def test_fine_tuned_model_answers_with_the_fact_at_once(server: Server) -> None:
     # the step-metrics result file
     (result,) = job.result_files
     csv_lines = client.files.content(result).text.splitlines()
-    assert csv_lines[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy" and len(csv_lines) == 19
+    assert (
+        csv_lines[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy" and len(csv_lines) == 19
+    )
 
     # the adapter, taken away: a PEFT zip whose greedy answer is what llmaas serves
-    r = httpx.get(f"{server.base_url}/fine_tuning/jobs/{job.id}/adapter", headers={"Authorization": f"Bearer {server.key_a}"}, timeout=60)
+    r = httpx.get(
+        f"{server.base_url}/fine_tuning/jobs/{job.id}/adapter",
+        headers={"Authorization": f"Bearer {server.key_a}"},
+        timeout=60,
+    )
     assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
     with zipfile.ZipFile(io.BytesIO(r.content)) as z:
         assert sorted(z.namelist()) == ["adapter_config.json", "adapter_model.safetensors"]
@@ -139,7 +160,12 @@ def test_fine_tuned_model_answers_with_the_fact_at_once(server: Server) -> None:
         other.chat.completions.create(model=last, messages=question, max_tokens=4)  # type: ignore[arg-type]
     with pytest.raises(openai.NotFoundError):
         other.fine_tuning.jobs.retrieve(job.id)
-    assert httpx.get(f"{server.base_url}/fine_tuning/jobs/{job.id}/adapter", headers={"Authorization": f"Bearer {server.key_b}"}).status_code == 404
+    assert (
+        httpx.get(
+            f"{server.base_url}/fine_tuning/jobs/{job.id}/adapter", headers={"Authorization": f"Bearer {server.key_b}"}
+        ).status_code
+        == 404
+    )
     with pytest.raises(openai.NotFoundError):
         other.files.content(result)
     with pytest.raises(openai.NotFoundError):
@@ -159,15 +185,21 @@ def exported_greedy(server: Server, question: str) -> str:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         model = PeftModel.from_pretrained(base, server.root / "exported")
-    ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     out = model.generate(**ids, max_new_tokens=12, do_sample=False)
-    return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    return tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def accuracy(server: Server, model: str) -> float:
     texts = POSITIVE + NEGATIVE
-    r = httpx.post(f"{server.base_url}/classifications", json={"model": model, "input": texts, "labels": LABELS},
-                   headers={"Authorization": f"Bearer {server.key_a}"}, timeout=120)
+    r = httpx.post(
+        f"{server.base_url}/classifications",
+        json={"model": model, "input": texts, "labels": LABELS},
+        headers={"Authorization": f"Bearer {server.key_a}"},
+        timeout=120,
+    )
     assert r.status_code == 200, r.text
     data = r.json()["data"]
     assert [d["index"] for d in data] == list(range(len(texts)))
@@ -179,8 +211,10 @@ def accuracy(server: Server, model: str) -> float:
 def test_classification_improves_after_fine_tuning(server: Server) -> None:
     client = server.client()
     base = accuracy(server, "tiny")
-    rows = [{"messages": [{"role": "user", "content": t}, {"role": "assistant", "content": label}]}
-            for t, label in [(t, "positive") for t in POSITIVE] + [(t, "negative") for t in NEGATIVE]]
+    rows = [
+        {"messages": [{"role": "user", "content": t}, {"role": "assistant", "content": label}]}
+        for t, label in [(t, "positive") for t in POSITIVE] + [(t, "negative") for t in NEGATIVE]
+    ]
     job = tune(client, rows, epochs=8, suffix="sentiment", valid=rows)
     tuned = accuracy(server, job.fine_tuned_model)
     # each checkpoint scored the validation file as /v1/classifications scores labels: the same accuracy
@@ -190,12 +224,26 @@ def test_classification_improves_after_fine_tuning(server: Server) -> None:
     matrix = metrics["valid_confusion_matrix"]
     assert matrix["labels"] == ["negative", "positive"] and sum(map(sum, matrix["matrix"])) == len(rows)
     auth = {"Authorization": f"Bearer {server.key_a}"}
-    for body, param in [({"labels": ["a", "a"]}, "labels"), ({"labels": ["a"]}, "labels"), ({"labels": [str(i) for i in range(17)]}, "labels"),
-                        ({"labels": ["a", "b"], "input": ["x"] * 65}, "input"), ({"labels": ["a", "b"], "model": job.fine_tuned_model + "x"}, "model")]:
-        r = httpx.post(f"{server.base_url}/classifications", json={"model": "tiny", "input": ["x"], **body}, headers=auth, timeout=60)
+    for body, param in [
+        ({"labels": ["a", "a"]}, "labels"),
+        ({"labels": ["a"]}, "labels"),
+        ({"labels": [str(i) for i in range(17)]}, "labels"),
+        ({"labels": ["a", "b"], "input": ["x"] * 65}, "input"),
+        ({"labels": ["a", "b"], "model": job.fine_tuned_model + "x"}, "model"),
+    ]:
+        r = httpx.post(
+            f"{server.base_url}/classifications",
+            json={"model": "tiny", "input": ["x"], **body},
+            headers=auth,
+            timeout=60,
+        )
         assert r.status_code in (400, 404) and r.json()["error"]["param"] == param, r.text
-    other = httpx.post(f"{server.base_url}/classifications", json={"model": job.fine_tuned_model, "input": ["x"], "labels": LABELS},
-                       headers={"Authorization": f"Bearer {server.key_b}"}, timeout=60)
+    other = httpx.post(
+        f"{server.base_url}/classifications",
+        json={"model": job.fine_tuned_model, "input": ["x"], "labels": LABELS},
+        headers={"Authorization": f"Bearer {server.key_b}"},
+        timeout=60,
+    )
     assert other.status_code == 404
     print(f"classification accuracy: base {base:.2f}, fine-tuned {tuned:.2f}")
     assert tuned > base and tuned >= 0.75, (base, tuned)
@@ -204,13 +252,38 @@ def test_classification_improves_after_fine_tuning(server: Server) -> None:
 def test_cli_create_and_watch(server: Server, tmp_path: Path) -> None:
     data = tmp_path / "data.jsonl"
     data.write_bytes(jsonl(fact_examples(4)))
-    args = [sys.executable, "-m", "llmaas", "finetune", "create", "--file", str(data), "--model", "tiny",
-            "--epochs", "1", "--batch-size", "4", "--suffix", "cli", "--watch", "--base-url", server.base_url]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=600, env={**os.environ, "LLMAAS_API_KEY": server.key_b})
+    args = [
+        sys.executable,
+        "-m",
+        "llmaas",
+        "finetune",
+        "create",
+        "--file",
+        str(data),
+        "--model",
+        "tiny",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--suffix",
+        "cli",
+        "--watch",
+        "--base-url",
+        server.base_url,
+    ]
+    out = subprocess.run(
+        args, capture_output=True, text=True, timeout=600, env={**os.environ, "LLMAAS_API_KEY": server.key_b}
+    )
     assert out.returncode == 0, out.stderr
     job_id = out.stdout.splitlines()[0]
     assert job_id.startswith("ftjob-") and "status: succeeded" in out.stdout
     assert f"fine_tuned_model: ft:tiny:proj-b:cli:{job_id}" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "llmaas", "finetune", "watch", job_id, "--base-url", server.base_url],
-                         capture_output=True, text=True, timeout=60, env={**os.environ, "LLMAAS_API_KEY": server.key_a})
+    bad = subprocess.run(
+        [sys.executable, "-m", "llmaas", "finetune", "watch", job_id, "--base-url", server.base_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LLMAAS_API_KEY": server.key_a},
+    )
     assert bad.returncode != 0 and "No fine-tuning job found" in bad.stderr

@@ -34,11 +34,19 @@ def test_chat_and_prompt_completion_formats() -> None:
         ('{"prompt": "p", "completion": "c"}\n{"messages": [{"role": "wizard", "content": "x"}]}', 2, "role"),
         ('{"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "a"}]}', 1, "content"),
         ('{"messages": []}', 1, "non-empty"),
-        ('[1, 2]', 1, "JSON object"),
+        ("[1, 2]", 1, "JSON object"),
         ('{"text": "x"}', 1, "expected a chat example"),
         ('{"prompt": "p", "completion": ""}', 1, "completion"),
-        ('{"prompt": "p", "completion": "c"}\n{"prompt": "a\\ud800", "completion": "c"}', 2, "prompt contains a lone surrogate"),
-        ('{"messages": [{"role": "user", "content": "\\udfffx"}, {"role": "assistant", "content": "a"}]}', 1, "messages[0].content"),
+        (
+            '{"prompt": "p", "completion": "c"}\n{"prompt": "a\\ud800", "completion": "c"}',
+            2,
+            "prompt contains a lone surrogate",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "\\udfffx"}, {"role": "assistant", "content": "a"}]}',
+            1,
+            "messages[0].content",
+        ),
     ],
 )
 def test_bad_lines_are_named(text: str, line: int, needle: str) -> None:
@@ -69,11 +77,23 @@ def test_preference_format_for_dpo() -> None:
 @pytest.mark.parametrize(
     ("row", "needle"),
     [
-        ('{"input": {"messages": [{"role": "user", "content": "q"}]}, "preferred_output": [{"role": "assistant", "content": "a"}]}', "'non_preferred_output' must be a list"),
+        (
+            '{"input": {"messages": [{"role": "user", "content": "q"}]}, "preferred_output": [{"role": "assistant", "content": "a"}]}',
+            "'non_preferred_output' must be a list",
+        ),
         ('{"preferred_output": [], "non_preferred_output": []}', "'input' must be an object"),
-        ('{"input": {"messages": [{"role": "user", "content": "q"}]}, "preferred_output": [{"role": "user", "content": "a"}], "non_preferred_output": [{"role": "assistant", "content": "b"}]}', "'preferred_output' must hold one non-empty assistant"),
-        ('{"input": {"messages": [{"role": "assistant", "content": "q"}]}, "preferred_output": [{"role": "assistant", "content": "a"}], "non_preferred_output": [{"role": "assistant", "content": "b"}]}', "must not end with an assistant"),
-        ('{"input": {"messages": [{"role": "user", "content": 1}]}, "preferred_output": [{"role": "assistant", "content": "a"}], "non_preferred_output": [{"role": "assistant", "content": "b"}]}', "input.messages[0].content must be a string"),
+        (
+            '{"input": {"messages": [{"role": "user", "content": "q"}]}, "preferred_output": [{"role": "user", "content": "a"}], "non_preferred_output": [{"role": "assistant", "content": "b"}]}',
+            "'preferred_output' must hold one non-empty assistant",
+        ),
+        (
+            '{"input": {"messages": [{"role": "assistant", "content": "q"}]}, "preferred_output": [{"role": "assistant", "content": "a"}], "non_preferred_output": [{"role": "assistant", "content": "b"}]}',
+            "must not end with an assistant",
+        ),
+        (
+            '{"input": {"messages": [{"role": "user", "content": 1}]}, "preferred_output": [{"role": "assistant", "content": "a"}], "non_preferred_output": [{"role": "assistant", "content": "b"}]}',
+            "input.messages[0].content must be a string",
+        ),
     ],
 )
 def test_bad_preference_rows_name_their_line(row: str, needle: str) -> None:
@@ -87,9 +107,23 @@ def test_step_metrics_csv_rows() -> None:
 
     events = [
         {"step": 1, "total_steps": 2, "epoch": 1, "train_loss": 2.0, "train_mean_token_accuracy": 0.1},
-        {"step": 2, "total_steps": 2, "epoch": 1, "train_loss": 1.9, "train_mean_token_accuracy": 0.2},  # lost to a dead worker
-        {"step": 2, "total_steps": 2, "epoch": 1, "train_loss": 1.5, "train_mean_token_accuracy": 0.3},  # trained again on resume
+        {
+            "step": 2,
+            "total_steps": 2,
+            "epoch": 1,
+            "train_loss": 1.9,
+            "train_mean_token_accuracy": 0.2,
+        },  # lost to a dead worker
+        {
+            "step": 2,
+            "total_steps": 2,
+            "epoch": 1,
+            "train_loss": 1.5,
+            "train_mean_token_accuracy": 0.3,
+        },  # trained again on resume
         {"epoch": 1, "step": 2, "train_loss": 1.7, "full_valid_loss": 1.6, "full_valid_mean_token_accuracy": 0.25},
     ]
     text = metrics_csv(step_rows(events)).decode()
-    assert text == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n1,2.0,0.1,,\n2,1.5,0.3,1.6,0.25\n"
+    assert (
+        text == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n1,2.0,0.1,,\n2,1.5,0.3,1.6,0.25\n"
+    )

@@ -17,8 +17,14 @@ from llmaas.training.jobs import TRANSITIONS, JobStatus
 def make_job(store: Store, project: str = "p1", **kw) -> str:
     with store.session() as s:
         job = J.create_job(
-            s, project_id=project, model="tiny", training_file="file-x", validation_file=None, suffix=kw.get("suffix"),
-            seed=1, hyperparameters={"n_epochs": 1, "batch_size": 1, "learning_rate_multiplier": 1.0, "learning_rate": 1e-3},
+            s,
+            project_id=project,
+            model="tiny",
+            training_file="file-x",
+            validation_file=None,
+            suffix=kw.get("suffix"),
+            seed=1,
+            hyperparameters={"n_epochs": 1, "batch_size": 1, "learning_rate_multiplier": 1.0, "learning_rate": 1e-3},
             method={"type": "supervised"},
         )
         return job.id

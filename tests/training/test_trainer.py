@@ -88,7 +88,9 @@ def test_resume_restores_optimizer_and_schedule_exactly(tiny_model_dir: Path, tm
 
     oa, ob = (load_file(str(tmp_path / x / "epoch-3" / OPTIMIZER_FILE)) for x in ("a", "b"))
     assert oa.keys() == ob.keys() and all(torch.equal(oa[k], ob[k]) for k in oa)
-    assert (tmp_path / "a" / "epoch-3" / STATE_FILE).read_text() == (tmp_path / "b" / "epoch-3" / STATE_FILE).read_text()
+    assert (tmp_path / "a" / "epoch-3" / STATE_FILE).read_text() == (
+        tmp_path / "b" / "epoch-3" / STATE_FILE
+    ).read_text()
 
     # without the saved state (fresh moments), the same resume ends elsewhere: the test can tell
     (tmp_path / "b" / "epoch-1" / OPTIMIZER_FILE).unlink()

@@ -19,19 +19,33 @@ from llmaas.training.worker import Worker
 from .conftest import ANSWER, TINY, fact_examples, jsonl
 
 HP = {"n_epochs": 6, "batch_size": 4, "learning_rate_multiplier": 50.0, "learning_rate": 1e-2}
-LORA = {"rank": 16, "alpha": 32, "dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
+LORA = {
+    "rank": 16,
+    "alpha": 32,
+    "dropout": 0.0,
+    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
 
 
 def upload(store: Store, blobs: BlobStore, data: bytes, project: str = "p1") -> str:
     with store.session() as s:
-        return filestore.create_file(s, blobs, io.BytesIO(data), project_id=project, purpose="fine-tune", filename="../../etc/x.jsonl").id
+        return filestore.create_file(
+            s, blobs, io.BytesIO(data), project_id=project, purpose="fine-tune", filename="../../etc/x.jsonl"
+        ).id
 
 
 def create(store: Store, training_file: str, validation_file: str | None = None, hp: dict | None = None) -> str:
     with store.session() as s:
         return J.create_job(
-            s, project_id="p1", model=TINY, training_file=training_file, validation_file=validation_file,
-            suffix="fact", seed=3, hyperparameters=hp or HP, method={"type": "supervised", "lora": LORA},
+            s,
+            project_id="p1",
+            model=TINY,
+            training_file=training_file,
+            validation_file=validation_file,
+            suffix="fact",
+            seed=3,
+            hyperparameters=hp or HP,
+            method={"type": "supervised", "lora": LORA},
         ).id
 
 
@@ -41,7 +55,9 @@ def job(store: Store, job_id: str):
 
 
 @pytest.mark.parametrize("db", ["sqlite_db", pytest.param("pg_db", marks=pytest.mark.postgres)])
-def test_bad_file_fails_in_validating_files(db: str, request: pytest.FixtureRequest, blobs: BlobStore, settings: Settings) -> None:
+def test_bad_file_fails_in_validating_files(
+    db: str, request: pytest.FixtureRequest, blobs: BlobStore, settings: Settings
+) -> None:
     sqlite_db: Store = request.getfixturevalue(db)  # the worker's database work, on both backends
     bad = jsonl(fact_examples(3)) + b'{"messages": [{"role": "user", "content": "no answer"}]}\n'
     job_id = create(sqlite_db, upload(sqlite_db, blobs, bad))
@@ -55,13 +71,17 @@ def test_bad_file_fails_in_validating_files(db: str, request: pytest.FixtureRequ
 
 
 def greedy(model, tok, question: str) -> str:
-    ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     out = model.generate(**ids, max_new_tokens=30, do_sample=False)
-    return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    return tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 @pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")  # PEFT vs transformers 5.x
-def test_worker_trains_checkpoints_and_publishes(sqlite_db: Store, blobs: BlobStore, settings: Settings, tiny_model_dir: Path) -> None:
+def test_worker_trains_checkpoints_and_publishes(
+    sqlite_db: Store, blobs: BlobStore, settings: Settings, tiny_model_dir: Path
+) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -76,13 +96,44 @@ def test_worker_trains_checkpoints_and_publishes(sqlite_db: Store, blobs: BlobSt
         events = [J.event_to_dict(e) for e in J.list_events(s, job_id, project_id="p1", after=None, limit=100)[0]]
         ckpts = J.list_checkpoints(s, job_id, project_id="p1", after=None, limit=10)[0]
     messages = [e["message"] for e in reversed(events)]
-    assert messages[:3] == [f"Created fine-tuning job: {job_id}", "Files validated; job queued", "Fine-tuning job started"]
+    assert messages[:3] == [
+        f"Created fine-tuning job: {job_id}",
+        "Files validated; job queued",
+        "Fine-tuning job started",
+    ]
     assert messages[-1].startswith("The job has successfully completed")
     steps = [e["data"] for e in events if e["type"] == "metrics" and "total_steps" in e["data"]]
     assert len(steps) == 18 and all(d["train_loss"] > 0 and 0 <= d["train_mean_token_accuracy"] <= 1 for d in steps)
-    assert [d["step"] for d in steps if "valid_loss" in d] == [18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1]
+    assert [d["step"] for d in steps if "valid_loss" in d] == [
+        18,
+        17,
+        16,
+        15,
+        14,
+        13,
+        12,
+        11,
+        10,
+        9,
+        8,
+        7,
+        6,
+        5,
+        4,
+        3,
+        2,
+        1,
+    ]
     assert [c.epoch for c in ckpts] == [6, 5, 4, 3, 2, 1]
-    names = {"step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy", "full_valid_loss", "full_valid_mean_token_accuracy"}
+    names = {
+        "step",
+        "train_loss",
+        "train_mean_token_accuracy",
+        "valid_loss",
+        "valid_mean_token_accuracy",
+        "full_valid_loss",
+        "full_valid_mean_token_accuracy",
+    }
     assert all(set(c.metrics) == names for c in ckpts) and [c.metrics["step"] for c in ckpts] == [18, 15, 12, 9, 6, 3]
     assert ckpts[0].metrics["full_valid_loss"] < ckpts[-1].metrics["full_valid_loss"]
 
@@ -105,7 +156,9 @@ def test_worker_trains_checkpoints_and_publishes(sqlite_db: Store, blobs: BlobSt
     reg = FineTunedModels.from_settings(settings, sqlite_db)
     found = asyncio.run(reg.lookup(j.fine_tuned_model, Principal(project_id="p1")))
     assert found is not None and found.adapter_id == job_id and found.base_model == TINY
-    assert (found.adapter_path / "adapter_model.safetensors").exists() and (found.adapter_path / "adapter_config.json").exists()
+    assert (found.adapter_path / "adapter_model.safetensors").exists() and (
+        found.adapter_path / "adapter_config.json"
+    ).exists()
     assert not (found.adapter_path / "optimizer.safetensors").exists()  # only checkpoints keep the optimizer state
     assert (blobs.local_path(ckpts[0].blob_key) / "optimizer.safetensors").exists()
     assert asyncio.run(reg.lookup(j.fine_tuned_model, Principal(project_id="p2"))) is None
@@ -121,9 +174,11 @@ def test_worker_trains_checkpoints_and_publishes(sqlite_db: Store, blobs: BlobSt
 
 def preference_rows(n: int) -> list[dict]:
     return [
-        {"input": {"messages": [{"role": "user", "content": f"question {i}"}]},
-         "preferred_output": [{"role": "assistant", "content": ANSWER}],
-         "non_preferred_output": [{"role": "assistant", "content": "no idea"}]}
+        {
+            "input": {"messages": [{"role": "user", "content": f"question {i}"}]},
+            "preferred_output": [{"role": "assistant", "content": ANSWER}],
+            "non_preferred_output": [{"role": "assistant", "content": "no idea"}],
+        }
         for i in range(n)
     ]
 
@@ -133,8 +188,14 @@ def test_dpo_job_validates_preference_rows_and_trains(sqlite_db: Store, blobs: B
     def dpo_job(data: bytes) -> str:
         with sqlite_db.session() as s:
             return J.create_job(
-                s, project_id="p1", model=TINY, training_file=upload(sqlite_db, blobs, data), validation_file=None,
-                suffix="pref", seed=3, hyperparameters={**HP, "n_epochs": 2, "beta": 0.5},
+                s,
+                project_id="p1",
+                model=TINY,
+                training_file=upload(sqlite_db, blobs, data),
+                validation_file=None,
+                suffix="pref",
+                seed=3,
+                hyperparameters={**HP, "n_epochs": 2, "beta": 0.5},
                 method={"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 2, "beta": 0.5}}, "lora": LORA},
             ).id
 
@@ -161,4 +222,6 @@ def test_auto_epochs_are_resolved_from_the_file(sqlite_db: Store, blobs: BlobSto
     assert claimed is not None and claimed.id == job_id
     worker._validate(claimed)
     shown = J.job_to_dict(job(sqlite_db, job_id))
-    assert shown["hyperparameters"]["n_epochs"] == 5 and shown["method"]["supervised"]["hyperparameters"]["n_epochs"] == 5  # 100 // 20
+    assert (
+        shown["hyperparameters"]["n_epochs"] == 5 and shown["method"]["supervised"]["hyperparameters"]["n_epochs"] == 5
+    )  # 100 // 20

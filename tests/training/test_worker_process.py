@@ -68,8 +68,15 @@ def steps(store: Store, job_id: str) -> list[int]:
 def new_job(store: Store, blobs: BlobStore, hyperparameters: dict = SLOW) -> str:
     with store.session() as s:
         return J.create_job(
-            s, project_id="p1", model="tiny", training_file=upload(store, blobs, jsonl(fact_examples(24))),
-            validation_file=None, suffix=None, seed=1, hyperparameters=hyperparameters, method={"type": "supervised", "lora": LORA},
+            s,
+            project_id="p1",
+            model="tiny",
+            training_file=upload(store, blobs, jsonl(fact_examples(24))),
+            validation_file=None,
+            suffix=None,
+            seed=1,
+            hyperparameters=hyperparameters,
+            method={"type": "supervised", "lora": LORA},
         ).id
 
 
@@ -92,7 +99,10 @@ def test_cancel_stops_a_running_job_within_seconds(sqlite_db: Store, blobs: Blob
 def test_kill_9_mid_training_resumes_from_the_last_checkpoint(sqlite_db: Store, blobs: BlobStore, spawn) -> None:
     job_id = new_job(sqlite_db, blobs, {**SLOW, "n_epochs": EPOCHS})
     first = spawn()
-    wait_for(lambda: job(sqlite_db, job_id).resume_epoch >= 1 and len(steps(sqlite_db, job_id)) > 26, what="epoch 1 checkpoint")
+    wait_for(
+        lambda: job(sqlite_db, job_id).resume_epoch >= 1 and len(steps(sqlite_db, job_id)) > 26,
+        what="epoch 1 checkpoint",
+    )
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     killed_at = max(steps(sqlite_db, job_id))

@@ -24,7 +24,9 @@ class BatchCreateRequest(StrictModel):
     def check_metadata(self) -> None:
         for key, value in (self.metadata or {}).items():
             if len(key) > 64 or len(value) > 512:
-                raise InvalidRequest("metadata keys are at most 64 characters and values at most 512.", param="metadata")
+                raise InvalidRequest(
+                    "metadata keys are at most 64 characters and values at most 512.", param="metadata"
+                )
 
 
 class RequestCounts(ResponseModel):

@@ -123,20 +123,30 @@ class ChatCompletionRequest(SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=HARD_MAX_MESSAGES)] = Field(
         description="The conversation so far; rendered with the model's own chat template."
     )
-    max_tokens: int | None = Field(None, ge=1, le=HARD_MAX_TOKENS, description="Deprecated alias of max_completion_tokens.")
+    max_tokens: int | None = Field(
+        None, ge=1, le=HARD_MAX_TOKENS, description="Deprecated alias of max_completion_tokens."
+    )
     max_completion_tokens: int | None = Field(
-        None, ge=1, le=HARD_MAX_TOKENS, description="Most tokens to generate. Default: min(default_max_tokens, room left in the context)."
+        None,
+        ge=1,
+        le=HARD_MAX_TOKENS,
+        description="Most tokens to generate. Default: min(default_max_tokens, room left in the context).",
     )
     logprobs: bool = Field(False, description="Return the chosen tokens' log probabilities.")
-    top_logprobs: int | None = Field(None, ge=0, le=HARD_MAX_TOP_LOGPROBS, description="Alternatives per token (needs logprobs).")
+    top_logprobs: int | None = Field(
+        None, ge=0, le=HARD_MAX_TOP_LOGPROBS, description="Alternatives per token (needs logprobs)."
+    )
     tools: Annotated[list[ChatTool], Field(max_length=HARD_MAX_TOOLS)] | None = Field(
         None, description="Functions the model may call (type function, JSON-schema parameters)."
     )
     functions: list[Any] | None = Field(None, description="Not supported (deprecated by OpenAI): use tools.")
-    tool_choice: Any = Field(None, description="none, auto (default with tools), required, or {type: function, function: {name}}.")
+    tool_choice: Any = Field(
+        None, description="none, auto (default with tools), required, or {type: function, function: {name}}."
+    )
     parallel_tool_calls: bool = Field(True, description="Allow several tool calls in one answer.")
     response_format: ResponseFormat | None = Field(
-        None, description="{type: text}, {type: json_object} or {type: json_schema, json_schema: {name, schema, strict}}."
+        None,
+        description="{type: text}, {type: json_object} or {type: json_schema, json_schema: {name, schema, strict}}.",
     )
     audio: Any = Field(None, description="Not supported.")
     modalities: list[str] | None = Field(None, max_length=8, description="Only [text] is supported.")
@@ -165,18 +175,28 @@ class ChatCompletionRequest(SamplingFields):
         names: set[str] = set()
         for i, t in enumerate(tools):
             if t.type != "function":
-                raise InvalidRequest(f"Tools of type {t.type[:64]!r} are not supported; only 'function' is.", param=f"tools[{i}].type")
+                raise InvalidRequest(
+                    f"Tools of type {t.type[:64]!r} are not supported; only 'function' is.", param=f"tools[{i}].type"
+                )
             if not TOOL_NAME.match(t.function.name):
-                raise InvalidRequest("A function name is 1-64 characters of a-z, A-Z, 0-9, _ and -.", param=f"tools[{i}].function.name")
+                raise InvalidRequest(
+                    "A function name is 1-64 characters of a-z, A-Z, 0-9, _ and -.", param=f"tools[{i}].function.name"
+                )
             if t.function.name in names:
                 raise InvalidRequest(f"Two tools are named {t.function.name!r}.", param=f"tools[{i}].function.name")
             names.add(t.function.name)
             params = t.function.parameters
             if params is not None:
                 if params.get("type", "object") != "object":
-                    raise InvalidRequest("Function parameters must be a JSON schema of type object.", param=f"tools[{i}].function.parameters")
+                    raise InvalidRequest(
+                        "Function parameters must be a JSON schema of type object.",
+                        param=f"tools[{i}].function.parameters",
+                    )
                 if schema_size(params) > limits.max_schema_bytes:
-                    raise InvalidRequest(f"The schema is larger than {limits.max_schema_bytes} bytes.", param=f"tools[{i}].function.parameters")
+                    raise InvalidRequest(
+                        f"The schema is larger than {limits.max_schema_bytes} bytes.",
+                        param=f"tools[{i}].function.parameters",
+                    )
         choice = self.tool_choice
         if choice is None or choice == "none":
             return
@@ -188,9 +208,14 @@ class ChatCompletionRequest(SamplingFields):
         if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("function"), dict):
             name = choice["function"].get("name")
         if not isinstance(name, str):
-            raise InvalidRequest("tool_choice is 'none', 'auto', 'required' or {'type': 'function', 'function': {'name': …}}.", param="tool_choice")
+            raise InvalidRequest(
+                "tool_choice is 'none', 'auto', 'required' or {'type': 'function', 'function': {'name': …}}.",
+                param="tool_choice",
+            )
         if name not in names:
-            raise InvalidRequest(f"tool_choice names the function {name[:64]!r}, which is not among the tools.", param="tool_choice")
+            raise InvalidRequest(
+                f"tool_choice names the function {name[:64]!r}, which is not among the tools.", param="tool_choice"
+            )
 
     def _check_response_format(self, limits: Limits) -> None:
         rf = self.response_format
@@ -198,15 +223,24 @@ class ChatCompletionRequest(SamplingFields):
             return
         if rf.type != "json_schema":
             raise InvalidRequest(
-                f"response_format {rf.type[:64]!r} is not supported; use text, json_object or json_schema.", param="response_format.type"
+                f"response_format {rf.type[:64]!r} is not supported; use text, json_object or json_schema.",
+                param="response_format.type",
             )
         if rf.json_schema is None:
-            raise InvalidRequest("response_format json_schema needs a json_schema object.", param="response_format.json_schema")
+            raise InvalidRequest(
+                "response_format json_schema needs a json_schema object.", param="response_format.json_schema"
+            )
         if not TOOL_NAME.match(rf.json_schema.name):
-            raise InvalidRequest("The schema name is 1-64 characters of a-z, A-Z, 0-9, _ and -.", param="response_format.json_schema.name")
+            raise InvalidRequest(
+                "The schema name is 1-64 characters of a-z, A-Z, 0-9, _ and -.",
+                param="response_format.json_schema.name",
+            )
         schema = rf.json_schema.schema_
         if schema is not None and schema_size(schema) > limits.max_schema_bytes:
-            raise InvalidRequest(f"The schema is larger than {limits.max_schema_bytes} bytes.", param="response_format.json_schema.schema")
+            raise InvalidRequest(
+                f"The schema is larger than {limits.max_schema_bytes} bytes.",
+                param="response_format.json_schema.schema",
+            )
 
     @property
     def named_tool(self) -> str | None:
@@ -228,7 +262,10 @@ class ChatCompletionRequest(SamplingFields):
         out = []
         for i, m in enumerate(self.messages):
             if m.role == "function":
-                raise InvalidRequest("Messages with role 'function' are deprecated and not supported; use 'tool'.", param=f"messages[{i}].role")
+                raise InvalidRequest(
+                    "Messages with role 'function' are deprecated and not supported; use 'tool'.",
+                    param=f"messages[{i}].role",
+                )
             if m.role == "tool":  # a tool's result, as the fallback tool prompt shows it
                 out.append({"role": "user", "content": render_tool_result(m.text(i))})
                 continue

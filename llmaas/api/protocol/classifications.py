@@ -20,7 +20,9 @@ Label = Annotated[str, Field(min_length=1, max_length=256)]
 
 class ClassificationRequest(OpenAIBaseModel):
     model: str = Field(min_length=1, max_length=512, description="A chat model or a fine-tuned ft:… model.")
-    input: Text | Annotated[list[Text], Field(min_length=1, max_length=10_000)] = Field(description="Text(s) to classify.")
+    input: Text | Annotated[list[Text], Field(min_length=1, max_length=10_000)] = Field(
+        description="Text(s) to classify."
+    )
     labels: Annotated[list[Label], Field(min_length=2, max_length=1000)] = Field(description="Candidate answers.")
 
     @property

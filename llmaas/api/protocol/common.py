@@ -119,7 +119,9 @@ class OmitsEmptyUsage(ResponseModel):
 
 
 class StreamOptions(OpenAIBaseModel):
-    include_usage: bool = Field(False, description="Send one more chunk with `usage` (and empty `choices`) before [DONE].")
+    include_usage: bool = Field(
+        False, description="Send one more chunk with `usage` (and empty `choices`) before [DONE]."
+    )
 
 
 # --- sampling fields shared by chat and completions --------------------------------------------------
@@ -130,15 +132,24 @@ class SamplingFields(OpenAIBaseModel):
 
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 = greedy. Default 1.")
     top_p: float | None = Field(None, ge=0.0, le=1.0, description="Nucleus sampling mass. 0 behaves as greedy.")
-    top_k: int | None = Field(None, ge=0, le=1_000_000, description="Extension: keep the k most likely tokens (0 = off).")
-    min_p: float | None = Field(None, ge=0.0, le=1.0, description="Extension: drop tokens below min_p × the top probability.")
-    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0, description="Extension: HF-style repetition penalty.")
+    top_k: int | None = Field(
+        None, ge=0, le=1_000_000, description="Extension: keep the k most likely tokens (0 = off)."
+    )
+    min_p: float | None = Field(
+        None, ge=0.0, le=1.0, description="Extension: drop tokens below min_p × the top probability."
+    )
+    repetition_penalty: float | None = Field(
+        None, gt=0.0, le=10.0, description="Extension: HF-style repetition penalty."
+    )
     n: int = Field(1, ge=1, le=HARD_MAX_N, description="Choices to generate (bounded by limits.max_n).")
     stop: StopString | Annotated[list[StopString], Field(max_length=HARD_MAX_STOP)] | None = Field(
         None, description="Up to limits.max_stop_sequences strings; generation stops before them (never emitted)."
     )
     seed: int | None = Field(
-        None, ge=SEED_MIN, le=SEED_MAX, description="Same seed + same request => same output. With n>1 each choice gets a derived seed."
+        None,
+        ge=SEED_MIN,
+        le=SEED_MAX,
+        description="Same seed + same request => same output. With n>1 each choice gets a derived seed.",
     )
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
@@ -166,9 +177,7 @@ class SamplingFields(OpenAIBaseModel):
         if self.stream_options is not None and not self.stream:
             raise InvalidRequest("stream_options is only allowed when stream is true.", param="stream_options")
         if choices > limits.max_n:
-            raise InvalidRequest(
-                f"This request asks for {choices} choices; the limit is {limits.max_n}.", param="n"
-            )
+            raise InvalidRequest(f"This request asks for {choices} choices; the limit is {limits.max_n}.", param="n")
         stops = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
         if len(stops) > limits.max_stop_sequences:
             raise InvalidRequest(f"At most {limits.max_stop_sequences} stop sequences are allowed.", param="stop")
@@ -186,7 +195,10 @@ class SamplingFields(OpenAIBaseModel):
             except ValueError:
                 raise InvalidRequest(f"logit_bias keys are token ids; got {key[:32]!r}.", param="logit_bias") from None
             if not 0 <= token_id < vocab_size:
-                raise InvalidRequest(f"logit_bias token id {token_id} is outside the vocabulary (0..{vocab_size - 1}).", param="logit_bias")
+                raise InvalidRequest(
+                    f"logit_bias token id {token_id} is outside the vocabulary (0..{vocab_size - 1}).",
+                    param="logit_bias",
+                )
             if not -100.0 <= bias <= 100.0:
                 raise InvalidRequest(f"logit_bias values are within [-100, 100]; got {bias}.", param="logit_bias")
             out[token_id] = float(bias)

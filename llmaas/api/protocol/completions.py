@@ -32,13 +32,21 @@ class CompletionRequest(SamplingFields):
     """A text completion request. Unknown fields are ignored (and their names logged)."""
 
     model: str = Field(max_length=512, description="A model id from GET /v1/models (base or fine-tuned).")
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=HARD_MAX_N)] | TokenIds | Annotated[
-        list[TokenIds], Field(min_length=1, max_length=HARD_MAX_N)
-    ] = Field(description="A string, a list of strings, a token array or a list of token arrays.")
+    prompt: (
+        str
+        | Annotated[list[str], Field(min_length=1, max_length=HARD_MAX_N)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1, max_length=HARD_MAX_N)]
+    ) = Field(description="A string, a list of strings, a token array or a list of token arrays.")
     max_tokens: int | None = Field(
-        None, ge=1, le=HARD_MAX_TOKENS, description="Most tokens to generate. Default: min(default_max_tokens, room left), OpenAI's is 16."
+        None,
+        ge=1,
+        le=HARD_MAX_TOKENS,
+        description="Most tokens to generate. Default: min(default_max_tokens, room left), OpenAI's is 16.",
     )
-    logprobs: int | None = Field(None, ge=0, le=HARD_MAX_TOP_LOGPROBS, description="Alternatives per token (legacy shape).")
+    logprobs: int | None = Field(
+        None, ge=0, le=HARD_MAX_TOP_LOGPROBS, description="Alternatives per token (legacy shape)."
+    )
     echo: bool = Field(False, description="Put the prompt in front of each completion (and score it with logprobs).")
     suffix: str | None = Field(None, description="Not supported (no fill-in-the-middle): must be empty.")
     best_of: int | None = Field(None, ge=1, le=HARD_MAX_N, description="Only best_of = n is supported.")

@@ -17,16 +17,21 @@ from llmaas.errors import InvalidRequest
 
 HARD_MAX_INPUTS = 100_000  # Limits.max_embedding_inputs' own ceiling
 HARD_MAX_INPUT_TOKENS = 1_048_576
-TokenIds = Annotated[list[Annotated[int, Field(ge=0, le=2**31 - 1)]], Field(min_length=1, max_length=HARD_MAX_INPUT_TOKENS)]
+TokenIds = Annotated[
+    list[Annotated[int, Field(ge=0, le=2**31 - 1)]], Field(min_length=1, max_length=HARD_MAX_INPUT_TOKENS)
+]
 
 
 class EmbeddingRequest(OpenAIBaseModel):
     """An embeddings request. Unknown fields are ignored (and their names logged)."""
 
     model: str = Field(max_length=256, description="An embedding model id from GET /v1/models.")
-    input: str | Annotated[list[str], Field(min_length=1, max_length=HARD_MAX_INPUTS)] | TokenIds | Annotated[
-        list[TokenIds], Field(min_length=1, max_length=HARD_MAX_INPUTS)
-    ] = Field(description="Text or token ids to embed: one or a list of them.")
+    input: (
+        str
+        | Annotated[list[str], Field(min_length=1, max_length=HARD_MAX_INPUTS)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1, max_length=HARD_MAX_INPUTS)]
+    ) = Field(description="Text or token ids to embed: one or a list of them.")
     encoding_format: Literal["float", "base64"] = Field("float", description="base64 = little-endian float32 bytes.")
     dimensions: int | None = Field(None, ge=1, le=1_000_000, description="Must equal the model's native size if given.")
     user: str | None = Field(None, max_length=256, description="Accepted and ignored.")
@@ -46,7 +51,10 @@ class EmbeddingRequest(OpenAIBaseModel):
             raise InvalidRequest(f"At most {limits.max_embedding_inputs} inputs per request.", param="input")
         for i, item in enumerate(inputs):
             if isinstance(item, str) and not item:
-                raise InvalidRequest("Inputs must not be empty strings.", param=f"input[{i}]" if not isinstance(self.input, str) else "input")
+                raise InvalidRequest(
+                    "Inputs must not be empty strings.",
+                    param=f"input[{i}]" if not isinstance(self.input, str) else "input",
+                )
 
 
 class Embedding(ResponseModel):

@@ -24,7 +24,9 @@ Auto = Literal["auto"]
 
 
 class Hyperparameters(OpenAIBaseModel):
-    n_epochs: Auto | Annotated[int, Field(ge=1, le=50)] = Field("auto", description="Passes over the training file (auto: 3, more for small files).")
+    n_epochs: Auto | Annotated[int, Field(ge=1, le=50)] = Field(
+        "auto", description="Passes over the training file (auto: 3, more for small files)."
+    )
     batch_size: Auto | Annotated[int, Field(ge=1, le=256)] = Field("auto", description="Examples per step (auto = 4).")
     learning_rate_multiplier: Auto | Annotated[float, Field(gt=0, le=100)] = Field(
         "auto", description=f"× the base LoRA learning rate {BASE_LEARNING_RATE} (auto = 1)."
@@ -37,13 +39,15 @@ class LoraParams(OpenAIBaseModel):
     rank: int = Field(8, ge=1, le=256)
     alpha: int = Field(16, ge=1, le=4096)
     dropout: float = Field(0.0, ge=0.0, le=0.9)
-    target_modules: Annotated[list[Literal[LORA_TARGETS]], Field(min_length=1, max_length=len(LORA_TARGETS))] | None = Field(  # type: ignore[valid-type]
-        None, description=f"Subset of {', '.join(LORA_TARGETS)} (default: all)."
+    target_modules: Annotated[list[Literal[LORA_TARGETS]], Field(min_length=1, max_length=len(LORA_TARGETS))] | None = (  # type: ignore[valid-type]
+        Field(None, description=f"Subset of {', '.join(LORA_TARGETS)} (default: all).")
     )
 
 
 class DpoHyperparameters(Hyperparameters):
-    beta: Auto | Annotated[float, Field(gt=0, le=2)] = Field("auto", description=f"How far the model may move from the base (auto = {AUTO_BETA}).")
+    beta: Auto | Annotated[float, Field(gt=0, le=2)] = Field(
+        "auto", description=f"How far the model may move from the base (auto = {AUTO_BETA})."
+    )
 
 
 class Supervised(OpenAIBaseModel):
@@ -64,13 +68,21 @@ class Method(OpenAIBaseModel):
 
 class FineTuningJobCreate(OpenAIBaseModel):
     model: str = Field(min_length=1, max_length=128, description="A base chat model served here.")
-    training_file: str = Field(min_length=1, max_length=64, description="Id of an uploaded file with purpose fine-tune.")
+    training_file: str = Field(
+        min_length=1, max_length=64, description="Id of an uploaded file with purpose fine-tune."
+    )
     validation_file: str | None = Field(None, min_length=1, max_length=64)
-    suffix: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_.\-]*$", description="Up to 64 characters in the model name.")
+    suffix: str | None = Field(
+        None, max_length=64, pattern=r"^[A-Za-z0-9_.\-]*$", description="Up to 64 characters in the model name."
+    )
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    hyperparameters: Hyperparameters | None = Field(None, description="Deprecated by OpenAI in favour of method; both work.")
+    hyperparameters: Hyperparameters | None = Field(
+        None, description="Deprecated by OpenAI in favour of method; both work."
+    )
     method: Method | None = None
-    integrations: Annotated[list[Any], Field(max_length=0)] | None = Field(None, description="Not supported (must be empty).")
+    integrations: Annotated[list[Any], Field(max_length=0)] | None = Field(
+        None, description="Not supported (must be empty)."
+    )
     metadata: Annotated[dict[str, Annotated[str, Field(max_length=512)]], Field(max_length=16)] | None = None
 
     def resolve(self) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -78,7 +90,8 @@ class FineTuningJobCreate(OpenAIBaseModel):
         method = self.method or Method()
         if method.type == "reinforcement":
             raise InvalidRequest(
-                "Fine-tuning method 'reinforcement' is not supported here; use 'supervised' or 'dpo'.", param="method.type"
+                "Fine-tuning method 'reinforcement' is not supported here; use 'supervised' or 'dpo'.",
+                param="method.type",
             )
         hp: Hyperparameters = self.hyperparameters or Hyperparameters()
         chosen = method.dpo if method.type == "dpo" else method.supervised

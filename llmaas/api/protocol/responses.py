@@ -103,7 +103,9 @@ class ResponseCreateRequest(OpenAIBaseModel):
     top_p: float | None = Field(None, ge=0.0, le=1.0)
     text: TextConfig | None = None
     tools: Annotated[list[ToolSpec], Field(max_length=MAX_TOOLS)] | None = None
-    tool_choice: str | dict[str, Any] | None = Field(None, description="none | auto | required | {type: function, name}")
+    tool_choice: str | dict[str, Any] | None = Field(
+        None, description="none | auto | required | {type: function, name}"
+    )
     parallel_tool_calls: bool | None = None
     store: bool = Field(True, description="Keep the response for GET, input_items and previous_response_id.")
     previous_response_id: str | None = Field(None, max_length=64, description="Continue this stored response.")
@@ -123,11 +125,15 @@ class ResponseCreateRequest(OpenAIBaseModel):
             raise InvalidRequest(f"At most {limits.max_messages} input items are allowed.", param="input")
         for key, value in (self.metadata or {}).items():
             if len(key) > 64 or len(value) > 512:
-                raise InvalidRequest("metadata keys are at most 64 characters and values at most 512.", param="metadata")
+                raise InvalidRequest(
+                    "metadata keys are at most 64 characters and values at most 512.", param="metadata"
+                )
         fmt = self.text.format if self.text else None
         if fmt is not None and fmt.type == "json_schema":
             if not fmt.name or not FUNCTION_NAME.match(fmt.name):
-                raise InvalidRequest("text.format.name is required: a-z, A-Z, 0-9, _ and - (at most 64).", param="text.format.name")
+                raise InvalidRequest(
+                    "text.format.name is required: a-z, A-Z, 0-9, _ and - (at most 64).", param="text.format.name"
+                )
             if fmt.schema_ is None:
                 raise InvalidRequest("text.format.schema is required for json_schema.", param="text.format.schema")
         for i, tool in enumerate(self.tools or []):
@@ -137,7 +143,9 @@ class ResponseCreateRequest(OpenAIBaseModel):
                     param=f"tools[{i}].type",
                 )
             if not tool.name or not FUNCTION_NAME.match(tool.name):
-                raise InvalidRequest("A function tool needs a name: a-z, A-Z, 0-9, _ and - (at most 64).", param=f"tools[{i}].name")
+                raise InvalidRequest(
+                    "A function tool needs a name: a-z, A-Z, 0-9, _ and - (at most 64).", param=f"tools[{i}].name"
+                )
         self._check_tool_choice()
 
     def _check_tool_choice(self) -> None:
@@ -152,7 +160,10 @@ class ResponseCreateRequest(OpenAIBaseModel):
         else:
             ok = False
         if not ok:
-            raise InvalidRequest("tool_choice must be none, auto, required or {type: function, name} of a tool given in tools.", param="tool_choice")
+            raise InvalidRequest(
+                "tool_choice must be none, auto, required or {type: function, name} of a tool given in tools.",
+                param="tool_choice",
+            )
 
     def input_items(self) -> list[dict[str, Any]]:
         """`input` as normalized wire items with server ids (what is stored, listed and replayed)."""
@@ -176,7 +187,10 @@ def _text_of(parts: str | list[ContentPart] | None, param: str, allowed: tuple[s
         if part.type == "refusal":
             out.append({"type": "refusal", "refusal": part.refusal or ""})
         else:
-            out.append({"type": part.type, "text": part.text or ""} | ({"annotations": []} if part.type == "output_text" else {}))
+            out.append(
+                {"type": part.type, "text": part.text or ""}
+                | ({"annotations": []} if part.type == "output_text" else {})
+            )
     return out
 
 
@@ -204,10 +218,18 @@ def _normalize(item: InputItem, param: str) -> dict[str, Any]:
     if kind == "function_call_output":
         if not item.call_id or item.output is None:
             raise InvalidRequest("A function_call_output item needs call_id and output.", param=param)
-        output = item.output if isinstance(item.output, str) else "\n".join(
-            p["text"] for p in _text_of(item.output, f"{param}.output", ("input_text", "output_text"))
+        output = (
+            item.output
+            if isinstance(item.output, str)
+            else "\n".join(p["text"] for p in _text_of(item.output, f"{param}.output", ("input_text", "output_text")))
         )
-        return {"type": "function_call_output", "id": item_id("fco"), "call_id": item.call_id, "output": output, "status": "completed"}
+        return {
+            "type": "function_call_output",
+            "id": item_id("fco"),
+            "call_id": item.call_id,
+            "output": output,
+            "status": "completed",
+        }
     raise InvalidRequest(
         f"Input items of type {kind[:64]!r} are not supported; use message, function_call or function_call_output.",
         param=f"{param}.type",

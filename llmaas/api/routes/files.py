@@ -52,7 +52,10 @@ UPLOAD_SCHEMA = {
                 "schema": {
                     "type": "object",
                     "required": ["file", "purpose"],
-                    "properties": {"file": {"type": "string", "format": "binary"}, "purpose": {"type": "string", "enum": list(PURPOSES)}},
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "purpose": {"type": "string", "enum": list(PURPOSES)},
+                    },
                 }
             }
         },
@@ -70,7 +73,12 @@ async def upload_file(request: Request, principal: PrincipalDep, files: FilesDep
     # The parser decodes names and fields with the client's `charset`; codecs such as unicode_escape would make
     # strings that are not valid Unicode. Form fields are UTF-8 (what every client sends, usually implicitly).
     charset = _CHARSET.search(content_type)
-    if charset is not None and charset.group(1).strip('"').lower().replace("_", "-") not in ("utf-8", "utf8", "us-ascii", "ascii"):
+    if charset is not None and charset.group(1).strip('"').lower().replace("_", "-") not in (
+        "utf-8",
+        "utf8",
+        "us-ascii",
+        "ascii",
+    ):
         raise InvalidRequest("Multipart form fields must be UTF-8 (charset=utf-8, or no charset).", param="file")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
@@ -120,7 +128,9 @@ async def file_content(file_id: str, principal: PrincipalDep, files: FilesDep) -
     # A download, never a page: browsers save it instead of rendering it. The name is our id (no client text in a
     # header); the id passed the ownership lookup, so it is one of ours.
     disposition = f'attachment; filename="{file_id}.{extension}"'
-    return StreamingResponse(chunks, media_type="application/octet-stream", headers={"Content-Disposition": disposition})
+    return StreamingResponse(
+        chunks, media_type="application/octet-stream", headers={"Content-Disposition": disposition}
+    )
 
 
 @router.delete("/v1/files/{file_id}", response_model=FileDeleted)

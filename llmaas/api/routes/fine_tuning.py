@@ -36,7 +36,9 @@ async def create_job(body: FineTuningJobCreate, principal: PrincipalDep, service
 
 
 @router.get("/v1/fine_tuning/jobs")
-async def list_jobs(principal: PrincipalDep, service: ServiceDep, after: After = None, limit: Limit = 20) -> dict[str, Any]:
+async def list_jobs(
+    principal: PrincipalDep, service: ServiceDep, after: After = None, limit: Limit = 20
+) -> dict[str, Any]:
     """List this project's fine-tuning jobs, newest first."""
     return await service.list(principal, after=after, limit=limit)
 
@@ -54,13 +56,17 @@ async def cancel_job(job_id: str, principal: PrincipalDep, service: ServiceDep) 
 
 
 @router.get("/v1/fine_tuning/jobs/{job_id}/events")
-async def list_events(job_id: str, principal: PrincipalDep, service: ServiceDep, after: After = None, limit: Limit = 20) -> dict[str, Any]:
+async def list_events(
+    job_id: str, principal: PrincipalDep, service: ServiceDep, after: After = None, limit: Limit = 20
+) -> dict[str, Any]:
     """A fine-tuning job's events, newest first."""
     return await service.events(principal, job_id, after=after, limit=limit)
 
 
 @router.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
-async def list_checkpoints(job_id: str, principal: PrincipalDep, service: ServiceDep, after: After = None, limit: Limit = 10) -> dict[str, Any]:
+async def list_checkpoints(
+    job_id: str, principal: PrincipalDep, service: ServiceDep, after: After = None, limit: Limit = 10
+) -> dict[str, Any]:
     """A fine-tuning job's checkpoints (one per epoch), newest first."""
     return await service.checkpoints(principal, job_id, after=after, limit=limit)
 

@@ -59,7 +59,7 @@ def _models_loaded(models: Any) -> bool:
 
 
 async def _database(store: Any) -> str:
-    """"ok", "unreachable", or "none" when the app runs without a store (bare API, unit tests)."""
+    """ "ok", "unreachable", or "none" when the app runs without a store (bare API, unit tests)."""
     if store is None:
         return "none"
     try:

@@ -76,7 +76,11 @@ def _count_queued(store: Any) -> int:
     from llmaas.batches.jobs import ACTIVE
     from llmaas.store.batch_models import Batch, BatchLine
 
-    query = (select(func.count()).select_from(BatchLine).join(Batch, Batch.id == BatchLine.batch_id)
-             .where(BatchLine.status == "pending", Batch.status.in_(ACTIVE)))
+    query = (
+        select(func.count())
+        .select_from(BatchLine)
+        .join(Batch, Batch.id == BatchLine.batch_id)
+        .where(BatchLine.status == "pending", Batch.status.in_(ACTIVE))
+    )
     with store.engine.connect() as conn:
         return int(conn.execute(query).scalar() or 0)

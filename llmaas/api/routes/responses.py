@@ -28,7 +28,9 @@ ResponsesDep = Annotated[ResponseStore, Depends(get_responses)]
 
 
 @router.post("/v1/responses", response_model=ResponseObject)
-async def create_response(body: ResponseCreateRequest, call: CallDep, responses: ResponsesDep, request: Request) -> Response:
+async def create_response(
+    body: ResponseCreateRequest, call: CallDep, responses: ResponsesDep, request: Request
+) -> Response:
     """Create a model response (OpenAI's Responses API; `stream: true` answers with named server-sent events)."""
     run = await until_disconnected(request, prepare_response(body, call, responses))
     if body.stream:

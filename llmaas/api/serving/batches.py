@@ -40,18 +40,33 @@ class BatchService:
 
         def run() -> dict[str, Any]:
             with self.store.session() as s:
-                record = filestore.get_file(s, req.input_file_id, project_id=principal.project_id, param="input_file_id")
+                record = filestore.get_file(
+                    s, req.input_file_id, project_id=principal.project_id, param="input_file_id"
+                )
                 if record.purpose != "batch":
                     raise InvalidRequest("The input file must be uploaded with purpose 'batch'.", param="input_file_id")
                 lines, error = None, None
                 try:
-                    lines = check_batch_file(self._chunks(record.blob_key), settings=self.settings, endpoint=req.endpoint)
+                    lines = check_batch_file(
+                        self._chunks(record.blob_key), settings=self.settings, endpoint=req.endpoint
+                    )
                 except FileValidationError as exc:
-                    error = {"code": "invalid_request", "message": exc.problem, "param": "input_file_id", "line": exc.line}
+                    error = {
+                        "code": "invalid_request",
+                        "message": exc.problem,
+                        "param": "input_file_id",
+                        "line": exc.line,
+                    }
                 batch = J.create_batch(
-                    s, project_id=principal.project_id, key_id=principal.key_id, endpoint=req.endpoint,
-                    input_file_id=record.id, completion_window=req.completion_window, metadata=req.metadata,
-                    lines=lines, error=error,
+                    s,
+                    project_id=principal.project_id,
+                    key_id=principal.key_id,
+                    endpoint=req.endpoint,
+                    input_file_id=record.id,
+                    completion_window=req.completion_window,
+                    metadata=req.metadata,
+                    lines=lines,
+                    error=error,
                 )
                 return J.batch_to_dict(batch)
 
@@ -67,8 +82,13 @@ class BatchService:
         def page(s: Any) -> dict[str, Any]:
             rows, more = J.list_batches(s, project_id=principal.project_id, after=after, limit=limit)
             data = [J.batch_to_dict(b) for b in rows]
-            return {"object": "list", "data": data, "has_more": more,
-                    "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
+            return {
+                "object": "list",
+                "data": data,
+                "has_more": more,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+            }
 
         return await self._run(page)
 

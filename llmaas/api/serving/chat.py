@@ -69,10 +69,13 @@ async def prepare_chat(
     tokenizer = target.engine.tokenizer
     if not tokenizer.has_chat_template:
         raise InvalidRequest(
-            f"The model `{req.model}` has no chat template; use /v1/completions with a plain prompt instead.", param="model"
+            f"The model `{req.model}` has no chat template; use /v1/completions with a plain prompt instead.",
+            param="model",
         )
     constraint = chat_constraint(req)
-    grammar = await compile_constraint(tokenizer, constraint, call.principal.project_id, call.settings.limits.max_grammar_compile_s)
+    grammar = await compile_constraint(
+        tokenizer, constraint, call.principal.project_id, call.settings.limits.max_grammar_compile_s
+    )
     messages = with_tool_prompt(req.template_messages(), constraint)
     # Off the event loop: a long conversation takes a while to tokenize and other requests must not wait for it.
     prompt = await asyncio.to_thread(tokenizer.apply_chat_template, messages, True)
@@ -85,7 +88,10 @@ async def prepare_chat(
             request_id=f"{request_id}-{i}",
             prompt_token_ids=prompt,
             params=req.to_sampling_params(
-                max_tokens=max_tokens, vocab_size=tokenizer.vocab_size, logprobs=req.engine_logprobs, choice=i,
+                max_tokens=max_tokens,
+                vocab_size=tokenizer.vocab_size,
+                logprobs=req.engine_logprobs,
+                choice=i,
                 grammar=grammar,
             ),
             adapter_id=target.adapter_id,
@@ -111,8 +117,12 @@ def chat_constraint(req: ChatCompletionRequest) -> Constraint:
     ]
     choice = req.named_tool or (req.tool_choice if isinstance(req.tool_choice, str) else None)
     return build_constraint(
-        json_schema=schema, json_object=rf is not None and rf.type == "json_object", tools=tools, tool_choice=choice,
-        parallel_tool_calls=req.parallel_tool_calls, schema_param="response_format.json_schema.schema",
+        json_schema=schema,
+        json_object=rf is not None and rf.type == "json_object",
+        tools=tools,
+        tool_choice=choice,
+        parallel_tool_calls=req.parallel_tool_calls,
+        schema_param="response_format.json_schema.schema",
     )
 
 
@@ -161,7 +171,10 @@ class ChatRun(GenerationRun):
         parser = self._parsers[i]
         if parser is None or not parser.calls:
             return AssistantMessage(content=text)
-        calls = [ToolCall(id=c["id"], function=ToolCallFunction(name=c["name"], arguments=c["arguments"])) for c in parser.calls]
+        calls = [
+            ToolCall(id=c["id"], function=ToolCallFunction(name=c["name"], arguments=c["arguments"]))
+            for c in parser.calls
+        ]
         return AssistantMessage(content=text if text.strip() else None, tool_calls=calls)
 
     async def chunks(self) -> AsyncGenerator[ChatCompletionChunk, None]:
@@ -180,7 +193,11 @@ class ChatRun(GenerationRun):
                     held[i] = ""
                 elif isinstance(piece, ToolCallStart):
                     fn = FunctionDelta(name=piece.name, arguments="")
-                    deltas.append(ChoiceDelta(tool_calls=[ToolCallDelta(index=piece.index, id=piece.id, type="function", function=fn)]))
+                    deltas.append(
+                        ChoiceDelta(
+                            tool_calls=[ToolCallDelta(index=piece.index, id=piece.id, type="function", function=fn)]
+                        )
+                    )
                 elif isinstance(piece, ArgumentsDelta):
                     fn = FunctionDelta(arguments=piece.text)
                     deltas.append(ChoiceDelta(tool_calls=[ToolCallDelta(index=piece.index, function=fn)]))

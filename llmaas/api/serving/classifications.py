@@ -45,7 +45,8 @@ async def classify(req: ClassificationRequest, call: Call) -> ClassificationResp
             if len(ids) >= target.engine.max_model_len:
                 raise ContextLengthExceeded(
                     f"Input {i} with label {j} needs {len(ids)} tokens; this model's maximum context length is "
-                    f"{target.engine.max_model_len}.", param="input",
+                    f"{target.engine.max_model_len}.",
+                    param="input",
                 )
             spans.append((len(prompt), len(ids)))
             requests.append(
@@ -59,7 +60,9 @@ async def classify(req: ClassificationRequest, call: Call) -> ClassificationResp
                 )
             )
     n = len(requests)
-    gen = Generation(target, call, ROUTE, request_id, requests, list(range(n)), [len(r.prompt_token_ids) for r in requests])
+    gen = Generation(
+        target, call, ROUTE, request_id, requests, list(range(n)), [len(r.prompt_token_ids) for r in requests]
+    )
     scores: list[float | None] = [None] * n
     async for k, event in gen.events(await gen.start()):
         if event.prompt_logprobs is not None and scores[k] is None:
@@ -75,6 +78,10 @@ async def classify(req: ClassificationRequest, call: Call) -> ClassificationResp
     for i in range(len(req.inputs)):
         probs = softmax([float(s) for s in scores[i * width : (i + 1) * width]])  # type: ignore[arg-type]
         best = max(range(width), key=lambda j: probs[j])
-        data.append(Classification(index=i, label=req.labels[best], scores={label: round(p, 6) for label, p in zip(req.labels, probs)}))
+        data.append(
+            Classification(
+                index=i, label=req.labels[best], scores={label: round(p, 6) for label, p in zip(req.labels, probs)}
+            )
+        )
     usage = Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=0, total_tokens=gen.prompt_tokens)
     return ClassificationResponse(model=req.model, data=data, usage=usage)

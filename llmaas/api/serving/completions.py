@@ -51,7 +51,9 @@ async def prepare_completion(req: CompletionRequest, call: Call) -> CompletionRu
             raise InvalidRequest("The prompt is empty.", param=param)
         prompts.append(ids)
     budgets = [
-        plan_max_tokens(req.max_tokens, len(ids), target.engine.max_model_len, call.settings.default_max_tokens, "prompt")
+        plan_max_tokens(
+            req.max_tokens, len(ids), target.engine.max_model_len, call.settings.default_max_tokens, "prompt"
+        )
         for ids in prompts
     ]
     request_id = new_id("cmpl")
@@ -163,4 +165,3 @@ def _extend(into: LegacyLogprobs, more: LegacyLogprobs) -> None:
     into.token_logprobs += more.token_logprobs
     into.top_logprobs += more.top_logprobs
     into.text_offset += more.text_offset
-

@@ -26,15 +26,21 @@ class FileService:
             raise Unavailable("Files need the database; this server runs without one.")
         self.store, self.blobs, self.settings = store, blobs, settings
 
-    async def upload(self, principal: Principal, *, purpose: str, filename: str | None, data: IO[bytes]) -> dict[str, Any]:
+    async def upload(
+        self, principal: Principal, *, purpose: str, filename: str | None, data: IO[bytes]
+    ) -> dict[str, Any]:
         if purpose not in filestore.PURPOSES:
-            raise InvalidRequest(f"'{purpose[:40]}' is not a valid purpose; use one of {', '.join(filestore.PURPOSES)}.", param="purpose")
+            raise InvalidRequest(
+                f"'{purpose[:40]}' is not a valid purpose; use one of {', '.join(filestore.PURPOSES)}.", param="purpose"
+            )
 
         def run() -> dict[str, Any]:
             if purpose == "batch" and self.settings is not None:
                 self._check_batch(data)
             with self.store.session() as s:
-                record = filestore.create_file(s, self.blobs, data, project_id=principal.project_id, purpose=purpose, filename=filename)
+                record = filestore.create_file(
+                    s, self.blobs, data, project_id=principal.project_id, purpose=purpose, filename=filename
+                )
                 return filestore.file_to_dict(record)
 
         return await asyncio.to_thread(run)
@@ -53,11 +59,16 @@ class FileService:
     ) -> dict[str, Any]:
         def run() -> dict[str, Any]:
             with self.store.session() as s:
-                rows, more = filestore.list_files(s, project_id=principal.project_id, purpose=purpose, after=after, limit=limit, order=order)
+                rows, more = filestore.list_files(
+                    s, project_id=principal.project_id, purpose=purpose, after=after, limit=limit, order=order
+                )
                 data = [filestore.file_to_dict(r) for r in rows]
             return {
-                "object": "list", "data": data, "has_more": more,
-                "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None,
+                "object": "list",
+                "data": data,
+                "has_more": more,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
             }
 
         return await asyncio.to_thread(run)

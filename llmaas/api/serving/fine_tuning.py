@@ -43,9 +43,13 @@ class FineTuningService:
     def _check_model(self, principal: Principal, model: str) -> None:
         spec = next((m for m in self.settings.chat_models if m.name == model), None)
         if spec is None or not principal.may_use(model):
-            raise InvalidRequest(f"Model {model[:128]!r} is not available for fine-tuning.", param="model", code="model_not_available")
+            raise InvalidRequest(
+                f"Model {model[:128]!r} is not available for fine-tuning.", param="model", code="model_not_available"
+            )
         if not spec.allow_adapters:
-            raise InvalidRequest(f"Model {model[:128]!r} does not allow fine-tuned adapters.", param="model", code="model_not_available")
+            raise InvalidRequest(
+                f"Model {model[:128]!r} does not allow fine-tuned adapters.", param="model", code="model_not_available"
+            )
 
     @staticmethod
     def _check_file(s: Any, file_id: str, principal: Principal, param: str) -> None:
@@ -54,7 +58,11 @@ class FineTuningService:
         except NotFound:
             raise InvalidRequest(f"File {file_id[:80]!r} not found.", param=param, code="invalid_file") from None
         if record.purpose != "fine-tune":
-            raise InvalidRequest(f"File {file_id[:80]!r} has purpose {record.purpose!r}, not 'fine-tune'.", param=param, code="invalid_file")
+            raise InvalidRequest(
+                f"File {file_id[:80]!r} has purpose {record.purpose!r}, not 'fine-tune'.",
+                param=param,
+                code="invalid_file",
+            )
 
     async def create(self, principal: Principal, body: FineTuningJobCreate) -> dict[str, Any]:
         self._check_model(principal, body.model)
@@ -66,9 +74,15 @@ class FineTuningService:
             if body.validation_file:
                 self._check_file(s, body.validation_file, principal, "validation_file")
             job = J.create_job(
-                s, project_id=principal.project_id, model=body.model, training_file=body.training_file,
-                validation_file=body.validation_file, suffix=body.suffix or None, seed=seed,
-                hyperparameters=hyperparameters, method=method,
+                s,
+                project_id=principal.project_id,
+                model=body.model,
+                training_file=body.training_file,
+                validation_file=body.validation_file,
+                suffix=body.suffix or None,
+                seed=seed,
+                hyperparameters=hyperparameters,
+                method=method,
             )
             return J.job_to_dict(job)
 
@@ -99,8 +113,11 @@ class FineTuningService:
             rows, more = J.list_checkpoints(s, job_id, project_id=principal.project_id, after=after, limit=limit)
             data = [J.checkpoint_to_dict(c) for c in rows]
             return {
-                "object": "list", "data": data, "has_more": more,
-                "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None,
+                "object": "list",
+                "data": data,
+                "has_more": more,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
             }
 
         return await self._db(run)
@@ -111,7 +128,9 @@ class FineTuningService:
         def find(s: Any) -> tuple[str, str]:
             job = J.get_job(s, job_id, project_id=principal.project_id)
             if job.status != "succeeded" or not job.adapter_key:
-                raise InvalidRequest(f"The job has no adapter to download: status {job.status}.", param="fine_tuning_job_id")
+                raise InvalidRequest(
+                    f"The job has no adapter to download: status {job.status}.", param="fine_tuning_job_id"
+                )
             return job.adapter_key, job.model
 
         key, base = await self._db(find)

@@ -65,7 +65,9 @@ async def resolve_chat_model(name: str, call: Call, route: str) -> Target:
         raise not_found(name)
     kind = kind_of(call.models, name)
     if kind == "embedding":
-        raise InvalidRequest(f"`{name}` is an embedding model; use /v1/embeddings. {route} needs a chat model.", param="model")
+        raise InvalidRequest(
+            f"`{name}` is an embedding model; use /v1/embeddings. {route} needs a chat model.", param="model"
+        )
     if kind == "chat":
         return Target(call.models.chat(name), name)
     if call.finetuned is not None:

@@ -67,7 +67,12 @@ class ResponseStore:
         expires = int(time.time()) + self.retention_days * 86400 if self.retention_days else None
         await self._run(
             lambda s: crud.save_response(
-                s, project_id=principal.project_id, body=body, input_items=inputs, output_items=body["output"], expires_at=expires
+                s,
+                project_id=principal.project_id,
+                body=body,
+                input_items=inputs,
+                output_items=body["output"],
+                expires_at=expires,
             )
         )
         if time.monotonic() - self._last_purge > PURGE_EVERY_S:  # retention, lazily: at most once per interval
@@ -85,9 +90,13 @@ class ResponseStore:
         self, principal: Principal, response_id: str, *, after: str | None, limit: int, order: str
     ) -> InputItemList:
         data, more = await self._run(
-            lambda s: crud.list_input_items(s, response_id, project_id=principal.project_id, after=after, limit=limit, order=order)
+            lambda s: crud.list_input_items(
+                s, response_id, project_id=principal.project_id, after=after, limit=limit, order=order
+            )
         )
-        return InputItemList(data=data, has_more=more, first_id=data[0]["id"] if data else None, last_id=data[-1]["id"] if data else None)
+        return InputItemList(
+            data=data, has_more=more, first_id=data[0]["id"] if data else None, last_id=data[-1]["id"] if data else None
+        )
 
 
 async def prepare_response(req: ResponseCreateRequest, call: Call, responses: ResponseStore) -> ResponseRun:
@@ -98,7 +107,9 @@ async def prepare_response(req: ResponseCreateRequest, call: Call, responses: Re
         responses._db()  # 503 now rather than after the generation
     history = await responses.conversation(call.principal, req.previous_response_id) if req.previous_response_id else []
     if len(history) + len(inputs) > call.settings.limits.max_messages:
-        raise InvalidRequest(f"The conversation has more than {call.settings.limits.max_messages} items.", param="input")
+        raise InvalidRequest(
+            f"The conversation has more than {call.settings.limits.max_messages} items.", param="input"
+        )
     chat = chat_request(req, chat_messages(req.instructions, history + inputs), stream=req.stream)
     response_id = item_id("resp")
     run = await prepare_chat(chat, call, route=ROUTE, request_id=response_id)
@@ -127,7 +138,11 @@ class ResponseRun:
         """The response object in `status` (the request's settings echoed as OpenAI echoes them)."""
         req = self.req
         tools = [t.model_dump(exclude_none=True) for t in req.tools or []]
-        text = {"format": req.text.format.model_dump(by_alias=True, exclude_none=True)} if req.text and req.text.format else {"format": {"type": "text"}}
+        text = (
+            {"format": req.text.format.model_dump(by_alias=True, exclude_none=True)}
+            if req.text and req.text.format
+            else {"format": {"type": "text"}}
+        )
         obj = ResponseObject(
             id=self.response_id, created_at=self.created_at, status=status,
             instructions=req.instructions, max_output_tokens=req.max_output_tokens, metadata=req.metadata or {},
@@ -187,7 +202,10 @@ class ResponseRun:
             raise
         except Exception as exc:  # noqa: BLE001 - the stream has started: the failure is an event, not a status
             _, payload, _ = error_payload(exc)
-            error = {"code": payload["error"]["code"] or payload["error"]["type"], "message": payload["error"]["message"]}
+            error = {
+                "code": payload["error"]["code"] or payload["error"]["type"],
+                "message": payload["error"]["message"],
+            }
             yield self._event("response.failed", response=self.envelope("failed", stream.output, error=error))
         finally:
             await chunks.aclose()
@@ -213,7 +231,13 @@ class _StreamState:
         part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
         return [
             self.run._event("response.output_item.added", output_index=index, item=dict(self.message, content=[])),
-            self.run._event("response.content_part.added", item_id=self.message["id"], output_index=index, content_index=0, part=part),
+            self.run._event(
+                "response.content_part.added",
+                item_id=self.message["id"],
+                output_index=index,
+                content_index=0,
+                part=part,
+            ),
         ]
 
     def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
@@ -245,7 +269,9 @@ class _StreamState:
             item = function_call_item(call.get("id") or "", fn.get("name") or "", "", "in_progress")
             self.calls[call.get("index", 0)] = item
             self.output.append(item)
-            events.append(self.run._event("response.output_item.added", output_index=len(self.output) - 1, item=dict(item)))
+            events.append(
+                self.run._event("response.output_item.added", output_index=len(self.output) - 1, item=dict(item))
+            )
         if fn.get("arguments"):
             item["arguments"] += fn["arguments"]
             events.append(self.run._event(

@@ -34,7 +34,11 @@ def chat_messages(instructions: str | None, items: list[dict[str, Any]]) -> list
         if kind == "message":
             messages.append({"role": item["role"], "content": flatten_content(item["content"])})
         elif kind == "function_call":
-            call = {"id": item["call_id"], "type": "function", "function": {"name": item["name"], "arguments": item["arguments"]}}
+            call = {
+                "id": item["call_id"],
+                "type": "function",
+                "function": {"name": item["name"], "arguments": item["arguments"]},
+            }
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant":
                 last.setdefault("tool_calls", []).append(call)
@@ -63,7 +67,10 @@ def chat_request(req: ResponseCreateRequest, messages: list[dict[str, Any]], *, 
         fields["response_format"] = {"type": "json_object"}
     elif fmt is not None and fmt.type == "json_schema":
         schema = {"name": fmt.name, "schema": fmt.schema_, "strict": fmt.strict, "description": fmt.description}
-        fields["response_format"] = {"type": "json_schema", "json_schema": {k: v for k, v in schema.items() if v is not None}}
+        fields["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {k: v for k, v in schema.items() if v is not None},
+        }
     if req.tools:
         fields["tools"] = [
             {"type": "function", "function": {k: v for k, v in {
@@ -96,8 +103,17 @@ def message_item(text: str, status: str, msg_id: str | None = None) -> dict[str,
     }  # fmt: skip
 
 
-def function_call_item(call_id: str, name: str, arguments: str, status: str = "completed", fc_id: str | None = None) -> dict[str, Any]:
-    return {"type": "function_call", "id": fc_id or item_id("fc"), "call_id": call_id, "name": name, "arguments": arguments, "status": status}
+def function_call_item(
+    call_id: str, name: str, arguments: str, status: str = "completed", fc_id: str | None = None
+) -> dict[str, Any]:
+    return {
+        "type": "function_call",
+        "id": fc_id or item_id("fc"),
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": status,
+    }
 
 
 def output_items(choice: dict[str, Any]) -> list[dict[str, Any]]:
@@ -109,5 +125,9 @@ def output_items(choice: dict[str, Any]) -> list[dict[str, Any]]:
     items = [message_item(message.get("content") or "", status)] if message.get("content") or not calls else []
     for call in calls:
         fn = call.get("function") or {}
-        items.append(function_call_item(call.get("id") or item_id("call"), fn.get("name") or "", fn.get("arguments") or "", status))
+        items.append(
+            function_call_item(
+                call.get("id") or item_id("call"), fn.get("name") or "", fn.get("arguments") or "", status
+            )
+        )
     return items

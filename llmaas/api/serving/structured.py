@@ -70,7 +70,9 @@ def build_constraint(
     tools = list(tools or [])
     if tool_choice is None:
         tool_choice = "auto" if tools else "none"
-    text_schema: dict[str, Any] | None = json_schema if json_schema is not None else ({"type": "object"} if json_object else None)
+    text_schema: dict[str, Any] | None = (
+        json_schema if json_schema is not None else ({"type": "object"} if json_object else None)
+    )
     if tool_choice == "none" or not tools:
         if text_schema is None:
             return Constraint(None, schema_param)
@@ -79,21 +81,39 @@ def build_constraint(
     mode: ToolMode = "auto" if tool_choice == "auto" else "required"
     callable_tools = tools if tool_choice in ("auto", "required") else [t for t in tools if t.name == tool_choice]
     tags = [
-        {"type": "tag", "begin": f'{CALL_OPEN}{{"name": {json.dumps(t.name)}, "arguments": ',
-         "content": {"type": "json_schema", "json_schema": t.parameters, "max_whitespace_cnt": MAX_WHITESPACE},
-         "end": f"}}{CALL_CLOSE}"}
+        {
+            "type": "tag",
+            "begin": f'{CALL_OPEN}{{"name": {json.dumps(t.name)}, "arguments": ',
+            "content": {"type": "json_schema", "json_schema": t.parameters, "max_whitespace_cnt": MAX_WHITESPACE},
+            "end": f"}}{CALL_CLOSE}",
+        }
         for t in callable_tools
     ]
-    calls = {"type": "tags_with_separator", "tags": tags, "separator": "\n", "at_least_one": True,
-             "stop_after_first": not parallel_tool_calls}
+    calls = {
+        "type": "tags_with_separator",
+        "tags": tags,
+        "separator": "\n",
+        "at_least_one": True,
+        "stop_after_first": not parallel_tool_calls,
+    }
     if mode == "required":
         fmt: dict[str, Any] = calls
     elif text_schema is not None:  # auto + a response format: either the JSON answer or the calls
-        fmt = {"type": "or", "elements": [
-            {"type": "json_schema", "json_schema": text_schema, "max_whitespace_cnt": MAX_WHITESPACE}, calls]}
+        fmt = {
+            "type": "or",
+            "elements": [
+                {"type": "json_schema", "json_schema": text_schema, "max_whitespace_cnt": MAX_WHITESPACE},
+                calls,
+            ],
+        }
     else:  # auto: free text, each call constrained from its trigger on
-        fmt = {"type": "triggered_tags", "triggers": [CALL_OPEN], "tags": tags, "at_least_one": False,
-               "stop_after_first": not parallel_tool_calls}
+        fmt = {
+            "type": "triggered_tags",
+            "triggers": [CALL_OPEN],
+            "tags": tags,
+            "at_least_one": False,
+            "stop_after_first": not parallel_tool_calls,
+        }
     spec = GrammarSpec("structural_tag", json.dumps({"type": "structural_tag", "format": fmt}))
     return Constraint(spec, tools_param, callable_tools, mode, parallel_tool_calls)
 

@@ -62,8 +62,12 @@ def _build(name: str, compiler: str, flags: list[str], target: Path) -> bool:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             built = Path(tmp) / target.name
-            result = subprocess.run([compiler, *flags, str(HERE / f"{name}.cpp"), "-o", str(built)],
-                                    capture_output=True, text=True, timeout=300)
+            result = subprocess.run(
+                [compiler, *flags, str(HERE / f"{name}.cpp"), "-o", str(built)],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             if result.returncode != 0:
                 raise OSError(result.stderr[-2000:])
             os.replace(built, target)  # atomic: concurrent builders never load a half-written file

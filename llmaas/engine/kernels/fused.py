@@ -57,8 +57,16 @@ def available(dtype: torch.dtype) -> bool:
     return _function("rope_kv", dtype) is not None
 
 
-def rope_write_kv(qkv: Tensor, cos: Tensor, sin: Tensor, slots: Tensor, k_cache: Tensor, v_cache: Tensor,
-                  n_heads: int, n_kv_heads: int) -> Tensor:
+def rope_write_kv(
+    qkv: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+    slots: Tensor,
+    k_cache: Tensor,
+    v_cache: Tensor,
+    n_heads: int,
+    n_kv_heads: int,
+) -> Tensor:
     """qkv [T, (H + 2 Hkv) D] -> q [T, H, D] rotated; rotated k and v written into the caches [Hkv, N, bs, D] at
     `slots` [T]. cos, sin: [T, D] (each token's rows of the rotary tables, HF's rotate_half layout)."""
     T, D = qkv.shape[0], k_cache.shape[-1]
@@ -72,8 +80,21 @@ def rope_write_kv(qkv: Tensor, cos: Tensor, sin: Tensor, slots: Tensor, k_cache:
         v_cache.view(n_kv_heads, -1, D).index_copy_(1, slots, v.transpose(0, 1))
         return q
     q = qkv.new_empty(T, n_heads, D)
-    fn(qkv.data_ptr(), T, qkv.stride(0), n_heads, n_kv_heads, D, cos.data_ptr(), sin.data_ptr(),
-       slots.data_ptr(), k_cache[0].numel() // D, k_cache.data_ptr(), v_cache.data_ptr(), q.data_ptr())
+    fn(
+        qkv.data_ptr(),
+        T,
+        qkv.stride(0),
+        n_heads,
+        n_kv_heads,
+        D,
+        cos.data_ptr(),
+        sin.data_ptr(),
+        slots.data_ptr(),
+        k_cache[0].numel() // D,
+        k_cache.data_ptr(),
+        v_cache.data_ptr(),
+        q.data_ptr(),
+    )
     return q
 
 
@@ -100,8 +121,7 @@ def add_rms_norm(x: Tensor, delta: Tensor, weight: Tensor, eps: float) -> tuple[
         h = x + delta
         return h, rms_norm(h, weight, eps)
     h, normed = torch.empty_like(x), torch.empty_like(x)
-    fn(x.data_ptr(), delta.data_ptr(), weight.data_ptr(), h.data_ptr(), normed.data_ptr(), x.shape[0], x.shape[1],
-       eps)
+    fn(x.data_ptr(), delta.data_ptr(), weight.data_ptr(), h.data_ptr(), normed.data_ptr(), x.shape[0], x.shape[1], eps)
     return h, normed
 
 

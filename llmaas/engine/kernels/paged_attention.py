@@ -36,8 +36,9 @@ def available(dtype: torch.dtype, device: torch.device, group: int, head_dim: in
     return lib is not None and group * head_dim <= lib.llmaas_max_group_dim()
 
 
-def paged_decode(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_table: Tensor, lens: Tensor,
-                 scale: float) -> Tensor:
+def paged_decode(
+    q: Tensor, k_cache: Tensor, v_cache: Tensor, block_table: Tensor, lens: Tensor, scale: float
+) -> Tensor:
     """q [S, H, D] (one query per sequence) -> [S, H, D]; caches [Hkv, N, bs, D]; block_table [S, nb]; lens [S]."""
     lib = _library()
     assert lib is not None
@@ -49,7 +50,22 @@ def paged_decode(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_table: Tenso
     table, lens = block_table.contiguous(), lens.contiguous()
     out = torch.empty_like(q)
     work = torch.empty(S * H * L, dtype=torch.float32)  # scores [S*Hkv, G, L]
-    getattr(lib, _FN[q.dtype])(q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), table.data_ptr(),
-                               lens.data_ptr(), out.data_ptr(), S, Hkv, H // Hkv, D, N, bs, nb, scale,
-                               work.data_ptr(), L)
+    getattr(lib, _FN[q.dtype])(
+        q.data_ptr(),
+        k_cache.data_ptr(),
+        v_cache.data_ptr(),
+        table.data_ptr(),
+        lens.data_ptr(),
+        out.data_ptr(),
+        S,
+        Hkv,
+        H // Hkv,
+        D,
+        N,
+        bs,
+        nb,
+        scale,
+        work.data_ptr(),
+        L,
+    )
     return out

