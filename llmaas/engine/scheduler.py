@@ -127,13 +127,17 @@ class Scheduler:
         # requests and then its waiting ones take from the budget, seats and blocks before the next class sees
         # what is left, so a batch sequence runs only in capacity interactive work leaves free. When the cache is
         # full the victim is the youngest running request of the lowest class, and an interactive request that
-        # does not fit evicts running batch sequences before it waits. With one class this is plain FCFS.
+        # does not fit evicts running batch sequences before it waits. A step that computes a prompt chunk of a
+        # higher class leaves the lower ones out (they pause one step), so an interactive request's time to first
+        # token does not grow with the batch beside it. With one class this is plain FCFS.
         budget = self.max_num_batched_tokens
         scheduled: dict[str, int] = {}
         preempted: list[Request] = []
         pending: set[bytes] = set()  # prefix blocks that requests admitted in this step are about to compute
         blocked = False  # a waiting request did not fit: nobody of its class or a lower one overtakes it
         for prio in sorted({r.priority for r in self.running} | {r.priority for r in self.waiting}):
+            if any(n > 1 for n in scheduled.values()):
+                break  # a higher class's prompt takes this step alone: batch decodes must not delay its first token
             budget = self._schedule_running(prio, budget, scheduled, preempted)
             if not preempted and not blocked:
                 budget, blocked = self._admit_waiting(prio, budget, scheduled, preempted, pending)

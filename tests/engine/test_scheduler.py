@@ -175,10 +175,10 @@ def test_interactive_requests_take_the_budget_before_batch_ones() -> None:
     s = make(budget=10)
     s.add_request(batch("b", 8, max_tokens=10, first=60))  # arrived first
     s.add_request(req("i", 8, max_tokens=10))
-    out = step(s)
-    assert [(q.request.request_id, q.num_new) for q in out.seqs] == [("i", 8), ("b", 2)]
-    out = step(s)  # i decodes first; b's prefill chunk gets what is left
-    assert [(q.request.request_id, q.num_new) for q in out.seqs] == [("i", 1), ("b", 6)]
+    out = step(s)  # i's prompt takes the step alone: the batch line must not delay its first token
+    assert [(q.request.request_id, q.num_new) for q in out.seqs] == [("i", 8)]
+    out = step(s)  # i decodes first; b's prefill gets what is left
+    assert [(q.request.request_id, q.num_new) for q in out.seqs] == [("i", 1), ("b", 8)]
 
 
 def test_batch_waits_behind_an_interactive_request_that_does_not_fit() -> None:
@@ -199,7 +199,8 @@ def test_interactive_request_evicts_running_batch_for_a_seat() -> None:
     s.add_request(req("i", 4, max_tokens=10))
     out = s.schedule()
     assert [r.request_id for r in out.preempted] == ["b2"]  # the youngest batch sequence
-    assert {q.request.request_id for q in out.seqs} == {"b1", "i"}
+    assert {q.request.request_id for q in out.seqs} == {"i"}  # b1 keeps its seat and pauses while i's prompt runs
+    assert {r.request_id for r in s.running} == {"b1", "i"}
     assert s.waiting[0].request_id == "b2" and s.waiting[0].status == RequestStatus.PREEMPTED
 
 
@@ -207,10 +208,10 @@ def test_full_cache_preempts_batch_before_a_younger_interactive_request() -> Non
     s = make(num_blocks=6, block_size=4, budget=64)
     s.add_request(req("i1", 7, max_tokens=20))
     s.add_request(batch("b", 7, max_tokens=20, first=40))
-    step(s)  # each holds 2 blocks; 2 free
+    step(s)  # i1's prompt alone
+    step(s)  # i1 decodes, b's prompt: each holds 2 blocks; 2 free
     s.add_request(req("i2", 7, max_tokens=20, first=80))
-    out = step(s)  # i2 needs 2 blocks: fits; then the decodes need more
-    for _ in range(8):
+    for _ in range(9):  # i2 needs 2 blocks and the decodes need more: the first sequence to go is the batch one
         out = step(s)
         if out.preempted:
             break
