@@ -27,11 +27,12 @@ from typing import Any
 
 import torch
 
+from llmaas.engine.types import LORA_MODULES
 from llmaas.errors import EngineError
 
 log = logging.getLogger(__name__)
 
-MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+MODULES = LORA_MODULES
 _STACK_CACHE = 4  # adapter sets whose stacked weights are kept (batches come and go)
 _KEY = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)\.lora_([AB])(?:\.\w+)?\.weight$")
 

@@ -10,6 +10,10 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+# The projections a LoRA adapter may target: what engine/lora.py serves, the fine-tuning API accepts and the trainer
+# adapts by default (HF names, per layer).
+LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
 
 @dataclass(frozen=True, slots=True)
 class GrammarSpec:

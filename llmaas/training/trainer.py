@@ -23,12 +23,13 @@ from typing import Any, Protocol
 
 import torch
 
+from llmaas.engine.types import LORA_MODULES
 from llmaas.training.labels import classification_report, label_set
 from llmaas.training.objectives import Objective, make_objective
 from llmaas.training.state import load_training_state, save_training_state
 
 BASE_LEARNING_RATE = 2e-4  # × learning_rate_multiplier; a common LoRA rate
-DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+DEFAULT_TARGETS = list(LORA_MODULES)
 
 
 @dataclass(slots=True)

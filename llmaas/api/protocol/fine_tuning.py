@@ -13,10 +13,11 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from llmaas.api.protocol.common import OpenAIBaseModel, StrictModel
+from llmaas.engine.types import LORA_MODULES
 from llmaas.errors import InvalidRequest
 
 # LoRA may target these Llama-family linear layers (what PEFT saves and the engine's LoRA applies).
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LORA_TARGETS = LORA_MODULES
 AUTO_BATCH_SIZE, AUTO_LR_MULTIPLIER, AUTO_BETA = 4, 1.0, 0.1
 BASE_LEARNING_RATE = 2e-4  # × learning_rate_multiplier (a common LoRA rate)
 
