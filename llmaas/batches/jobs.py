@@ -340,10 +340,16 @@ def _jsonl(rows: Iterator[dict[str, Any]]) -> io.BytesIO:
 
 
 def finalize(session: Session, blobs: BlobStore, batch: Batch, *, worker_id: str, to: BatchStatus) -> bool:
-    """Write the output and error files from the recorded lines (input order) and move the batch to `to`.
+    """Move the batch to `to`, then write the output and error files from the recorded lines (input order).
 
-    The file records and the status change commit together; a crash before that commit leaves at most an
-    unreferenced blob, and the next holder finalizes again."""
+    The status changes first, in the same transaction: from then on no `record_line` can commit a line for this
+    batch (it requires a recording status), so the files hold exactly the lines the counts count (a line finishing
+    while a cancelled batch finalizes is not recorded, and stays out of both). The file records and the status
+    change commit together; a crash before that commit leaves at most an unreferenced blob, and the next holder
+    finalizes again."""
+    if not transition(session, batch.id, to, worker_id=worker_id):
+        session.rollback()
+        return False
     done = list(
         session.scalars(
             select(BatchLine)
@@ -364,7 +370,6 @@ def finalize(session: Session, blobs: BlobStore, batch: Batch, *, worker_id: str
                 filename=f"{batch.id}_{column.split('_')[0]}.jsonl",
             )
             ids[column] = record.id
-    if not transition(session, batch.id, to, worker_id=worker_id, **ids):
-        session.rollback()
-        return False
+    if ids:
+        session.execute(update(Batch).where(Batch.id == batch.id).values(**ids))
     return True
