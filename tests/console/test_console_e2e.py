@@ -95,7 +95,7 @@ def test_bad_key_is_refused_in_words(page: Any, live: LlmaasProcess) -> None:
 
 def test_sign_in_chat_streams_with_usage_then_sign_out(page: Any, live: LlmaasProcess) -> None:
     sign_in(page, live)
-    expect(page.get_by_label("Model")).to_have_value("tiny")
+    expect(page.locator("select[name=model]")).to_have_value("tiny")
     page.get_by_label("System prompt").fill("You are terse.")
     set_max_tokens(page, 24)
     composer = page.locator(".composer").bounding_box()
@@ -224,7 +224,7 @@ def test_models_page_shows_context_length_and_opens_playground(page: Any, live: 
     assert "512 tokens" in row.inner_text() and "base model" in row.inner_text()
     snap(page, "e2e-models")
     row.get_by_role("button", name="Open in playground").click()
-    expect(page.get_by_label("Model")).to_have_value("tiny")
+    expect(page.locator("select[name=model]")).to_have_value("tiny")
 
 
 # --- usage and admin -------------------------------------------------------------------------------------------
@@ -382,7 +382,7 @@ def test_fine_tune_from_upload_to_chat(page: Any, live: LlmaasProcess) -> None:
     snap(page, "e2e-finetune-job")
     model = page.locator("dd code", has_text="ft:").inner_text()
     open_btn.click()
-    expect(page.get_by_label("Model")).to_have_value(model)
+    expect(page.locator("select[name=model]")).to_have_value(model)
     set_max_tokens(page, 8)
     assert "tokens" in wait_finished(send(page, "What is 2 plus 2?"))
 
