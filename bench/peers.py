@@ -239,39 +239,17 @@ def peers(threads: int = THREADS) -> dict[str, Peer]:
                 ],
                 env={"LLMAAS_DATA_DIR": tempfile.mkdtemp(prefix="llmaas-bench-"), **omp},
             ),
-            Peer(
+            _llmaas_variant(
                 "llmaas-thread",
                 "llmaas serve, engine core in a thread of the API process (engine_process: false)",
-                lambda port: [
-                    "llmaas",
-                    "serve",
-                    "--no-auth",
-                    "--no-worker",
-                    "--port",
-                    str(port),
-                    "--config",
-                    str(_config("thread", "engine_process: false")),
-                ],
-                "SmolLM2-135M-Instruct",
-                [lambda m: {"ignore_eos": True, "stream_options": {"include_usage": True}}],
-                env={"LLMAAS_DATA_DIR": tempfile.mkdtemp(prefix="llmaas-bench-"), **omp},
+                "engine_process: false",
+                omp,
             ),
-            Peer(
+            _llmaas_variant(
                 "llmaas-int8",
                 "llmaas serve with weight-only int8 projections (quantization: int8)",
-                lambda port: [
-                    "llmaas",
-                    "serve",
-                    "--no-auth",
-                    "--no-worker",
-                    "--port",
-                    str(port),
-                    "--config",
-                    str(_config("int8", "quantization: int8")),
-                ],
-                "SmolLM2-135M-Instruct",
-                [lambda m: {"ignore_eos": True, "stream_options": {"include_usage": True}}],
-                env={"LLMAAS_DATA_DIR": tempfile.mkdtemp(prefix="llmaas-bench-"), **omp},
+                "quantization: int8",
+                omp,
             ),
             Peer(
                 "vllm",
@@ -413,6 +391,19 @@ def peers(threads: int = THREADS) -> dict[str, Peer]:
             ),
         ]
     }
+
+
+def _llmaas_variant(name: str, describe: str, chat_option: str, omp: dict) -> Peer:
+    """`llmaas serve` with one option on the default chat model: a same-run baseline for a change."""
+    config = _config(name, chat_option)
+    return Peer(
+        name,
+        describe,
+        lambda port: ["llmaas", "serve", "--no-auth", "--no-worker", "--port", str(port), "--config", str(config)],
+        "SmolLM2-135M-Instruct",
+        [lambda m: {"ignore_eos": True, "stream_options": {"include_usage": True}}],
+        env={"LLMAAS_DATA_DIR": tempfile.mkdtemp(prefix="llmaas-bench-"), **omp},
+    )
 
 
 def _config(name: str, chat_option: str) -> Path:

@@ -90,7 +90,7 @@ def rope_write_kv(
         cos.data_ptr(),
         sin.data_ptr(),
         slots.data_ptr(),
-        k_cache[0].numel() // D,
+        k_cache.shape[1] * k_cache.shape[2],  # slots per KV head: N blocks x block size
         k_cache.data_ptr(),
         v_cache.data_ptr(),
         q.data_ptr(),

@@ -41,7 +41,8 @@ class HFRunner:
 
     @torch.inference_mode()
     def execute(self, sched: SchedulerOutput) -> RunnerOutput:
-        rows: list[Tensor] = []
+        rows: list[Tensor] = []  # fp32 logits of the rows someone reads, in order
+        num_rows = 0
         out = RunnerOutput(torch.empty(0), {}, {})
         for s in sched.seqs:
             req, rid = s.request, s.request.request_id
@@ -52,14 +53,16 @@ class HFRunner:
             ids = torch.tensor([req.all_token_ids[begin : s.start + s.num_new]], device=self.device)
             result = self.model(input_ids=ids, use_cache=True, **{self._cache_kw: past})
             self._caches[rid] = (s.start + s.num_new, result.get("cache", result.get("past_key_values")))
-            logits = result.logits[0, s.start - begin :].float()  # [num_new, V]: positions start .. start+num_new-1
+            logits = result.logits[0, s.start - begin :]  # [num_new, V]: positions start .. start+num_new-1
             if req.echo_prompt_logprobs and s.start < req.num_prompt_tokens - 1:
                 n = min(s.start + s.num_new, req.num_prompt_tokens - 1) - s.start
-                out.prompt_rows[rid] = (sum(len(r) for r in rows), n, s.start)
-                rows.append(logits[:n])
+                out.prompt_rows[rid] = (num_rows, n, s.start)
+                rows.append(logits[:n].float())
+                num_rows += n
             if s.sample:
-                out.sample_row[rid] = sum(len(r) for r in rows)
-                rows.append(logits[-1:])
+                out.sample_row[rid] = num_rows
+                rows.append(logits[-1:].float())
+                num_rows += 1
         out.logits = torch.cat(rows) if rows else torch.empty(0, self.vocab_size, device=self.device)
         return out
 
