@@ -36,6 +36,13 @@ inline __m512 sum16x16(__m512 v[16]) {
                        _mm512_shuffle_f32x4(y01, y23, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
+// Blocks lie scattered over the cache, so the hardware prefetcher stops at each block's end: ask for the block two
+// ahead while this one is computed (1.2-1.25x over none at 32-64 sequences on a Xeon; one ahead gains less).
+constexpr int64_t kAhead = 2;
+inline void prefetch_block(const uint16_t* p, int64_t elems) {
+  for (int64_t i = 0; i < elems; i += 32) _mm_prefetch(reinterpret_cast<const char*>(p + i), _MM_HINT_T0);
+}
+
 inline __m512 widen(const uint16_t* p) {  // 16 bf16 -> 16 fp32
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p)), 16));
 }
@@ -49,6 +56,7 @@ void decode_bf16_avx512(const uint16_t* q, const uint16_t* k_cache, const uint16
 #pragma omp parallel for schedule(dynamic, 1) if (S * Hkv >= 4)
   for (int64_t sh = 0; sh < S * Hkv; ++sh) {
     const int64_t s = sh / Hkv, h = sh % Hkv, len = lens[s];
+    const int64_t nblk = (len + bs - 1) / bs;
     float* scores = work + sh * G * L;  // [G, L]
     __m512bh qv[G][NV];
     for (int g = 0; g < G; ++g)
@@ -57,6 +65,9 @@ void decode_bf16_avx512(const uint16_t* q, const uint16_t* k_cache, const uint16
     const __m512 vscale = _mm512_set1_ps(scale);
     for (int64_t b = 0, t0 = 0; t0 < len; ++b, t0 += bs) {
       const uint16_t* kb = k_cache + (h * N + table[s * nb + b]) * bs * D;
+      const int64_t ahead = b + kAhead;  // past the keys' last block: the values' first blocks
+      if (ahead < nblk) prefetch_block(k_cache + (h * N + table[s * nb + ahead]) * bs * D, bs * D);
+      else if (ahead < 2 * nblk) prefetch_block(v_cache + (h * N + table[s * nb + ahead - nblk]) * bs * D, bs * D);
       for (int64_t c = 0; c < bs && t0 + c < len; c += 16) {  // 16 keys of this block
         const int64_t n = len - t0 - c < 16 ? len - t0 - c : 16;
         __m512bh kv[16][NV];
@@ -91,6 +102,7 @@ void decode_bf16_avx512(const uint16_t* q, const uint16_t* k_cache, const uint16
       for (int v = 0; v < 2 * NV; ++v) acc[g][v] = _mm512_setzero_ps();
     for (int64_t b = 0, t0 = 0; t0 < len; ++b, t0 += bs) {
       const uint16_t* vb = v_cache + (h * N + table[s * nb + b]) * bs * D;
+      if (b + kAhead < nblk) prefetch_block(v_cache + (h * N + table[s * nb + b + kAhead]) * bs * D, bs * D);
       const int64_t n = len - t0 < bs ? len - t0 : bs;
       for (int64_t j = 0; j < n; ++j) {
         __m512 row[2 * NV];

@@ -240,12 +240,19 @@ class Block(nn.Module):
         self.attn_norm = RMSNorm(args.dim, args.norm_eps)
         self.mlp_norm = RMSNorm(args.dim, args.norm_eps)
 
-    def forward(self, x: Tensor, b: ForwardBatch, cos: Tensor, sin: Tensor, kc: Tensor, vc: Tensor) -> Tensor:
+    def forward(
+        self, x: Tensor, delta: Tensor | None, b: ForwardBatch, cos: Tensor, sin: Tensor, kc: Tensor, vc: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """(h, mlp_out) with the residual stream x + delta + attn = h and the block's output h + mlp_out: the last
+        add is left to the next block's input norm (or the final norm), which does it in the same pass."""
+        if delta is None:
+            normed = self.attn_norm(x)
+        else:
+            x, normed = fused.add_rms_norm(x, delta, self.attn_norm.weight, self.attn_norm.eps)
         h, normed = fused.add_rms_norm(
-            x, self.attn(self.attn_norm(x), b, cos, sin, kc, vc), self.mlp_norm.weight, self.mlp_norm.eps
+            x, self.attn(normed, b, cos, sin, kc, vc), self.mlp_norm.weight, self.mlp_norm.eps
         )  # h = x + attn; normed = mlp_norm(h)
-        out: Tensor = h + self.mlp(normed, b.lora)
-        return out
+        return h, self.mlp(normed, b.lora)
 
 
 class Llama(nn.Module):
@@ -292,9 +299,14 @@ class Llama(nn.Module):
         x = self.embed(b.input_ids)  # [T, dim]
         cos = self.rope_cos.index_select(0, b.positions)  # [T, D]
         sin = self.rope_sin.index_select(0, b.positions)
+        delta: Tensor | None = None
         for layer, (kc, vc) in zip(self.layers, kv_caches):
-            x = layer(x, b, cos, sin, kc, vc)
-        x = self.norm(x.index_select(0, b.logit_rows))  # [R, dim]: the LM head only where someone samples
+            x, delta = layer(x, delta, b, cos, sin, kc, vc)
+        assert delta is not None  # a model has layers
+        # The LM head only where someone samples: the last residual add and the final norm on those rows alone.
+        _, x = fused.add_rms_norm(
+            x.index_select(0, b.logit_rows), delta.index_select(0, b.logit_rows), self.norm.weight, self.norm.eps
+        )  # [R, dim]
         logits: Tensor = self.lm_head(x)  # [R, V]
         return logits.float()
 
