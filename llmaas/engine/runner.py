@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from llmaas.engine.cpu import ThreadTuner
+from llmaas.engine.cpu import ThreadTuner, zeros_on_huge_pages
 from llmaas.engine.kernels import paged_attention
 from llmaas.engine.models.llama import AttnGroup, ForwardBatch, Llama, ModelArgs
 from llmaas.engine.scheduler import ScheduledSeq, SchedulerOutput
@@ -63,10 +63,11 @@ class ModelRunner:
         self.num_kv_heads, self.group, self.vocab_size = a.n_kv_heads, a.n_heads // a.n_kv_heads, a.vocab_size
         shape = (a.n_kv_heads, num_blocks, block_size, a.head_dim)  # heads first: see Attention._attend
 
-        def zeros() -> torch.Tensor:
-            return torch.zeros(shape, device=device, dtype=dtype)
-
-        self.kv_caches = [(zeros(), zeros()) for _ in range(a.n_layers)]  # [Hkv, N, bs, D] each, written in place
+        if device.type == "cpu":
+            caches = zeros_on_huge_pages(shape, 2 * a.n_layers, dtype)
+        else:
+            caches = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(2 * a.n_layers)]
+        self.kv_caches = list(zip(caches[0::2], caches[1::2]))  # [Hkv, N, bs, D] each, written in place
         # Decodes read the cache in place where the kernel builds here; else K/V are gathered (the torch path).
         self.paged_decode = paged_attention.available(dtype, device, self.group, a.head_dim)
         model.setup_rope(max_model_len, device, dtype)
@@ -83,8 +84,9 @@ class ModelRunner:
         nb = -(-max(ends) // bs)
         table = self._tensor([b for s in seqs for b in (s.block_ids[:nb] + [0] * (nb - len(s.block_ids[:nb])))])
         row_index = None if rows is None else self._tensor(rows)
+        first = rows[0] if rows and rows == list(range(rows[0], rows[0] + len(rows))) else None
         if q_len == 1 and self.paged_decode:
-            return AttnGroup(row_index, table.view(len(seqs), nb), None, len(seqs), 1, self._tensor(ends))
+            return AttnGroup(row_index, table.view(len(seqs), nb), None, len(seqs), 1, self._tensor(ends), first)
         key_pos = torch.arange(nb * bs, device=self.device)  # [L]
         # last visible key of query t of sequence s: start_s + t   -> mask [1, S, G*Q, L]
         starts = self._tensor([s.start for s in seqs]).view(-1, 1)
@@ -93,7 +95,7 @@ class ModelRunner:
         if q_len > 1:  # rows ordered (g, t), as the attention reshapes q; one query row broadcasts instead
             mask = mask.repeat(1, self.group, 1)
         mask = mask.unsqueeze(0)
-        return AttnGroup(row_index, table.view(len(seqs), nb), mask, len(seqs), q_len)
+        return AttnGroup(row_index, table.view(len(seqs), nb), mask, len(seqs), q_len, first_row=first)
 
     def prepare(self, sched: SchedulerOutput) -> tuple[ForwardBatch, RunnerOutput]:
         bs = self.block_size

@@ -93,6 +93,15 @@ class AttnGroup:
     num_seqs: int
     q_len: int
     lens: Tensor | None = None  # [S] keys visible to each sequence: decode through kernels/paged_attention
+    first_row: int | None = None  # set when `rows` is one contiguous range from here: views instead of index copies
+    bias: Tensor | None = None  # `mask` as SDPA's additive form, built by the first layer and reused by the others
+
+    def sdpa_mask(self, dtype: torch.dtype) -> Tensor:
+        # SDPA turns a bool mask into this (0 / -inf in the query dtype) at every call: once per forward instead.
+        if self.bias is None:
+            assert self.mask is not None
+            self.bias = torch.zeros(self.mask.shape, dtype=dtype).masked_fill_(~self.mask, float("-inf"))
+        return self.bias
 
 
 @dataclass
@@ -180,6 +189,10 @@ class Attention(nn.Module):
         else:
             y = torch.empty_like(q)  # [T, H, D]
             for g in b.groups:
+                if g.first_row is not None:
+                    n = g.num_seqs * g.q_len
+                    y.narrow(0, g.first_row, n).copy_(self._attend(q.narrow(0, g.first_row, n), g, k_cache, v_cache))
+                    continue
                 rows = g.rows if g.rows is not None else torch.arange(T, device=x.device)
                 y.index_copy_(0, rows, self._attend(q.index_select(0, rows), g, k_cache, v_cache))
         attn_in = y.reshape(T, a.q_size)
@@ -204,7 +217,7 @@ class Attention(nn.Module):
             scores.masked_fill_(~g.mask, float("-inf"))  # type: ignore[operator]  # mask is set when lens is None
             o = torch.matmul(scores.softmax(dim=-1).to(v.dtype), v)  # [Hkv, S, G, D]
         else:
-            o = F.scaled_dot_product_attention(qg, k, v, attn_mask=g.mask, scale=self.scale)  # [Hkv, S, G*Q, D]
+            o = F.scaled_dot_product_attention(qg, k, v, attn_mask=g.sdpa_mask(qg.dtype), scale=self.scale)
         return o.view(Hkv, S, G, Q, D).permute(1, 3, 0, 2, 4).reshape(S * Q, a.n_heads, D)
 
 
