@@ -7,6 +7,9 @@ the engine, the tenancy rules or the tables. Every import counts, also the ones 
 
 A new exception goes in `ALLOWED` with the reason it is one; an entry that no longer matches an import fails too,
 so the list only ever shrinks.
+
+One rule for persistence: `store/` holds every table and every query, one module per domain. Outside it, SQLAlchemy
+is imported only for the `Session` type (`sqlalchemy.orm`), and no table is declared.
 """
 
 from __future__ import annotations
@@ -95,6 +98,36 @@ def test_no_lower_layer_imports_an_upper_one() -> None:
 def test_every_allowed_exception_is_still_needed() -> None:
     stale = set(ALLOWED) - set(violations())
     assert not stale, f"ALLOWED lists imports that no longer exist (remove them): {sorted(stale)}"
+
+
+def persistence_outside_store() -> list[str]:
+    """Modules outside `store/` that build SQL (import sqlalchemy beyond `sqlalchemy.orm`) or declare a table."""
+    out = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        if _layer(module) == "store":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=module)
+        sql = sorted(
+            imported
+            for imported in _imports(path.read_text(encoding="utf-8"), module, is_package=path.name == "__init__.py")
+            if imported.split(".")[0] == "sqlalchemy" and imported != "sqlalchemy.orm"
+        )
+        out += [f"{module} imports {imported}" for imported in sql]
+        out += [
+            f"{module} declares table {node.name}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ClassDef)
+            and any(isinstance(b, ast.Name) and b.id in ("Base", "DeclarativeBase") for b in node.bases)
+        ]
+    return out
+
+
+def test_every_table_and_query_lives_in_store() -> None:
+    found = persistence_outside_store()
+    assert not found, "persistence outside llmaas/store (move the table or query there):\n" + "\n".join(
+        f"  {line}" for line in found
+    )
 
 
 def test_the_checker_sees_every_import_form() -> None:

@@ -45,12 +45,6 @@ def run_in_store(config_file: str | None, work: Callable[[Session], T]) -> T:
         store.close()
 
 
-def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
-
-
 @click.group("db")
 def db() -> None:
     """Database schema (SQLite by default, PostgreSQL with LLMAAS_DATABASE_URL)."""
@@ -64,7 +58,7 @@ def upgrade(config_file: str | None, revision: str) -> None:
     store = open_store(config_file, upgrade=False)
     try:
         store.upgrade(revision)
-        click.echo(f"{_redact(store.url)} is at revision {store.current_revision()}")
+        click.echo(f"{store.display_url} is at revision {store.current_revision()}")
     finally:
         store.close()
 

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from llmaas.cli.db import config_option, run_in_store
-from llmaas.store import crud
+from llmaas.store import tenancy as tenancy_db
 
 
 class _LimitType(click.ParamType):
@@ -74,7 +74,7 @@ def projects() -> None:
 def create(config_file: str | None, project_id: str, name: str | None, rpm: int | None, tpm: int | None,
            budget: int | None) -> None:  # fmt: skip
     """Create a project."""
-    _show(run_in_store(config_file, lambda s: crud.create_project(
+    _show(run_in_store(config_file, lambda s: tenancy_db.create_project(
         s, project_id=project_id, name=name or project_id, rpm=rpm, tpm=tpm, monthly_token_budget=budget).to_dict()))  # fmt: skip
 
 
@@ -82,7 +82,7 @@ def create(config_file: str | None, project_id: str, name: str | None, rpm: int 
 @config_option
 def list_(config_file: str | None) -> None:
     """List projects and their limits."""
-    for p in run_in_store(config_file, lambda s: [project.to_dict() for project in crud.list_projects(s)]):
+    for p in run_in_store(config_file, lambda s: [project.to_dict() for project in tenancy_db.list_projects(s)]):
         click.echo(f"{p['id']}  {p['name']}  rpm={p['rpm']} tpm={p['tpm']} budget={p['monthly_token_budget']}")
 
 
@@ -91,7 +91,7 @@ def list_(config_file: str | None) -> None:
 @click.argument("project_id")
 def show(config_file: str | None, project_id: str) -> None:
     """Show one project."""
-    _show(run_in_store(config_file, lambda s: crud.get_project(s, project_id=project_id).to_dict()))
+    _show(run_in_store(config_file, lambda s: tenancy_db.get_project(s, project_id=project_id).to_dict()))
 
 
 @projects.command("set-limits")
@@ -101,7 +101,7 @@ def show(config_file: str | None, project_id: str) -> None:
 def set_limits(config_file: str | None, project_id: str, rpm: Any, tpm: Any, budget: Any) -> None:
     """Set or remove a project's limits (running servers pick them up within 1 s)."""
     changes = limit_changes(rpm, tpm, budget)
-    _show(run_in_store(config_file, lambda s: crud.update_project(s, project_id=project_id, **changes).to_dict()))
+    _show(run_in_store(config_file, lambda s: tenancy_db.update_project(s, project_id=project_id, **changes).to_dict()))
 
 
 def register(cli: click.Group) -> None:

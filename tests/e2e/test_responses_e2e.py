@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from llmaas.store.db import Store
-from llmaas.store.models import UsageRecord
+from llmaas.store.tenancy import UsageRecord
 from tests.support.server import LlmaasProcess, serve
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from llmaas.api.protocol.common import ResponseModel
-from llmaas.training.filestore import PURPOSES
+from llmaas.store.files import PURPOSES
 
 Purpose = Literal[PURPOSES]  # type: ignore[valid-type]
 

@@ -18,7 +18,7 @@ from llmaas.api.protocol.files import FileDeleted, FileList, FileObject
 from llmaas.api.serving.files import FileService
 from llmaas.errors import InvalidRequest, PayloadTooLarge
 from llmaas.store.blobs import BlobStore
-from llmaas.training.filestore import PURPOSES
+from llmaas.store.files import PURPOSES
 
 router = APIRouter(tags=["files"], responses=ERROR_RESPONSES)
 _CHARSET = re.compile(r";\s*charset\s*=\s*([^;\s]+)", re.IGNORECASE)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from llmaas.api.protocol.admin import KeyCreate, KeyUpdate, ProjectCreate, ProjectUpdate
 from llmaas.errors import InvalidRequest
-from llmaas.store import crud
+from llmaas.store import tenancy as tenancy_db
 from llmaas.store.db import Store, now
 from llmaas.tenancy import keys
 from llmaas.tenancy.keys import KeyDirectory
@@ -44,20 +44,20 @@ class AdminService:
 
     async def create_project(self, body: ProjectCreate) -> dict[str, Any]:
         return await self._db(
-            lambda s: crud.create_project(
+            lambda s: tenancy_db.create_project(
                 s, project_id=body.id, name=body.name, rpm=body.rpm, tpm=body.tpm,
                 monthly_token_budget=body.monthly_token_budget,
             ).to_dict()
         )  # fmt: skip
 
     async def list_projects(self) -> dict[str, Any]:
-        return await self._db(lambda s: {"object": "list", "data": [p.to_dict() for p in crud.list_projects(s)]})
+        return await self._db(lambda s: {"object": "list", "data": [p.to_dict() for p in tenancy_db.list_projects(s)]})
 
     async def get_project(self, project_id: str) -> dict[str, Any]:
-        return await self._db(lambda s: crud.get_project(s, project_id=project_id).to_dict())
+        return await self._db(lambda s: tenancy_db.get_project(s, project_id=project_id).to_dict())
 
     async def update_project(self, project_id: str, body: ProjectUpdate) -> dict[str, Any]:
-        out = await self._db(lambda s: crud.update_project(s, project_id=project_id, **body.changes()).to_dict())
+        out = await self._db(lambda s: tenancy_db.update_project(s, project_id=project_id, **body.changes()).to_dict())
         self._changed()
         return out
 
@@ -76,22 +76,22 @@ class AdminService:
     async def list_keys(self, project_id: str | None = None) -> dict[str, Any]:
         def work(s: Session) -> dict[str, Any]:
             if project_id is not None:
-                crud.get_project(s, project_id=project_id)  # an unknown project is a 404, not an empty list
-            return {"object": "list", "data": [k.to_dict() for k in crud.list_keys(s, project_id=project_id)]}
+                tenancy_db.get_project(s, project_id=project_id)  # an unknown project is a 404, not an empty list
+            return {"object": "list", "data": [k.to_dict() for k in tenancy_db.list_keys(s, project_id=project_id)]}
 
         return await self._db(work)
 
     async def get_key(self, key_id: str) -> dict[str, Any]:
-        return await self._db(lambda s: crud.get_key(s, key_id=key_id).to_dict())
+        return await self._db(lambda s: tenancy_db.get_key(s, key_id=key_id).to_dict())
 
     async def update_key(self, key_id: str, body: KeyUpdate) -> dict[str, Any]:
         if body.expires_at is not None and body.expires_at <= now():
             raise InvalidRequest("expires_at must be in the future.", param="expires_at")
-        out = await self._db(lambda s: crud.update_key(s, key_id=key_id, **body.changes()).to_dict())
+        out = await self._db(lambda s: tenancy_db.update_key(s, key_id=key_id, **body.changes()).to_dict())
         self._changed()
         return out
 
     async def revoke_key(self, key_id: str) -> dict[str, Any]:
-        out = await self._db(lambda s: crud.revoke_key(s, key_id=key_id).to_dict())
+        out = await self._db(lambda s: tenancy_db.revoke_key(s, key_id=key_id).to_dict())
         self._changed()
         return out

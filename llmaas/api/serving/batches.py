@@ -16,9 +16,10 @@ from llmaas.api.protocol.batches import BatchCreateRequest
 from llmaas.batches import jobs as J
 from llmaas.batches.input import check_batch_file
 from llmaas.errors import InvalidRequest, Unavailable
+from llmaas.store import batches as batches_db
+from llmaas.store import files as files_db
 from llmaas.store.blobs import BlobStore
 from llmaas.tenancy.types import Principal
-from llmaas.training import filestore
 from llmaas.training.files import FileValidationError
 
 CHUNK = 1 << 20
@@ -40,9 +41,7 @@ class BatchService:
 
         def run() -> dict[str, Any]:
             with self.store.session() as s:
-                record = filestore.get_file(
-                    s, req.input_file_id, project_id=principal.project_id, param="input_file_id"
-                )
+                record = files_db.get_file(s, req.input_file_id, project_id=principal.project_id, param="input_file_id")
                 if record.purpose != "batch":
                     raise InvalidRequest("The input file must be uploaded with purpose 'batch'.", param="input_file_id")
                 lines, error = None, None
@@ -73,14 +72,16 @@ class BatchService:
         return await asyncio.to_thread(run)
 
     async def get(self, principal: Principal, batch_id: str) -> dict[str, Any]:
-        return await self._run(lambda s: J.batch_to_dict(J.get_batch(s, batch_id, project_id=principal.project_id)))
+        return await self._run(
+            lambda s: J.batch_to_dict(batches_db.get_batch(s, batch_id, project_id=principal.project_id))
+        )
 
     async def cancel(self, principal: Principal, batch_id: str) -> dict[str, Any]:
         return await self._run(lambda s: J.batch_to_dict(J.cancel_batch(s, batch_id, project_id=principal.project_id)))
 
     async def list(self, principal: Principal, *, after: str | None, limit: int) -> dict[str, Any]:
         def page(s: Any) -> dict[str, Any]:
-            rows, more = J.list_batches(s, project_id=principal.project_id, after=after, limit=limit)
+            rows, more = batches_db.list_batches(s, project_id=principal.project_id, after=after, limit=limit)
             data = [J.batch_to_dict(b) for b in rows]
             return {
                 "object": "list",

@@ -12,12 +12,27 @@ from typing import IO, Any
 
 from llmaas.batches.input import check_batch_file
 from llmaas.errors import InvalidRequest, Unavailable
+from llmaas.store import files as files_db
 from llmaas.store.blobs import BlobStore
+from llmaas.store.files import FileRecord
 from llmaas.tenancy.types import Principal
-from llmaas.training import filestore
 from llmaas.training.files import FileValidationError
 
 CHUNK = 1 << 20
+
+
+def _file_object(record: FileRecord) -> dict[str, Any]:
+    return {
+        "object": "file",
+        "id": record.id,
+        "bytes": record.bytes,
+        "created_at": record.created_at,
+        "filename": record.filename,
+        "purpose": record.purpose,
+        "status": "processed",
+        "status_details": None,
+        "expires_at": None,
+    }
 
 
 class FileService:
@@ -29,19 +44,19 @@ class FileService:
     async def upload(
         self, principal: Principal, *, purpose: str, filename: str | None, data: IO[bytes]
     ) -> dict[str, Any]:
-        if purpose not in filestore.PURPOSES:
+        if purpose not in files_db.PURPOSES:
             raise InvalidRequest(
-                f"'{purpose[:40]}' is not a valid purpose; use one of {', '.join(filestore.PURPOSES)}.", param="purpose"
+                f"'{purpose[:40]}' is not a valid purpose; use one of {', '.join(files_db.PURPOSES)}.", param="purpose"
             )
 
         def run() -> dict[str, Any]:
             if purpose == "batch" and self.settings is not None:
                 self._check_batch(data)
             with self.store.session() as s:
-                record = filestore.create_file(
+                record = files_db.create_file(
                     s, self.blobs, data, project_id=principal.project_id, purpose=purpose, filename=filename
                 )
-                return filestore.file_to_dict(record)
+                return _file_object(record)
 
         return await asyncio.to_thread(run)
 
@@ -59,10 +74,10 @@ class FileService:
     ) -> dict[str, Any]:
         def run() -> dict[str, Any]:
             with self.store.session() as s:
-                rows, more = filestore.list_files(
+                rows, more = files_db.list_files(
                     s, project_id=principal.project_id, purpose=purpose, after=after, limit=limit, order=order
                 )
-                data = [filestore.file_to_dict(r) for r in rows]
+                data = [_file_object(r) for r in rows]
             return {
                 "object": "list",
                 "data": data,
@@ -76,14 +91,14 @@ class FileService:
     async def get(self, principal: Principal, file_id: str) -> dict[str, Any]:
         def run() -> dict[str, Any]:
             with self.store.session() as s:
-                return filestore.file_to_dict(filestore.get_file(s, file_id, project_id=principal.project_id))
+                return _file_object(files_db.get_file(s, file_id, project_id=principal.project_id))
 
         return await asyncio.to_thread(run)
 
     async def delete(self, principal: Principal, file_id: str) -> dict[str, Any]:
         def run() -> None:
             with self.store.session() as s:
-                filestore.delete_file(s, self.blobs, file_id, project_id=principal.project_id)
+                files_db.delete_file(s, self.blobs, file_id, project_id=principal.project_id)
 
         await asyncio.to_thread(run)
         return {"object": "file", "id": file_id, "deleted": True}
@@ -93,7 +108,7 @@ class FileService:
 
         def find() -> tuple[str, str]:
             with self.store.session() as s:
-                record = filestore.get_file(s, file_id, project_id=principal.project_id)
+                record = files_db.get_file(s, file_id, project_id=principal.project_id)
                 return record.blob_key, ("csv" if record.purpose == "fine-tune-results" else "jsonl")
 
         key, extension = await asyncio.to_thread(find)

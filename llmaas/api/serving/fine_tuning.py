@@ -16,8 +16,9 @@ from typing import IO, Any, TypeVar
 from llmaas.api.protocol.fine_tuning import FineTuningJobCreate
 from llmaas.config import Settings
 from llmaas.errors import InvalidRequest, NotFound, Unavailable
+from llmaas.store import files as files_db
+from llmaas.store import training as training_db
 from llmaas.tenancy.types import Principal
-from llmaas.training import filestore
 from llmaas.training import jobs as J
 from llmaas.training.export import adapter_zip
 
@@ -54,7 +55,7 @@ class FineTuningService:
     @staticmethod
     def _check_file(s: Any, file_id: str, principal: Principal, param: str) -> None:
         try:
-            record = filestore.get_file(s, file_id, project_id=principal.project_id, param=param)
+            record = files_db.get_file(s, file_id, project_id=principal.project_id, param=param)
         except NotFound:
             raise InvalidRequest(f"File {file_id[:80]!r} not found.", param=param, code="invalid_file") from None
         if record.purpose != "fine-tune":
@@ -90,27 +91,29 @@ class FineTuningService:
 
     async def list(self, principal: Principal, *, after: str | None, limit: int) -> dict[str, Any]:
         def run(s: Any) -> dict[str, Any]:
-            rows, more = J.list_jobs(s, project_id=principal.project_id, after=after, limit=limit)
+            rows, more = training_db.list_jobs(s, project_id=principal.project_id, after=after, limit=limit)
             return {"object": "list", "data": [J.job_to_dict(j) for j in rows], "has_more": more}
 
         return await self._db(run)
 
     async def get(self, principal: Principal, job_id: str) -> dict[str, Any]:
-        return await self._db(lambda s: J.job_to_dict(J.get_job(s, job_id, project_id=principal.project_id)))
+        return await self._db(lambda s: J.job_to_dict(training_db.get_job(s, job_id, project_id=principal.project_id)))
 
     async def cancel(self, principal: Principal, job_id: str) -> dict[str, Any]:
         return await self._db(lambda s: J.job_to_dict(J.cancel_job(s, job_id, project_id=principal.project_id)))
 
     async def events(self, principal: Principal, job_id: str, *, after: str | None, limit: int) -> dict[str, Any]:
         def run(s: Any) -> dict[str, Any]:
-            rows, more = J.list_events(s, job_id, project_id=principal.project_id, after=after, limit=limit)
+            rows, more = training_db.list_events(s, job_id, project_id=principal.project_id, after=after, limit=limit)
             return {"object": "list", "data": [J.event_to_dict(e) for e in rows], "has_more": more}
 
         return await self._db(run)
 
     async def checkpoints(self, principal: Principal, job_id: str, *, after: str | None, limit: int) -> dict[str, Any]:
         def run(s: Any) -> dict[str, Any]:
-            rows, more = J.list_checkpoints(s, job_id, project_id=principal.project_id, after=after, limit=limit)
+            rows, more = training_db.list_checkpoints(
+                s, job_id, project_id=principal.project_id, after=after, limit=limit
+            )
             data = [J.checkpoint_to_dict(c) for c in rows]
             return {
                 "object": "list",
@@ -126,7 +129,7 @@ class FineTuningService:
         """A succeeded job's adapter as a PEFT zip, in chunks (ownership and state are checked before the first byte)."""
 
         def find(s: Any) -> tuple[str, str]:
-            job = J.get_job(s, job_id, project_id=principal.project_id)
+            job = training_db.get_job(s, job_id, project_id=principal.project_id)
             if job.status != "succeeded" or not job.adapter_key:
                 raise InvalidRequest(
                     f"The job has no adapter to download: status {job.status}.", param="fine_tuning_job_id"
