@@ -147,31 +147,6 @@ def cancel_batch(session: Session, batch_id: str, *, project_id: str) -> Batch:
     return batch
 
 
-def batch_to_dict(b: Batch) -> dict[str, Any]:
-    return {
-        "id": b.id,
-        "object": "batch",
-        "endpoint": b.endpoint,
-        "errors": b.errors,
-        "input_file_id": b.input_file_id,
-        "completion_window": b.completion_window,
-        "status": b.status,
-        "output_file_id": b.output_file_id,
-        "error_file_id": b.error_file_id,
-        "created_at": b.created_at,
-        "in_progress_at": b.in_progress_at,
-        "expires_at": b.expires_at,
-        "finalizing_at": b.finalizing_at,
-        "completed_at": b.completed_at,
-        "failed_at": b.failed_at,
-        "expired_at": b.expired_at,
-        "cancelling_at": b.cancelling_at,
-        "cancelled_at": b.cancelled_at,
-        "request_counts": {"total": b.total, "completed": b.completed, "failed": b.failed},
-        "metadata": b.meta,
-    }
-
-
 # --- the runner's lease ----------------------------------------------------------------------------------
 
 

@@ -38,18 +38,6 @@ class Project(Base):
     monthly_token_budget: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The API's and CLI's shape of a project."""
-        return {
-            "object": "project",
-            "id": self.id,
-            "name": self.name,
-            "rpm": self.rpm,
-            "tpm": self.tpm,
-            "monthly_token_budget": self.monthly_token_budget,
-            "created_at": self.created_at,
-        }
-
 
 class ApiKey(Base):
     """An API key. The secret is shown once at creation; only its sha256 and a display prefix are stored."""
@@ -70,24 +58,6 @@ class ApiKey(Base):
     rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
     monthly_token_budget: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The listing shape: never the hash, never the secret."""
-        return {
-            "object": "api_key",
-            "id": self.id,
-            "project_id": self.project_id,
-            "name": self.name,
-            "prefix": self.prefix,
-            "is_admin": self.is_admin,
-            "models": self.models,
-            "expires_at": self.expires_at,
-            "revoked_at": self.revoked_at,
-            "created_at": self.created_at,
-            "rpm": self.rpm,
-            "tpm": self.tpm,
-            "monthly_token_budget": self.monthly_token_budget,
-        }
 
 
 class UsageRecord(Base):

@@ -6,7 +6,7 @@ still holds the lease), so concurrent cancels, workers and lease expiry cannot r
 Workers `claim()` jobs atomically (FOR UPDATE SKIP LOCKED on PostgreSQL plus a version check that also works on
 SQLite) and keep them with `heartbeat()`; a lease that expires lets the next worker resume from the last checkpoint.
 The queries themselves are `llmaas.store.training`'s (reads such as `get_job` and `list_events` are called there
-directly); this module decides which statuses they run with. HTTP shapes are OpenAI's (`*_to_dict`).
+directly); this module decides which statuses they run with. The HTTP shapes are `api/protocol/fine_tuning.py`'s.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from llmaas.errors import InvalidRequest
 from llmaas.store import training as training_db
 from llmaas.store.db import now
-from llmaas.store.training import FineTuningCheckpoint, FineTuningEvent, FineTuningJob
+from llmaas.store.training import FineTuningCheckpoint, FineTuningJob
 
 
 class JobStatus(enum.IntEnum):
@@ -163,57 +163,3 @@ def add_checkpoint(
     return training_db.add_checkpoint(
         session, job, epoch=epoch, step=step, metrics=metrics, blob_key=blob_key, name=name
     )
-
-
-# --- OpenAI shapes ---------------------------------------------------------------------------------------
-
-
-def job_to_dict(job: FineTuningJob) -> dict[str, Any]:
-    hp = job.hyperparameters
-    return {
-        "object": "fine_tuning.job",
-        "id": job.id,
-        "model": job.model,
-        "created_at": job.created_at,
-        "finished_at": job.finished_at,
-        "fine_tuned_model": job.fine_tuned_model,
-        "organization_id": job.project_id,
-        # The step-metrics CSV (training/results.py), written just before a job succeeds; its id follows from the job's.
-        "result_files": [result_file_id(job.id)] if job.status == JobStatus.SUCCEEDED.api else [],
-        "status": job.status,
-        "validation_file": job.validation_file,
-        "training_file": job.training_file,
-        "hyperparameters": {k: hp[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")},
-        "trained_tokens": job.trained_tokens,
-        "error": job.error,
-        "user_provided_suffix": job.suffix,
-        "seed": job.seed,
-        "estimated_finish": None,
-        "integrations": [],
-        "metadata": None,
-        "method": job.method,
-    }
-
-
-def event_to_dict(event: FineTuningEvent) -> dict[str, Any]:
-    return {
-        "object": "fine_tuning.job.event",
-        "id": event.id,
-        "created_at": event.created_at,
-        "level": event.level,
-        "message": event.message,
-        "data": event.data,
-        "type": event.type,
-    }
-
-
-def checkpoint_to_dict(ckpt: FineTuningCheckpoint) -> dict[str, Any]:
-    return {
-        "object": "fine_tuning.job.checkpoint",
-        "id": ckpt.id,
-        "created_at": ckpt.created_at,
-        "fine_tuned_model_checkpoint": ckpt.fine_tuned_model_checkpoint,
-        "fine_tuning_job_id": ckpt.job_id,
-        "step_number": ckpt.step_number,
-        "metrics": ckpt.metrics,
-    }

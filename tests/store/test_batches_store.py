@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from llmaas.api.serving.batches import batch_object
 from llmaas.batches import jobs as J
 from llmaas.batches.input import InputLine, parse_input
 from llmaas.batches.jobs import BatchStatus as S
@@ -97,7 +98,7 @@ def test_finalize_writes_files_in_input_order(store: Store, tmp_path: Path) -> N
         assert J.finalize(s, blobs, s.get(Batch, batch_id), worker_id="a", to=S.EXPIRED)
     with store.session() as s:
         batch = batches_db.get_batch(s, batch_id, project_id="default")
-        d = J.batch_to_dict(batch)
+        d = batch_object(batch).model_dump()
         assert (
             d["status"] == "expired"
             and d["expired_at"]

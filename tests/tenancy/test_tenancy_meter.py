@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from llmaas.api.protocol.admin import ApiKeyObject
 from llmaas.errors import QuotaExceeded, RateLimited, RequestTooLarge, Unauthenticated
 from llmaas.store import tenancy as tenancy_db
 from llmaas.store.db import Store, now
@@ -30,7 +31,7 @@ def test_keys_are_stored_hashed_and_shown_once(store: Store) -> None:
     assert secret.startswith("sk-") and len(secret) > 40
     with store.session() as s:
         stored = s.get(ApiKey, row.id)
-        assert stored.key_hash == keys.hash_secret(secret) and secret not in str(stored.to_dict())
+        assert stored.key_hash == keys.hash_secret(secret) and secret not in str(ApiKeyObject.of(stored).model_dump())
         assert stored.prefix == secret[:12]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from llmaas.api.serving.fine_tuning import event_object, job_object
 from llmaas.config import Settings
 from llmaas.store import files as files_db
 from llmaas.store import training as training_db
@@ -95,7 +96,8 @@ def test_worker_trains_checkpoints_and_publishes(
     assert j.fine_tuned_model == f"ft:{TINY}:p1:fact:{job_id}" and j.trained_tokens > 0
     with sqlite_db.session() as s:
         events = [
-            J.event_to_dict(e) for e in training_db.list_events(s, job_id, project_id="p1", after=None, limit=100)[0]
+            event_object(e).model_dump()
+            for e in training_db.list_events(s, job_id, project_id="p1", after=None, limit=100)[0]
         ]
         ckpts = training_db.list_checkpoints(s, job_id, project_id="p1", after=None, limit=10)[0]
     messages = [e["message"] for e in reversed(events)]
@@ -141,7 +143,7 @@ def test_worker_trains_checkpoints_and_publishes(
     assert ckpts[0].metrics["full_valid_loss"] < ckpts[-1].metrics["full_valid_loss"]
 
     # the step-metrics CSV, as OpenAI's result file: a file of the job's project
-    shown = J.job_to_dict(j)
+    shown = job_object(j).model_dump()
     assert shown["result_files"] == [J.result_file_id(job_id)]
     with sqlite_db.session() as s:
         record = files_db.get_file(s, shown["result_files"][0], project_id="p1")
@@ -224,7 +226,7 @@ def test_auto_epochs_are_resolved_from_the_file(sqlite_db: Store, blobs: BlobSto
         claimed = J.claim(s, worker_id=worker.worker_id, lease_s=30, max_attempts=3)
     assert claimed is not None and claimed.id == job_id
     worker._validate(claimed)
-    shown = J.job_to_dict(job(sqlite_db, job_id))
+    shown = job_object(job(sqlite_db, job_id)).model_dump()
     assert (
         shown["hyperparameters"]["n_epochs"] == 5 and shown["method"]["supervised"]["hyperparameters"]["n_epochs"] == 5
     )  # 100 // 20

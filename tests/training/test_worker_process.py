@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from llmaas.api.serving.fine_tuning import event_object
 from llmaas.config import Settings
 from llmaas.store import training as training_db
 from llmaas.store.blobs import BlobStore
@@ -59,7 +60,7 @@ def wait_for(check: Callable[[], bool], timeout: float = 180, what: str = "") ->
 def events(store: Store, job_id: str) -> list[dict]:
     with store.session() as s:
         rows, _ = training_db.list_events(s, job_id, project_id="p1", after=None, limit=10_000)
-        return [J.event_to_dict(e) for e in reversed(rows)]
+        return [event_object(e).model_dump() for e in reversed(rows)]
 
 
 def steps(store: Store, job_id: str) -> list[int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncGenerator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
@@ -63,8 +63,8 @@ UPLOAD_SCHEMA = {
 }
 
 
-@router.post("/v1/files", response_model=FileObject, openapi_extra=UPLOAD_SCHEMA)
-async def upload_file(request: Request, principal: PrincipalDep, files: FilesDep) -> dict[str, Any]:
+@router.post("/v1/files", openapi_extra=UPLOAD_SCHEMA)
+async def upload_file(request: Request, principal: PrincipalDep, files: FilesDep) -> FileObject:
     """Upload a file (multipart: `file` and `purpose`)."""
     limit = request.app.state.settings.limits.max_upload_bytes
     content_type = request.headers.get("content-type", "")
@@ -102,7 +102,7 @@ async def upload_file(request: Request, principal: PrincipalDep, files: FilesDep
         await form.close()
 
 
-@router.get("/v1/files", response_model=FileList)
+@router.get("/v1/files")
 async def list_files(
     principal: PrincipalDep,
     files: FilesDep,
@@ -110,13 +110,13 @@ async def list_files(
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
     order: Annotated[Literal["asc", "desc"], Query()] = "desc",
-) -> dict[str, Any]:
+) -> FileList:
     """List this project's files."""
     return await files.list(principal, purpose=purpose, after=after, limit=limit, order=order)
 
 
-@router.get("/v1/files/{file_id}", response_model=FileObject)
-async def retrieve_file(file_id: str, principal: PrincipalDep, files: FilesDep) -> dict[str, Any]:
+@router.get("/v1/files/{file_id}")
+async def retrieve_file(file_id: str, principal: PrincipalDep, files: FilesDep) -> FileObject:
     """Retrieve a file object."""
     return await files.get(principal, file_id)
 
@@ -133,7 +133,7 @@ async def file_content(file_id: str, principal: PrincipalDep, files: FilesDep) -
     )
 
 
-@router.delete("/v1/files/{file_id}", response_model=FileDeleted)
-async def delete_file(file_id: str, principal: PrincipalDep, files: FilesDep) -> dict[str, Any]:
+@router.delete("/v1/files/{file_id}")
+async def delete_file(file_id: str, principal: PrincipalDep, files: FilesDep) -> FileDeleted:
     """Delete a file."""
     return await files.delete(principal, file_id)

@@ -13,11 +13,21 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import IO, Any, TypeVar
 
-from llmaas.api.protocol.fine_tuning import FineTuningJobCreate
+from llmaas.api.protocol.fine_tuning import (
+    FineTuningCheckpointList,
+    FineTuningCheckpointObject,
+    FineTuningEventList,
+    FineTuningEventObject,
+    FineTuningJobCreate,
+    FineTuningJobList,
+    FineTuningJobObject,
+    JobHyperparameters,
+)
 from llmaas.config import Settings
 from llmaas.errors import InvalidRequest, NotFound, Unavailable
 from llmaas.store import files as files_db
 from llmaas.store import training as training_db
+from llmaas.store.training import FineTuningCheckpoint, FineTuningEvent, FineTuningJob
 from llmaas.tenancy.types import Principal
 from llmaas.training import jobs as J
 from llmaas.training.export import adapter_zip
@@ -26,6 +36,55 @@ T = TypeVar("T")
 
 
 CHUNK = 1 << 20
+
+
+def job_object(job: FineTuningJob) -> FineTuningJobObject:
+    hp = job.hyperparameters
+    return FineTuningJobObject(
+        id=job.id,
+        model=job.model,
+        created_at=job.created_at,
+        finished_at=job.finished_at,
+        fine_tuned_model=job.fine_tuned_model,
+        organization_id=job.project_id,
+        # The step-metrics CSV (training/results.py), written just before a job succeeds; its id follows from the job's.
+        result_files=[J.result_file_id(job.id)] if job.status == J.JobStatus.SUCCEEDED.api else [],
+        status=job.status,
+        validation_file=job.validation_file,
+        training_file=job.training_file,
+        hyperparameters=JobHyperparameters(
+            n_epochs=hp["n_epochs"],
+            batch_size=hp["batch_size"],
+            learning_rate_multiplier=hp["learning_rate_multiplier"],
+        ),
+        trained_tokens=job.trained_tokens,
+        error=job.error,
+        user_provided_suffix=job.suffix,
+        seed=job.seed,
+        method=job.method,
+    )
+
+
+def event_object(event: FineTuningEvent) -> FineTuningEventObject:
+    return FineTuningEventObject(
+        id=event.id,
+        created_at=event.created_at,
+        level=event.level,
+        message=event.message,
+        data=event.data,
+        type=event.type,
+    )
+
+
+def checkpoint_object(ckpt: FineTuningCheckpoint) -> FineTuningCheckpointObject:
+    return FineTuningCheckpointObject(
+        id=ckpt.id,
+        created_at=ckpt.created_at,
+        fine_tuned_model_checkpoint=ckpt.fine_tuned_model_checkpoint,
+        fine_tuning_job_id=ckpt.job_id,
+        step_number=ckpt.step_number,
+        metrics=ckpt.metrics,
+    )
 
 
 class FineTuningService:
@@ -65,12 +124,12 @@ class FineTuningService:
                 code="invalid_file",
             )
 
-    async def create(self, principal: Principal, body: FineTuningJobCreate) -> dict[str, Any]:
+    async def create(self, principal: Principal, body: FineTuningJobCreate) -> FineTuningJobObject:
         self._check_model(principal, body.model)
         hyperparameters, method = body.resolve()
         seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
 
-        def run(s: Any) -> dict[str, Any]:
+        def run(s: Any) -> FineTuningJobObject:
             self._check_file(s, body.training_file, principal, "training_file")
             if body.validation_file:
                 self._check_file(s, body.validation_file, principal, "validation_file")
@@ -85,43 +144,41 @@ class FineTuningService:
                 hyperparameters=hyperparameters,
                 method=method,
             )
-            return J.job_to_dict(job)
+            return job_object(job)
 
         return await self._db(run)
 
-    async def list(self, principal: Principal, *, after: str | None, limit: int) -> dict[str, Any]:
-        def run(s: Any) -> dict[str, Any]:
+    async def list(self, principal: Principal, *, after: str | None, limit: int) -> FineTuningJobList:
+        def run(s: Any) -> FineTuningJobList:
             rows, more = training_db.list_jobs(s, project_id=principal.project_id, after=after, limit=limit)
-            return {"object": "list", "data": [J.job_to_dict(j) for j in rows], "has_more": more}
+            return FineTuningJobList(data=[job_object(j) for j in rows], has_more=more)
 
         return await self._db(run)
 
-    async def get(self, principal: Principal, job_id: str) -> dict[str, Any]:
-        return await self._db(lambda s: J.job_to_dict(training_db.get_job(s, job_id, project_id=principal.project_id)))
+    async def get(self, principal: Principal, job_id: str) -> FineTuningJobObject:
+        return await self._db(lambda s: job_object(training_db.get_job(s, job_id, project_id=principal.project_id)))
 
-    async def cancel(self, principal: Principal, job_id: str) -> dict[str, Any]:
-        return await self._db(lambda s: J.job_to_dict(J.cancel_job(s, job_id, project_id=principal.project_id)))
+    async def cancel(self, principal: Principal, job_id: str) -> FineTuningJobObject:
+        return await self._db(lambda s: job_object(J.cancel_job(s, job_id, project_id=principal.project_id)))
 
-    async def events(self, principal: Principal, job_id: str, *, after: str | None, limit: int) -> dict[str, Any]:
-        def run(s: Any) -> dict[str, Any]:
+    async def events(self, principal: Principal, job_id: str, *, after: str | None, limit: int) -> FineTuningEventList:
+        def run(s: Any) -> FineTuningEventList:
             rows, more = training_db.list_events(s, job_id, project_id=principal.project_id, after=after, limit=limit)
-            return {"object": "list", "data": [J.event_to_dict(e) for e in rows], "has_more": more}
+            return FineTuningEventList(data=[event_object(e) for e in rows], has_more=more)
 
         return await self._db(run)
 
-    async def checkpoints(self, principal: Principal, job_id: str, *, after: str | None, limit: int) -> dict[str, Any]:
-        def run(s: Any) -> dict[str, Any]:
+    async def checkpoints(
+        self, principal: Principal, job_id: str, *, after: str | None, limit: int
+    ) -> FineTuningCheckpointList:
+        def run(s: Any) -> FineTuningCheckpointList:
             rows, more = training_db.list_checkpoints(
                 s, job_id, project_id=principal.project_id, after=after, limit=limit
             )
-            data = [J.checkpoint_to_dict(c) for c in rows]
-            return {
-                "object": "list",
-                "data": data,
-                "has_more": more,
-                "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None,
-            }
+            data = [checkpoint_object(c) for c in rows]
+            return FineTuningCheckpointList(
+                data=data, has_more=more, first_id=data[0].id if data else None, last_id=data[-1].id if data else None
+            )
 
         return await self._db(run)
 
