@@ -1,6 +1,6 @@
 """The layering of llmaas, checked by reading the source (ast; nothing is imported or run).
 
-Data flows one way: `api`, `batches` (its runner replays API calls) and `cli` (the top, wired together by `server.py`)
+Data flows one way: `api`, `batches` (its runner replays API calls) and `cli` (the top, wired together by `services.py`)
 sit on `training` and `tenancy`, which sit on `store` and `engine`. A lower layer never imports an upper one: a change to the HTTP layer can then never break
 the engine, the tenancy rules or the tables. Every import counts, also the ones inside functions and under
 `TYPE_CHECKING`: a deferred import is still a dependency.
@@ -20,11 +20,15 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "llmaas"
 
 # layer (the first package below llmaas) -> the layers and top-level modules it must never import
+# (`services` builds every part and `server` runs them: only the CLI may import those two)
 FORBIDDEN: dict[str, set[str]] = {
-    "engine": {"api", "batches", "tenancy", "training", "store", "console", "cli", "server"},
-    "store": {"api", "batches", "tenancy", "training", "engine", "console", "cli", "server"},
-    "tenancy": {"api", "batches", "console", "cli", "server"},
-    "training": {"api", "batches", "console", "cli", "server"},
+    "engine": {"api", "batches", "tenancy", "training", "store", "console", "cli", "server", "services"},
+    "store": {"api", "batches", "tenancy", "training", "engine", "console", "cli", "server", "services"},
+    "tenancy": {"api", "batches", "console", "cli", "server", "services"},
+    "training": {"api", "batches", "console", "cli", "server", "services"},
+    "api": {"cli", "server", "services"},
+    "batches": {"cli", "server", "services"},
+    "console": {"cli", "server", "services"},
 }
 # third-party packages a layer must never import (STYLE.md: nothing in engine/ imports FastAPI; nothing in api/ imports
 # torch), and the package as a whole never imports pytest (its test helpers live in tests/support/)

@@ -68,14 +68,21 @@ class _Run:
 
 class BatchRunner:
     def __init__(
-        self, settings: Any, store: Store, models: Any, meter: Any, finetuned: Any, blobs: BlobStore | None = None
+        self,
+        settings: Any,
+        store: Store,
+        models: Any,
+        meter: Any,
+        finetuned: Any,
+        blobs: BlobStore,
+        responses: ResponseStore,
     ) -> None:
+        """Built by `services.build_runtime`, with the blob and response stores the API uses."""
         self.settings, self.store, self.models, self.finetuned = settings, store, models, finetuned
-        self.blobs = blobs or BlobStore.from_settings(settings)
+        self.blobs, self.responses = blobs, responses
         self.meter = BatchMeter(
             meter if hasattr(meter, "directory") else None, rpm=settings.batch_rpm, tpm=settings.batch_tpm
         )
-        self.responses = ResponseStore(store, settings.responses_retention_days)
         self.worker_id = f"{socket.gethostname()[:24]}-{os.getpid()}-{new_id('b')[-6:]}"
         self._task: asyncio.Task[None] | None = None
         self._stopping = False

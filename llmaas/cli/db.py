@@ -12,6 +12,7 @@ from typing import TypeVar
 import click
 from sqlalchemy.orm import Session
 
+from llmaas import services
 from llmaas.config import load_settings
 from llmaas.errors import LlmaasError
 from llmaas.store.db import Store
@@ -25,12 +26,8 @@ config_option = click.option(
 
 
 def open_store(config_file: str | None, *, upgrade: bool = True) -> Store:
-    """The Store of these settings, migrated to the latest revision."""
-    settings = load_settings(config_file)
-    store = Store.from_settings(settings)
-    if upgrade:
-        store.upgrade()
-    return store
+    """The Store of this settings file (`services.open_store`), migrated to the latest revision."""
+    return services.open_store(load_settings(config_file), upgrade=upgrade)
 
 
 def run_in_store(config_file: str | None, work: Callable[[Session], T]) -> T:

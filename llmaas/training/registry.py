@@ -60,8 +60,10 @@ class FineTunedModels:
         self._found: OrderedDict[tuple[str, str], FineTunedModel] = OrderedDict()
 
     @classmethod
-    def from_settings(cls, settings: Any, store: Store) -> FineTunedModels:
-        return cls(store, BlobStore.from_settings(settings), Path(settings.data_dir) / "adapter-cache")
+    def from_settings(cls, settings: Any, store: Store, blobs: BlobStore | None = None) -> FineTunedModels:
+        """`blobs`: the process's blob store (`services.build_runtime` passes it); tests may leave it to settings."""
+        blobs = blobs if blobs is not None else BlobStore.from_settings(settings)
+        return cls(store, blobs, Path(settings.data_dir) / "adapter-cache")
 
     def _model(self, job: FineTuningJob) -> FineTunedModel:
         return FineTunedModel(

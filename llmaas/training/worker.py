@@ -312,16 +312,13 @@ class Worker:
             log.info("worker %s stopped %s (cancelled or lease lost)", self.worker_id, job.id)
 
 
-def main(settings: Settings, parent_pid: int | None = None) -> None:
-    """Entry point of `llmaas worker`: migrate, then loop until SIGTERM/SIGINT."""
+def run(worker: Worker, parent_pid: int | None = None) -> None:
+    """`llmaas worker`'s loop (the worker from `services.build_worker`): claim and train until SIGTERM/SIGINT."""
     import signal
 
-    store = Store.from_settings(settings)
-    store.upgrade()
-    worker = Worker(settings, store, BlobStore.from_settings(settings))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop.set())
     try:
         worker.run_forever(parent_pid)
     finally:
-        store.close()
+        worker.store.close()

@@ -9,15 +9,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from llmaas.api.deps import PrincipalDep
 from llmaas.api.protocol.batches import BatchCreateRequest, BatchList, BatchObject
 from llmaas.api.protocol.common import ERROR_RESPONSES
-from llmaas.api.routes.files import get_files
 from llmaas.api.serving.batches import BatchService
 
 router = APIRouter(tags=["batches"], responses=ERROR_RESPONSES)
 
 
 def get_service(request: Request) -> BatchService:
-    blobs = get_files(request).blobs  # the file store the uploads went to
-    return BatchService(getattr(request.app.state, "store", None), blobs, request.app.state.settings)
+    state = request.app.state
+    return BatchService(state.store, state.blobs, state.settings)  # the blob store the uploads went to
 
 
 ServiceDep = Annotated[BatchService, Depends(get_service)]

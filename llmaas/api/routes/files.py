@@ -17,7 +17,6 @@ from llmaas.api.protocol.common import ERROR_RESPONSES
 from llmaas.api.protocol.files import FileDeleted, FileList, FileObject
 from llmaas.api.serving.files import FileService
 from llmaas.errors import InvalidRequest, PayloadTooLarge
-from llmaas.store.blobs import BlobStore
 from llmaas.store.files import PURPOSES
 
 router = APIRouter(tags=["files"], responses=ERROR_RESPONSES)
@@ -26,9 +25,7 @@ _CHARSET = re.compile(r";\s*charset\s*=\s*([^;\s]+)", re.IGNORECASE)
 
 def get_files(request: Request) -> FileService:
     state = request.app.state
-    if getattr(state, "blobs", None) is None:
-        state.blobs = BlobStore.from_settings(state.settings)
-    return FileService(getattr(state, "store", None), state.blobs, state.settings)
+    return FileService(state.store, state.blobs, state.settings)
 
 
 FilesDep = Annotated[FileService, Depends(get_files)]

@@ -17,7 +17,6 @@ from llmaas.api.protocol.fine_tuning import (
     FineTuningJobObject,
 )
 from llmaas.api.serving.fine_tuning import FineTuningService
-from llmaas.store.blobs import BlobStore
 
 router = APIRouter(tags=["fine-tuning"], responses=ERROR_RESPONSES)
 
@@ -27,9 +26,7 @@ Limit = Annotated[int, Query(ge=1, le=100)]
 
 def get_service(request: Request) -> FineTuningService:
     state = request.app.state
-    if getattr(state, "blobs", None) is None:
-        state.blobs = BlobStore.from_settings(state.settings)
-    return FineTuningService(getattr(state, "store", None), state.settings, state.blobs)
+    return FineTuningService(state.store, state.settings, state.blobs)
 
 
 ServiceDep = Annotated[FineTuningService, Depends(get_service)]
