@@ -9,7 +9,7 @@ module runs the queries and knows no rule. Uploaded files are `files.py`'s.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, BigInteger, Float, Index, Integer, String, and_, func, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -18,6 +18,8 @@ from llmaas.errors import NotFound
 from llmaas.ids import new_id, sortable_id
 from llmaas.store.db import AutoId, Base, now
 from llmaas.store.query import page
+
+T = TypeVar("T")
 
 # --- tables ----------------------------------------------------------------------------------------------------
 
@@ -226,6 +228,14 @@ def hand_back(session: Session, job_id: str, *, worker_id: str) -> None:
 # --- events and checkpoints ------------------------------------------------------------------------------------
 
 
+def _after(session: Session, model: type[T], cond: list[Any], after: str, what: str) -> T:
+    """The row a page's `after` names among the rows `cond` selects; NotFound (for the `after` parameter) if none."""
+    ref = session.scalars(select(model).where(*cond, model.id == after)).first()  # type: ignore[attr-defined]
+    if ref is None:
+        raise NotFound(f"No {what} found with id '{after[:80]}'", param="after")
+    return ref
+
+
 def add_event(
     session: Session,
     job: FineTuningJob,
@@ -256,9 +266,7 @@ def list_events(
     cond = [FineTuningEvent.job_id == job_id, FineTuningEvent.project_id == project_id]
     cursor = None
     if after:
-        ref = session.scalars(select(FineTuningEvent).where(*cond, FineTuningEvent.id == after)).first()
-        if ref is None:
-            raise NotFound(f"No event found with id '{after[:80]}'", param="after")
+        ref = _after(session, FineTuningEvent, cond, after, "event")
         cursor = [ref.seq, ref.seq]
     return page(session, FineTuningEvent, [FineTuningEvent.seq, FineTuningEvent.seq], cond, cursor, limit)
 
@@ -302,9 +310,7 @@ def list_checkpoints(
     cond = [FineTuningCheckpoint.job_id == job_id, FineTuningCheckpoint.project_id == project_id]
     cursor = None
     if after:
-        ref = session.scalars(select(FineTuningCheckpoint).where(*cond, FineTuningCheckpoint.id == after)).first()
-        if ref is None:
-            raise NotFound(f"No checkpoint found with id '{after[:80]}'", param="after")
+        ref = _after(session, FineTuningCheckpoint, cond, after, "checkpoint")
         cursor = [ref.step_number, ref.id]
     order = [FineTuningCheckpoint.step_number, FineTuningCheckpoint.id]
     return page(session, FineTuningCheckpoint, order, cond, cursor, limit)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmaas.api.serving.fine_tuning import event_object, job_object
+from llmaas.api.protocol.fine_tuning import FineTuningEventObject
+from llmaas.api.serving.fine_tuning import job_object
 from llmaas.config import Settings
 from llmaas.store import files as files_db
 from llmaas.store import training as training_db
@@ -96,7 +97,7 @@ def test_worker_trains_checkpoints_and_publishes(
     assert j.fine_tuned_model == f"ft:{TINY}:p1:fact:{job_id}" and j.trained_tokens > 0
     with sqlite_db.session() as s:
         events = [
-            event_object(e).model_dump()
+            FineTuningEventObject.of(e).model_dump()
             for e in training_db.list_events(s, job_id, project_id="p1", after=None, limit=100)[0]
         ]
         ckpts = training_db.list_checkpoints(s, job_id, project_id="p1", after=None, limit=10)[0]

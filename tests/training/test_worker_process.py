@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from llmaas.api.serving.fine_tuning import event_object
+from llmaas.api.protocol.fine_tuning import FineTuningEventObject
 from llmaas.config import Settings
 from llmaas.store import training as training_db
 from llmaas.store.blobs import BlobStore
@@ -60,7 +60,7 @@ def wait_for(check: Callable[[], bool], timeout: float = 180, what: str = "") ->
 def events(store: Store, job_id: str) -> list[dict]:
     with store.session() as s:
         rows, _ = training_db.list_events(s, job_id, project_id="p1", after=None, limit=10_000)
-        return [event_object(e).model_dump() for e in reversed(rows)]
+        return [FineTuningEventObject.of(e).model_dump() for e in reversed(rows)]
 
 
 def steps(store: Store, job_id: str) -> list[int]:

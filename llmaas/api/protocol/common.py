@@ -129,6 +129,17 @@ class OmitsEmptyUsage(ResponseModel):
         return dict(data)
 
 
+class CompletionHead(ResponseModel):
+    """The keys a chat completion, a chat chunk and a text completion all start with, in OpenAI's order; each names
+    its own `object` and adds its `choices` and `usage` after them."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    system_fingerprint: str | None = None
+
+
 class StreamOptions(OpenAIBaseModel):
     include_usage: bool = Field(
         False, description="Send one more chunk with `usage` (and empty `choices`) before [DONE]."

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from llmaas.api.protocol.common import OpenAIBaseModel, ResponseModel, StrictModel
+from llmaas.api.protocol.common import OpenAIBaseModel, ResponseModel, RowObject, StrictModel
 from llmaas.engine.types import LORA_MODULES
 from llmaas.errors import InvalidRequest
 
@@ -159,7 +159,7 @@ class FineTuningJobList(ResponseModel):
     has_more: bool
 
 
-class FineTuningEventObject(ResponseModel):
+class FineTuningEventObject(RowObject):
     object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
     id: str
     created_at: int
@@ -175,12 +175,12 @@ class FineTuningEventList(ResponseModel):
     has_more: bool
 
 
-class FineTuningCheckpointObject(ResponseModel):
+class FineTuningCheckpointObject(RowObject):
     object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
     id: str
     created_at: int
     fine_tuned_model_checkpoint: str
-    fine_tuning_job_id: str
+    fine_tuning_job_id: str = Field(validation_alias="job_id")  # the row's `job_id`
     step_number: int
     metrics: dict[str, Any]
 

@@ -21,6 +21,15 @@ from llmaas.training.files import FileValidationError
 CHUNK = 1 << 20
 
 
+async def read_chunks(handle: IO[bytes]) -> AsyncIterator[bytes]:
+    """An open file's bytes, CHUNK at a time, each read on a worker thread; closes it at the end (or on disconnect)."""
+    try:
+        while chunk := await asyncio.to_thread(handle.read, CHUNK):
+            yield chunk
+    finally:
+        handle.close()
+
+
 class FileService:
     def __init__(self, store: Any, blobs: BlobStore, settings: Any = None) -> None:
         if store is None:
@@ -93,12 +102,4 @@ class FileService:
 
         key, extension = await asyncio.to_thread(find)
         handle = await asyncio.to_thread(self.blobs.open, key)
-
-        async def chunks() -> AsyncIterator[bytes]:
-            try:
-                while chunk := await asyncio.to_thread(handle.read, CHUNK):
-                    yield chunk
-            finally:
-                handle.close()
-
-        return chunks(), extension
+        return read_chunks(handle), extension

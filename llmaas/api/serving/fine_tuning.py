@@ -23,19 +23,17 @@ from llmaas.api.protocol.fine_tuning import (
     FineTuningJobObject,
     JobHyperparameters,
 )
+from llmaas.api.serving.files import read_chunks
 from llmaas.config import Settings
 from llmaas.errors import InvalidRequest, NotFound, Unavailable
 from llmaas.store import files as files_db
 from llmaas.store import training as training_db
-from llmaas.store.training import FineTuningCheckpoint, FineTuningEvent, FineTuningJob
+from llmaas.store.training import FineTuningJob
 from llmaas.tenancy.types import Principal
 from llmaas.training import jobs as J
 from llmaas.training.export import adapter_zip
 
 T = TypeVar("T")
-
-
-CHUNK = 1 << 20
 
 
 def job_object(job: FineTuningJob) -> FineTuningJobObject:
@@ -62,28 +60,6 @@ def job_object(job: FineTuningJob) -> FineTuningJobObject:
         user_provided_suffix=job.suffix,
         seed=job.seed,
         method=job.method,
-    )
-
-
-def event_object(event: FineTuningEvent) -> FineTuningEventObject:
-    return FineTuningEventObject(
-        id=event.id,
-        created_at=event.created_at,
-        level=event.level,
-        message=event.message,
-        data=event.data,
-        type=event.type,
-    )
-
-
-def checkpoint_object(ckpt: FineTuningCheckpoint) -> FineTuningCheckpointObject:
-    return FineTuningCheckpointObject(
-        id=ckpt.id,
-        created_at=ckpt.created_at,
-        fine_tuned_model_checkpoint=ckpt.fine_tuned_model_checkpoint,
-        fine_tuning_job_id=ckpt.job_id,
-        step_number=ckpt.step_number,
-        metrics=ckpt.metrics,
     )
 
 
@@ -164,7 +140,7 @@ class FineTuningService:
     async def events(self, principal: Principal, job_id: str, *, after: str | None, limit: int) -> FineTuningEventList:
         def run(s: Any) -> FineTuningEventList:
             rows, more = training_db.list_events(s, job_id, project_id=principal.project_id, after=after, limit=limit)
-            return FineTuningEventList(data=[event_object(e) for e in rows], has_more=more)
+            return FineTuningEventList(data=[FineTuningEventObject.of(e) for e in rows], has_more=more)
 
         return await self._db(run)
 
@@ -175,7 +151,7 @@ class FineTuningService:
             rows, more = training_db.list_checkpoints(
                 s, job_id, project_id=principal.project_id, after=after, limit=limit
             )
-            data = [checkpoint_object(c) for c in rows]
+            data = [FineTuningCheckpointObject.of(c) for c in rows]
             return FineTuningCheckpointList(
                 data=data, has_more=more, first_id=data[0].id if data else None, last_id=data[-1].id if data else None
             )
@@ -195,12 +171,4 @@ class FineTuningService:
 
         key, base = await self._db(find)
         handle: IO[bytes] = await asyncio.to_thread(adapter_zip, self.blobs, key, base)
-
-        async def chunks() -> AsyncIterator[bytes]:
-            try:
-                while chunk := await asyncio.to_thread(handle.read, CHUNK):
-                    yield chunk
-            finally:
-                handle.close()
-
-        return chunks()
+        return read_chunks(handle)
