@@ -228,14 +228,6 @@ def hand_back(session: Session, job_id: str, *, worker_id: str) -> None:
 # --- events and checkpoints ------------------------------------------------------------------------------------
 
 
-def _after(session: Session, model: type[T], cond: list[Any], after: str, what: str) -> T:
-    """The row a page's `after` names among the rows `cond` selects; NotFound (for the `after` parameter) if none."""
-    ref = session.scalars(select(model).where(*cond, model.id == after)).first()  # type: ignore[attr-defined]
-    if ref is None:
-        raise NotFound(f"No {what} found with id '{after[:80]}'", param="after")
-    return ref
-
-
 def add_event(
     session: Session,
     job: FineTuningJob,
@@ -259,16 +251,36 @@ def add_event(
     )
 
 
+def _job_page(
+    session: Session,
+    model: type[T],
+    job_id: str,
+    *,
+    project_id: str,
+    order: list[Any],
+    after: str | None,
+    limit: int,
+    what: str,
+) -> tuple[list[T], bool]:
+    """One page of a job's events or checkpoints, newest first by `order`; `after` is a row id of the previous page."""
+    get_job(session, job_id, project_id=project_id)
+    cond = [model.job_id == job_id, model.project_id == project_id]  # type: ignore[attr-defined]
+    cursor = None
+    if after:
+        ref = session.scalars(select(model).where(*cond, model.id == after)).first()  # type: ignore[attr-defined]
+        if ref is None:
+            raise NotFound(f"No {what} found with id '{after[:80]}'", param="after")
+        cursor = [getattr(ref, column.key) for column in order]
+    return page(session, model, order, cond, cursor, limit)
+
+
 def list_events(
     session: Session, job_id: str, *, project_id: str, after: str | None, limit: int
 ) -> tuple[list[FineTuningEvent], bool]:
-    get_job(session, job_id, project_id=project_id)
-    cond = [FineTuningEvent.job_id == job_id, FineTuningEvent.project_id == project_id]
-    cursor = None
-    if after:
-        ref = _after(session, FineTuningEvent, cond, after, "event")
-        cursor = [ref.seq, ref.seq]
-    return page(session, FineTuningEvent, [FineTuningEvent.seq, FineTuningEvent.seq], cond, cursor, limit)
+    order = [FineTuningEvent.seq, FineTuningEvent.seq]  # seq is unique: it is its own tie-break
+    return _job_page(
+        session, FineTuningEvent, job_id, project_id=project_id, order=order, after=after, limit=limit, what="event"
+    )
 
 
 def metrics_data(session: Session, job: FineTuningJob) -> list[dict[str, Any]]:
@@ -306,14 +318,17 @@ def add_checkpoint(
 def list_checkpoints(
     session: Session, job_id: str, *, project_id: str, after: str | None, limit: int
 ) -> tuple[list[FineTuningCheckpoint], bool]:
-    get_job(session, job_id, project_id=project_id)
-    cond = [FineTuningCheckpoint.job_id == job_id, FineTuningCheckpoint.project_id == project_id]
-    cursor = None
-    if after:
-        ref = _after(session, FineTuningCheckpoint, cond, after, "checkpoint")
-        cursor = [ref.step_number, ref.id]
     order = [FineTuningCheckpoint.step_number, FineTuningCheckpoint.id]
-    return page(session, FineTuningCheckpoint, order, cond, cursor, limit)
+    return _job_page(
+        session,
+        FineTuningCheckpoint,
+        job_id,
+        project_id=project_id,
+        order=order,
+        after=after,
+        limit=limit,
+        what="checkpoint",
+    )
 
 
 def find_checkpoint(
