@@ -33,6 +33,7 @@ from llmaas.store import files as files_db
 from llmaas.store.batches import Batch
 from llmaas.store.blobs import BlobStore
 from llmaas.store.db import now
+from llmaas.store.query import move_status
 
 COMPLETION_WINDOWS = {"24h": 24 * 3600}
 OUTPUT_PURPOSE = "batch_output"
@@ -97,7 +98,7 @@ def transition(
         values.setdefault(STAMPS[to], now())
     if to.finished:
         values["lease_until"] = None
-    return batches_db.set_status(session, batch_id, sources=sources, worker_id=worker_id, values=values)
+    return move_status(session, Batch, batch_id, sources=sources, worker_id=worker_id, values=values)
 
 
 # --- batches as clients see them -------------------------------------------------------------------------

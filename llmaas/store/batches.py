@@ -149,17 +149,6 @@ def list_batches(session: Session, *, project_id: str, after: str | None, limit:
     return page(session, Batch, [Batch.created_at, Batch.id], [Batch.project_id == project_id], cursor, limit)
 
 
-def set_status(
-    session: Session, batch_id: str, *, sources: list[str], worker_id: str | None, values: dict[str, Any]
-) -> bool:
-    """One conditional UPDATE: `values` (the new status among them) only while the batch is in one of `sources`
-    (and, with `worker_id`, still that server's). True if it moved."""
-    cond = [Batch.id == batch_id, Batch.status.in_(sources)]
-    if worker_id is not None:
-        cond.append(Batch.worker_id == worker_id)
-    return session.execute(update(Batch).where(*cond).values(**values)).rowcount == 1  # type: ignore[attr-defined]
-
-
 def set_files(session: Session, batch_id: str, **file_ids: str) -> None:
     """Point the batch at its output and error files (`output_file_id=`, `error_file_id=`)."""
     if file_ids:

@@ -1,4 +1,5 @@
-"""What every domain's queries share: the id check, tenant-scoped get/list/delete, and newest-first keyset pages.
+"""What every domain's queries share: the id check, tenant-scoped get/list/delete, newest-first keyset pages, and the
+conditional UPDATE that moves a leased row's status.
 
 Anything a tenant owns is read with `project_id=` so a query can't forget the tenant; another project's object and a
 missing one look the same (`NotFound`, 404), so existence never leaks across tenants. Ids that can't be ours (SQL or
@@ -10,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from llmaas.errors import NotFound
@@ -57,6 +58,24 @@ def delete_owned(session: Session, model: type[T], obj_id: str, *, project_id: s
     row = get_owned(session, model, obj_id, project_id=project_id)
     session.delete(row)
     return row
+
+
+def move_status(
+    session: Session,
+    model: type[Any],
+    row_id: str,
+    *,
+    sources: list[str],
+    worker_id: str | None,
+    values: dict[str, Any],
+) -> bool:
+    """One conditional UPDATE of a row with `status` and a lease (a fine-tuning job, a batch): `values` (the new status
+    among them) only while its status is one of `sources` and, with `worker_id`, while that worker holds it. True if it
+    moved; the domain's transition map chose `sources`, so concurrent movers cannot race it into a wrong state."""
+    cond = [model.id == row_id, model.status.in_(sources)]
+    if worker_id is not None:
+        cond.append(model.worker_id == worker_id)
+    return session.execute(update(model).where(*cond).values(**values)).rowcount == 1  # type: ignore[attr-defined]
 
 
 def page(

@@ -147,18 +147,6 @@ def list_jobs(session: Session, *, project_id: str, after: str | None, limit: in
     return page(session, FineTuningJob, order, [FineTuningJob.project_id == project_id], cursor, limit)
 
 
-def set_status(
-    session: Session, job_id: str, *, sources: list[str], worker_id: str | None, values: dict[str, Any]
-) -> bool:
-    """One conditional UPDATE: `values` (the new status among them) only while the job is in one of `sources` (and,
-    with `worker_id`, still that worker's). True if it moved."""
-    cond = [FineTuningJob.id == job_id, FineTuningJob.status.in_(sources)]
-    if worker_id is not None:
-        cond.append(FineTuningJob.worker_id == worker_id)
-    result = session.execute(update(FineTuningJob).where(*cond).values(**values))
-    return result.rowcount == 1  # type: ignore[attr-defined]
-
-
 def update_owned(session: Session, job_id: str, *, worker_id: str, **values: Any) -> None:
     """Set columns of a job its worker holds (resume point, resolved hyperparameters); a no-op once it is not."""
     session.execute(

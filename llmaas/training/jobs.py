@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from llmaas.errors import InvalidRequest
 from llmaas.store import training as training_db
 from llmaas.store.db import now
+from llmaas.store.query import move_status
 from llmaas.store.training import FineTuningCheckpoint, FineTuningJob
 
 
@@ -70,7 +71,7 @@ def transition(session: Session, job_id: str, to: JobStatus, *, worker_id: str |
     values: dict[str, Any] = {"status": to.api, **fields}
     if to.finished:
         values.update(finished_at=now(), lease_until=None)
-    return training_db.set_status(session, job_id, sources=sources(to), worker_id=worker_id, values=values)
+    return move_status(session, FineTuningJob, job_id, sources=sources(to), worker_id=worker_id, values=values)
 
 
 # --- jobs ------------------------------------------------------------------------------------------------
