@@ -8,14 +8,16 @@ All of them are random (`secrets`), never derived from client input, and each sh
 | `item_id(p)`    | `p_` + 48 hex (192 bits)       | the Responses API: `resp_…`, `msg_…`, `fc_…`, `fco_…`         |
 | `call_id()`     | `call_` + 24 hex (96 bits)     | tool calls the model makes (OpenAI's length)                |
 | `request_id()`  | `req_` + 32 hex (128 bits)     | X-Request-ID when the client sent none (or an unsafe one)   |
+| `sortable_id(p)`| `p-` + 16 hex ns + 32 hex      | what lists page by creation: `ftjob-…`, `file-…`, `batch_…`  |
+| `line_id()`     | `batch_req_` + 32 hex          | one line of a batch's output (OpenAI's shape)               |
 
-Not here: fine-tuning's time-sortable job ids (`llmaas.training.jobs.sortable_id`) and API key secrets
-(`llmaas.tenancy.keys`, which are credentials, not ids). This module imports nothing of llmaas: every layer may use it.
+Not here: API key secrets (`llmaas.tenancy.keys`, which are credentials, not ids). This module imports nothing of llmaas: every layer may use it.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 
 
 def new_id(prefix: str) -> str:
@@ -36,3 +38,14 @@ def call_id() -> str:
 def request_id() -> str:
     """A request id for logs and the X-Request-ID header."""
     return f"req_{secrets.token_hex(16)}"
+
+
+def sortable_id(prefix: str, sep: str = "-") -> str:
+    """An id that sorts by creation time (ties within a second stay ordered), then 128 random bits: `ftjob-…`,
+    `file-…`, and `batch_…` (`sep="_"`, OpenAI's shape for batches)."""
+    return f"{prefix}{sep}{time.time_ns():016x}{secrets.token_hex(16)}"
+
+
+def line_id() -> str:
+    """The id of one line of a batch's output file (`batch_req_…`)."""
+    return f"batch_req_{secrets.token_hex(16)}"

@@ -1,86 +1,17 @@
-"""One server process: `build_runtime(settings)` wires the parts, `run(settings)` serves them with uvicorn.
+"""One server process: `run(settings)` serves what `llmaas.services.build_runtime(settings)` built, with uvicorn.
 
-`build_runtime` is the one place that decides what a process contains (model registry, tenancy, training's
-fine-tuned models, …): each part adds a few obvious lines there. `run` binds the socket itself (so `--port 0` works and
-the real address is printed before models load), then hands it to uvicorn. Nothing here handles requests.
+`run` binds the socket itself (so `--port 0` works and the real address is printed before models load), then hands
+it to uvicorn. What a process contains is decided in `services.py`; nothing here builds a service or handles requests.
 """
 
 from __future__ import annotations
 
 import socket
 import sys
-from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI
-
-from llmaas.api.app import Component, create_app
 from llmaas.config import Settings
-from llmaas.engine.protocol import Models
-from llmaas.store.db import Store
-from llmaas.tenancy.types import AuthBackend, Meter
-from llmaas.training.registry import FineTunedModels
-
-
-@dataclass
-class Runtime:
-    """Everything `create_app` receives, plus lines to print once at start (never logged)."""
-
-    settings: Settings
-    models: Models  # llmaas.engine.registry.ModelRegistry
-    meter: Meter | None = None
-    auth: AuthBackend | None = None
-    store: Store | None = None
-    finetuned: FineTunedModels | None = None
-    components: list[Component] = field(default_factory=list)  # start()/close() in the app's lifespan
-    notices: list[str] = field(default_factory=list)
-
-    def app(self) -> FastAPI:
-        return create_app(
-            self.settings,
-            self.models,
-            meter=self.meter,
-            auth=self.auth,
-            store=self.store,
-            finetuned=self.finetuned,
-            components=self.components,
-        )
-
-
-def build_runtime(settings: Settings) -> Runtime:
-    """The parts of one server process, built from settings (models load in the app's lifespan or here)."""
-    from llmaas.engine.registry import ModelRegistry
-
-    rt = Runtime(settings=settings, models=ModelRegistry.from_settings(settings))
-
-    # --- tenancy: store, API keys, rate limits, usage metering
-    from llmaas.tenancy.runtime import Tenancy
-
-    tenancy = Tenancy.from_settings(settings)
-    rt.store, rt.auth, rt.meter = tenancy.store, tenancy.auth, tenancy.meter
-    rt.components.append(tenancy)
-    if tenancy.bootstrap_key:
-        rt.notices.append(f"llmaas: first admin API key (shown once, store it now): {tenancy.bootstrap_key}")
-
-    # --- training: fine-tuned models (in /v1/models, served by adapter id) and one worker beside the server
-    if rt.store is not None:
-        from llmaas.training.registry import FineTunedModels
-
-        rt.finetuned = FineTunedModels.from_settings(settings, rt.store)
-        if settings.start_worker:  # a child process: training never runs in this event loop
-            from llmaas.training.spawn import WorkerProcess
-
-            rt.components.append(WorkerProcess(settings))
-
-    # --- batches: the Batch API's lines run in this process, at batch priority, under a lease in the database
-    if rt.store is not None and settings.batch_runner:
-        from llmaas.batches.runner import BatchRunner
-
-        rt.components.append(BatchRunner(settings, rt.store, rt.models, tenancy.meter, rt.finetuned))
-
-    if settings.auth and rt.auth is None:  # never serve openly because a part is missing
-        raise RuntimeError("auth is on but no authenticator was built; refusing to start (use --no-auth for local use)")
-    return rt
+from llmaas.services import build_runtime
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

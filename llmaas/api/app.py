@@ -2,8 +2,8 @@
 
 Every router in PROTECTED_ROUTERS is mounted behind `Depends(get_principal)` (authenticated by default); routers in
 PUBLIC_ROUTERS serve only paths listed in `deps.PUBLIC_PATHS`. A new resource adds its router module to the imports
-and to one of the two lists. This file does not load models or open databases: server.py builds those and passes
-them in.
+and to one of the two lists. This file does not load models or open databases: `llmaas.services.build_runtime`
+builds those and passes them in.
 """
 
 from __future__ import annotations
@@ -34,9 +34,11 @@ from llmaas.api.routes import (
 )
 from llmaas.api.routes import metrics as metrics_routes
 from llmaas.api.routes import models as models_routes
+from llmaas.api.serving.responses import ResponseStore
 from llmaas.config import Settings
 from llmaas.console import router as console_router
 from llmaas.engine.protocol import Models
+from llmaas.store.blobs import BlobStore
 from llmaas.store.db import Store
 from llmaas.tenancy.limits import InProcessLimiter, NotFoundGuard
 from llmaas.tenancy.types import AuthBackend, Meter, NullMeter
@@ -86,10 +88,15 @@ def create_app(
     meter: Meter | None = None,
     auth: AuthBackend | None = None,
     store: Store | None = None,
+    blobs: BlobStore | None = None,
+    responses: ResponseStore | None = None,
     finetuned: FineTunedModels | None = None,
     components: Sequence[Component] = (),
 ) -> FastAPI:
     """The app around a model registry. `auth=None` means every caller is the local admin (--no-auth, tests).
+
+    The server passes every service `services.build_runtime` built. A bare app (tests) given a database but no blob
+    store or response store gets its own, from settings, so its file, batch and response routes work.
 
     `components` (e.g. tenancy's runtime) get `await start()` after the registry starts and `await close()` before
     it stops, in reverse order.
@@ -115,6 +122,12 @@ def create_app(
     app.state.meter = meter if meter is not None else NullMeter()
     app.state.auth = auth
     app.state.store = store
+    if blobs is None and store is not None:
+        blobs = BlobStore.from_settings(settings)
+    app.state.blobs = blobs
+    app.state.responses = (
+        responses if responses is not None else ResponseStore(store, settings.responses_retention_days)
+    )
     app.state.finetuned = finetuned
     # Not-found answers are counted per key in the meter's limiter (shared by replicas with Redis), else in-process.
     limiter = getattr(app.state.meter, "limiter", None) or InProcessLimiter()

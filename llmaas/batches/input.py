@@ -8,13 +8,11 @@ layer's validation, the same as for an interactive request). Reads bytes; knows 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from llmaas.training.files import MAX_LINE_BYTES, FileValidationError, iter_lines
-from llmaas.unicode import lone_surrogate_path
+from llmaas.training.files import MAX_LINE_BYTES, FileValidationError, decode_line, iter_lines
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")
 MAX_CUSTOM_ID = 512
@@ -66,15 +64,7 @@ def parse_input(
             raise FileValidationError(f"line longer than {max_line_bytes} bytes", number)
         if count >= max_lines:
             raise FileValidationError(f"the file has more than {max_lines} requests", number)
-        try:
-            obj = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise FileValidationError("not valid UTF-8", number) from None
-        except json.JSONDecodeError as exc:
-            raise FileValidationError(f"invalid JSON ({exc.msg})", number) from None
-        bad = lone_surrogate_path(obj)
-        if bad is not None:
-            raise FileValidationError(f"{bad[:80]} contains a lone surrogate (not valid Unicode)", number)
+        obj = decode_line(raw, number)
         try:
             line = _line(obj, endpoint)
         except ValueError as exc:

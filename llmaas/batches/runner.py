@@ -33,10 +33,13 @@ from llmaas.api.serving.responses import ResponseStore
 from llmaas.batches import jobs as J
 from llmaas.batches.jobs import BatchStatus as S
 from llmaas.engine.types import BATCH
-from llmaas.store.batch_models import Batch, BatchLine
+from llmaas.errors import NotFound
+from llmaas.ids import line_id, new_id
+from llmaas.store import batches as batches_db
+from llmaas.store import tenancy as tenancy_db
+from llmaas.store.batches import Batch, BatchLine
 from llmaas.store.blobs import BlobStore
-from llmaas.store.db import Store, new_id, now
-from llmaas.store.models import ApiKey
+from llmaas.store.db import Store, now
 from llmaas.tenancy.batch_meter import BatchMeter, LineMeter
 from llmaas.tenancy.types import Principal
 
@@ -65,14 +68,21 @@ class _Run:
 
 class BatchRunner:
     def __init__(
-        self, settings: Any, store: Store, models: Any, meter: Any, finetuned: Any, blobs: BlobStore | None = None
+        self,
+        settings: Any,
+        store: Store,
+        models: Any,
+        meter: Any,
+        finetuned: Any,
+        blobs: BlobStore,
+        responses: ResponseStore,
     ) -> None:
+        """Built by `services.build_runtime`, with the blob and response stores the API uses."""
         self.settings, self.store, self.models, self.finetuned = settings, store, models, finetuned
-        self.blobs = blobs or BlobStore.from_settings(settings)
+        self.blobs, self.responses = blobs, responses
         self.meter = BatchMeter(
             meter if hasattr(meter, "directory") else None, rpm=settings.batch_rpm, tpm=settings.batch_tpm
         )
-        self.responses = ResponseStore(store, settings.responses_retention_days)
         self.worker_id = f"{socket.gethostname()[:24]}-{os.getpid()}-{new_id('b')[-6:]}"
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -127,7 +137,7 @@ class BatchRunner:
 
     async def _hand_back(self, batch: Batch) -> None:
         try:
-            await asyncio.shield(self._db(J.release, batch.id, worker_id=self.worker_id))
+            await asyncio.shield(self._db(batches_db.release, batch.id, worker_id=self.worker_id))
         except Exception:
             log.warning("handing batch %s back failed (its lease will expire)", batch.id, exc_info=True)
 
@@ -138,7 +148,7 @@ class BatchRunner:
         log.info("batch runner %s claimed %s (%s)", self.worker_id, batch.id, batch.status)
         if batch.status == S.VALIDATING.api:
             await self._db(J.transition, batch.id, S.IN_PROGRESS, worker_id=self.worker_id)
-            batch = await self._db(lambda s: s.get(Batch, batch.id))
+            batch = await self._db(lambda s: batches_db.by_id(s, batch.id))
         run = _Run(batch, await self._db(principal_of, batch))
         heart = asyncio.ensure_future(self._heartbeat(run))
         try:
@@ -173,9 +183,9 @@ class BatchRunner:
 
     async def _run_lines(self, run: _Run) -> None:
         slots = asyncio.Semaphore(self.settings.batch_concurrency)
-        pending = await self._db(J.pending_lines, run.batch.id)
+        pending = await self._db(batches_db.pending_lines, run.batch.id)
         for start in range(0, len(pending), CHUNK):
-            rows = await self._db(J.line_bodies, run.batch.id, pending[start : start + CHUNK])
+            rows = await self._db(batches_db.line_bodies, run.batch.id, pending[start : start + CHUNK])
             for row in rows:
                 await slots.acquire()
                 if run.stop:
@@ -224,7 +234,7 @@ class BatchRunner:
         settlement = meter.settlements[-1] if meter.settlements else None
         request_id = settlement.usage["request_id"] if settlement else new_id("req")
         result = {
-            "id": J.line_id(),
+            "id": line_id(),
             "custom_id": row.custom_id,
             "response": {"status_code": status, "request_id": request_id, "body": body},
             "error": None,
@@ -250,26 +260,26 @@ class BatchRunner:
         """Write the output files and end the batch: cancelled, expired, failed (key gone) or completed; whether it
         ended (not when lines are still pending: the next claim goes on)."""
         batch_id, me = run.batch.id, self.worker_id
-        status = S.of(await self._db(lambda s: s.get(Batch, batch_id).status))
+        status = S.of(await self._db(lambda s: batches_db.by_id(s, batch_id).status))
         if status == S.CANCELLING:
             return bool(
                 await self._db(
-                    lambda s: J.finalize(s, self.blobs, s.get(Batch, batch_id), worker_id=me, to=S.CANCELLED)
+                    lambda s: J.finalize(s, self.blobs, batches_db.by_id(s, batch_id), worker_id=me, to=S.CANCELLED)
                 )
             )
         if status == S.IN_PROGRESS:
-            pending = await self._db(J.pending_lines, batch_id)
+            pending = await self._db(batches_db.pending_lines, batch_id)
             if pending and time.time() >= run.batch.expires_at:
                 await self._db(
                     lambda s: J.fail_pending(
-                        s, s.get(Batch, batch_id), worker_id=me, code="batch_expired", message=EXPIRED_MESSAGE
+                        s, batches_db.by_id(s, batch_id), worker_id=me, code="batch_expired", message=EXPIRED_MESSAGE
                     )
                 )
                 await self._db(J.transition, batch_id, S.FINALIZING, worker_id=me, expired_at=now())
             elif pending and run.principal is None:
                 await self._db(
                     lambda s: J.fail_pending(
-                        s, s.get(Batch, batch_id), worker_id=me, code="invalid_api_key", message=REVOKED_MESSAGE
+                        s, batches_db.by_id(s, batch_id), worker_id=me, code="invalid_api_key", message=REVOKED_MESSAGE
                     )
                 )
                 errors = {"object": "list", "data": [{"code": "invalid_api_key", "message": REVOKED_MESSAGE}]}
@@ -279,11 +289,13 @@ class BatchRunner:
                 return False
             else:
                 await self._db(J.transition, batch_id, S.FINALIZING, worker_id=me)
-            status = S.of(await self._db(lambda s: s.get(Batch, batch_id).status))
+            status = S.of(await self._db(lambda s: batches_db.by_id(s, batch_id).status))
         if status == S.FINALIZING:
-            b = await self._db(lambda s: s.get(Batch, batch_id))
+            b = await self._db(lambda s: batches_db.by_id(s, batch_id))
             to = S.EXPIRED if b.expired_at else S.FAILED if b.errors else S.COMPLETED
-            done = await self._db(lambda s: J.finalize(s, self.blobs, s.get(Batch, batch_id), worker_id=me, to=to))
+            done = await self._db(
+                lambda s: J.finalize(s, self.blobs, batches_db.by_id(s, batch_id), worker_id=me, to=to)
+            )
             log.info("batch %s %s", batch_id, to.api)
             return bool(done)
         return False
@@ -293,8 +305,11 @@ def principal_of(session: Any, batch: Batch) -> Principal | None:
     """Who the lines run as: the key that created the batch, as it is now (None once revoked or expired)."""
     if batch.key_id is None:  # created without auth (--no-auth)
         return Principal(project_id=batch.project_id, is_admin=True)
-    key = session.get(ApiKey, batch.key_id)
-    if key is None or key.project_id != batch.project_id or key.revoked_at is not None:
+    try:
+        key = tenancy_db.get_key(session, key_id=batch.key_id, project_id=batch.project_id)
+    except NotFound:  # deleted, or never this project's
+        return None
+    if key.revoked_at is not None:
         return None
     if key.expires_at is not None and now() >= key.expires_at:
         return None

@@ -14,9 +14,17 @@ def cli() -> None:
     """llmaas: a self-hosted LLM as a Service (OpenAI-compatible API, LoRA fine-tuning, per-tenant metering)."""
 
 
-# Each module adds its commands with `register(cli)`; a new group adds its module to the import and to this line.
-for _module in (serve, models, chat, worker, keys, projects, usage, finetune, batches, db):
-    _module.register(cli)
+# Each module adds its commands with `register(cli)`; a new group adds its module to the import and a line here.
+serve.register(cli)
+models.register(cli)
+chat.register(cli)
+worker.register(cli)
+keys.register(cli)
+projects.register(cli)
+usage.register(cli)
+finetune.register(cli)
+batches.register(cli)
+db.register(cli)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""What the client-side commands (models, chat, finetune, batches) share: where the server is and how to call it."""
+"""What the client-side commands (models, chat, finetune, batches) share: where the server is, how to call it, and
+the `watch` / `cancel` commands of a resource that runs on the server (a fine-tuning job, a batch)."""
 
 from __future__ import annotations
 
@@ -78,3 +79,28 @@ class Api:
                     out.write(chunk)
         except httpx.HTTPError as exc:
             raise click.ClickException(f"cannot reach {self.base}: {exc}") from exc
+
+
+def add_watch_and_cancel(
+    group: click.Group,
+    *,
+    path: str,
+    argument: str,
+    follow: Callable[[Api, str], None],
+    watch_help: str,
+    cancel_help: str,
+) -> None:
+    """Add `watch ID` (`follow(api, id)` until it finishes) and `cancel ID` (POST `{path}/{id}/cancel`, print the
+    status) to `group`; `argument` names the id (`job_id`, `batch_id`)."""
+
+    @group.command("watch", help=watch_help)
+    @connection_options
+    @click.argument(argument)
+    def watch_cmd(base_url: str | None, api_key: str | None, **ids: str) -> None:
+        follow(Api(base_url, api_key), ids[argument])
+
+    @group.command("cancel", help=cancel_help)
+    @connection_options
+    @click.argument(argument)
+    def cancel_cmd(base_url: str | None, api_key: str | None, **ids: str) -> None:
+        click.echo(Api(base_url, api_key).call("POST", f"{path}/{ids[argument]}/cancel")["status"])

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from llmaas.cli._client import Api, connection_options
+from llmaas.cli._client import Api, add_watch_and_cancel, connection_options
 
 FINISHED = ("completed", "failed", "expired", "cancelled")
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")
@@ -67,14 +67,6 @@ def create(
         _watch(api, batch["id"])
 
 
-@batches.command("watch")
-@connection_options
-@click.argument("batch_id")
-def watch_cmd(base_url: str | None, api_key: str | None, batch_id: str) -> None:
-    """Follow a batch: a progress bar of its lines, until it finishes."""
-    _watch(Api(base_url, api_key), batch_id)
-
-
 def _watch(api: Api, batch_id: str, poll_s: float = 1.0) -> None:
     batch = api.call("GET", f"/batches/{batch_id}")
     with click.progressbar(
@@ -130,12 +122,14 @@ def list_cmd(base_url: str | None, api_key: str | None, limit: int) -> None:
         click.echo(f"{b['id']}\t{b['status']}\t{b['endpoint']}\t{c['completed']}+{c['failed']}/{c['total']}")
 
 
-@batches.command()
-@connection_options
-@click.argument("batch_id")
-def cancel(base_url: str | None, api_key: str | None, batch_id: str) -> None:
-    """Cancel a batch (it stops within seconds, keeping the lines that finished)."""
-    click.echo(Api(base_url, api_key).call("POST", f"/batches/{batch_id}/cancel")["status"])
+add_watch_and_cancel(
+    batches,
+    path="/batches",
+    argument="batch_id",
+    follow=_watch,
+    watch_help="Follow a batch: a progress bar of its lines, until it finishes.",
+    cancel_help="Cancel a batch (it stops within seconds, keeping the lines that finished).",
+)
 
 
 def register(cli: click.Group) -> None:

@@ -12,6 +12,7 @@ from typing import TypeVar
 import click
 from sqlalchemy.orm import Session
 
+from llmaas import services
 from llmaas.config import load_settings
 from llmaas.errors import LlmaasError
 from llmaas.store.db import Store
@@ -25,12 +26,8 @@ config_option = click.option(
 
 
 def open_store(config_file: str | None, *, upgrade: bool = True) -> Store:
-    """The Store of these settings, migrated to the latest revision."""
-    settings = load_settings(config_file)
-    store = Store.from_settings(settings)
-    if upgrade:
-        store.upgrade()
-    return store
+    """The Store of this settings file (`services.open_store`), migrated to the latest revision."""
+    return services.open_store(load_settings(config_file), upgrade=upgrade)
 
 
 def run_in_store(config_file: str | None, work: Callable[[Session], T]) -> T:
@@ -43,12 +40,6 @@ def run_in_store(config_file: str | None, work: Callable[[Session], T]) -> T:
         raise click.ClickException(getattr(exc, "message", str(exc))) from exc
     finally:
         store.close()
-
-
-def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 @click.group("db")
@@ -64,7 +55,7 @@ def upgrade(config_file: str | None, revision: str) -> None:
     store = open_store(config_file, upgrade=False)
     try:
         store.upgrade(revision)
-        click.echo(f"{_redact(store.url)} is at revision {store.current_revision()}")
+        click.echo(f"{store.display_url} is at revision {store.current_revision()}")
     finally:
         store.close()
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from llmaas.cli._client import Api, connection_options
+from llmaas.cli._client import Api, add_watch_and_cancel, connection_options
 
 FINISHED = ("succeeded", "failed", "cancelled")
 
@@ -75,14 +75,6 @@ def create(
         _watch(api, job["id"])
 
 
-@finetune.command("watch")
-@connection_options
-@click.argument("job_id")
-def watch_cmd(base_url: str | None, api_key: str | None, job_id: str) -> None:
-    """Follow a job: a progress bar with the live training loss, until it finishes."""
-    _watch(Api(base_url, api_key), job_id)
-
-
 def _watch(api: Api, job_id: str, poll_s: float = 1.0) -> None:
     seen: set[str] = set()
     bar: Any = None
@@ -123,12 +115,14 @@ def list_cmd(base_url: str | None, api_key: str | None, limit: int) -> None:
         click.echo(f"{job['id']}\t{job['status']}\t{job['model']}\t{job['fine_tuned_model'] or ''}")
 
 
-@finetune.command()
-@connection_options
-@click.argument("job_id")
-def cancel(base_url: str | None, api_key: str | None, job_id: str) -> None:
-    """Cancel a job (a running one stops within seconds)."""
-    click.echo(Api(base_url, api_key).call("POST", f"/fine_tuning/jobs/{job_id}/cancel")["status"])
+add_watch_and_cancel(
+    finetune,
+    path="/fine_tuning/jobs",
+    argument="job_id",
+    follow=_watch,
+    watch_help="Follow a job: a progress bar with the live training loss, until it finishes.",
+    cancel_help="Cancel a job (a running one stops within seconds).",
+)
 
 
 def register(cli: click.Group) -> None:

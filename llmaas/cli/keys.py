@@ -11,10 +11,11 @@ from typing import Any
 
 import click
 
+from llmaas.api.protocol.admin import ApiKeyObject
 from llmaas.cli.db import config_option, open_store, run_in_store
 from llmaas.cli.projects import limit_changes, limit_options
 from llmaas.errors import LlmaasError
-from llmaas.store import crud
+from llmaas.store import tenancy as tenancy_db
 from llmaas.tenancy import keys as tenancy_keys
 
 
@@ -62,7 +63,7 @@ def create(
 def list_(config_file: str | None, project_id: str | None, as_json: bool) -> None:
     """List keys (prefix, project, flags); never secrets."""
     rows: list[dict[str, Any]] = run_in_store(
-        config_file, lambda s: [k.to_dict() for k in crud.list_keys(s, project_id=project_id)]
+        config_file, lambda s: [ApiKeyObject.of(k).model_dump() for k in tenancy_db.list_keys(s, project_id=project_id)]
     )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -84,7 +85,9 @@ def list_(config_file: str | None, project_id: str | None, as_json: bool) -> Non
 def set_limits(config_file: str | None, key_id: str, rpm: Any, tpm: Any, budget: Any) -> None:
     """Set or remove a key's own limits (running servers pick them up within 1 s)."""
     changes = limit_changes(rpm, tpm, budget)
-    row = run_in_store(config_file, lambda s: crud.update_key(s, key_id=key_id, **changes).to_dict())
+    row = run_in_store(
+        config_file, lambda s: ApiKeyObject.of(tenancy_db.update_key(s, key_id=key_id, **changes)).model_dump()
+    )
     click.echo(json.dumps(row, indent=2))
 
 
@@ -93,7 +96,7 @@ def set_limits(config_file: str | None, key_id: str, rpm: Any, tpm: Any, budget:
 @click.argument("key_id")
 def revoke(config_file: str | None, key_id: str) -> None:
     """Revoke a key (running servers stop accepting it within 1 s)."""
-    run_in_store(config_file, lambda s: crud.revoke_key(s, key_id=key_id))
+    run_in_store(config_file, lambda s: tenancy_db.revoke_key(s, key_id=key_id))
     click.echo(f"Revoked {key_id}")
 
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import click
 
+from llmaas.api.protocol.admin import ProjectObject
 from llmaas.cli.db import config_option, run_in_store
-from llmaas.store import crud
+from llmaas.store import tenancy as tenancy_db
 
 
 class _LimitType(click.ParamType):
@@ -55,8 +56,8 @@ def limit_changes(rpm: Any, tpm: Any, budget: Any) -> dict[str, int | None]:
     return {k: (None if v == "none" else v) for k, v in given.items() if v is not None}
 
 
-def _show(p: dict[str, Any]) -> None:
-    click.echo(json.dumps(p, indent=2))
+def _show(p: ProjectObject) -> None:
+    click.echo(json.dumps(p.model_dump(), indent=2))
 
 
 @click.group("projects")
@@ -74,16 +75,16 @@ def projects() -> None:
 def create(config_file: str | None, project_id: str, name: str | None, rpm: int | None, tpm: int | None,
            budget: int | None) -> None:  # fmt: skip
     """Create a project."""
-    _show(run_in_store(config_file, lambda s: crud.create_project(
-        s, project_id=project_id, name=name or project_id, rpm=rpm, tpm=tpm, monthly_token_budget=budget).to_dict()))  # fmt: skip
+    _show(run_in_store(config_file, lambda s: ProjectObject.of(tenancy_db.create_project(
+        s, project_id=project_id, name=name or project_id, rpm=rpm, tpm=tpm, monthly_token_budget=budget))))  # fmt: skip
 
 
 @projects.command("list")
 @config_option
 def list_(config_file: str | None) -> None:
     """List projects and their limits."""
-    for p in run_in_store(config_file, lambda s: [project.to_dict() for project in crud.list_projects(s)]):
-        click.echo(f"{p['id']}  {p['name']}  rpm={p['rpm']} tpm={p['tpm']} budget={p['monthly_token_budget']}")
+    for p in run_in_store(config_file, lambda s: [ProjectObject.of(row) for row in tenancy_db.list_projects(s)]):
+        click.echo(f"{p.id}  {p.name}  rpm={p.rpm} tpm={p.tpm} budget={p.monthly_token_budget}")
 
 
 @projects.command("show")
@@ -91,7 +92,7 @@ def list_(config_file: str | None) -> None:
 @click.argument("project_id")
 def show(config_file: str | None, project_id: str) -> None:
     """Show one project."""
-    _show(run_in_store(config_file, lambda s: crud.get_project(s, project_id=project_id).to_dict()))
+    _show(run_in_store(config_file, lambda s: ProjectObject.of(tenancy_db.get_project(s, project_id=project_id))))
 
 
 @projects.command("set-limits")
@@ -101,7 +102,11 @@ def show(config_file: str | None, project_id: str) -> None:
 def set_limits(config_file: str | None, project_id: str, rpm: Any, tpm: Any, budget: Any) -> None:
     """Set or remove a project's limits (running servers pick them up within 1 s)."""
     changes = limit_changes(rpm, tpm, budget)
-    _show(run_in_store(config_file, lambda s: crud.update_project(s, project_id=project_id, **changes).to_dict()))
+    _show(
+        run_in_store(
+            config_file, lambda s: ProjectObject.of(tenancy_db.update_project(s, project_id=project_id, **changes))
+        )
+    )
 
 
 def register(cli: click.Group) -> None:

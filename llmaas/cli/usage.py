@@ -10,7 +10,7 @@ import click
 from sqlalchemy.orm import Session
 
 from llmaas.cli.db import config_option, run_in_store
-from llmaas.store import crud
+from llmaas.store import tenancy as tenancy_db
 
 
 def _when(value: str | None) -> int | None:
@@ -39,8 +39,8 @@ def usage(config_file: str | None, project_id: str, group_by: str, start: str | 
     since, until = _when(start), _when(end)
 
     def work(s: Session) -> list[dict[str, Any]]:
-        crud.get_project(s, project_id=project_id)  # an unknown project is an error, not an empty report
-        return crud.usage_summary(s, project_id=project_id, start=since, end=until, group_by=group_by)
+        tenancy_db.get_project(s, project_id=project_id)  # an unknown project is an error, not an empty report
+        return tenancy_db.usage_summary(s, project_id=project_id, start=since, end=until, group_by=group_by)
 
     rows = run_in_store(config_file, work)
     if as_json:

@@ -24,13 +24,14 @@ def worker(config_file: str | None, data_dir: str | None, parent_pid: int | None
     """Run a fine-tuning worker until SIGTERM. Start as many as you like against one database: each job runs once."""
     from llmaas.config import Settings, load_settings
     from llmaas.log import configure_logging
+    from llmaas.services import build_worker
     from llmaas.training.spawn import SETTINGS_ENV
-    from llmaas.training.worker import main
+    from llmaas.training.worker import run
 
     inherited = os.environ.pop(SETTINGS_ENV, None)
     settings = Settings(**json.loads(inherited)) if inherited else load_settings(config_file, data_dir=data_dir)
     configure_logging(settings)
-    main(settings, parent_pid=parent_pid)
+    run(build_worker(settings), parent_pid=parent_pid)
 
 
 def register(cli: click.Group) -> None:

@@ -3,7 +3,7 @@
 Every object is stored under a key the server generated (`new_id`-style: `file-3f9a…`, `ftjob-…/adapter/…`); a
 client's filename is display text in the database, never part of a path. Keys are checked against a strict pattern,
 so nothing can climb out of the root. This module does not know which tenant owns a key: callers check ownership in
-the database first (crud functions take `project_id`).
+the database first (every query takes `project_id`).
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """The database handle of llmaas: one SQLAlchemy 2 engine + sessionmaker, and Alembic migrations run in-process.
 
 SQLite (a file in the data dir) is the embedded default; `postgresql+psycopg://…` scales out. Tables are declared on
-`Base` in `models.py` (tenancy) and `training_models.py` (training); the schema is only ever changed by the Alembic
-revisions in `migrations/`, applied by `Store.upgrade()` (called at `llmaas serve` start and by `llmaas db upgrade`).
+`Base`, each next to its queries in its domain's module (`tenancy.py`, `files.py`, `training.py`, `batches.py`,
+`responses.py`); the schema is only ever changed by the Alembic revisions in `migrations/`, applied by
+`Store.upgrade()` (called at `llmaas serve` start and by `llmaas db upgrade`).
 
-This module does not know any table; crud lives in `crud.py`. Calls are synchronous: async callers use
-`asyncio.to_thread` so the event loop never waits on the database.
+This module does not know any table. Calls are synchronous: async callers use `asyncio.to_thread` so the event loop
+never waits on the database.
 """
 
 from __future__ import annotations
@@ -17,22 +18,30 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import BigInteger, Engine, Integer, create_engine, event, text
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-
-from llmaas.ids import new_id as new_id  # re-exported: training imports it from here
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 class Base(DeclarativeBase):
-    """Every llmaas table derives from this (tenancy's `models.py`, training's `training_models.py`)."""
+    """Every llmaas table derives from this."""
+
+
+# An auto-increment key: SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a real bigint.
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def now() -> int:
     """Unix seconds, the time unit of every llmaas column (OpenAI's `created`)."""
     return int(time.time())
+
+
+def ping(engine: Engine) -> None:
+    """One round trip (`SELECT 1`): raises when the database cannot be reached (the readiness probe)."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -81,6 +90,11 @@ class Store:
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
+
+    @property
+    def display_url(self) -> str:
+        """The URL without its password (for logs and the CLI)."""
+        return self.engine.url.render_as_string(hide_password=True)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -15,7 +15,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmaas.store import crud
+from llmaas.store import tenancy as tenancy_db
 from llmaas.store.db import now
 from llmaas.tenancy.meter import TenancyMeter, _Scope, _Ticket
 from llmaas.tenancy.types import Principal, Reservation
@@ -58,7 +58,7 @@ class BatchMeter:
         if self.meter is None:  # budget scopes come only from a meter
             return
         with self.meter.store.session() as s:
-            crud.adjust_budget(s, scopes=scopes, period=period, delta=delta)
+            tenancy_db.adjust_budget(s, scopes=scopes, period=period, delta=delta)
 
 
 class LineMeter:

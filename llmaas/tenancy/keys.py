@@ -25,9 +25,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from llmaas.store import crud
+from llmaas.store import tenancy as tenancy_db
 from llmaas.store.db import Store, now
-from llmaas.store.models import ApiKey, Project
+from llmaas.store.tenancy import ApiKey
 
 SECRET_PREFIX = "sk-"
 DISPLAY_PREFIX_LEN = 12
@@ -50,11 +50,11 @@ def display_prefix(secret: str) -> str:
 def create_key(store: Store, *, project_id: str, name: str, **options: Any) -> tuple[ApiKey, str]:
     """Create a key; returns the row and the secret, which is never stored nor retrievable again.
 
-    `options` are `crud.insert_key`'s: is_admin, models, expires_at, rpm, tpm, monthly_token_budget.
+    `options` are `tenancy_db.insert_key`'s: is_admin, models, expires_at, rpm, tpm, monthly_token_budget.
     """
     secret = generate_secret()
     with store.session() as s:
-        row = crud.insert_key(
+        row = tenancy_db.insert_key(
             s, project_id=project_id, name=name, prefix=display_prefix(secret), key_hash=hash_secret(secret), **options
         )
     return row, secret
@@ -66,7 +66,7 @@ def bootstrap(store: Store) -> str | None:
     The caller prints it to stdout for the operator; it must never reach a log.
     """
     with store.session() as s:
-        if crud.has_admin_key(s):
+        if tenancy_db.has_admin_key(s):
             return None
     _, secret = create_key(store, project_id="default", name=BOOTSTRAP_KEY_NAME, is_admin=True)
     return secret
@@ -172,7 +172,7 @@ class KeyDirectory:
 
     def _load_key(self, key_hash: str) -> KeyInfo | None:
         with self.store.session() as s:
-            row = crud.key_by_hash(s, key_hash)
+            row = tenancy_db.key_by_hash(s, key_hash)
             return KeyInfo.of(row) if row is not None else None
 
     async def by_secret(self, secret: str) -> KeyInfo | None:
@@ -185,10 +185,10 @@ class KeyDirectory:
 
     def _load_limits(self, key_id: str | None, project_id: str) -> LimitSet:
         with self.store.session() as s:
-            p = s.get(Project, project_id)
+            p = tenancy_db.find_project(s, project_id)
             if p is None:
                 return NO_LIMITS
-            k = s.get(ApiKey, key_id) if key_id else None
+            k = tenancy_db.find_key(s, key_id) if key_id else None
             return LimitSet(
                 key_rpm=k.rpm if k else None,
                 key_tpm=k.tpm if k else None,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmaas.errors import QuotaExceeded, RateLimited, RequestTooLarge
-from llmaas.store import crud
+from llmaas.store import tenancy as tenancy_db
 from llmaas.store.db import Store, now
 from llmaas.tenancy.keys import KeyDirectory
 from llmaas.tenancy.limits import BucketState, Check, Limiter, ratelimit_headers
@@ -160,7 +160,7 @@ class TenancyMeter:
 
     def _charge(self, budgets: list[tuple[str, int]], period: str, tokens: int) -> str | None:
         with self.store.session() as s:
-            refused = crud.charge_budget(s, scopes=budgets, period=period, tokens=tokens)
+            refused = tenancy_db.charge_budget(s, scopes=budgets, period=period, tokens=tokens)
             if refused is not None:
                 s.rollback()  # all or nothing: undo charges to the scopes before the refusing one
             return refused
@@ -196,7 +196,7 @@ class TenancyMeter:
 
     def _adjust_budget(self, scopes: list[str], period: str, delta: int) -> None:
         with self.store.session() as s:
-            crud.adjust_budget(s, scopes=scopes, period=period, delta=delta)
+            tenancy_db.adjust_budget(s, scopes=scopes, period=period, delta=delta)
 
     def _record(
         self, principal: Principal, model: str, route: str, request_id: str,
@@ -221,7 +221,7 @@ class TenancyMeter:
 
     def tokens_this_month(self, project_id: str) -> int:
         with self.store.session() as s:
-            return crud.tokens_since(s, project_id=project_id, since=month_start())
+            return tenancy_db.tokens_since(s, project_id=project_id, since=month_start())
 
     async def describe(self, principal: Principal) -> dict[str, Any]:
         """Limits and this month's usage of a principal (the body of `/v1/me` besides the key fields)."""

@@ -1,6 +1,6 @@
 """The tenancy pieces of one server process, built from settings: store, key directory, auth, limiter, usage, meter.
 
-`build_runtime` (llmaas/server.py) calls `Tenancy.from_settings(settings)` and hands `store`, `auth`, `meter` to
+`build_runtime` (llmaas/services.py) calls `Tenancy.from_settings(settings, store=…)` and hands `store`, `auth`, `meter` to
 `create_app`; `start()` / `close()` run in the app's lifespan (close flushes buffered usage: nothing is lost on a
 graceful stop). With `settings.auth` false, `auth` is None (every request is the local admin) but metering stays on.
 """

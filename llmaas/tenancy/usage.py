@@ -14,7 +14,7 @@ import asyncio
 import logging
 from typing import Any
 
-from llmaas.store import crud
+from llmaas.store import tenancy as tenancy_db
 from llmaas.store.db import Store
 
 log = logging.getLogger("llmaas.usage")
@@ -51,7 +51,7 @@ class UsageWriter:
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         with self.store.session() as s:
-            crud.insert_usage(s, rows)
+            tenancy_db.insert_usage(s, rows)
 
     async def flush(self) -> int:
         """Write everything buffered so far; on failure keep it for the next try. Returns rows written."""

@@ -130,6 +130,21 @@ def iter_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield buf
 
 
+def decode_line(raw: bytes, number: int) -> Any:
+    """One JSONL line as JSON; FileValidationError naming line `number` when it is not UTF-8, not JSON, or holds a
+    lone surrogate (an escape like \\ud800: not text, and no tokenizer takes it). Shared by every JSONL reader."""
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise FileValidationError("not valid UTF-8", number) from None
+    except json.JSONDecodeError as exc:
+        raise FileValidationError(f"invalid JSON ({exc.msg})", number) from None
+    bad = lone_surrogate_path(obj)
+    if bad is not None:
+        raise FileValidationError(f"{bad[:80]} contains a lone surrogate (not valid Unicode)", number)
+    return obj
+
+
 def parse_jsonl(chunks: Iterable[bytes], method: Method = "supervised") -> Iterator[Any]:
     """Every row of a JSONL byte stream (Examples, or Preferences for dpo); FileValidationError names the first bad line."""
     parse = PARSERS[method]
@@ -139,15 +154,7 @@ def parse_jsonl(chunks: Iterable[bytes], method: Method = "supervised") -> Itera
             continue
         if len(raw) > MAX_LINE_BYTES:
             raise FileValidationError(f"line longer than {MAX_LINE_BYTES} bytes", number)
-        try:
-            obj = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise FileValidationError("not valid UTF-8", number) from None
-        except json.JSONDecodeError as exc:
-            raise FileValidationError(f"invalid JSON ({exc.msg})", number) from None
-        bad = lone_surrogate_path(obj)
-        if bad is not None:  # an escape like \\ud800: not text, and no tokenizer takes it
-            raise FileValidationError(f"{bad[:80]} contains a lone surrogate (not valid Unicode)", number)
+        obj = decode_line(raw, number)
         try:
             yield parse(obj)
         except ValueError as exc:

@@ -1,26 +1,27 @@
-"""The fine-tuning job lifecycle: one ordered enum, one transition map, and every database change of a job.
+"""The fine-tuning job lifecycle: one ordered enum, one transition map, the lease rules and the model names.
 
 validating_files → queued → running → succeeded | failed | cancelled (anything after RUNNING is finished).
 A status only changes through `transition()`, a conditional UPDATE that checks the map (and, for a worker, that it
 still holds the lease), so concurrent cancels, workers and lease expiry cannot race a job into a wrong state.
 Workers `claim()` jobs atomically (FOR UPDATE SKIP LOCKED on PostgreSQL plus a version check that also works on
 SQLite) and keep them with `heartbeat()`; a lease that expires lets the next worker resume from the last checkpoint.
-Functions take a SQLAlchemy session and `project_id` keyword-only; HTTP shapes are OpenAI's (`*_to_dict`).
+The queries themselves are `llmaas.store.training`'s (reads such as `get_job` and `list_events` are called there
+directly); this module decides which statuses they run with. The HTTP shapes are `api/protocol/fine_tuning.py`'s.
 """
 
 from __future__ import annotations
 
 import enum
-import secrets
 import time
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from llmaas.errors import InvalidRequest, NotFound
-from llmaas.store.db import new_id, now
-from llmaas.store.training_models import FineTuningCheckpoint, FineTuningEvent, FineTuningJob
+from llmaas.errors import InvalidRequest
+from llmaas.store import training as training_db
+from llmaas.store.db import now
+from llmaas.store.query import move_status
+from llmaas.store.training import FineTuningCheckpoint, FineTuningJob
 
 
 class JobStatus(enum.IntEnum):
@@ -56,11 +57,6 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 ACTIVE = [s.api for s in JobStatus if not s.finished]
 
 
-def sortable_id(prefix: str) -> str:
-    """A server-generated id that sorts by creation time (ties within a second stay ordered), then 128 random bits."""
-    return f"{prefix}-{time.time_ns():016x}{secrets.token_hex(16)}"
-
-
 def result_file_id(job_id: str) -> str:
     """The id of a job's step-metrics result file (`training/results.py`): derived, so the job needs no column for it."""
     return "file-" + job_id.removeprefix("ftjob-")
@@ -72,14 +68,10 @@ def sources(to: JobStatus) -> list[str]:
 
 def transition(session: Session, job_id: str, to: JobStatus, *, worker_id: str | None = None, **fields: Any) -> bool:
     """Move a job to `to` if the map allows it from its current status (and `worker_id` holds it). True if moved."""
-    cond = [FineTuningJob.id == job_id, FineTuningJob.status.in_(sources(to))]
-    if worker_id is not None:
-        cond.append(FineTuningJob.worker_id == worker_id)
     values: dict[str, Any] = {"status": to.api, **fields}
     if to.finished:
         values.update(finished_at=now(), lease_until=None)
-    result = session.execute(update(FineTuningJob).where(*cond).values(**values))
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return move_status(session, FineTuningJob, job_id, sources=sources(to), worker_id=worker_id, values=values)
 
 
 # --- jobs ------------------------------------------------------------------------------------------------
@@ -102,8 +94,8 @@ def create_job(
     hyperparameters: dict[str, Any],
     method: dict[str, Any],
 ) -> FineTuningJob:
-    job = FineTuningJob(
-        id=sortable_id("ftjob"),
+    job = training_db.insert_job(
+        session,
         project_id=project_id,
         model=model,
         status=JobStatus.VALIDATING_FILES.api,
@@ -113,49 +105,16 @@ def create_job(
         seed=seed,
         hyperparameters=hyperparameters,
         method=method,
-        attempts=0,
-        version=0,
-        resume_epoch=0,
-        created_at=now(),
     )
-    session.add(job)
-    session.flush()
-    add_event(session, job, f"Created fine-tuning job: {job.id}")
+    training_db.add_event(session, job, f"Created fine-tuning job: {job.id}")
     return job
-
-
-def get_job(session: Session, job_id: str, *, project_id: str) -> FineTuningJob:
-    job = session.get(FineTuningJob, job_id)
-    if job is None or job.project_id != project_id:
-        raise NotFound(f"No fine-tuning job found with id '{job_id[:80]}'", param="fine_tuning_job_id")
-    return job
-
-
-def _page(
-    session: Session, model: Any, order: list[Any], cond: list[Any], cursor: list[Any] | None, limit: int
-) -> tuple[list[Any], bool]:
-    """Newest first; `cursor` is the ordering values of the `after` object (rows strictly older come next)."""
-    if cursor is not None:
-        (a, av), (b, bv) = zip(order, cursor)
-        cond = cond + [or_(a < av, and_(a == av, b < bv))]
-    rows = list(session.scalars(select(model).where(*cond).order_by(*(c.desc() for c in order)).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
-
-
-def list_jobs(session: Session, *, project_id: str, after: str | None, limit: int) -> tuple[list[FineTuningJob], bool]:
-    cursor = None
-    if after:
-        ref = get_job(session, after, project_id=project_id)
-        cursor = [ref.created_at, ref.id]
-    order = [FineTuningJob.created_at, FineTuningJob.id]
-    return _page(session, FineTuningJob, order, [FineTuningJob.project_id == project_id], cursor, limit)
 
 
 def cancel_job(session: Session, job_id: str, *, project_id: str) -> FineTuningJob:
     """Cancel a job that has not finished (a worker notices within about a second); cancelling twice is a no-op."""
-    job = get_job(session, job_id, project_id=project_id)
+    job = training_db.get_job(session, job_id, project_id=project_id)
     if transition(session, job.id, JobStatus.CANCELLED):
-        add_event(session, job, "Fine-tuning job cancelled")
+        training_db.add_event(session, job, "Fine-tuning job cancelled")
     session.refresh(job)
     if job.status != JobStatus.CANCELLED.api:
         raise InvalidRequest(f"Job has already completed: status {job.status}", param="fine_tuning_job_id")
@@ -170,17 +129,10 @@ def claim(session: Session, *, worker_id: str, lease_s: float, max_attempts: int
 
     Jobs whose workers died `max_attempts` times fail instead of being claimed again.
     """
+    waiting = [JobStatus.VALIDATING_FILES.api, JobStatus.QUEUED.api]
     for _ in range(8):
         t = time.time()
-        expired = or_(FineTuningJob.lease_until.is_(None), FineTuningJob.lease_until < t)
-        claimable = or_(
-            and_(FineTuningJob.status.in_([JobStatus.VALIDATING_FILES.api, JobStatus.QUEUED.api]), expired),
-            and_(FineTuningJob.status == JobStatus.RUNNING.api, FineTuningJob.lease_until < t),
-        )
-        query = select(FineTuningJob).where(claimable).order_by(FineTuningJob.created_at, FineTuningJob.id).limit(1)
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        job = session.scalars(query).first()
+        job = training_db.next_claimable(session, waiting=waiting, running=JobStatus.RUNNING.api, t=t)
         if job is None:
             return None
         if job.attempts >= max_attempts:
@@ -188,16 +140,12 @@ def claim(session: Session, *, worker_id: str, lease_s: float, max_attempts: int
             if transition(
                 session, job.id, JobStatus.FAILED, error={"code": "worker_lost", "message": msg, "param": None}
             ):
-                add_event(session, job, msg, level="error")
+                training_db.add_event(session, job, msg, level="error")
             session.commit()
             continue
-        taken = session.execute(
-            update(FineTuningJob)
-            .where(FineTuningJob.id == job.id, FineTuningJob.version == job.version)
-            .values(worker_id=worker_id, lease_until=t + lease_s, attempts=job.attempts + 1, version=job.version + 1)
-        )
+        taken = training_db.take_lease(session, job, worker_id=worker_id, until=t + lease_s)
         session.commit()
-        if taken.rowcount == 1:  # type: ignore[attr-defined]
+        if taken:
             session.refresh(job)
             return job
     return None
@@ -205,137 +153,14 @@ def claim(session: Session, *, worker_id: str, lease_s: float, max_attempts: int
 
 def heartbeat(session: Session, job_id: str, *, worker_id: str, lease_s: float) -> bool:
     """Extend the lease; False when the job is no longer ours (cancelled, finished, or taken over)."""
-    result = session.execute(
-        update(FineTuningJob)
-        .where(FineTuningJob.id == job_id, FineTuningJob.worker_id == worker_id, FineTuningJob.status.in_(ACTIVE))
-        .values(lease_until=time.time() + lease_s)
-    )
-    return result.rowcount == 1  # type: ignore[attr-defined]
-
-
-# --- events and checkpoints ------------------------------------------------------------------------------
-
-
-def add_event(
-    session: Session,
-    job: FineTuningJob,
-    message: str,
-    *,
-    level: str = "info",
-    type: str = "message",
-    data: dict[str, Any] | None = None,
-) -> None:
-    session.add(
-        FineTuningEvent(
-            id=new_id("ftevent"),
-            job_id=job.id,
-            project_id=job.project_id,
-            level=level,
-            message=message[:1024],
-            type=type,
-            data=data,
-            created_at=now(),
-        )
-    )
-
-
-def list_events(
-    session: Session, job_id: str, *, project_id: str, after: str | None, limit: int
-) -> tuple[list[FineTuningEvent], bool]:
-    get_job(session, job_id, project_id=project_id)
-    cond = [FineTuningEvent.job_id == job_id, FineTuningEvent.project_id == project_id]
-    cursor = None
-    if after:
-        ref = session.scalars(select(FineTuningEvent).where(*cond, FineTuningEvent.id == after)).first()
-        if ref is None:
-            raise NotFound(f"No event found with id '{after[:80]}'", param="after")
-        cursor = [ref.seq, ref.seq]
-    return _page(session, FineTuningEvent, [FineTuningEvent.seq, FineTuningEvent.seq], cond, cursor, limit)
+    return training_db.extend_lease(session, job_id, worker_id=worker_id, statuses=ACTIVE, until=time.time() + lease_s)
 
 
 def add_checkpoint(
     session: Session, job: FineTuningJob, *, epoch: int, step: int, metrics: dict[str, Any], blob_key: str
 ) -> FineTuningCheckpoint:
-    ckpt = FineTuningCheckpoint(
-        id=new_id("ftckpt"),
-        job_id=job.id,
-        project_id=job.project_id,
-        epoch=epoch,
-        step_number=step,
-        metrics=metrics,
-        blob_key=blob_key,
-        created_at=now(),
-        fine_tuned_model_checkpoint=fine_tuned_name(job.model, job.project_id, job.suffix, job.id)
-        + f":ckpt-step-{step}",
+    """Record the adapter after an epoch, published as `<the job's model name>:ckpt-step-<step>`."""
+    name = fine_tuned_name(job.model, job.project_id, job.suffix, job.id) + f":ckpt-step-{step}"
+    return training_db.add_checkpoint(
+        session, job, epoch=epoch, step=step, metrics=metrics, blob_key=blob_key, name=name
     )
-    session.add(ckpt)
-    return ckpt
-
-
-def list_checkpoints(
-    session: Session, job_id: str, *, project_id: str, after: str | None, limit: int
-) -> tuple[list[FineTuningCheckpoint], bool]:
-    get_job(session, job_id, project_id=project_id)
-    cond = [FineTuningCheckpoint.job_id == job_id, FineTuningCheckpoint.project_id == project_id]
-    cursor = None
-    if after:
-        ref = session.scalars(select(FineTuningCheckpoint).where(*cond, FineTuningCheckpoint.id == after)).first()
-        if ref is None:
-            raise NotFound(f"No checkpoint found with id '{after[:80]}'", param="after")
-        cursor = [ref.step_number, ref.id]
-    order = [FineTuningCheckpoint.step_number, FineTuningCheckpoint.id]
-    return _page(session, FineTuningCheckpoint, order, cond, cursor, limit)
-
-
-# --- OpenAI shapes ---------------------------------------------------------------------------------------
-
-
-def job_to_dict(job: FineTuningJob) -> dict[str, Any]:
-    hp = job.hyperparameters
-    return {
-        "object": "fine_tuning.job",
-        "id": job.id,
-        "model": job.model,
-        "created_at": job.created_at,
-        "finished_at": job.finished_at,
-        "fine_tuned_model": job.fine_tuned_model,
-        "organization_id": job.project_id,
-        # The step-metrics CSV (training/results.py), written just before a job succeeds; its id follows from the job's.
-        "result_files": [result_file_id(job.id)] if job.status == JobStatus.SUCCEEDED.api else [],
-        "status": job.status,
-        "validation_file": job.validation_file,
-        "training_file": job.training_file,
-        "hyperparameters": {k: hp[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")},
-        "trained_tokens": job.trained_tokens,
-        "error": job.error,
-        "user_provided_suffix": job.suffix,
-        "seed": job.seed,
-        "estimated_finish": None,
-        "integrations": [],
-        "metadata": None,
-        "method": job.method,
-    }
-
-
-def event_to_dict(event: FineTuningEvent) -> dict[str, Any]:
-    return {
-        "object": "fine_tuning.job.event",
-        "id": event.id,
-        "created_at": event.created_at,
-        "level": event.level,
-        "message": event.message,
-        "data": event.data,
-        "type": event.type,
-    }
-
-
-def checkpoint_to_dict(ckpt: FineTuningCheckpoint) -> dict[str, Any]:
-    return {
-        "object": "fine_tuning.job.checkpoint",
-        "id": ckpt.id,
-        "created_at": ckpt.created_at,
-        "fine_tuned_model_checkpoint": ckpt.fine_tuned_model_checkpoint,
-        "fine_tuning_job_id": ckpt.job_id,
-        "step_number": ckpt.step_number,
-        "metrics": ckpt.metrics,
-    }

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
+from llmaas.store import training as training_db
 from llmaas.store.blobs import BlobStore
 from llmaas.store.db import Store
-from llmaas.store.training_models import FineTuningCheckpoint, FineTuningJob
+from llmaas.store.training import FineTuningJob
 
 CHECKPOINT_MARK = ":ckpt-step-"
 
@@ -61,8 +60,10 @@ class FineTunedModels:
         self._found: OrderedDict[tuple[str, str], FineTunedModel] = OrderedDict()
 
     @classmethod
-    def from_settings(cls, settings: Any, store: Store) -> FineTunedModels:
-        return cls(store, BlobStore.from_settings(settings), Path(settings.data_dir) / "adapter-cache")
+    def from_settings(cls, settings: Any, store: Store, blobs: BlobStore | None = None) -> FineTunedModels:
+        """`blobs`: the process's blob store (`services.build_runtime` passes it); tests may leave it to settings."""
+        blobs = blobs if blobs is not None else BlobStore.from_settings(settings)
+        return cls(store, blobs, Path(settings.data_dir) / "adapter-cache")
 
     def _model(self, job: FineTuningJob) -> FineTunedModel:
         return FineTunedModel(
@@ -77,16 +78,7 @@ class FineTunedModels:
     def _checkpoint(self, project_id: str, model: str) -> list[FineTunedModel]:
         job_id = model.rsplit(":", 2)[-2] if model.count(":") >= 2 else ""
         with self.store.session() as s:
-            row = s.execute(
-                select(FineTuningCheckpoint, FineTuningJob)
-                .join(FineTuningJob, FineTuningJob.id == FineTuningCheckpoint.job_id)
-                .where(
-                    FineTuningCheckpoint.job_id == job_id,
-                    FineTuningCheckpoint.project_id == project_id,
-                    FineTuningJob.project_id == project_id,
-                    FineTuningCheckpoint.fine_tuned_model_checkpoint == model,
-                )
-            ).first()
+            row = training_db.find_checkpoint(s, project_id=project_id, job_id=job_id, name=model)
         if row is None:
             return []
         ckpt, job = row
@@ -97,15 +89,8 @@ class FineTunedModels:
     def _query(self, project_id: str, model: str | None) -> list[FineTunedModel]:
         if model is not None and CHECKPOINT_MARK in model:
             return self._checkpoint(project_id, model)
-        cond = [
-            FineTuningJob.project_id == project_id,
-            FineTuningJob.status == "succeeded",
-            FineTuningJob.adapter_key.is_not(None),
-        ]
-        if model is not None:
-            cond.append(FineTuningJob.fine_tuned_model == model)
         with self.store.session() as s:
-            jobs = list(s.scalars(select(FineTuningJob).where(*cond).order_by(FineTuningJob.created_at)))
+            jobs = training_db.succeeded_jobs(s, project_id=project_id, model=model)
         return [self._model(j) for j in jobs]
 
     async def lookup(self, model: str, principal: Any) -> FineTunedModel | None:

@@ -14,12 +14,12 @@ import io
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from llmaas.store import files as files_db
+from llmaas.store import training as training_db
 from llmaas.store.blobs import BlobStore
-from llmaas.store.training_models import FileRecord, FineTuningEvent, FineTuningJob
-from llmaas.training import filestore
+from llmaas.store.training import FineTuningJob
 from llmaas.training.jobs import result_file_id
 
 COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
@@ -58,22 +58,11 @@ def metrics_csv(rows: Iterable[dict[str, Any]]) -> bytes:
 
 def write_result_file(session: Session, blobs: BlobStore, job: FineTuningJob) -> str:
     """Store the job's step-metrics CSV as a file of its project; its id."""
-    query = (
-        select(FineTuningEvent.data)
-        .where(
-            FineTuningEvent.job_id == job.id,
-            FineTuningEvent.project_id == job.project_id,
-            FineTuningEvent.type == "metrics",
-        )
-        .order_by(FineTuningEvent.seq)
-    )
-    data = metrics_csv(step_rows(d for d in session.scalars(query) if d))
+    data = metrics_csv(step_rows(training_db.metrics_data(session, job)))
     file_id = result_file_id(job.id)
-    old = session.get(FileRecord, file_id)
-    if old is not None:  # written by a worker that died before the job succeeded
-        session.delete(old)
-        session.flush()
-    filestore.create_file(
+    # written already by a worker that died before the job succeeded: replaced
+    files_db.forget_file(session, file_id)
+    files_db.create_file(
         session,
         blobs,
         io.BytesIO(data),

@@ -19,9 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from llmaas.config import ModelSpec, Settings
+from llmaas.errors import NotFound
+from llmaas.ids import new_id
+from llmaas.store import files as files_db
+from llmaas.store import training as training_db
 from llmaas.store.blobs import BlobStore
-from llmaas.store.db import Store, new_id
-from llmaas.store.training_models import FileRecord, FineTuningJob
+from llmaas.store.db import Store
+from llmaas.store.files import FileRecord
+from llmaas.store.training import FineTuningJob
 from llmaas.training import jobs as J
 from llmaas.training.auto import auto_epochs
 from llmaas.training.files import FileValidationError, Row, parse_jsonl
@@ -96,18 +101,20 @@ class JobHooks:
     def on_step(self, *, step: int, total_steps: int, epoch: int, metrics: dict[str, Any]) -> None:
         data = {"step": step, "total_steps": total_steps, "epoch": epoch, **_rounded(metrics)}
         with self.worker.store.session() as s:
-            J.add_event(s, self.job, f"Step {step}/{total_steps}: {_describe(metrics)}", type="metrics", data=data)
+            training_db.add_event(
+                s, self.job, f"Step {step}/{total_steps}: {_describe(metrics)}", type="metrics", data=data
+            )
 
     def on_epoch(self, *, epoch: int, step: int, metrics: dict[str, Any], checkpoint: Path) -> None:
         key = f"{self.job.id}/epoch-{epoch}"
         self.worker.blobs.put_dir(key, checkpoint)
         shown: dict[str, Any] = {"step": step, **_rounded(metrics)}
         with self.worker.store.session() as s:
-            s.query(FineTuningJob).filter_by(id=self.job.id, worker_id=self.worker.worker_id).update(
-                {"resume_epoch": epoch, "resume_key": key}
+            training_db.update_owned(
+                s, self.job.id, worker_id=self.worker.worker_id, resume_epoch=epoch, resume_key=key
             )
             J.add_checkpoint(s, self.job, epoch=epoch, step=step, metrics=shown, blob_key=key)
-            J.add_event(
+            training_db.add_event(
                 s, self.job, f"Epoch {epoch}: {_describe(metrics)}", type="metrics", data={"epoch": epoch, **shown}
             )
 
@@ -174,7 +181,7 @@ class Worker:
             self._move(job, JobStatus.RUNNING, "Fine-tuning job started")
         elif job.resume_key:
             with self.store.session() as s:
-                J.add_event(
+                training_db.add_event(
                     s, job, f"Resuming from the checkpoint of epoch {job.resume_epoch} (attempt {job.attempts})"
                 )
         train_examples = self._examples(job.training_file, job, "training_file")
@@ -234,7 +241,9 @@ class Worker:
             )
             if done:  # in the same transaction: a succeeded job always has its result file
                 write_result_file(s, self.blobs, job)
-                J.add_event(s, job, f"The job has successfully completed: {name}", data={"fine_tuned_model": name})
+                training_db.add_event(
+                    s, job, f"The job has successfully completed: {name}", data={"fine_tuned_model": name}
+                )
         log.info("fine-tuning job %s %s", job.id, "succeeded" if done else "finished but was no longer ours")
 
     # --- steps -----------------------------------------------------------------------------------------
@@ -247,10 +256,12 @@ class Worker:
 
     def _read_file(self, file_id: str, job: FineTuningJob, param: str) -> FileRecord:
         with self.store.session() as s:
-            record = s.get(FileRecord, file_id)
-        if record is None or record.project_id != job.project_id:
-            raise JobFailed("invalid_file", f"The {param.replace('_', ' ')} '{file_id[:80]}' no longer exists.", param)
-        return record
+            try:
+                return files_db.get_file(s, file_id, project_id=job.project_id)
+            except NotFound:
+                raise JobFailed(
+                    "invalid_file", f"The {param.replace('_', ' ')} '{file_id[:80]}' no longer exists.", param
+                ) from None
 
     def _chunks(self, record: FileRecord) -> Any:
         with self.blobs.open(record.blob_key) as f:
@@ -276,45 +287,38 @@ class Worker:
             shown = {**job.method.get(kind, {}).get("hyperparameters", {}), "n_epochs": n_epochs}
             method = {**job.method, kind: {"hyperparameters": shown}}
             with self.store.session() as s:
-                s.query(FineTuningJob).filter_by(id=job.id, worker_id=self.worker_id).update(
-                    {"hyperparameters": hp, "method": method}
-                )
+                training_db.update_owned(s, job.id, worker_id=self.worker_id, hyperparameters=hp, method=method)
             job.hyperparameters, job.method = hp, method
 
     def _move(self, job: FineTuningJob, to: JobStatus, message: str) -> None:
         with self.store.session() as s:
             if not J.transition(s, job.id, to, worker_id=self.worker_id):
                 raise Stopped()  # cancelled (or taken over) meanwhile
-            J.add_event(s, job, message)
+            training_db.add_event(s, job, message)
         job.status = to.api
 
     def _fail(self, job: FineTuningJob, error: dict[str, Any]) -> None:
         with self.store.session() as s:
             if J.transition(s, job.id, JobStatus.FAILED, worker_id=self.worker_id, error=error):
-                J.add_event(s, job, error["message"], level="error")
+                training_db.add_event(s, job, error["message"], level="error")
 
     def _stopped(self, job: FineTuningJob, lease: Lease) -> None:
         if self.stop.is_set() and not lease.lost.is_set():
             # Shutting down: hand the job back at once (not counted as a lost worker).
             with self.store.session() as s:
-                s.query(FineTuningJob).filter_by(id=job.id, worker_id=self.worker_id).update(
-                    {"lease_until": 0.0, "attempts": FineTuningJob.attempts - 1}
-                )
+                training_db.hand_back(s, job.id, worker_id=self.worker_id)
             log.info("worker %s handed %s back", self.worker_id, job.id)
         else:
             log.info("worker %s stopped %s (cancelled or lease lost)", self.worker_id, job.id)
 
 
-def main(settings: Settings, parent_pid: int | None = None) -> None:
-    """Entry point of `llmaas worker`: migrate, then loop until SIGTERM/SIGINT."""
+def run(worker: Worker, parent_pid: int | None = None) -> None:
+    """`llmaas worker`'s loop (the worker from `services.build_worker`): claim and train until SIGTERM/SIGINT."""
     import signal
 
-    store = Store.from_settings(settings)
-    store.upgrade()
-    worker = Worker(settings, store, BlobStore.from_settings(settings))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop.set())
     try:
         worker.run_forever(parent_pid)
     finally:
-        store.close()
+        worker.store.close()

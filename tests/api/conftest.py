@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,6 +40,12 @@ class RecordingMeter:
         self.settled.append(
             dict(prompt=prompt_tokens, completion=completion_tokens, status=status, model=reservation.model)
         )
+
+    def wait_settled(self, timeout_s: float = 2.0) -> None:
+        """Until a request has settled: the server notices a client's disconnect asynchronously."""
+        deadline = time.monotonic() + timeout_s
+        while not self.settled and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 class KeyAuth:

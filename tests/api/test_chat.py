@@ -195,12 +195,7 @@ def test_disconnect_mid_stream_aborts_and_bills(client: Any, registry: Any, mete
         for _ in range(4):
             next(lines)
     engine = registry.engines["tiny"]
-    for _ in range(100):  # the server side notices the disconnect asynchronously
-        if meter.settled:
-            break
-        import time
-
-        time.sleep(0.02)
+    meter.wait_settled()
     assert engine.submitted[-1].request_id in engine.aborted
     assert meter.settled and meter.settled[-1]["completion"] < len(GREEDY_REPLY.encode())
     assert chat(client, temperature=0).status_code == 200  # still healthy

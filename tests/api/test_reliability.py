@@ -20,8 +20,8 @@ from llmaas.api.protocol import admin, chat, classifications, completions, embed
 from llmaas.config import Settings
 from llmaas.errors import QuotaExceeded, RateLimited
 from llmaas.ids import new_id as response_id
-from llmaas.store.db import new_id as store_id
-from llmaas.training.jobs import sortable_id
+from llmaas.ids import new_id as store_id
+from llmaas.ids import sortable_id
 from llmaas.unicode import lone_surrogate_path
 
 MSG = [{"role": "user", "content": "hi"}]

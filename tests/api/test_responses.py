@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -246,10 +245,7 @@ def test_disconnect_mid_stream_aborts_bills_and_stores_nothing(
         for _ in range(8):
             next(lines)
     engine = registry.engines["tiny"]
-    for _ in range(100):  # the server side notices the disconnect asynchronously
-        if meter.settled:
-            break
-        time.sleep(0.02)
+    meter.wait_settled()
     assert engine.submitted[-1].request_id in engine.aborted
     assert meter.settled and meter.settled[-1]["completion"] < len(GREEDY_REPLY.encode())
     assert rclient.get(f"/v1/responses/{created['response']['id']}", headers=ADMIN).status_code == 404

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from llmaas.store.db import Store
-from llmaas.store.models import UsageRecord
+from llmaas.store.tenancy import UsageRecord
 from tests.support.server import LlmaasProcess, serve
 
 
@@ -172,22 +172,13 @@ def not_found(call: Callable[[str], Any], response_id: str) -> openai.NotFoundEr
 
 @pytest.fixture
 def pg_database() -> Iterator[str]:
-    import psycopg
-
-    from tests.support.stores import postgres_url
+    from tests.support.stores import postgres_url, scratch_database
 
     base = postgres_url()
     if base is None:
         pytest.skip("no PostgreSQL server at 127.0.0.1:5432")
-    name = f"llmaas_resp_{secrets.token_hex(6)}"
-    admin = base.replace("+psycopg", "")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield base.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(base, "llmaas_resp") as url:
+        yield url
 
 
 @pytest.mark.postgres

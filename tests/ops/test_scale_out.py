@@ -34,22 +34,13 @@ TRAIN_TIMEOUT_S = 600
 
 @pytest.fixture
 def database_url() -> Iterator[str]:
-    import psycopg
-
-    from tests.support.stores import postgres_url, redis_available
+    from tests.support.stores import postgres_url, redis_available, scratch_database
 
     base = postgres_url()
     if base is None or not redis_available():
         pytest.fail("scale-out needs PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379 (scripts/services.sh)")
-    name = f"llmaas_scale_{secrets.token_hex(6)}"
-    admin = base.replace("+psycopg", "")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield base.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(base, "llmaas_scale") as url:
+        yield url
 
 
 def cli(root: Path, env: dict[str, str], *args: str) -> str:

@@ -9,14 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from llmaas.api.serving.batches import batch_object
 from llmaas.batches import jobs as J
 from llmaas.batches.input import InputLine, parse_input
 from llmaas.batches.jobs import BatchStatus as S
 from llmaas.errors import Conflict, NotFound
-from llmaas.store.batch_models import Batch
+from llmaas.store import batches as batches_db
+from llmaas.store.batches import Batch
 from llmaas.store.blobs import BlobStore
 from llmaas.store.db import Store
-from llmaas.store.models import UsageRecord
+from llmaas.store.tenancy import UsageRecord
 from llmaas.training.files import FileValidationError
 
 
@@ -66,7 +68,7 @@ def test_only_the_lease_holder_records_and_each_line_once(store: Store) -> None:
     with store.session() as s:
         b = J.claim(s, worker_id="b", lease_s=5)  # a went silent: b resumes
         assert b is not None and b.worker_id == "b"
-        assert J.pending_lines(s, batch_id) == [1, 2]
+        assert batches_db.pending_lines(s, batch_id) == [1, 2]
     with store.session() as s:  # a zombie cannot record after losing the lease
         assert not J.record_line(s, batch_id, 1, worker_id="a", result={"n": 1}, failed=False, usage=usage("zombie"))
     with store.session() as s:
@@ -75,7 +77,7 @@ def test_only_the_lease_holder_records_and_each_line_once(store: Store) -> None:
         assert J.record_line(s, batch_id, 1, worker_id="b", result={"n": 1}, failed=True, usage=usage("r1"))
     with store.session() as s:
         batch = s.get(Batch, batch_id)
-        assert (batch.completed, batch.failed, J.pending_lines(s, batch_id)) == (1, 1, [2])
+        assert (batch.completed, batch.failed, batches_db.pending_lines(s, batch_id)) == (1, 1, [2])
         rows = s.query(UsageRecord).filter(UsageRecord.route == "batch:/v1/embeddings").all()
         assert sorted(r.request_id for r in rows) == ["r0", "r1"]  # billed with the line, once each
 
@@ -95,8 +97,8 @@ def test_finalize_writes_files_in_input_order(store: Store, tmp_path: Path) -> N
         assert J.transition(s, batch_id, S.FINALIZING, worker_id="a")
         assert J.finalize(s, blobs, s.get(Batch, batch_id), worker_id="a", to=S.EXPIRED)
     with store.session() as s:
-        batch = J.get_batch(s, batch_id, project_id="default")
-        d = J.batch_to_dict(batch)
+        batch = batches_db.get_batch(s, batch_id, project_id="default")
+        d = batch_object(batch).model_dump()
         assert (
             d["status"] == "expired"
             and d["expired_at"]
@@ -112,17 +114,17 @@ def test_finalize_writes_files_in_input_order(store: Store, tmp_path: Path) -> N
 def test_cancel_pages_and_tenancy(store: Store) -> None:
     ids = [make(store) for _ in range(3)]
     with store.session() as s:
-        page, more = J.list_batches(s, project_id="default", after=None, limit=2)
+        page, more = batches_db.list_batches(s, project_id="default", after=None, limit=2)
         assert [b.id for b in page] == ids[::-1][:2] and more
-        page, more = J.list_batches(s, project_id="default", after=page[-1].id, limit=2)
+        page, more = batches_db.list_batches(s, project_id="default", after=page[-1].id, limit=2)
         assert [b.id for b in page] == [ids[0]] and not more
         assert J.cancel_batch(s, ids[0], project_id="default").status == "cancelling"
         assert J.cancel_batch(s, ids[0], project_id="default").status == "cancelling"  # twice: no-op
         with pytest.raises(NotFound):
-            J.get_batch(s, ids[1], project_id="other")
+            batches_db.get_batch(s, ids[1], project_id="other")
         with pytest.raises(NotFound):
-            J.list_batches(s, project_id="other", after=ids[1], limit=2)
-        assert J.list_batches(s, project_id="other", after=None, limit=20) == ([], False)
+            batches_db.list_batches(s, project_id="other", after=ids[1], limit=2)
+        assert batches_db.list_batches(s, project_id="other", after=None, limit=20) == ([], False)
         J.transition(s, ids[1], S.FAILED)
         with pytest.raises(Conflict):  # finished: 409, as cancelling a finished fine-tuning job
             J.cancel_batch(s, ids[1], project_id="default")

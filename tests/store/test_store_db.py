@@ -9,36 +9,38 @@ import pytest
 from sqlalchemy import text
 
 from llmaas.errors import Conflict, NotFound
-from llmaas.store import crud
+from llmaas.ids import new_id
+from llmaas.store import query
+from llmaas.store import tenancy as tenancy_db
 from llmaas.store.blobs import BlobStore
-from llmaas.store.db import Store, new_id
-from llmaas.store.models import ApiKey
+from llmaas.store.db import Store
+from llmaas.store.tenancy import ApiKey
 
 
 def test_upgrade_is_idempotent_and_seeds_default_project(store: Store) -> None:
     store.upgrade()
     assert store.current_revision() is not None
     with store.session() as s:
-        assert crud.get_project(s, project_id="default").name
+        assert tenancy_db.get_project(s, project_id="default").name
 
 
 def test_session_rolls_back_on_error(store: Store) -> None:
     with pytest.raises(RuntimeError), store.session() as s:
-        crud.create_project(s, project_id="p1", name="one")
+        tenancy_db.create_project(s, project_id="p1", name="one")
         raise RuntimeError("boom")
     with store.session() as s, pytest.raises(NotFound):
-        crud.get_project(s, project_id="p1")
+        tenancy_db.get_project(s, project_id="p1")
 
 
 def test_projects_crud(store: Store) -> None:
     with store.session() as s:
-        crud.create_project(s, project_id="acme", name="Acme", rpm=10)
+        tenancy_db.create_project(s, project_id="acme", name="Acme", rpm=10)
     with store.session() as s, pytest.raises(Conflict):
-        crud.create_project(s, project_id="acme", name="again")
+        tenancy_db.create_project(s, project_id="acme", name="again")
     with store.session() as s:
-        p = crud.update_project(s, project_id="acme", tpm=1000, rpm=None)
+        p = tenancy_db.update_project(s, project_id="acme", tpm=1000, rpm=None)
         assert (p.rpm, p.tpm) == (None, 1000)
-        assert {p.id for p in crud.list_projects(s)} == {"default", "acme"}
+        assert {p.id for p in tenancy_db.list_projects(s)} == {"default", "acme"}
 
 
 @pytest.mark.parametrize(
@@ -47,29 +49,29 @@ def test_projects_crud(store: Store) -> None:
 def test_bad_ids_are_not_found(store: Store, bad: str) -> None:
     with store.session() as s:
         with pytest.raises(NotFound):
-            crud.get_project(s, project_id=bad)
+            tenancy_db.get_project(s, project_id=bad)
         with pytest.raises(NotFound):
-            crud.get_key(s, key_id=bad)
+            tenancy_db.get_key(s, key_id=bad)
         with pytest.raises(NotFound):
-            crud.get_owned(s, ApiKey, bad, project_id="default")
+            query.get_owned(s, ApiKey, bad, project_id="default")
 
 
 def test_owned_rows_are_invisible_to_other_projects(store: Store) -> None:
     with store.session() as s:
-        crud.create_project(s, project_id="a", name="A")
-        crud.create_project(s, project_id="b", name="B")
-        key = crud.insert_key(s, project_id="a", name="k", prefix="sk-x", key_hash="h" * 64)
+        tenancy_db.create_project(s, project_id="a", name="A")
+        tenancy_db.create_project(s, project_id="b", name="B")
+        key = tenancy_db.insert_key(s, project_id="a", name="k", prefix="sk-x", key_hash="h" * 64)
     with store.session() as s:
-        assert crud.get_owned(s, ApiKey, key.id, project_id="a").id == key.id
+        assert query.get_owned(s, ApiKey, key.id, project_id="a").id == key.id
         with pytest.raises(NotFound) as foreign:
-            crud.get_owned(s, ApiKey, key.id, project_id="b")
+            query.get_owned(s, ApiKey, key.id, project_id="b")
         with pytest.raises(NotFound) as missing:
-            crud.get_owned(s, ApiKey, new_id("key"), project_id="b")
+            query.get_owned(s, ApiKey, new_id("key"), project_id="b")
         assert type(foreign.value) is type(missing.value)
-        assert crud.list_owned(s, ApiKey, project_id="b") == []
-        assert [k.id for k in crud.list_owned(s, ApiKey, project_id="a")] == [key.id]
+        assert query.list_owned(s, ApiKey, project_id="b") == []
+        assert [k.id for k in query.list_owned(s, ApiKey, project_id="a")] == [key.id]
         with pytest.raises(NotFound):
-            crud.get_key(s, key_id=key.id, project_id="b")
+            tenancy_db.get_key(s, key_id=key.id, project_id="b")
 
 
 def test_usage_summary_groups(store: Store) -> None:
@@ -125,18 +127,18 @@ def test_usage_summary_groups(store: Store) -> None:
         ),
     ]
     with store.session() as s:
-        crud.insert_usage(s, rows)
+        tenancy_db.insert_usage(s, rows)
     with store.session() as s:
-        by_model = crud.usage_summary(s, project_id="default", group_by="model")
+        by_model = tenancy_db.usage_summary(s, project_id="default", group_by="model")
         assert by_model == [
             {"group": "m1", "requests": 1, "prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
             {"group": "m2", "requests": 2, "prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4},
         ]
-        by_day = crud.usage_summary(s, project_id="default", group_by="day")
+        by_day = tenancy_db.usage_summary(s, project_id="default", group_by="day")
         assert [(g["group"], g["requests"]) for g in by_day] == [("2024-10-04", 1), ("2024-10-05", 2)]
-        ranged = crud.usage_summary(s, project_id="default", group_by="key", start=day, end=day + 86400)
+        ranged = tenancy_db.usage_summary(s, project_id="default", group_by="key", start=day, end=day + 86400)
         assert [g["group"] for g in ranged] == ["k1"]
-        assert crud.tokens_since(s, project_id="default", since=0) == 11
+        assert tenancy_db.tokens_since(s, project_id="default", since=0) == 11
 
 
 def test_budget_charges_are_atomic_under_threads(store: Store) -> None:
@@ -147,7 +149,7 @@ def test_budget_charges_are_atomic_under_threads(store: Store) -> None:
     def charge() -> None:
         try:
             with store.session() as s:
-                refused = crud.charge_budget(s, scopes=[("key:x", 200)], period="2026-11", tokens=10)
+                refused = tenancy_db.charge_budget(s, scopes=[("key:x", 200)], period="2026-11", tokens=10)
                 if refused:
                     raise LookupError
             ok = True
@@ -163,10 +165,10 @@ def test_budget_charges_are_atomic_under_threads(store: Store) -> None:
         t.join()
     assert results.count(True) == 20
     with store.session() as s:
-        assert crud.budget_used(s, scope="key:x", period="2026-11") == 200
-        crud.adjust_budget(s, scopes=["key:x"], period="2026-11", delta=-50)
+        assert tenancy_db.budget_used(s, scope="key:x", period="2026-11") == 200
+        tenancy_db.adjust_budget(s, scopes=["key:x"], period="2026-11", delta=-50)
     with store.session() as s:
-        assert crud.budget_used(s, scope="key:x", period="2026-11") == 150
+        assert tenancy_db.budget_used(s, scope="key:x", period="2026-11") == 150
 
 
 def test_blob_store_uses_server_keys_only(tmp_path: Path) -> None:

@@ -51,22 +51,48 @@ def sqlite_store(directory: Path) -> Iterator[Store]:
 
 
 @contextmanager
-def postgres_store(url: str) -> Iterator[Store]:
-    """A migrated Store in a fresh schema `t_<random>`, dropped afterwards."""
+def scratch_schema(url: str) -> Iterator[str]:
+    """A fresh schema `t_<random>` in the database at `url` (its name), dropped with everything in it afterwards."""
     import psycopg
 
     schema = f"t_{secrets.token_hex(6)}"
     raw = url.replace("+psycopg", "")
     with psycopg.connect(raw, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
-    store = Store(url, schema=schema)
     try:
-        store.upgrade()
-        yield store
+        yield schema
     finally:
-        store.close()
         with psycopg.connect(raw, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@contextmanager
+def scratch_database(url: str, prefix: str) -> Iterator[str]:
+    """A fresh database `<prefix>_<random>` on the server of `url` (its URL), dropped afterwards even while servers
+    under test are still connected to it (several replicas share one, as in a deployment)."""
+    import psycopg
+
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    admin = url.replace("+psycopg", "")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def postgres_store(url: str) -> Iterator[Store]:
+    """A migrated Store in a fresh schema (`scratch_schema`)."""
+    with scratch_schema(url) as schema:
+        store = Store(url, schema=schema)
+        try:
+            store.upgrade()
+            yield store
+        finally:
+            store.close()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from llmaas.errors import QuotaExceeded, RateLimited
-from llmaas.store import crud
+from llmaas.store import tenancy as tenancy_db
 from llmaas.store.db import Store
 from llmaas.tenancy import keys
 from llmaas.tenancy.auth import Authenticator
@@ -22,7 +22,7 @@ from llmaas.tenancy.usage import UsageWriter
 def test_batch_lines_spend_the_budget_not_the_interactive_rate(store: Store) -> None:
     async def run() -> None:
         with store.session() as s:
-            crud.create_project(s, project_id="acme", name="Acme", rpm=1, monthly_token_budget=300)
+            tenancy_db.create_project(s, project_id="acme", name="Acme", rpm=1, monthly_token_budget=300)
         _row, secret = keys.create_key(store, project_id="acme", name="a")
         principal = await Authenticator(KeyDirectory(store)).authenticate(f"Bearer {secret}")
         tenancy = TenancyMeter(
@@ -40,7 +40,9 @@ def test_batch_lines_spend_the_budget_not_the_interactive_rate(store: Store) -> 
             principal, model="m", route="/v1/embeddings", request_id="i", tokens=50
         )  # interactive: own rate
         with store.session() as s:
-            assert crud.budget_used(s, scope="project:acme", period=period) == 250  # reserved before anything runs
+            assert (
+                tenancy_db.budget_used(s, scope="project:acme", period=period) == 250
+            )  # reserved before anything runs
 
         await line.settle(a, prompt_tokens=40, completion_tokens=0, status=200, latency_s=0.1)
         (settled,) = line.settlements
@@ -49,7 +51,7 @@ def test_batch_lines_spend_the_budget_not_the_interactive_rate(store: Store) -> 
         assert tenancy.usage.pending == 0  # not queued: the runner writes it with the line
         await batch.refund(settled)  # the line was not recorded: its whole reservation comes back
         with store.session() as s:
-            assert crud.budget_used(s, scope="project:acme", period=period) == 150
+            assert tenancy_db.budget_used(s, scope="project:acme", period=period) == 150
         with pytest.raises(QuotaExceeded):  # 150 used of 300: a line reserving 200 cannot overspend
             await (
                 BatchMeter(tenancy, rpm=None, tpm=None)

@@ -323,7 +323,7 @@ def test_wired_into_create_app(store: Store, tmp_path: Any) -> None:
                 assert tenancy.usage.pending == 1
 
     asyncio.run(run())
-    from llmaas.store import crud
+    from llmaas.store import tenancy as tenancy_db
 
     with store.session() as s:
-        assert crud.usage_summary(s, project_id="default")[0]["requests"] == 1
+        assert tenancy_db.usage_summary(s, project_id="default")[0]["requests"] == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from click.testing import CliRunner
 from llmaas.cli import cli
 from llmaas.store.db import Store
 from llmaas.tenancy import keys as tenancy_keys
-from tests.support.stores import postgres_url
+from tests.support.stores import postgres_url, scratch_schema
 
 
 def _env(tmp_path: Path, url: str | None) -> dict[str, str]:
@@ -30,17 +29,8 @@ def db_url(request: pytest.FixtureRequest):
     url = postgres_url()
     if url is None:
         pytest.skip("no PostgreSQL server")
-    import psycopg
-
-    schema = f"t_{secrets.token_hex(6)}"
-    raw = url.replace("+psycopg", "")
-    with psycopg.connect(raw, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
+    with scratch_schema(url) as schema:
         yield f"{url}?options=-csearch_path%3D{schema}"  # the schema travels in the URL, as a deployment's would
-    finally:
-        with psycopg.connect(raw, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def test_cli_end_to_end(tmp_path: Path, db_url: str | None) -> None:

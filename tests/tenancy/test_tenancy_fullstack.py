@@ -20,7 +20,7 @@ import pytest
 
 from llmaas.api.app import create_app
 from llmaas.config import Settings
-from llmaas.store import crud
+from llmaas.store import tenancy as tenancy_db
 from llmaas.store.db import Store
 from llmaas.tenancy import keys
 from llmaas.tenancy.limits import RedisLimiter
@@ -46,7 +46,7 @@ def _chat(content: str = "hi", **extra: Any) -> dict[str, Any]:
 
 def _usage(store: Store, project_id: str = "default") -> list[dict[str, Any]]:
     with store.session() as s:
-        return crud.usage_summary(s, project_id=project_id, group_by="key")
+        return tenancy_db.usage_summary(s, project_id=project_id, group_by="key")
 
 
 @pytest.mark.parametrize("limiter", ["memory", pytest.param("redis", marks=pytest.mark.redis)])

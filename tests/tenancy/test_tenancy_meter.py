@@ -7,10 +7,11 @@ import time
 
 import pytest
 
+from llmaas.api.protocol.admin import ApiKeyObject
 from llmaas.errors import QuotaExceeded, RateLimited, RequestTooLarge, Unauthenticated
-from llmaas.store import crud
+from llmaas.store import tenancy as tenancy_db
 from llmaas.store.db import Store, now
-from llmaas.store.models import ApiKey
+from llmaas.store.tenancy import ApiKey
 from llmaas.tenancy import keys
 from llmaas.tenancy.auth import Authenticator
 from llmaas.tenancy.keys import KeyDirectory
@@ -30,7 +31,7 @@ def test_keys_are_stored_hashed_and_shown_once(store: Store) -> None:
     assert secret.startswith("sk-") and len(secret) > 40
     with store.session() as s:
         stored = s.get(ApiKey, row.id)
-        assert stored.key_hash == keys.hash_secret(secret) and secret not in str(stored.to_dict())
+        assert stored.key_hash == keys.hash_secret(secret) and secret not in str(ApiKeyObject.of(stored).model_dump())
         assert stored.prefix == secret[:12]
 
 
@@ -67,7 +68,7 @@ def test_authenticate(store: Store) -> None:
                 await auth.authenticate(header)
             assert secret not in err.value.message
         with store.session() as s:
-            crud.revoke_key(s, key_id=row.id)
+            tenancy_db.revoke_key(s, key_id=row.id)
         with pytest.raises(Unauthenticated, match="revoked"):
             await auth.authenticate(f"Bearer {secret}")
         old, old_secret = keys.create_key(store, project_id="default", name="old", expires_at=now() - 1)
@@ -84,7 +85,7 @@ def test_revocation_takes_effect_within_cache_ttl(store: Store) -> None:
         row, secret = keys.create_key(store, project_id="default", name="a")
         await auth.authenticate(f"Bearer {secret}")
         with store.session() as s:
-            crud.revoke_key(s, key_id=row.id)
+            tenancy_db.revoke_key(s, key_id=row.id)
         await asyncio.sleep(0.35)
         with pytest.raises(Unauthenticated):
             await auth.authenticate(f"Bearer {secret}")
@@ -113,7 +114,7 @@ def test_meter_rpm_and_headers(store: Store) -> None:
         assert sum(results) == 20
         await meter.usage.close()
         with store.session() as s:
-            rows = crud.usage_summary(s, project_id="default", group_by="key")
+            rows = tenancy_db.usage_summary(s, project_id="default", group_by="key")
         assert rows == [
             {"group": row.id, "requests": 50, "prompt_tokens": 40, "completion_tokens": 20, "total_tokens": 60}
         ]
@@ -124,7 +125,7 @@ def test_meter_rpm_and_headers(store: Store) -> None:
 def test_meter_budget_reserves_atomically_and_settles(store: Store) -> None:
     async def run() -> None:
         with store.session() as s:
-            crud.create_project(s, project_id="acme", name="Acme", monthly_token_budget=1000)
+            tenancy_db.create_project(s, project_id="acme", name="Acme", monthly_token_budget=1000)
         row, secret = keys.create_key(store, project_id="acme", name="a")
         principal = await Authenticator(KeyDirectory(store)).authenticate(f"Bearer {secret}")
         meter = _meter(store)
@@ -142,13 +143,13 @@ def test_meter_budget_reserves_atomically_and_settles(store: Store) -> None:
         for r in admitted:  # each used 30 of the 100 reserved tokens
             await meter.settle(r, prompt_tokens=10, completion_tokens=20, status=200, latency_s=0.1)
         with store.session() as s:
-            assert crud.budget_used(s, scope="project:acme", period=month_period()) == 300
+            assert tenancy_db.budget_used(s, scope="project:acme", period=month_period()) == 300
         assert await meter.admit(principal, model="m", route="chat", request_id="x", tokens=700)
         with pytest.raises(QuotaExceeded):
             await meter.admit(principal, model="m", route="chat", request_id="y", tokens=1)
         await meter.usage.close()
         with store.session() as s:
-            assert crud.usage_summary(s, project_id="acme")[0]["requests"] == 30 + 1  # refusals are recorded too
+            assert tenancy_db.usage_summary(s, project_id="acme")[0]["requests"] == 30 + 1  # refusals are recorded too
 
     asyncio.run(run())
 
@@ -156,7 +157,7 @@ def test_meter_budget_reserves_atomically_and_settles(store: Store) -> None:
 def test_tpm_too_large_and_key_limits_under_project(store: Store) -> None:
     async def run() -> None:
         with store.session() as s:
-            crud.create_project(s, project_id="p", name="P", tpm=1000)
+            tenancy_db.create_project(s, project_id="p", name="P", tpm=1000)
         _, secret = keys.create_key(store, project_id="p", name="a", tpm=300)
         principal = await Authenticator(KeyDirectory(store)).authenticate(f"Bearer {secret}")
         meter = _meter(store)
@@ -194,7 +195,7 @@ def test_usage_writer_flushes_on_close(store: Store) -> None:
             )
         await writer.close()
         with store.session() as s:
-            assert crud.usage_summary(s, project_id="default")[0]["requests"] == 100
+            assert tenancy_db.usage_summary(s, project_id="default")[0]["requests"] == 100
 
     asyncio.run(run())
 
@@ -227,7 +228,7 @@ def test_usage_writer_close_waits_for_a_flush_under_way(store: Store) -> None:
         await asyncio.sleep(0.1)
         await writer.close()
         with store.session() as s:
-            assert crud.usage_summary(s, project_id="default")[0]["requests"] == 1
+            assert tenancy_db.usage_summary(s, project_id="default")[0]["requests"] == 1
 
     asyncio.run(run())
 
@@ -296,7 +297,7 @@ def test_revocation_by_another_process_takes_effect_within_one_second(store: Sto
         auth = Authenticator(KeyDirectory(store))  # this replica's default cache
         await auth.authenticate(f"Bearer {secret}")  # cached now
         with store.session() as s:  # another process (the CLI, another replica) revokes it in the database
-            crud.revoke_key(s, key_id=row.id)
+            tenancy_db.revoke_key(s, key_id=row.id)
         await asyncio.sleep(KEY_CACHE_TTL_S + 0.05)
         with pytest.raises(Unauthenticated, match="revoked"):
             await auth.authenticate(f"Bearer {secret}")

@@ -15,8 +15,8 @@ from llmaas.api.app import create_app
 from llmaas.config import Settings
 from llmaas.errors import ModelNotFound, Unauthenticated
 from llmaas.store.db import Store
+from llmaas.store.files import display_name
 from llmaas.tenancy.types import Principal
-from llmaas.training.filestore import display_name
 from llmaas.training.registry import FineTunedModels
 
 from .conftest import fact_examples, jsonl

@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from llmaas.errors import InvalidRequest, NotFound
+from llmaas.store import training as training_db
 from llmaas.store.db import Store
 from llmaas.training import jobs as J
 from llmaas.training.jobs import TRANSITIONS, JobStatus
@@ -45,7 +46,7 @@ def test_transitions_follow_the_map(sqlite_db: Store) -> None:
         assert J.transition(s, job_id, JobStatus.RUNNING)
         assert J.transition(s, job_id, JobStatus.SUCCEEDED, fine_tuned_model="ft:x")
         assert not J.transition(s, job_id, JobStatus.CANCELLED)
-        job = J.get_job(s, job_id, project_id="p1")
+        job = training_db.get_job(s, job_id, project_id="p1")
         assert job.status == "succeeded" and job.finished_at is not None
     with sqlite_db.session() as s, pytest.raises(InvalidRequest, match="already completed"):
         J.cancel_job(s, job_id, project_id="p1")
@@ -54,19 +55,19 @@ def test_transitions_follow_the_map(sqlite_db: Store) -> None:
 def test_cancel_pagination_and_isolation(sqlite_db: Store) -> None:
     ids = [make_job(sqlite_db) for _ in range(5)]
     with sqlite_db.session() as s:
-        page, more = J.list_jobs(s, project_id="p1", after=None, limit=2)
+        page, more = training_db.list_jobs(s, project_id="p1", after=None, limit=2)
         assert [j.id for j in page] == ids[::-1][:2] and more
-        page2, _ = J.list_jobs(s, project_id="p1", after=page[-1].id, limit=10)
+        page2, _ = training_db.list_jobs(s, project_id="p1", after=page[-1].id, limit=10)
         assert [j.id for j in page2] == ids[::-1][2:]
         assert J.cancel_job(s, ids[0], project_id="p1").status == "cancelled"
         assert J.cancel_job(s, ids[0], project_id="p1").status == "cancelled"  # idempotent
         with pytest.raises(NotFound):
-            J.get_job(s, ids[1], project_id="p2")
+            training_db.get_job(s, ids[1], project_id="p2")
         with pytest.raises(NotFound):
             J.cancel_job(s, ids[1], project_id="p2")
-        events, _ = J.list_events(s, ids[0], project_id="p1", after=None, limit=10)
+        events, _ = training_db.list_events(s, ids[0], project_id="p1", after=None, limit=10)
         assert events[0].message == "Fine-tuning job cancelled"  # newest first
-        assert J.list_jobs(s, project_id="p2", after=None, limit=10) == ([], False)
+        assert training_db.list_jobs(s, project_id="p2", after=None, limit=10) == ([], False)
 
 
 def test_expired_lease_is_reclaimed_then_fails_after_max_attempts(sqlite_db: Store) -> None:
@@ -86,7 +87,7 @@ def test_expired_lease_is_reclaimed_then_fails_after_max_attempts(sqlite_db: Sto
     time.sleep(0.3)
     with sqlite_db.session() as s:
         assert J.claim(s, worker_id="w3", lease_s=0.2, max_attempts=2) is None
-        job = J.get_job(s, job_id, project_id="p1")
+        job = training_db.get_job(s, job_id, project_id="p1")
         assert job.status == "failed" and job.error["code"] == "worker_lost"
 
 
@@ -130,7 +131,7 @@ def test_migration_0002_matches_the_models(db: str, request: pytest.FixtureReque
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    import llmaas.store.models  # noqa: F401  (all tables on Base.metadata)
+    import llmaas.store.tenancy  # noqa: F401  (all tables on Base.metadata)
     from llmaas.store.db import Base
 
     store: Store = request.getfixturevalue(db)

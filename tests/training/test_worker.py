@@ -8,10 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from llmaas.api.protocol.fine_tuning import FineTuningEventObject
+from llmaas.api.serving.fine_tuning import job_object
 from llmaas.config import Settings
+from llmaas.store import files as files_db
+from llmaas.store import training as training_db
 from llmaas.store.blobs import BlobStore
 from llmaas.store.db import Store
-from llmaas.training import filestore
 from llmaas.training import jobs as J
 from llmaas.training.registry import FineTunedModels
 from llmaas.training.worker import Worker
@@ -29,7 +32,7 @@ LORA = {
 
 def upload(store: Store, blobs: BlobStore, data: bytes, project: str = "p1") -> str:
     with store.session() as s:
-        return filestore.create_file(
+        return files_db.create_file(
             s, blobs, io.BytesIO(data), project_id=project, purpose="fine-tune", filename="../../etc/x.jsonl"
         ).id
 
@@ -51,7 +54,7 @@ def create(store: Store, training_file: str, validation_file: str | None = None,
 
 def job(store: Store, job_id: str):
     with store.session() as s:
-        return J.get_job(s, job_id, project_id="p1")
+        return training_db.get_job(s, job_id, project_id="p1")
 
 
 @pytest.mark.parametrize("db", ["sqlite_db", pytest.param("pg_db", marks=pytest.mark.postgres)])
@@ -66,7 +69,7 @@ def test_bad_file_fails_in_validating_files(
     assert j.status == "failed" and j.error["code"] == "invalid_training_file" and j.error["param"] == "training_file"
     assert "line 4" in j.error["message"] and "assistant" in j.error["message"]
     with sqlite_db.session() as s:
-        messages = [e.message for e in J.list_events(s, job_id, project_id="p1", after=None, limit=50)[0]]
+        messages = [e.message for e in training_db.list_events(s, job_id, project_id="p1", after=None, limit=50)[0]]
     assert "Files validated; job queued" not in messages
 
 
@@ -93,8 +96,11 @@ def test_worker_trains_checkpoints_and_publishes(
     assert j.status == "succeeded", j.error
     assert j.fine_tuned_model == f"ft:{TINY}:p1:fact:{job_id}" and j.trained_tokens > 0
     with sqlite_db.session() as s:
-        events = [J.event_to_dict(e) for e in J.list_events(s, job_id, project_id="p1", after=None, limit=100)[0]]
-        ckpts = J.list_checkpoints(s, job_id, project_id="p1", after=None, limit=10)[0]
+        events = [
+            FineTuningEventObject.of(e).model_dump()
+            for e in training_db.list_events(s, job_id, project_id="p1", after=None, limit=100)[0]
+        ]
+        ckpts = training_db.list_checkpoints(s, job_id, project_id="p1", after=None, limit=10)[0]
     messages = [e["message"] for e in reversed(events)]
     assert messages[:3] == [
         f"Created fine-tuning job: {job_id}",
@@ -138,10 +144,10 @@ def test_worker_trains_checkpoints_and_publishes(
     assert ckpts[0].metrics["full_valid_loss"] < ckpts[-1].metrics["full_valid_loss"]
 
     # the step-metrics CSV, as OpenAI's result file: a file of the job's project
-    shown = J.job_to_dict(j)
+    shown = job_object(j).model_dump()
     assert shown["result_files"] == [J.result_file_id(job_id)]
     with sqlite_db.session() as s:
-        record = filestore.get_file(s, shown["result_files"][0], project_id="p1")
+        record = files_db.get_file(s, shown["result_files"][0], project_id="p1")
     assert record.purpose == "fine-tune-results" and record.filename == "step_metrics.csv"
     lines = blobs.read(record.blob_key).decode().splitlines()
     assert lines[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
@@ -210,7 +216,7 @@ def test_dpo_job_validates_preference_rows_and_trains(sqlite_db: Store, blobs: B
     assert "line 3" in failed.error["message"] and "non_preferred_output" in failed.error["message"]
     assert done.status == "succeeded", done.error
     with sqlite_db.session() as s:
-        ckpts = J.list_checkpoints(s, good_id, project_id="p1", after=None, limit=10)[0]
+        ckpts = training_db.list_checkpoints(s, good_id, project_id="p1", after=None, limit=10)[0]
     assert [c.epoch for c in ckpts] == [2, 1] and ckpts[0].metrics["train_loss"] < 0.6931
 
 
@@ -221,7 +227,7 @@ def test_auto_epochs_are_resolved_from_the_file(sqlite_db: Store, blobs: BlobSto
         claimed = J.claim(s, worker_id=worker.worker_id, lease_s=30, max_attempts=3)
     assert claimed is not None and claimed.id == job_id
     worker._validate(claimed)
-    shown = J.job_to_dict(job(sqlite_db, job_id))
+    shown = job_object(job(sqlite_db, job_id)).model_dump()
     assert (
         shown["hyperparameters"]["n_epochs"] == 5 and shown["method"]["supervised"]["hyperparameters"]["n_epochs"] == 5
     )  # 100 // 20

@@ -11,7 +11,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from llmaas.api.protocol.fine_tuning import FineTuningEventObject
 from llmaas.config import Settings
+from llmaas.store import training as training_db
 from llmaas.store.blobs import BlobStore
 from llmaas.store.db import Store
 from llmaas.training import jobs as J
@@ -57,8 +59,8 @@ def wait_for(check: Callable[[], bool], timeout: float = 180, what: str = "") ->
 
 def events(store: Store, job_id: str) -> list[dict]:
     with store.session() as s:
-        rows, _ = J.list_events(s, job_id, project_id="p1", after=None, limit=10_000)
-        return [J.event_to_dict(e) for e in reversed(rows)]
+        rows, _ = training_db.list_events(s, job_id, project_id="p1", after=None, limit=10_000)
+        return [FineTuningEventObject.of(e).model_dump() for e in reversed(rows)]
 
 
 def steps(store: Store, job_id: str) -> list[int]:
@@ -121,6 +123,8 @@ def test_kill_9_mid_training_resumes_from_the_last_checkpoint(sqlite_db: Store, 
     assert resumed[0] == 24 * checkpointed + 1 <= killed_at + 1
     assert resumed[-1] == 24 * EPOCHS
     with sqlite_db.session() as s:
-        assert [c.epoch for c in J.list_checkpoints(s, job_id, project_id="p1", after=None, limit=10)[0]][0] == EPOCHS
+        assert [c.epoch for c in training_db.list_checkpoints(s, job_id, project_id="p1", after=None, limit=10)[0]][
+            0
+        ] == EPOCHS
     second.send_signal(signal.SIGTERM)
     second.wait(30)

@@ -1,13 +1,17 @@
-"""Request bodies of the admin API (`/admin/projects`, `/admin/keys`): bounded, `extra="forbid"`, no I/O.
+"""Request bodies (bounded, `extra="forbid"`) and responses of the admin API (`/admin/projects`, `/admin/keys`); no I/O.
 
-Only admin keys reach these schemas; privilege fields (project, admin flag, scopes, limits) exist nowhere else.
+Only admin keys reach these schemas; privilege fields (project, admin flag, scopes, limits) exist nowhere else. The
+response objects read a store row's attributes (`ProjectObject.of(row)`), and are also what `llmaas projects` and
+`llmaas keys` print: one shape for the API and the CLI. A key's hash is never part of any of them.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from llmaas.api.protocol.common import ResponseModel, RowObject
 
 ProjectId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$", description="lowercase id")]
 Name = Annotated[str, Field(min_length=1, max_length=256)]
@@ -66,3 +70,48 @@ class KeyCreate(_Strict):
     rpm: Rpm | None = None
     tpm: Tpm | None = None
     monthly_token_budget: Budget | None = None
+
+
+# --- responses -------------------------------------------------------------------------------------------
+
+
+class ProjectObject(RowObject):
+    object: Literal["project"] = "project"
+    id: str
+    name: str
+    rpm: int | None
+    tpm: int | None
+    monthly_token_budget: int | None
+    created_at: int
+
+
+class ProjectList(ResponseModel):
+    object: Literal["list"] = "list"
+    data: list[ProjectObject]
+
+
+class ApiKeyObject(RowObject):
+    """The listing shape: never the hash, never the secret."""
+
+    object: Literal["api_key"] = "api_key"
+    id: str
+    project_id: str
+    name: str
+    prefix: str = Field(description="The start of the secret, to recognise a key by.")
+    is_admin: bool
+    models: list[str] | None
+    expires_at: int | None
+    revoked_at: int | None
+    created_at: int
+    rpm: int | None
+    tpm: int | None
+    monthly_token_budget: int | None
+
+
+class ApiKeyCreated(ApiKeyObject):
+    key: str = Field(description="The secret, shown this once only.")
+
+
+class ApiKeyList(ResponseModel):
+    object: Literal["list"] = "list"
+    data: list[ApiKeyObject]

@@ -18,6 +18,7 @@ from pydantic import ConfigDict, Field, model_serializer
 from llmaas.api.protocol.common import (
     HARD_MAX_TOKENS,
     HARD_MAX_TOP_LOGPROBS,
+    CompletionHead,
     FinishReasonLiteral,
     OmitsEmptyUsage,
     ResponseModel,
@@ -319,12 +320,8 @@ class ChatChoice(ResponseModel):
     finish_reason: FinishReasonLiteral | None = None
 
 
-class ChatCompletion(ResponseModel):
-    id: str
+class ChatCompletion(CompletionHead):
     object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    system_fingerprint: str | None = None
     choices: list[ChatChoice]
     usage: Usage
 
@@ -369,13 +366,9 @@ class ChatChunkChoice(ResponseModel):
     finish_reason: FinishReasonLiteral | None = None
 
 
-class ChatCompletionChunk(OmitsEmptyUsage):
+class ChatCompletionChunk(OmitsEmptyUsage, CompletionHead):
     """One server-sent event of a streamed chat completion."""
 
-    id: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    system_fingerprint: str | None = None
     choices: list[ChatChunkChoice]
     usage: Usage | None = Field(None, description="Only on the last chunk, with stream_options.include_usage.")

@@ -12,7 +12,7 @@ without any per-app context, hence the second step, called first thing by every 
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
@@ -62,6 +62,17 @@ class ResponseModel(BaseModel):
     """Response base: what we send; extra fields are ours to decide."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class RowObject(ResponseModel):
+    """A response object that shows a store row field for field (`FileObject.of(record)`): only the fields declared
+    here are read from the row's attributes, so a column added to a table is never shown by accident."""
+
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
+
+    @classmethod
+    def of(cls, row: object) -> Self:
+        return cls.model_validate(row)
 
 
 # --- errors ------------------------------------------------------------------------------------------
@@ -116,6 +127,17 @@ class OmitsEmptyUsage(ResponseModel):
         if data.get("usage") is None:
             data.pop("usage", None)
         return dict(data)
+
+
+class CompletionHead(ResponseModel):
+    """The keys a chat completion, a chat chunk and a text completion all start with, in OpenAI's order; each names
+    its own `object` and adds its `choices` and `usage` after them."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    system_fingerprint: str | None = None
 
 
 class StreamOptions(OpenAIBaseModel):

@@ -16,6 +16,7 @@ from llmaas.api.protocol.common import (
     HARD_MAX_N,
     HARD_MAX_TOKENS,
     HARD_MAX_TOP_LOGPROBS,
+    CompletionHead,
     FinishReasonLiteral,
     OmitsEmptyUsage,
     ResponseModel,
@@ -93,13 +94,9 @@ class CompletionChoice(ResponseModel):
     finish_reason: FinishReasonLiteral | None = None
 
 
-class Completion(OmitsEmptyUsage):
+class Completion(OmitsEmptyUsage, CompletionHead):
     """A text completion; streamed, each chunk has this same shape with partial `text`."""
 
-    id: str
     object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    system_fingerprint: str | None = None
     choices: list[CompletionChoice]
     usage: Usage | None = None

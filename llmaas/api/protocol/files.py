@@ -6,13 +6,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from llmaas.api.protocol.common import ResponseModel
-from llmaas.training.filestore import PURPOSES
+from llmaas.api.protocol.common import ResponseModel, RowObject
+from llmaas.store.files import PURPOSES
 
 Purpose = Literal[PURPOSES]  # type: ignore[valid-type]
 
 
-class FileObject(ResponseModel):
+class FileObject(RowObject):
     object: Literal["file"] = "file"
     id: str
     bytes: int

@@ -1,4 +1,5 @@
-"""OpenAI's fine-tuning job request, field for field, plus llmaas's LoRA extension (`method.lora`).
+"""OpenAI's fine-tuning job request, field for field, plus llmaas's LoRA extension (`method.lora`); the job, event and
+checkpoint objects it answers with.
 
 Methods: `supervised` and `dpo` (with `beta`); `reinforcement` is refused with a 400. Every hyperparameter is
 bounded here (absurd values are a 400 before a job exists); `resolve()` turns OpenAI's "auto" into concrete numbers,
@@ -12,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from llmaas.api.protocol.common import OpenAIBaseModel, StrictModel
+from llmaas.api.protocol.common import OpenAIBaseModel, ResponseModel, RowObject, StrictModel
 from llmaas.engine.types import LORA_MODULES
 from llmaas.errors import InvalidRequest
 
@@ -118,3 +119,75 @@ class FineTuningJobCreate(OpenAIBaseModel):
             "target_modules": list(lora.target_modules or LORA_TARGETS),
         }
         return resolved, {"type": method.type, method.type: {"hyperparameters": shown}, "lora": lora_dict}
+
+
+# --- responses (OpenAI's shapes, field for field and in OpenAI's order) --------------------------------------
+
+
+class JobHyperparameters(ResponseModel):
+    n_epochs: int | Auto  # "auto" until the worker has counted the training file
+    batch_size: int
+    learning_rate_multiplier: float
+
+
+class FineTuningJobObject(ResponseModel):
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    id: str
+    model: str
+    created_at: int
+    finished_at: int | None
+    fine_tuned_model: str | None
+    organization_id: str = Field(description="The job's project.")
+    result_files: list[str] = Field(description="The step-metrics CSV, once the job succeeded.")
+    status: str
+    validation_file: str | None
+    training_file: str
+    hyperparameters: JobHyperparameters
+    trained_tokens: int | None
+    error: dict[str, Any] | None = Field(description="{code, message, param} of a failed job.")
+    user_provided_suffix: str | None
+    seed: int
+    estimated_finish: int | None = None
+    integrations: list[Any] = Field(default_factory=list)
+    metadata: dict[str, str] | None = None
+    method: dict[str, Any] = Field(description="The method as resolved: type, its hyperparameters, and lora.")
+
+
+class FineTuningJobList(ResponseModel):
+    object: Literal["list"] = "list"
+    data: list[FineTuningJobObject]
+    has_more: bool
+
+
+class FineTuningEventObject(RowObject):
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    id: str
+    created_at: int
+    level: str
+    message: str
+    data: dict[str, Any] | None
+    type: str
+
+
+class FineTuningEventList(ResponseModel):
+    object: Literal["list"] = "list"
+    data: list[FineTuningEventObject]
+    has_more: bool
+
+
+class FineTuningCheckpointObject(RowObject):
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    id: str
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str = Field(validation_alias="job_id")  # the row's `job_id`
+    step_number: int
+    metrics: dict[str, Any]
+
+
+class FineTuningCheckpointList(ResponseModel):
+    object: Literal["list"] = "list"
+    data: list[FineTuningCheckpointObject]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None

@@ -2,51 +2,50 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from llmaas.api.deps import PrincipalDep
 from llmaas.api.protocol.batches import BatchCreateRequest, BatchList, BatchObject
 from llmaas.api.protocol.common import ERROR_RESPONSES
-from llmaas.api.routes.files import get_files
 from llmaas.api.serving.batches import BatchService
 
 router = APIRouter(tags=["batches"], responses=ERROR_RESPONSES)
 
 
 def get_service(request: Request) -> BatchService:
-    blobs = get_files(request).blobs  # the file store the uploads went to
-    return BatchService(getattr(request.app.state, "store", None), blobs, request.app.state.settings)
+    state = request.app.state
+    return BatchService(state.store, state.blobs, state.settings)  # the blob store the uploads went to
 
 
 ServiceDep = Annotated[BatchService, Depends(get_service)]
 
 
-@router.post("/v1/batches", response_model=BatchObject)
-async def create_batch(body: BatchCreateRequest, principal: PrincipalDep, service: ServiceDep) -> dict[str, Any]:
+@router.post("/v1/batches")
+async def create_batch(body: BatchCreateRequest, principal: PrincipalDep, service: ServiceDep) -> BatchObject:
     """Create a batch from an uploaded input file (purpose `batch`)."""
     return await service.create(principal, body)
 
 
-@router.get("/v1/batches", response_model=BatchList)
+@router.get("/v1/batches")
 async def list_batches(
     principal: PrincipalDep,
     service: ServiceDep,
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-) -> dict[str, Any]:
+) -> BatchList:
     """List this project's batches, newest first."""
     return await service.list(principal, after=after, limit=limit)
 
 
-@router.get("/v1/batches/{batch_id}", response_model=BatchObject)
-async def retrieve_batch(batch_id: str, principal: PrincipalDep, service: ServiceDep) -> dict[str, Any]:
+@router.get("/v1/batches/{batch_id}")
+async def retrieve_batch(batch_id: str, principal: PrincipalDep, service: ServiceDep) -> BatchObject:
     """Retrieve a batch."""
     return await service.get(principal, batch_id)
 
 
-@router.post("/v1/batches/{batch_id}/cancel", response_model=BatchObject)
-async def cancel_batch(batch_id: str, principal: PrincipalDep, service: ServiceDep) -> dict[str, Any]:
+@router.post("/v1/batches/{batch_id}/cancel")
+async def cancel_batch(batch_id: str, principal: PrincipalDep, service: ServiceDep) -> BatchObject:
     """Cancel a batch: it stops within seconds and keeps the output of the lines that finished."""
     return await service.cancel(principal, batch_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncGenerator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
@@ -17,8 +17,7 @@ from llmaas.api.protocol.common import ERROR_RESPONSES
 from llmaas.api.protocol.files import FileDeleted, FileList, FileObject
 from llmaas.api.serving.files import FileService
 from llmaas.errors import InvalidRequest, PayloadTooLarge
-from llmaas.store.blobs import BlobStore
-from llmaas.training.filestore import PURPOSES
+from llmaas.store.files import PURPOSES
 
 router = APIRouter(tags=["files"], responses=ERROR_RESPONSES)
 _CHARSET = re.compile(r";\s*charset\s*=\s*([^;\s]+)", re.IGNORECASE)
@@ -26,9 +25,7 @@ _CHARSET = re.compile(r";\s*charset\s*=\s*([^;\s]+)", re.IGNORECASE)
 
 def get_files(request: Request) -> FileService:
     state = request.app.state
-    if getattr(state, "blobs", None) is None:
-        state.blobs = BlobStore.from_settings(state.settings)
-    return FileService(getattr(state, "store", None), state.blobs, state.settings)
+    return FileService(state.store, state.blobs, state.settings)
 
 
 FilesDep = Annotated[FileService, Depends(get_files)]
@@ -63,8 +60,8 @@ UPLOAD_SCHEMA = {
 }
 
 
-@router.post("/v1/files", response_model=FileObject, openapi_extra=UPLOAD_SCHEMA)
-async def upload_file(request: Request, principal: PrincipalDep, files: FilesDep) -> dict[str, Any]:
+@router.post("/v1/files", openapi_extra=UPLOAD_SCHEMA)
+async def upload_file(request: Request, principal: PrincipalDep, files: FilesDep) -> FileObject:
     """Upload a file (multipart: `file` and `purpose`)."""
     limit = request.app.state.settings.limits.max_upload_bytes
     content_type = request.headers.get("content-type", "")
@@ -102,7 +99,7 @@ async def upload_file(request: Request, principal: PrincipalDep, files: FilesDep
         await form.close()
 
 
-@router.get("/v1/files", response_model=FileList)
+@router.get("/v1/files")
 async def list_files(
     principal: PrincipalDep,
     files: FilesDep,
@@ -110,13 +107,13 @@ async def list_files(
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
     order: Annotated[Literal["asc", "desc"], Query()] = "desc",
-) -> dict[str, Any]:
+) -> FileList:
     """List this project's files."""
     return await files.list(principal, purpose=purpose, after=after, limit=limit, order=order)
 
 
-@router.get("/v1/files/{file_id}", response_model=FileObject)
-async def retrieve_file(file_id: str, principal: PrincipalDep, files: FilesDep) -> dict[str, Any]:
+@router.get("/v1/files/{file_id}")
+async def retrieve_file(file_id: str, principal: PrincipalDep, files: FilesDep) -> FileObject:
     """Retrieve a file object."""
     return await files.get(principal, file_id)
 
@@ -133,7 +130,7 @@ async def file_content(file_id: str, principal: PrincipalDep, files: FilesDep) -
     )
 
 
-@router.delete("/v1/files/{file_id}", response_model=FileDeleted)
-async def delete_file(file_id: str, principal: PrincipalDep, files: FilesDep) -> dict[str, Any]:
+@router.delete("/v1/files/{file_id}")
+async def delete_file(file_id: str, principal: PrincipalDep, files: FilesDep) -> FileDeleted:
     """Delete a file."""
     return await files.delete(principal, file_id)

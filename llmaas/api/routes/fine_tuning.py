@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from llmaas.api.deps import PrincipalDep
 from llmaas.api.protocol.common import ERROR_RESPONSES
-from llmaas.api.protocol.fine_tuning import FineTuningJobCreate
+from llmaas.api.protocol.fine_tuning import (
+    FineTuningCheckpointList,
+    FineTuningEventList,
+    FineTuningJobCreate,
+    FineTuningJobList,
+    FineTuningJobObject,
+)
 from llmaas.api.serving.fine_tuning import FineTuningService
-from llmaas.store.blobs import BlobStore
 
 router = APIRouter(tags=["fine-tuning"], responses=ERROR_RESPONSES)
 
@@ -21,16 +26,14 @@ Limit = Annotated[int, Query(ge=1, le=100)]
 
 def get_service(request: Request) -> FineTuningService:
     state = request.app.state
-    if getattr(state, "blobs", None) is None:
-        state.blobs = BlobStore.from_settings(state.settings)
-    return FineTuningService(getattr(state, "store", None), state.settings, state.blobs)
+    return FineTuningService(state.store, state.settings, state.blobs)
 
 
 ServiceDep = Annotated[FineTuningService, Depends(get_service)]
 
 
 @router.post("/v1/fine_tuning/jobs")
-async def create_job(body: FineTuningJobCreate, principal: PrincipalDep, service: ServiceDep) -> dict[str, Any]:
+async def create_job(body: FineTuningJobCreate, principal: PrincipalDep, service: ServiceDep) -> FineTuningJobObject:
     """Create a fine-tuning job (LoRA)."""
     return await service.create(principal, body)
 
@@ -38,19 +41,19 @@ async def create_job(body: FineTuningJobCreate, principal: PrincipalDep, service
 @router.get("/v1/fine_tuning/jobs")
 async def list_jobs(
     principal: PrincipalDep, service: ServiceDep, after: After = None, limit: Limit = 20
-) -> dict[str, Any]:
+) -> FineTuningJobList:
     """List this project's fine-tuning jobs, newest first."""
     return await service.list(principal, after=after, limit=limit)
 
 
 @router.get("/v1/fine_tuning/jobs/{job_id}")
-async def retrieve_job(job_id: str, principal: PrincipalDep, service: ServiceDep) -> dict[str, Any]:
+async def retrieve_job(job_id: str, principal: PrincipalDep, service: ServiceDep) -> FineTuningJobObject:
     """Retrieve a fine-tuning job."""
     return await service.get(principal, job_id)
 
 
 @router.post("/v1/fine_tuning/jobs/{job_id}/cancel")
-async def cancel_job(job_id: str, principal: PrincipalDep, service: ServiceDep) -> dict[str, Any]:
+async def cancel_job(job_id: str, principal: PrincipalDep, service: ServiceDep) -> FineTuningJobObject:
     """Cancel a fine-tuning job (a running one stops within seconds)."""
     return await service.cancel(principal, job_id)
 
@@ -58,7 +61,7 @@ async def cancel_job(job_id: str, principal: PrincipalDep, service: ServiceDep) 
 @router.get("/v1/fine_tuning/jobs/{job_id}/events")
 async def list_events(
     job_id: str, principal: PrincipalDep, service: ServiceDep, after: After = None, limit: Limit = 20
-) -> dict[str, Any]:
+) -> FineTuningEventList:
     """A fine-tuning job's events, newest first."""
     return await service.events(principal, job_id, after=after, limit=limit)
 
@@ -66,7 +69,7 @@ async def list_events(
 @router.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
 async def list_checkpoints(
     job_id: str, principal: PrincipalDep, service: ServiceDep, after: After = None, limit: Limit = 10
-) -> dict[str, Any]:
+) -> FineTuningCheckpointList:
     """A fine-tuning job's checkpoints (one per epoch), newest first."""
     return await service.checkpoints(principal, job_id, after=after, limit=limit)
 

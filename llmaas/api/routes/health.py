@@ -13,6 +13,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from llmaas.store.db import ping
+
 router = APIRouter(tags=["operations"])
 
 DB_TIMEOUT_S = 2.0
@@ -70,11 +72,4 @@ async def _database(store: Any) -> str:
 
 
 def _ping(store: Any) -> None:
-    ping = getattr(store, "ping", None)
-    if callable(ping):
-        ping()
-        return
-    from sqlalchemy import text
-
-    with store.engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
+    ping(store.engine)

@@ -13,6 +13,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from llmaas import metrics
+from llmaas.batches.jobs import ACTIVE
+from llmaas.store import batches as batches_db
+from llmaas.store import training as training_db
 
 router = APIRouter(tags=["operations"])
 
@@ -50,15 +53,8 @@ async def _job_counts(store: Any) -> dict[str, int] | None:
 
 
 def _count_jobs(store: Any) -> dict[str, int] | None:
-    try:
-        from llmaas.store.training_models import FineTuningJob
-    except ImportError:  # training not installed in this build
-        return None
-    from sqlalchemy import func, select
-
-    with store.engine.connect() as conn:
-        rows = conn.execute(select(FineTuningJob.status, func.count()).group_by(FineTuningJob.status)).all()
-    return {str(status): int(n) for status, n in rows}
+    with store.session() as s:
+        return training_db.count_by_status(s)
 
 
 async def _queued_lines(store: Any) -> int | None:
@@ -71,16 +67,5 @@ async def _queued_lines(store: Any) -> int | None:
 
 
 def _count_queued(store: Any) -> int:
-    from sqlalchemy import func, select
-
-    from llmaas.batches.jobs import ACTIVE
-    from llmaas.store.batch_models import Batch, BatchLine
-
-    query = (
-        select(func.count())
-        .select_from(BatchLine)
-        .join(Batch, Batch.id == BatchLine.batch_id)
-        .where(BatchLine.status == "pending", Batch.status.in_(ACTIVE))
-    )
-    with store.engine.connect() as conn:
-        return int(conn.execute(query).scalar() or 0)
+    with store.session() as s:
+        return batches_db.queued_lines(s, statuses=ACTIVE)

@@ -18,10 +18,7 @@ router = APIRouter(tags=["responses"], responses=ERROR_RESPONSES)
 
 
 def get_responses(request: Request) -> ResponseStore:
-    state = request.app.state
-    if getattr(state, "responses", None) is None:
-        state.responses = ResponseStore(getattr(state, "store", None), state.settings.responses_retention_days)
-    return state.responses
+    return request.app.state.responses
 
 
 ResponsesDep = Annotated[ResponseStore, Depends(get_responses)]

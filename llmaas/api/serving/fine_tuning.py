@@ -13,18 +13,54 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import IO, Any, TypeVar
 
-from llmaas.api.protocol.fine_tuning import FineTuningJobCreate
+from llmaas.api.protocol.fine_tuning import (
+    FineTuningCheckpointList,
+    FineTuningCheckpointObject,
+    FineTuningEventList,
+    FineTuningEventObject,
+    FineTuningJobCreate,
+    FineTuningJobList,
+    FineTuningJobObject,
+    JobHyperparameters,
+)
+from llmaas.api.serving.files import read_chunks
 from llmaas.config import Settings
 from llmaas.errors import InvalidRequest, NotFound, Unavailable
+from llmaas.store import files as files_db
+from llmaas.store import training as training_db
+from llmaas.store.training import FineTuningJob
 from llmaas.tenancy.types import Principal
-from llmaas.training import filestore
 from llmaas.training import jobs as J
 from llmaas.training.export import adapter_zip
 
 T = TypeVar("T")
 
 
-CHUNK = 1 << 20
+def job_object(job: FineTuningJob) -> FineTuningJobObject:
+    hp = job.hyperparameters
+    return FineTuningJobObject(
+        id=job.id,
+        model=job.model,
+        created_at=job.created_at,
+        finished_at=job.finished_at,
+        fine_tuned_model=job.fine_tuned_model,
+        organization_id=job.project_id,
+        # The step-metrics CSV (training/results.py), written just before a job succeeds; its id follows from the job's.
+        result_files=[J.result_file_id(job.id)] if job.status == J.JobStatus.SUCCEEDED.api else [],
+        status=job.status,
+        validation_file=job.validation_file,
+        training_file=job.training_file,
+        hyperparameters=JobHyperparameters(
+            n_epochs=hp["n_epochs"],
+            batch_size=hp["batch_size"],
+            learning_rate_multiplier=hp["learning_rate_multiplier"],
+        ),
+        trained_tokens=job.trained_tokens,
+        error=job.error,
+        user_provided_suffix=job.suffix,
+        seed=job.seed,
+        method=job.method,
+    )
 
 
 class FineTuningService:
@@ -54,7 +90,7 @@ class FineTuningService:
     @staticmethod
     def _check_file(s: Any, file_id: str, principal: Principal, param: str) -> None:
         try:
-            record = filestore.get_file(s, file_id, project_id=principal.project_id, param=param)
+            record = files_db.get_file(s, file_id, project_id=principal.project_id, param=param)
         except NotFound:
             raise InvalidRequest(f"File {file_id[:80]!r} not found.", param=param, code="invalid_file") from None
         if record.purpose != "fine-tune":
@@ -64,12 +100,12 @@ class FineTuningService:
                 code="invalid_file",
             )
 
-    async def create(self, principal: Principal, body: FineTuningJobCreate) -> dict[str, Any]:
+    async def create(self, principal: Principal, body: FineTuningJobCreate) -> FineTuningJobObject:
         self._check_model(principal, body.model)
         hyperparameters, method = body.resolve()
         seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
 
-        def run(s: Any) -> dict[str, Any]:
+        def run(s: Any) -> FineTuningJobObject:
             self._check_file(s, body.training_file, principal, "training_file")
             if body.validation_file:
                 self._check_file(s, body.validation_file, principal, "validation_file")
@@ -84,41 +120,41 @@ class FineTuningService:
                 hyperparameters=hyperparameters,
                 method=method,
             )
-            return J.job_to_dict(job)
+            return job_object(job)
 
         return await self._db(run)
 
-    async def list(self, principal: Principal, *, after: str | None, limit: int) -> dict[str, Any]:
-        def run(s: Any) -> dict[str, Any]:
-            rows, more = J.list_jobs(s, project_id=principal.project_id, after=after, limit=limit)
-            return {"object": "list", "data": [J.job_to_dict(j) for j in rows], "has_more": more}
+    async def list(self, principal: Principal, *, after: str | None, limit: int) -> FineTuningJobList:
+        def run(s: Any) -> FineTuningJobList:
+            rows, more = training_db.list_jobs(s, project_id=principal.project_id, after=after, limit=limit)
+            return FineTuningJobList(data=[job_object(j) for j in rows], has_more=more)
 
         return await self._db(run)
 
-    async def get(self, principal: Principal, job_id: str) -> dict[str, Any]:
-        return await self._db(lambda s: J.job_to_dict(J.get_job(s, job_id, project_id=principal.project_id)))
+    async def get(self, principal: Principal, job_id: str) -> FineTuningJobObject:
+        return await self._db(lambda s: job_object(training_db.get_job(s, job_id, project_id=principal.project_id)))
 
-    async def cancel(self, principal: Principal, job_id: str) -> dict[str, Any]:
-        return await self._db(lambda s: J.job_to_dict(J.cancel_job(s, job_id, project_id=principal.project_id)))
+    async def cancel(self, principal: Principal, job_id: str) -> FineTuningJobObject:
+        return await self._db(lambda s: job_object(J.cancel_job(s, job_id, project_id=principal.project_id)))
 
-    async def events(self, principal: Principal, job_id: str, *, after: str | None, limit: int) -> dict[str, Any]:
-        def run(s: Any) -> dict[str, Any]:
-            rows, more = J.list_events(s, job_id, project_id=principal.project_id, after=after, limit=limit)
-            return {"object": "list", "data": [J.event_to_dict(e) for e in rows], "has_more": more}
+    async def events(self, principal: Principal, job_id: str, *, after: str | None, limit: int) -> FineTuningEventList:
+        def run(s: Any) -> FineTuningEventList:
+            rows, more = training_db.list_events(s, job_id, project_id=principal.project_id, after=after, limit=limit)
+            return FineTuningEventList(data=[FineTuningEventObject.of(e) for e in rows], has_more=more)
 
         return await self._db(run)
 
-    async def checkpoints(self, principal: Principal, job_id: str, *, after: str | None, limit: int) -> dict[str, Any]:
-        def run(s: Any) -> dict[str, Any]:
-            rows, more = J.list_checkpoints(s, job_id, project_id=principal.project_id, after=after, limit=limit)
-            data = [J.checkpoint_to_dict(c) for c in rows]
-            return {
-                "object": "list",
-                "data": data,
-                "has_more": more,
-                "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None,
-            }
+    async def checkpoints(
+        self, principal: Principal, job_id: str, *, after: str | None, limit: int
+    ) -> FineTuningCheckpointList:
+        def run(s: Any) -> FineTuningCheckpointList:
+            rows, more = training_db.list_checkpoints(
+                s, job_id, project_id=principal.project_id, after=after, limit=limit
+            )
+            data = [FineTuningCheckpointObject.of(c) for c in rows]
+            return FineTuningCheckpointList(
+                data=data, has_more=more, first_id=data[0].id if data else None, last_id=data[-1].id if data else None
+            )
 
         return await self._db(run)
 
@@ -126,7 +162,7 @@ class FineTuningService:
         """A succeeded job's adapter as a PEFT zip, in chunks (ownership and state are checked before the first byte)."""
 
         def find(s: Any) -> tuple[str, str]:
-            job = J.get_job(s, job_id, project_id=principal.project_id)
+            job = training_db.get_job(s, job_id, project_id=principal.project_id)
             if job.status != "succeeded" or not job.adapter_key:
                 raise InvalidRequest(
                     f"The job has no adapter to download: status {job.status}.", param="fine_tuning_job_id"
@@ -135,12 +171,4 @@ class FineTuningService:
 
         key, base = await self._db(find)
         handle: IO[bytes] = await asyncio.to_thread(adapter_zip, self.blobs, key, base)
-
-        async def chunks() -> AsyncIterator[bytes]:
-            try:
-                while chunk := await asyncio.to_thread(handle.read, CHUNK):
-                    yield chunk
-            finally:
-                handle.close()
-
-        return chunks()
+        return read_chunks(handle)

@@ -32,7 +32,7 @@ from llmaas.api.serving.responses_chat import (
 )
 from llmaas.errors import InvalidRequest, Unavailable
 from llmaas.ids import item_id
-from llmaas.store import responses_crud as crud
+from llmaas.store import responses as responses_db
 from llmaas.tenancy.types import Principal
 
 ROUTE = "/v1/responses"
@@ -61,12 +61,12 @@ class ResponseStore:
         return await asyncio.to_thread(work)
 
     async def conversation(self, principal: Principal, response_id: str) -> list[dict[str, Any]]:
-        return await self._run(lambda s: crud.conversation(s, response_id, project_id=principal.project_id))
+        return await self._run(lambda s: responses_db.conversation(s, response_id, project_id=principal.project_id))
 
     async def save(self, principal: Principal, body: dict[str, Any], inputs: list[dict[str, Any]]) -> None:
         expires = int(time.time()) + self.retention_days * 86400 if self.retention_days else None
         await self._run(
-            lambda s: crud.save_response(
+            lambda s: responses_db.save_response(
                 s,
                 project_id=principal.project_id,
                 body=body,
@@ -77,20 +77,22 @@ class ResponseStore:
         )
         if time.monotonic() - self._last_purge > PURGE_EVERY_S:  # retention, lazily: at most once per interval
             self._last_purge = time.monotonic()
-            await self._run(lambda s: crud.purge_expired(s))
+            await self._run(lambda s: responses_db.purge_expired(s))
 
     async def get(self, principal: Principal, response_id: str) -> dict[str, Any]:
-        return await self._run(lambda s: dict(crud.get_response(s, response_id, project_id=principal.project_id).body))
+        return await self._run(
+            lambda s: dict(responses_db.get_response(s, response_id, project_id=principal.project_id).body)
+        )
 
     async def delete(self, principal: Principal, response_id: str) -> dict[str, Any]:
-        await self._run(lambda s: crud.delete_response(s, response_id, project_id=principal.project_id))
+        await self._run(lambda s: responses_db.delete_response(s, response_id, project_id=principal.project_id))
         return {"id": response_id, "object": "response", "deleted": True}
 
     async def input_items(
         self, principal: Principal, response_id: str, *, after: str | None, limit: int, order: str
     ) -> InputItemList:
         data, more = await self._run(
-            lambda s: crud.list_input_items(
+            lambda s: responses_db.list_input_items(
                 s, response_id, project_id=principal.project_id, after=after, limit=limit, order=order
             )
         )

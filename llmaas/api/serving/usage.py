@@ -7,7 +7,7 @@ from typing import Any
 
 from llmaas.api.protocol.usage import Me, UsageList, UsageQuery
 from llmaas.errors import NotFound, Unavailable
-from llmaas.store import crud
+from llmaas.store import tenancy as tenancy_db
 from llmaas.store.db import Store
 from llmaas.tenancy.keys import NO_LIMITS, KeyDirectory
 from llmaas.tenancy.meter import month_start
@@ -25,8 +25,8 @@ async def usage(store: Store | None, principal: Principal, query: UsageQuery) ->
     def run() -> list[dict[str, Any]]:
         with store.session() as s:
             if query.project_id is not None:
-                crud.get_project(s, project_id=project_id)  # unknown (or malformed) project → 404
-            return crud.usage_summary(
+                tenancy_db.get_project(s, project_id=project_id)  # unknown (or malformed) project → 404
+            return tenancy_db.usage_summary(
                 s, project_id=project_id, start=query.start, end=query.end, group_by=query.group_by
             )
 
@@ -38,8 +38,8 @@ async def me(store: Store | None, directory: KeyDirectory | None, principal: Pri
         if store is None:
             return None, 0
         with store.session() as s:
-            name = crud.get_key(s, key_id=principal.key_id).name if principal.key_id else None
-            return name, crud.tokens_since(s, project_id=principal.project_id, since=month_start())
+            name = tenancy_db.get_key(s, key_id=principal.key_id).name if principal.key_id else None
+            return name, tenancy_db.tokens_since(s, project_id=principal.project_id, since=month_start())
 
     key_name, used = await asyncio.to_thread(run)
     limits = await directory.limits(principal.key_id, principal.project_id) if directory else NO_LIMITS

@@ -5,10 +5,12 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
-import llmaas.store.batch_models  # noqa: F401  (the Batch API's tables)
-import llmaas.store.models  # noqa: F401  (registers tenancy's tables on Base.metadata)
-import llmaas.store.responses_models  # noqa: F401  (the Responses API's tables)
-import llmaas.store.training_models  # noqa: F401  (training's tables)
+# every module that declares tables, so Base.metadata holds them all
+import llmaas.store.batches  # noqa: F401
+import llmaas.store.files  # noqa: F401
+import llmaas.store.responses  # noqa: F401
+import llmaas.store.tenancy  # noqa: F401
+import llmaas.store.training  # noqa: F401
 from llmaas.store.db import Base
 
 config = context.config

@@ -1,24 +1,68 @@
-"""Every query on the Responses API's tables: save, get, delete, page input items, rebuild a conversation, purge.
+"""The Responses API's tables and every query on them: save, get, delete, page input items, rebuild a conversation,
+purge.
 
-Session first, everything else keyword-only, `project_id=` on every read (crud.py's rules): another project's
-response, a missing one and an expired one are the same `NotFound`. Rebuilding the conversation behind
-`previous_response_id` walks the chain one indexed lookup per turn, then reads every turn's items in one query.
-No HTTP here; the item dicts are the API's own wire shapes, stored and returned as they are.
+A response's whole wire object is kept as JSON (`body`) so GET returns exactly what POST returned; its items are rows
+of their own so `previous_response_id` can rebuild a conversation and `input_items` can page, both with one indexed
+query (schema: migration 0003). Session first, everything else keyword-only, `project_id=` on every read
+(`query.py`'s rules): another project's response, a missing one and an expired one are the same `NotFound`.
+`expires_at` (unix seconds, None = kept forever) comes from the `responses_retention_days` setting: an expired
+response reads as not found and is purged later. Rebuilding the conversation behind `previous_response_id` walks the
+chain one indexed lookup per turn, then reads every turn's items in one query. No HTTP here; the item dicts are the
+API's own wire shapes, stored and returned as they are.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text, delete, or_, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from llmaas.errors import InvalidRequest, NotFound
-from llmaas.store.crud import check_id
-from llmaas.store.db import now
-from llmaas.store.responses_models import ResponseItem, StoredResponse
+from llmaas.store.db import AutoId, Base, now
+from llmaas.store.query import check_id
 
 MAX_CHAIN = 1000  # turns one previous_response_id may reach back; beyond it the request is refused
+
+# --- tables ----------------------------------------------------------------------------------------------------
+
+
+class StoredResponse(Base):
+    """One response (`resp_…`) as the API returned it, and the response it continued."""
+
+    __tablename__ = "responses"
+    __table_args__ = (
+        Index("ix_responses_project_created", "project_id", "created_at"),
+        Index("ix_responses_expires", "expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(512))
+    status: Mapped[str] = mapped_column(String(32))
+    previous_response_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    instructions: Mapped[str | None] = mapped_column(Text, nullable=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class ResponseItem(Base):
+    """One input or output item of a stored response, in order (`position` within its `kind`)."""
+
+    __tablename__ = "response_items"
+    __table_args__ = (Index("ix_response_items_response", "response_id", "kind", "position"),)
+
+    seq: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64))
+    response_id: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(8))  # "input" | "output"
+    position: Mapped[int] = mapped_column(Integer)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+# --- queries ---------------------------------------------------------------------------------------------------
 
 
 def _alive(t: int) -> Any:

@@ -1,72 +1,95 @@
-"""Every query llmaas runs on tenancy's tables, plus tenant-scoped helpers for any table with `project_id`.
+"""Tenancy's tables and every query on them: projects (tenants), API keys (hashed), usage records, monthly budgets.
 
 Functions take a `Session` first and everything else keyword-only; anything a tenant owns is read with
-`project_id=` so a query can't forget the tenant. Another project's object and a missing one look the same
-(`NotFound`, 404): existence never leaks across tenants. Ids that can't be ours (SQL or path characters) are
-`NotFound` before any query. No HTTP, no hashing here (that is `llmaas.tenancy.keys`).
+`project_id=` (`query.py`'s rules: another project's object and a missing one are the same `NotFound`). Times are unix
+seconds (BigInteger) everywhere, like OpenAI's `created`. No HTTP, no hashing here (that is `llmaas.tenancy.keys`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import re
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from llmaas.errors import Conflict, NotFound
 from llmaas.ids import new_id
-from llmaas.store.db import now
-from llmaas.store.models import ApiKey, BudgetCounter, Project, UsageRecord
+from llmaas.store.db import AutoId, Base, now
+from llmaas.store.query import check_id
 
-T = TypeVar("T")
-
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,255}$")
 PROJECT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 
-
-def check_id(value: str, what: str = "object") -> str:
-    """Ids are server-made: anything else (quotes, slashes, `..`, spaces) is simply not found."""
-    if not isinstance(value, str) or not ID_RE.match(value) or ".." in value:
-        raise NotFound(f"No {what} found with that id.")
-    return value
+# --- tables ----------------------------------------------------------------------------------------------------
 
 
-# --- tenant-scoped helpers for any table with `id` and `project_id` (training's files, jobs, models) ----------
+class Project(Base):
+    """A tenant: everything it owns (keys, files, jobs, models, usage) is invisible to other projects."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    # Project-wide limits (None = unlimited); they cap the sum over all of the project's keys.
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    monthly_token_budget: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
 
 
-def get_owned(session: Session, model: type[T], obj_id: str, *, project_id: str, what: str | None = None) -> T:
-    """The row `obj_id` of `model` if `project_id` owns it, else NotFound (the same for missing and foreign)."""
-    label = what or getattr(model, "__tablename__", "object").rstrip("s")
-    check_id(obj_id, label)
-    row = session.scalars(
-        select(model).where(model.id == obj_id, model.project_id == project_id)  # type: ignore[attr-defined]
-    ).first()
-    if row is None:
-        raise NotFound(f"No {label} found with id '{obj_id}'.")
-    return row
+class ApiKey(Base):
+    """An API key. The secret is shown once at creation; only its sha256 and a display prefix are stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64), ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # None = every model
+    expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    # Per-key limits (None = no key-level limit; the project's limits still apply).
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    monthly_token_budget: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
-def list_owned(
-    session: Session, model: type[T], *, project_id: str, limit: int = 100, order_by: Any = None, **equals: Any
-) -> list[T]:
-    """Rows of `model` owned by `project_id` (optionally filtered by column equality), newest first by default."""
-    stmt = select(model).where(model.project_id == project_id)  # type: ignore[attr-defined]
-    for column, value in equals.items():
-        stmt = stmt.where(getattr(model, column) == value)
-    if order_by is None and hasattr(model, "created_at"):
-        order_by = model.created_at.desc()  # type: ignore[attr-defined]
-    if order_by is not None:
-        stmt = stmt.order_by(order_by)
-    return list(session.scalars(stmt.limit(max(1, min(limit, 10_000)))))
+class UsageRecord(Base):
+    """One metered request. No foreign keys on purpose: a usage record is never refused."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (Index("ix_usage_project_time", "project_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    model: Mapped[str] = mapped_column(String(512))
+    route: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[str] = mapped_column(String(128))
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
 
 
-def delete_owned(session: Session, model: type[T], obj_id: str, *, project_id: str) -> T:
-    row = get_owned(session, model, obj_id, project_id=project_id)
-    session.delete(row)
-    return row
+class BudgetCounter(Base):
+    """Tokens charged to a scope (`key:<id>` or `project:<id>`) in a calendar month (`YYYY-MM`, UTC).
+
+    Charged with one conditional UPDATE (`used + n <= budget`), so concurrent requests cannot overspend.
+    """
+
+    __tablename__ = "budget_counters"
+
+    scope: Mapped[str] = mapped_column(String(96), primary_key=True)
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    used: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 # --- projects --------------------------------------------------------------------------------------------------
@@ -95,6 +118,10 @@ def create_project(
     except IntegrityError as exc:  # created concurrently
         raise Conflict(f"Project '{pid}' already exists.") from exc
     return row
+
+
+def find_project(session: Session, project_id: str) -> Project | None:
+    return session.get(Project, project_id)
 
 
 def get_project(session: Session, *, project_id: str) -> Project:
@@ -157,6 +184,10 @@ def insert_key(
     session.add(row)
     session.flush()
     return row
+
+
+def find_key(session: Session, key_id: str) -> ApiKey | None:
+    return session.get(ApiKey, key_id)
 
 
 def key_by_hash(session: Session, key_hash: str) -> ApiKey | None:

@@ -1,26 +1,42 @@
-"""Uploaded files: records in the database, bytes in the BlobStore under a server-generated key.
+"""`/v1/files`' table and every query on it: records in the database, bytes in the BlobStore under a server-made key.
 
+Files are a general resource (fine-tuning reads them, batches read and write them), so they belong to no domain.
 The client's filename is kept as display text only (reduced to a base name without control characters); the
 blob key is `<file id>` and nothing the client sent. Every function takes `project_id` keyword-only and treats
-another project's file as missing. Content validation of fine-tuning files is `training/files.py`'s job.
+another project's file as missing. Content validation is the readers' job (`training/files.py`, `batches/input.py`);
+the wire shape is the API's (`api/protocol/files.py`).
 """
 
 from __future__ import annotations
 
 import re
-from typing import IO, Any
+from typing import IO
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import BigInteger, Index, String, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from llmaas.errors import NotFound
+from llmaas.ids import sortable_id
 from llmaas.store.blobs import BlobStore
-from llmaas.store.db import now
-from llmaas.store.training_models import FileRecord
-from llmaas.training.jobs import sortable_id
+from llmaas.store.db import Base, now
 
 PURPOSES = ("fine-tune", "batch", "assistants", "vision", "user_data", "evals")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")  # controls, and lone surrogates (not text)
+
+
+class FileRecord(Base):
+    """An uploaded file (OpenAI's `file` object). The bytes live in the BlobStore under `blob_key`."""
+
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_project_created", "project_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(256))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    blob_key: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
 
 
 def display_name(filename: str | None) -> str:
@@ -100,15 +116,10 @@ def delete_file(session: Session, blobs: BlobStore, file_id: str, *, project_id:
     blobs.delete(record.blob_key)
 
 
-def file_to_dict(record: FileRecord) -> dict[str, Any]:
-    return {
-        "object": "file",
-        "id": record.id,
-        "bytes": record.bytes,
-        "created_at": record.created_at,
-        "filename": record.filename,
-        "purpose": record.purpose,
-        "status": "processed",
-        "status_details": None,
-        "expires_at": None,
-    }
+def forget_file(session: Session, file_id: str) -> None:
+    """Drop the record of a server-named file (a job's result file) so it can be created again under the same id;
+    the new bytes then replace the blob under the same key."""
+    old = session.get(FileRecord, file_id)
+    if old is not None:
+        session.delete(old)
+        session.flush()
