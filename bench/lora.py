@@ -64,9 +64,10 @@ def make_adapters(n: int, out: Path, rank: int = 8) -> list[Path]:
 def register(data_dir: Path, adapters: list[Path]) -> list[str]:
     """Register each adapter as a finished fine-tuning job of the default project; returns the ft: model ids."""
     from llmaas.config import Settings
+    from llmaas.ids import new_id
     from llmaas.store.blobs import BlobStore
-    from llmaas.store.db import Store, new_id
-    from llmaas.store.training_models import FineTuningJob
+    from llmaas.store.db import Store
+    from llmaas.store.training import FineTuningJob
     from llmaas.tenancy.types import DEFAULT_PROJECT
     from llmaas.training.jobs import fine_tuned_name
 
