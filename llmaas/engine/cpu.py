@@ -8,6 +8,7 @@ when packing), and the thread count is a speed choice. CUDA never reaches this m
 from __future__ import annotations
 
 import logging
+import math
 import mmap
 import statistics
 import threading
@@ -79,18 +80,23 @@ class Linear(nn.Linear):
         return True
 
 
-# Per thread (each engine steps in one thread; two chat models in one process must not share a buffer), per input
-# width and dtype: a buffer of the most rows any call there padded to.
-_pad_buffers = threading.local()
+class _PadBuffers(threading.local):
+    """Per thread (each engine steps in one thread; two chat models in one process must not share a buffer), per
+    input width and dtype: a buffer of the most rows any call there padded to."""
+
+    def __init__(self) -> None:
+        self.by_shape: dict[tuple[int, torch.dtype], Tensor] = {}
+
+
+_pad_buffers = _PadBuffers()
 
 
 def _padded(x: Tensor, rows: int) -> Tensor:
     """x [T, in] as the first T rows of a [rows, in] view of a reused buffer. The rows past T hold zeros or an earlier
     call's activations: each output row depends on its own input row only, and those outputs are dropped. F.pad
-    zero-filled a new tensor at every projection: ~5 ms of a step that prefills 166 tokens beside 31 decodes."""
-    buffers: dict[tuple[int, torch.dtype], Tensor] | None = getattr(_pad_buffers, "by_shape", None)
-    if buffers is None:
-        buffers = _pad_buffers.by_shape = {}
+    zero-filled a new tensor at every projection (the profiler's largest op after the matmuls and attention in a
+    step that prefills beside decodes)."""
+    buffers = _pad_buffers.by_shape
     key = (x.shape[1], x.dtype)
     buf = buffers.get(key)
     if buf is None or buf.shape[0] < rows:
@@ -177,15 +183,11 @@ def zeros_on_huge_pages(shape: tuple[int, ...], count: int, dtype: torch.dtype) 
     """`count` zeroed CPU tensors of `shape`: views of one anonymous mapping, advised onto 2 MB pages.
 
     Decode attention reads each sequence's K/V blocks from all over the cache: with 4 KB pages nearly every block
-    costs a TLB miss (huge pages: 1.2x faster paged decode at 32-64 sequences, Xeon). Weights and temporaries stay on
-    the allocator's pages: making every large allocation huge (torch's THP_MEM_ALLOC_ENABLE) slowed whole decode
-    steps by 10%. A fresh mapping reads as zeros without being written, so the cache costs memory only as its blocks
+    costs a TLB miss on small pages. Weights and temporaries stay on the allocator's pages: making every large
+    allocation huge (torch's THP_MEM_ALLOC_ENABLE) made whole decode steps slower, not faster. A fresh mapping reads as zeros without being written, so the cache costs memory only as its blocks
     are first used, not all of `kv_cache_mb` at start. Without huge-page support the advice is a no-op.
     """
-    numel = 1
-    for n in shape:
-        numel *= n
-    per = numel * torch.empty((), dtype=dtype).element_size()
+    per = math.prod(shape) * dtype.itemsize
     # Private and anonymous (a shared mapping would be shmem, which huge-page advice does not reach); the kernel
     # zero-fills each page on first touch.
     buf = mmap.mmap(-1, per * count, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)

@@ -94,8 +94,8 @@ class ModelRunner:
         mask = key_pos.view(1, 1, -1) <= last.unsqueeze(-1)  # [S, Q, L]
         if q_len > 1:  # rows ordered (g, t), as the attention reshapes q; one query row broadcasts instead
             mask = mask.repeat(1, self.group, 1)
-        mask = mask.unsqueeze(0)
-        return AttnGroup(row_index, table.view(len(seqs), nb), mask, len(seqs), q_len, first_row=first)
+        bias = torch.zeros(mask.shape, device=self.device, dtype=self.dtype).masked_fill_(~mask, float("-inf"))
+        return AttnGroup(row_index, table.view(len(seqs), nb), bias.unsqueeze(0), len(seqs), q_len, first_row=first)
 
     def prepare(self, sched: SchedulerOutput) -> tuple[ForwardBatch, RunnerOutput]:
         bs = self.block_size

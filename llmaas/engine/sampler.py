@@ -120,9 +120,8 @@ class Sampler:
 
 
 def greedy_tokens(logits: torch.Tensor) -> torch.Tensor:
-    """argmax per row (the first maximum, as argmax): `max(dim).indices` is 2.5x faster than `argmax` on CPU (0.43
-    vs 1.06 ms for 32 rows of SmolLM2's 49k logits, 0.83 vs 2.13 ms for 64), at temperature 0 the largest cost of
-    a step outside the forward."""
+    """argmax per row, the first maximum as argmax gives: `max(dim).indices` runs a vectorized reduction on CPU where
+    `argmax` does not (at temperature 0 the largest cost of a step outside the forward)."""
     return logits.max(dim=-1).indices
 
 

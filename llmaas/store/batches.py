@@ -19,7 +19,7 @@ from llmaas.errors import NotFound
 from llmaas.ids import sortable_id
 from llmaas.store import tenancy as tenancy_db
 from llmaas.store.db import Base, now
-from llmaas.store.query import page
+from llmaas.store.query import page_owned
 
 # --- tables ----------------------------------------------------------------------------------------------------
 
@@ -142,11 +142,8 @@ def get_batch(session: Session, batch_id: str, *, project_id: str) -> Batch:
 
 def list_batches(session: Session, *, project_id: str, after: str | None, limit: int) -> tuple[list[Batch], bool]:
     """Newest first; `after` is a batch id of the previous page."""
-    cursor = None
-    if after:
-        ref = get_batch(session, after, project_id=project_id)
-        cursor = [ref.created_at, ref.id]
-    return page(session, Batch, [Batch.created_at, Batch.id], [Batch.project_id == project_id], cursor, limit)
+    ref = get_batch(session, after, project_id=project_id) if after else None
+    return page_owned(session, Batch, project_id=project_id, after=ref, limit=limit)
 
 
 def set_files(session: Session, batch_id: str, **file_ids: str) -> None:

@@ -78,6 +78,16 @@ def move_status(
     return session.execute(update(model).where(*cond).values(**values)).rowcount == 1  # type: ignore[attr-defined]
 
 
+def page_owned(
+    session: Session, model: type[T], *, project_id: str, after: Any | None, limit: int
+) -> tuple[list[T], bool]:
+    """A page of `project_id`'s rows of `model`, newest first by (created_at, id), strictly older than the row
+    `after` (the previous page's last, already checked by the caller's own getter and its error message)."""
+    order = [model.created_at, model.id]  # type: ignore[attr-defined]
+    cursor = None if after is None else [after.created_at, after.id]
+    return page(session, model, order, [model.project_id == project_id], cursor, limit)  # type: ignore[attr-defined]
+
+
 def page(
     session: Session, model: type[T], order: list[Any], cond: list[Any], cursor: list[Any] | None, limit: int
 ) -> tuple[list[T], bool]:

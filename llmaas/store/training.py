@@ -17,7 +17,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from llmaas.errors import NotFound
 from llmaas.ids import new_id, sortable_id
 from llmaas.store.db import AutoId, Base, now
-from llmaas.store.query import page
+from llmaas.store.query import page, page_owned
 
 T = TypeVar("T")
 
@@ -139,12 +139,9 @@ def get_job(session: Session, job_id: str, *, project_id: str) -> FineTuningJob:
 
 
 def list_jobs(session: Session, *, project_id: str, after: str | None, limit: int) -> tuple[list[FineTuningJob], bool]:
-    cursor = None
-    if after:
-        ref = get_job(session, after, project_id=project_id)
-        cursor = [ref.created_at, ref.id]
-    order = [FineTuningJob.created_at, FineTuningJob.id]
-    return page(session, FineTuningJob, order, [FineTuningJob.project_id == project_id], cursor, limit)
+    """Newest first; `after` is a job id of the previous page."""
+    ref = get_job(session, after, project_id=project_id) if after else None
+    return page_owned(session, FineTuningJob, project_id=project_id, after=ref, limit=limit)
 
 
 def update_owned(session: Session, job_id: str, *, worker_id: str, **values: Any) -> None:

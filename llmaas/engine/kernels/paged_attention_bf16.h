@@ -4,7 +4,8 @@
 //
 // Scores: q.k with vdpbf16ps straight from the cache (bf16 pairs multiplied exactly, summed in fp32; no conversion
 // pass), 16 keys at a time, their 16 partial-sum vectors reduced together by one transpose-and-add (~3 ops per key
-// instead of a horizontal sum each). Values: each row widened to fp32 once and accumulated into G x D/16 registers.
+// instead of a horizontal sum each), the softmax's max kept as they come. Values: two keys per vdpbf16ps against
+// their weights rounded to bf16, accumulated in fp32 into G x D/16 registers.
 #pragma once
 
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
@@ -37,14 +38,10 @@ inline __m512 sum16x16(__m512 v[16]) {
 }
 
 // Blocks lie scattered over the cache, so the hardware prefetcher stops at each block's end: ask for the block two
-// ahead while this one is computed (1.2-1.25x over none at 32-64 sequences on a Xeon; one ahead gains less).
+// ahead while this one is computed. (What the kernel gains as a whole: bench/engine_step.py, "no paged attention".)
 constexpr int64_t kAhead = 2;
 inline void prefetch_block(const uint16_t* p, int64_t elems) {
   for (int64_t i = 0; i < elems; i += 32) _mm_prefetch(reinterpret_cast<const char*>(p + i), _MM_HINT_T0);
-}
-
-inline __m512 widen(const uint16_t* p) {  // 16 bf16 -> 16 fp32
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p)), 16));
 }
 
 template <int G, int NV>  // NV: head_dim / 32 (one vdpbf16ps covers 32 elements)
@@ -103,7 +100,7 @@ void decode_bf16_avx512(const uint16_t* q, const uint16_t* k_cache, const uint16
     }
     // Values, two keys per vdpbf16ps: their rows interleaved (unpacked within 128-bit lanes) against their two
     // weights as one bf16 pair, the weights rounded to bf16 as torch's CPU attention rounds them for its bf16
-    // matmul (2.5x fewer operations than widening every row to fp32). The weights are written as bf16 over the
+    // matmul (a third of the instructions of widening every row to fp32). The weights are written as bf16 over the
     // start of their own fp32 row (element t's two bytes never pass float t, read before), plus a zero weight
     // after an odd last key.
     for (int g = 0; g < G; ++g) {

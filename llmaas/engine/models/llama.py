@@ -89,19 +89,13 @@ class AttnGroup:
 
     rows: Tensor | None  # [S*Q] token rows of the flattened batch (None = all rows, in order)
     block_table: Tensor  # [S, max_blocks] block ids
-    mask: Tensor | None  # [1, S, G*Q, L] bool, True = attend (broadcast over KV heads); None with `lens`
+    # [1, S, G*Q, L] additive, in the model dtype: 0 = attend, -inf = not (broadcast over KV heads); None with
+    # `lens`. Additive, built once per forward: SDPA converted a bool mask to this in every layer.
+    mask: Tensor | None
     num_seqs: int
     q_len: int
     lens: Tensor | None = None  # [S] keys visible to each sequence: decode through kernels/paged_attention
     first_row: int | None = None  # set when `rows` is one contiguous range from here: views instead of index copies
-    bias: Tensor | None = None  # `mask` as SDPA's additive form, built by the first layer and reused by the others
-
-    def sdpa_mask(self, dtype: torch.dtype) -> Tensor:
-        # SDPA turns a bool mask into this (0 / -inf in the query dtype) at every call: once per forward instead.
-        if self.bias is None:
-            assert self.mask is not None
-            self.bias = torch.zeros(self.mask.shape, dtype=dtype).masked_fill_(~self.mask, float("-inf"))
-        return self.bias
 
 
 @dataclass
@@ -214,10 +208,10 @@ class Attention(nn.Module):
             # two batched matmuls take ~0.4 ms per layer where SDPA took ~1 ms (SmolLM2, 32 sequences, bf16). With
             # one sequence SDPA's single call wins (~10% of a step): fewer ops.
             scores = torch.matmul(qg, k.transpose(-1, -2)).float().mul_(self.scale)  # [Hkv, S, G, L] fp32
-            scores.masked_fill_(~g.mask, float("-inf"))  # type: ignore[operator]  # mask is set when lens is None
+            scores.add_(g.mask)  # type: ignore[arg-type]  # mask is set when lens is None
             o = torch.matmul(scores.softmax(dim=-1).to(v.dtype), v)  # [Hkv, S, G, D]
         else:
-            o = F.scaled_dot_product_attention(qg, k, v, attn_mask=g.sdpa_mask(qg.dtype), scale=self.scale)
+            o = F.scaled_dot_product_attention(qg, k, v, attn_mask=g.mask, scale=self.scale)
         return o.view(Hkv, S, G, Q, D).permute(1, 3, 0, 2, 4).reshape(S * Q, a.n_heads, D)
 
 
