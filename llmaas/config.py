@@ -186,7 +186,7 @@ class Settings(BaseSettings):
         None,
         ge=1,
         le=1024,
-        description="CPU threads of each engine's forward pass; unset = measured at start and every 20 s of work (one or all cores).",
+        description="CPU threads of each engine's forward pass; unset = measured at start and every 20 s of work: one, or every core this process may use (its CPU affinity and container CPU limit).",
     )
     responses_retention_days: int = Field(
         30,

@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import math
 import mmap
+import os
 import statistics
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -118,6 +120,27 @@ def padded_rows(rows: int) -> int:
     return -(-rows // step) * step
 
 
+def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The CPUs this process may actually use: its affinity mask (taskset, a cpuset), capped by a CFS quota (a
+    container's CPU limit, cgroup v2 or v1). torch counts the machine's cores: in a pod limited to 2 CPUs on a 64-core
+    node, 64 OpenMP threads would share 2 CPUs' worth of time and stall at every barrier."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    for quota_file, period_file in (("cpu.max", None), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
+        try:
+            fields = (cgroup / quota_file).read_text().split()
+            quota = fields[0]
+            period = fields[1] if period_file is None else (cgroup / period_file).read_text().strip()
+            if quota not in ("max", "-1") and int(period) > 0:
+                cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+            break
+        except (OSError, ValueError, IndexError):
+            continue
+    return max(1, cores)
+
+
+IDLE_GAP_S = 1.0  # no forward for this long: the engine was idle, not busy
+
+
 class ThreadTuner:
     """CPU: how many intra-op threads the forward pass uses, re-measured every `interval` seconds of engine work.
 
@@ -137,13 +160,25 @@ class ThreadTuner:
         self.model, self.interval = model, interval
         if fixed is not None and fixed > 0:
             torch.set_num_threads(fixed)
+        elif "OMP_NUM_THREADS" not in os.environ:  # an explicit OpenMP setting is the operator's choice
+            torch.set_num_threads(min(torch.get_num_threads(), usable_cores()))
         self.max_threads = torch.get_num_threads()
         self.fixed = (fixed is not None and fixed > 0) or self.max_threads <= 1
         self.chosen = self.max_threads
         self._next = 0.0
+        self._last_call = 0.0
 
     def maybe_retune(self) -> None:
-        if not self.fixed and time.monotonic() >= self._next:
+        """Called before each forward: probe when `interval` seconds of engine work have passed since the last probe.
+        Idle time does not count: after a quiet spell the first request would otherwise pay the ~0.3 s probe in its
+        time to first token."""
+        if self.fixed:
+            return
+        now = time.monotonic()
+        if self._last_call and now - self._last_call > IDLE_GAP_S:
+            self._next += now - self._last_call
+        self._last_call = now
+        if now >= self._next:
             self.retune()
 
     def retune(self, window: float = 0.04) -> int:

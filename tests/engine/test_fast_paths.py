@@ -68,3 +68,51 @@ def test_thread_tuner_fixed_by_setting_and_choices(tiny_model_dir: Path, monkeyp
     tuner.maybe_retune()
     assert tuner.chosen in (1, 2) and torch.get_num_threads() == tuner.chosen
     assert tuner.retune(window=0.005) in (1, 2)  # probes 1 vs all threads again
+
+
+def test_thread_tuner_counts_engine_work_not_idle_time(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a quiet spell the first forward must not pay the probe (it would land in a request's TTFT)."""
+    import llmaas.engine.cpu as cpu
+
+    model = tiny(tiny_model_dir, torch.float32)
+    torch.set_num_threads(2)
+    tuner = ThreadTuner(model, interval=20.0)
+    clock = [1000.0]
+    monkeypatch.setattr(cpu.time, "monotonic", lambda: clock[0])
+    probes: list[float] = []
+    real_retune = tuner.retune
+    monkeypatch.setattr(tuner, "retune", lambda: probes.append(clock[0]) or real_retune(window=0.001))
+    tuner.maybe_retune()  # the first forward probes
+    assert probes == [1000.0]
+    for _ in range(10):  # 10 s of steady work
+        clock[0] += 1.0 / 2
+        tuner.maybe_retune()
+    clock[0] += 600.0  # ten minutes idle
+    tuner.maybe_retune()
+    assert probes == [1000.0]  # 5 s of work so far: no probe after the idle gap
+    while clock[0] < 1000.0 + 600.0 + 21.0:
+        clock[0] += 0.5
+        tuner.maybe_retune()
+    assert len(probes) == 2  # ~20 s of work after the first probe
+
+
+def test_usable_cores_honours_affinity_and_cpu_quota(tmp_path: Path) -> None:
+    import os
+
+    from llmaas.engine.cpu import usable_cores
+
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cores(tmp_path) == affinity  # no cgroup files: the affinity mask alone
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert usable_cores(tmp_path) == affinity  # no limit
+    (tmp_path / "cpu.max").write_text("50000 100000\n")  # a container limit of half a CPU: one thread
+    assert usable_cores(tmp_path) == 1
+    (tmp_path / "cpu.max").write_text("garbage\n")
+    assert usable_cores(tmp_path) == affinity
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert usable_cores(v1) == 1
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert usable_cores(v1) == affinity
