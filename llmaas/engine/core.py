@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ class EngineCore:
     # --- inbox (any thread) ------------------------------------------------------------------------------
 
     def add_request(self, request: EngineRequest) -> None:
-        self._inbox.append(("add", request))
+        self._inbox.append(("add", (request, time.monotonic())))  # its arrival: where time to first token starts
 
     def abort_request(self, request_id: str) -> None:
         self._inbox.append(("abort", request_id))
@@ -108,7 +109,8 @@ class EngineCore:
                     self.scheduler.finish_request(req, RequestStatus.FINISHED_ABORTED)
                     self._finish_event(req, FinishReason.ABORT, st)
                 continue
-            req = Request.from_engine_request(item)
+            item, arrival = item
+            req = Request.from_engine_request(item, arrival)
             try:
                 problem = self._check(item)
                 if problem is None:
@@ -281,6 +283,8 @@ class EngineCore:
             len(req.output_token_ids),
             max(req.num_cached_tokens, 0),
             error=error,
+            arrival_time=req.arrival_time,
+            time=time.monotonic(),
         )
         if not state.sent_first:
             ev.prompt_logprobs, state.sent_first = state.prompt_logprobs, True

@@ -6,30 +6,51 @@ exercise them inside `llmaas serve`.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from llmaas.config import ModelSpec, Settings
-from llmaas.engine.types import EngineStats, TokenEvent
+from llmaas.engine.frontend import EngineFrontend
+from llmaas.engine.types import EngineRequest, EngineStats, SamplingParams, TokenEvent
 from llmaas.errors import LlmaasError, RateLimited
 from llmaas.tenancy.types import Principal, Reservation
 
 
-@dataclass
-class FakeEngine:
-    model_name: str = "chat-a"
-    max_model_len: int = 128
-    submitted: list[Any] = field(default_factory=list)
+class FakeEngine(EngineFrontend):
+    """Three one-token events and a last one, per request; `busy` makes every submit Overloaded."""
 
-    async def generate(self, request: Any) -> AsyncIterator[TokenEvent]:
+    def __init__(self, model_name: str = "chat-a") -> None:
+        super().__init__(model_name=model_name, tokenizer=None, max_model_len=128, max_waiting=10)
+        self.submitted: list[EngineRequest] = []
+        self.busy = False
+
+    def _accepting(self) -> bool:
+        return True
+
+    def _num_waiting(self) -> int:
+        return self.max_waiting if self.busy else 0
+
+    def _submit(self, request: EngineRequest) -> None:
         self.submitted.append(request)
+        asyncio.ensure_future(self._play(request.request_id, time.monotonic()))
+
+    def _cancel(self, request_id: str) -> None:
+        pass
+
+    async def _play(self, rid: str, arrival: float) -> None:
         for i in range(3):
-            yield TokenEvent(request_id="r", token_ids=[i], text=str(i), num_output_tokens=i + 1)
-        yield TokenEvent(request_id="r", token_ids=[], text="", finished=True, num_output_tokens=3)
+            await asyncio.sleep(0)
+            self._dispatch(
+                [TokenEvent(rid, [i], str(i), num_output_tokens=i + 1, arrival_time=arrival, time=time.monotonic())]
+            )
+        self._dispatch(
+            [TokenEvent(rid, [], "", finished=True, num_output_tokens=3, arrival_time=arrival, time=time.monotonic())]
+        )
 
     def stats(self) -> EngineStats:
         return EngineStats(
@@ -121,7 +142,9 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         async def stream() -> AsyncIterator[bytes]:
             n = 0
             try:
-                async for ev in engine.generate(object()):
+                async for ev in engine.generate(
+                    [EngineRequest(f"r-{thing_id}", [1, 2, 3, 4], SamplingParams(max_tokens=3))]
+                ):
                     n += len(ev.token_ids)
                     yield ev.text.encode()
             finally:
