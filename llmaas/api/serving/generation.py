@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 from pydantic import BaseModel
 
+from llmaas import log
 from llmaas.api.deps import Call
 from llmaas.api.protocol.common import PromptTokensDetails, Usage
 from llmaas.engine.protocol import ChatEngine, TokenStream
@@ -115,6 +116,7 @@ class ChoiceState:
     output_tokens: int = 0  # the engine's count
     cached_tokens: int = 0
     finish_reason: FinishReason | None = None
+    last_token_time: float | None = None  # the engine core's time of its latest token (None: no token yet)
 
 
 @dataclass
@@ -172,6 +174,7 @@ class Generation:
         """Reserve tokens, submit every choice (a refusal, such as Overloaded, raises here) and wait for the first
         event, so that a request the engine fails at once is still an HTTP error and not a stream that fails."""
         reserve = self.prompt_tokens + sum(r.params.max_tokens for r in self.requests)
+        log.note(model=self.target.model)  # the request's model, for the access log and the request metrics
         self.reservation = await self.call.meter.admit(
             self.call.principal, model=self.target.model, route=self.route, request_id=self.request_id, tokens=reserve
         )
@@ -207,6 +210,10 @@ class Generation:
         choice.cached_tokens = max(choice.cached_tokens, event.num_cached_tokens)
         if event.num_prompt_tokens:
             self.prompt_lengths[choice.prompt_index] = event.num_prompt_tokens
+        if self.call.metrics is not None:
+            choice.last_token_time = self.call.metrics.token_times(
+                self.target.engine.model_name, choice.last_token_time, event
+            )
         if event.finished:
             choice.finished = True
             choice.finish_reason = event.finish_reason
@@ -225,15 +232,20 @@ class Generation:
         with anyio.CancelScope(shield=True):
             if self._stream is not None:
                 await self._stream.aclose()
-            if self.reservation is not None:
-                await self.call.meter.settle(
-                    self.reservation,
-                    # A call the engine refused never ran: its prompts are not billed.
-                    prompt_tokens=self.prompt_tokens if self._stream is not None else 0,
-                    completion_tokens=self.completion_tokens,
-                    status=self._status,
-                    latency_s=time.monotonic() - self._started,
+            if self.reservation is None:
+                return
+            prompt_tokens = self.prompt_tokens if self._stream is not None else 0  # a refused call never ran
+            if self.call.metrics is not None:
+                self.call.metrics.usage(
+                    self.target.model, prompt_tokens=prompt_tokens, completion_tokens=self.completion_tokens
                 )
+            await self.call.meter.settle(
+                self.reservation,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=self.completion_tokens,
+                status=self._status,
+                latency_s=time.monotonic() - self._started,
+            )
 
 
 def _status_of(exc: BaseException) -> int:
