@@ -40,7 +40,7 @@ disable_created_metrics()
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _TOKEN_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
-# --- request metrics (written by the middleware, the error handlers and ServingMetrics) -----------------------------
+# --- request metrics (written by the middleware, the error handlers and ServingMetrics) ----------------------------
 
 REQUESTS = Counter(
     "llmaas_requests_total",
@@ -224,7 +224,7 @@ def _snapshot_registry(snapshot: Snapshot) -> CollectorRegistry:
     return registry
 
 
-# --- what served calls report --------------------------------------------------------------------------------------
+# --- what served calls report -------------------------------------------------------------------------------------
 # Wired once: create_app builds one ServingMetrics and every HTTP call carries it (`api.deps.Call.metrics`); the
 # error handlers count 429s (`count_rejection`); the middleware counts requests and their duration.
 

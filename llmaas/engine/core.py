@@ -109,10 +109,10 @@ class EngineCore:
                     self.scheduler.finish_request(req, RequestStatus.FINISHED_ABORTED)
                     self._finish_event(req, FinishReason.ABORT, st)
                 continue
-            item, arrival = item
-            req = Request.from_engine_request(item, arrival)
+            request, arrival = item
+            req = Request.from_engine_request(request, arrival)
             try:
-                problem = self._check(item)
+                problem = self._check(request)
                 if problem is None:
                     self._admit(req)
             except Exception:

@@ -1,8 +1,9 @@
 """What the API layer may call on an engine: the narrow, typed surface (and what a test fake implements).
 
-`ChatEngine` generates (one `TokenStream` per API call); `Embedder` embeds; `Tokenizer` turns text/chat into ids and back; `Models` is every served
-model by name (`llmaas.engine.registry.ModelRegistry`, or a test's fake). Nothing else of the engine is visible
-above it, and this module imports no torch: the API types its wiring with it and still loads without the engine.
+`ChatEngine` generates (one `TokenStream` per API call); `Embedder` embeds; `Tokenizer` turns text/chat into ids and
+back; `Models` is every served model by name (`llmaas.engine.registry.ModelRegistry`, or a test's fake). Nothing else
+of the engine is visible above it, and this module imports no torch: the API types its wiring with it and still loads
+without the engine.
 """
 
 from __future__ import annotations
