@@ -1,8 +1,10 @@
 """Every Prometheus metric of llmaas, defined once here (`llmaas_` prefix, base units: seconds, tokens, ratios).
 
-What this is: the metric vocabulary, the label policy (bounded labels only) and the scrape-time collector that reads
-live engine and fine-tuning state. What it isn't: the HTTP route (`api/routes/metrics.py`) or the code that times
-requests (`api/middleware.py`), both of which call into this module.
+What this is: the metric vocabulary, the label policy (bounded labels only), what served calls report
+(`ServingMetrics`, `count_rejection`) and the scrape-time collector that reads live engine and fine-tuning state.
+What it isn't: the HTTP route (`api/routes/metrics.py`) or the code that times requests (`api/middleware.py`), both
+of which call into this module. Time to first token and inter-token latency come from the engine core's timestamps
+on each TokenEvent, not from clocks read in the API process.
 
 Label policy (SECURITY.md 9): `route` is the route TEMPLATE (`/v1/files/{file_id}`), never the raw path; `model` is a
 configured model name, "fine_tuned" for any `ft:` model, "other" for anything a client made up, "none" where a
@@ -16,16 +18,18 @@ them; the engine and fine-tuning gauges are read at scrape time from the process
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 
 from llmaas import log as _log
+
+if TYPE_CHECKING:
+    from llmaas.engine.types import TokenEvent
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -36,7 +40,7 @@ disable_created_metrics()
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _TOKEN_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
-# --- request metrics (written by the middleware and the instrumented meter/engines) -----------------------------
+# --- request metrics (written by the middleware, the error handlers and ServingMetrics) ----------------------------
 
 REQUESTS = Counter(
     "llmaas_requests_total",
@@ -220,130 +224,42 @@ def _snapshot_registry(snapshot: Snapshot) -> CollectorRegistry:
     return registry
 
 
-# --- instrumentation seams ---------------------------------------------------------------------------------------
-# The middleware wraps `app.state.meter`, `app.state.auth` and `app.state.models` in these thin proxies once, so
-# tokens, time to first token, inter-token latency, 429s and the request's model are measured without the serving
-# code knowing about metrics. Each proxy forwards every other attribute unchanged.
+# --- what served calls report -------------------------------------------------------------------------------------
+# Wired once: create_app builds one ServingMetrics and every HTTP call carries it (`api.deps.Call.metrics`); the
+# error handlers count 429s (`count_rejection`); the middleware counts requests and their duration.
 
 
-class _Proxy:
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
+class ServingMetrics:
+    """Tokens settled, time to first token and inter-token latency of the calls an app serves, labelled by the policy
+    above. The batch runner's lines are not requests: they carry none, and report nothing here."""
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+    def __init__(self, configured: Iterable[str]) -> None:
+        self.configured = frozenset(configured)
 
+    def usage(self, model: str, *, prompt_tokens: int, completion_tokens: int) -> None:
+        label = model_label(model, self.configured)
+        PROMPT_TOKENS.labels(label).inc(max(0, prompt_tokens))
+        COMPLETION_TOKENS.labels(label).inc(max(0, completion_tokens))
 
-def _count_rejection(exc: BaseException) -> None:
-    if getattr(exc, "status", None) == 429:
-        RATE_LIMIT_REJECTIONS.labels(rejection_reason(getattr(exc, "code", None))).inc()
-        ctx = _log.current()
-        if ctx is not None:
-            ctx.rate_limited = True
-
-
-class InstrumentedAuth(_Proxy):
-    """Notes the key prefix of the caller for the access log; counts 429s raised during authentication."""
-
-    async def authenticate(self, authorization: str | None) -> Any:
-        try:
-            principal = await self._inner.authenticate(authorization)
-        except Exception as exc:
-            _count_rejection(exc)
-            raise
-        _log.note(key_prefix=getattr(principal, "key_prefix", None))
-        return principal
-
-
-class InstrumentedMeter(_Proxy):
-    """Counts settled prompt/completion tokens and admission rejections; notes the request's model and key prefix."""
-
-    def __init__(self, inner: Any, configured: frozenset[str]) -> None:
-        super().__init__(inner)
-        self._configured = configured
-
-    async def admit(self, principal: Any, *, model: str, route: str, request_id: str, tokens: int) -> Any:
-        _log.note(model=model, key_prefix=getattr(principal, "key_prefix", None))
-        try:
-            return await self._inner.admit(principal, model=model, route=route, request_id=request_id, tokens=tokens)
-        except Exception as exc:
-            _count_rejection(exc)
-            raise
-
-    async def settle(
-        self, reservation: Any, *, prompt_tokens: int, completion_tokens: int, status: int, latency_s: float
-    ) -> None:
-        label = model_label(getattr(reservation, "model", None), self._configured)
-        PROMPT_TOKENS.labels(label).inc(max(0, int(prompt_tokens)))
-        COMPLETION_TOKENS.labels(label).inc(max(0, int(completion_tokens)))
-        await self._inner.settle(
-            reservation,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            status=status,
-            latency_s=latency_s,
-        )
+    def token_times(self, model: str, previous: float | None, event: TokenEvent) -> float | None:
+        """Observe one event's tokens, from the engine core's own timestamps: time to first token (`previous` None:
+        none yet) or the gap since the sequence's previous token, per token. Returns the next call's `previous`."""
+        n = len(event.token_ids)
+        if not n:
+            return previous
+        label = model_label(model, self.configured)
+        if previous is None:
+            TIME_TO_FIRST_TOKEN.labels(label).observe(event.time - event.arrival_time)
+        else:
+            gap = (event.time - previous) / n
+            for _ in range(n):
+                INTER_TOKEN_LATENCY.labels(label).observe(gap)
+        return event.time
 
 
-class InstrumentedChatEngine(_Proxy):
-    """Times each sequence's first token and the gaps between tokens."""
-
-    def __init__(self, inner: Any, label: str) -> None:
-        super().__init__(inner)
-        self._label = label
-
-    def generate(self, request: Any) -> Any:
-        """Submits at once, as the engine does (Overloaded/Unavailable raise here, not at the first iteration)."""
-        t_submit = time.monotonic()
-        try:
-            stream = self._inner.generate(request)
-        except Exception as exc:
-            _count_rejection(exc)
-            raise
-        return self._timed(stream, t_submit)
-
-    async def _timed(self, stream: Any, t_last: float) -> Any:
-        first = True
-        try:
-            async for event in stream:
-                n = len(getattr(event, "token_ids", ()) or ())
-                if n:
-                    now = time.monotonic()
-                    if first:
-                        TIME_TO_FIRST_TOKEN.labels(self._label).observe(now - t_last)
-                        first = False
-                    else:
-                        gap = (now - t_last) / n
-                        for _ in range(n):
-                            INTER_TOKEN_LATENCY.labels(self._label).observe(gap)
-                    t_last = now
-                yield event
-        finally:
-            close = getattr(stream, "aclose", None)
-            if close is not None:
-                await close()  # closing the engine's iterator aborts the sequence (ChatEngine protocol)
-
-
-class InstrumentedModels(_Proxy):
-    """A ModelRegistry whose chat engines are instrumented (labels: configured model names only)."""
-
-    def __init__(self, inner: Any, configured: frozenset[str]) -> None:
-        super().__init__(inner)
-        self._configured = configured
-
-    def chat(self, name: str) -> Any:
-        return InstrumentedChatEngine(self._inner.chat(name), model_label(name, self._configured))
-
-
-def instrument_state(state: Any, configured: frozenset[str]) -> None:
-    """Wrap the app's meter, auth and models once (idempotent; called by the middleware on each request, cheaply,
-    so objects put on `app.state` after `create_app` are instrumented too)."""
-    meter = getattr(state, "meter", None)
-    if meter is not None and not isinstance(meter, InstrumentedMeter):
-        state.meter = InstrumentedMeter(meter, configured)
-    auth = getattr(state, "auth", None)
-    if auth is not None and not isinstance(auth, InstrumentedAuth):
-        state.auth = InstrumentedAuth(auth)
-    models = getattr(state, "models", None)
-    if models is not None and not isinstance(models, InstrumentedModels):
-        state.models = InstrumentedModels(models, configured)
+def count_rejection(code: str | None) -> None:
+    """A 429 answered, by its error code; marks the request so the middleware does not count it again as "other"."""
+    RATE_LIMIT_REJECTIONS.labels(rejection_reason(code)).inc()
+    ctx = _log.current()
+    if ctx is not None:
+        ctx.rate_limited = True

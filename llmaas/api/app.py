@@ -38,6 +38,7 @@ from llmaas.api.serving.responses import ResponseStore
 from llmaas.config import Settings
 from llmaas.console import router as console_router
 from llmaas.engine.protocol import Models
+from llmaas.metrics import ServingMetrics
 from llmaas.store.blobs import BlobStore
 from llmaas.store.db import Store
 from llmaas.tenancy.limits import InProcessLimiter, NotFoundGuard
@@ -120,6 +121,7 @@ def create_app(
     app.state.settings = settings
     app.state.models = models
     app.state.meter = meter if meter is not None else NullMeter()
+    app.state.metrics = ServingMetrics(m.name for m in settings.models)  # each HTTP call reports here (deps.Call)
     app.state.auth = auth
     app.state.store = store
     if blobs is None and store is not None:

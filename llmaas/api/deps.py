@@ -20,6 +20,7 @@ from llmaas.console import PUBLIC_PATHS as CONSOLE_PATHS
 from llmaas.engine.protocol import Models
 from llmaas.engine.types import INTERACTIVE
 from llmaas.errors import PermissionDenied
+from llmaas.metrics import ServingMetrics
 from llmaas.store.db import Store
 from llmaas.tenancy.types import LOCAL_ADMIN, AuthBackend, Meter, Principal
 from llmaas.training.registry import FineTunedModels
@@ -72,11 +73,12 @@ class Call:
     meter: Meter
     finetuned: FineTunedModels | None  # training's lookup(model, principal) / list(principal); None when absent
     priority: int = INTERACTIVE  # EngineRequest.priority of its sequences (the batch runner's calls: BATCH)
+    metrics: ServingMetrics | None = None  # what an HTTP call reports (the app's, from create_app); None: nothing
 
 
 async def get_call(request: Request, principal: PrincipalDep) -> Call:
     state = request.app.state
-    return Call(principal, state.settings, state.models, state.meter, state.finetuned)
+    return Call(principal, state.settings, state.models, state.meter, state.finetuned, metrics=state.metrics)
 
 
 CallDep = Annotated[Call, Depends(get_call)]

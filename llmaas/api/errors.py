@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from llmaas import metrics
 from llmaas.errors import LlmaasError, NotFound
 from llmaas.unicode import has_surrogate
 
@@ -74,6 +75,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def handle(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, NotFound):  # counted per key, so ids cannot be scanned at full speed (tenancy/limits.py)
             await _count_not_found(request)
+        if isinstance(exc, LlmaasError) and exc.status == 429:  # every refusal reaches the client through here
+            metrics.count_rejection(exc.code)
         return error_response(exc)
 
     for exc_type in (LlmaasError, RequestValidationError, StarletteHTTPException, ClientDisconnected, Exception):

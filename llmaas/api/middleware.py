@@ -108,10 +108,6 @@ class OpsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        app_obj = scope.get("app")
-        if app_obj is not None:
-            metrics.instrument_state(app_obj.state, self.configured)
-
         headers = dict(_decode_headers(scope))
         ctx = log.RequestContext(log.sanitize_request_id(headers.get("x-request-id")) or ids.request_id())
         token = log.bind(ctx)

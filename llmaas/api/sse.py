@@ -1,8 +1,9 @@
 """Server-sent events exactly as OpenAI sends them, and the rule that a client who goes away aborts its work.
 
 `sse_response(chunks)` frames each chunk as `data: <json>\\n\\n` and ends with `data: [DONE]\\n\\n`; an error after the
-stream started becomes one `data: {"error": …}` event (the status line is already sent). When the client disconnects,
-Starlette cancels the stream and we close the chunk iterator, so the serving layer aborts its engine requests at once.
+stream started becomes one `data: {"error": …}` event (the status line is already sent). However the response ends
+(done, error, the client disconnecting and Starlette cancelling it) it closes the chunk iterator and then calls
+`on_close`, the run's one close: its engine requests still running are aborted at once and the meter settled.
 `event_sse_response()` frames named events (`event: …`) without [DONE], as the Responses API streams.
 `until_disconnected()` gives non-streaming requests the same behaviour; `generation_response()` is both rules applied
 to a chat or text completion, so their routes stay one line.
@@ -55,7 +56,7 @@ async def _frames(chunks: AsyncIterator[Any], named: bool = False) -> AsyncGener
     finally:
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:
-            await aclose()  # aborts the engine requests if they are still running
+            await aclose()  # its own cleanup, now; aborting and settling is on_close's
     if not named:  # the Responses API ends with its last event, not [DONE]
         yield DONE
 

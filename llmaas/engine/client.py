@@ -1,10 +1,6 @@
-"""The asyncio face of the engine (`llmaas.engine.protocol.ChatEngine`): per-request streams over an EngineCore.
-
-`EngineFrontend` is what every way of running a core shares: `generate` refuses work beyond `max_waiting` queued
-requests with `Overloaded` (→ 429 + Retry-After), each request's TokenEvents land in its own asyncio queue, and
-closing or cancelling the stream aborts the sequence (its KV blocks are freed at the next step). Where the core steps
-is the subclass's business: `AsyncEngine` runs it in a thread of this process; `engine/process.py`'s
-`EngineProcess` in a child process, so that HTTP, tokenization and SSE never take the GIL from the step loop.
+"""`AsyncEngine`: an EngineCore stepped by a thread of this process, behind `frontend.py`'s `EngineFrontend`; and
+`run_steps`, the step loop wherever it runs (here, or in `process.py`'s child process, so that HTTP, tokenization and
+SSE never take the GIL from the step loop).
 
 It knows nothing of HTTP, tenants or chat templates.
 """
@@ -14,84 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from llmaas.engine.core import EngineCore
+from llmaas.engine.frontend import EngineFrontend
 from llmaas.engine.types import EngineRequest, EngineStats, TokenEvent
-from llmaas.errors import InvalidRequest, Overloaded, Unavailable
+from llmaas.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
-
-
-class EngineFrontend:
-    """Streams of TokenEvents by request id. Subclasses deliver requests to a core and call `_dispatch` with what
-    comes back, on the event loop."""
-
-    def __init__(self, *, model_name: str, tokenizer: Any, max_model_len: int, max_waiting: int) -> None:
-        self.model_name, self.tokenizer = model_name, tokenizer
-        self.max_model_len, self.max_waiting = max_model_len, max_waiting
-        self._queues: dict[str, asyncio.Queue[TokenEvent]] = {}  # touched only on the event loop
-
-    # --- what a way of running the core provides --------------------------------------------------------
-
-    def _accepting(self) -> bool:
-        raise NotImplementedError
-
-    def _num_waiting(self) -> int:
-        raise NotImplementedError
-
-    def _submit(self, request: EngineRequest) -> None:
-        raise NotImplementedError
-
-    def _cancel(self, request_id: str) -> None:
-        raise NotImplementedError
-
-    @property
-    def ready(self) -> bool:
-        """Taking requests (False before start, after shutdown, while an engine process restarts)."""
-        return self._accepting()
-
-    # --- ChatEngine --------------------------------------------------------------------------------------
-
-    def generate(self, request: EngineRequest) -> AsyncIterator[TokenEvent]:
-        """Submit now (raising Overloaded when the queue is full) and stream its TokenEvents."""
-        if not self._accepting():
-            raise Unavailable("The model is not running.")
-        # The one duplicate-id check: every request reaches a core through a frontend, and an id is live here from
-        # submit until its last event (or its abort, which the core sees before any later submit of the same id).
-        if request.request_id in self._queues:
-            raise InvalidRequest("Duplicate request id.")
-        if self._num_waiting() >= self.max_waiting:
-            raise Overloaded("The server is busy; retry shortly.", retry_after=1.0)
-        q: asyncio.Queue[TokenEvent] = asyncio.Queue()
-        self._queues[request.request_id] = q
-        self._submit(request)
-        return self._stream(request.request_id, q)
-
-    async def _stream(self, request_id: str, q: asyncio.Queue[TokenEvent]) -> AsyncIterator[TokenEvent]:
-        finished = False
-        try:
-            while not finished:
-                ev = await q.get()
-                finished = ev.finished
-                yield ev
-        finally:
-            if not finished:  # client went away (GeneratorExit / CancelledError): free the sequence's blocks
-                self._queues.pop(request_id, None)
-                self._cancel(request_id)
-
-    async def abort(self, request_id: str) -> None:
-        self._cancel(request_id)
-
-    def _dispatch(self, events: list[TokenEvent]) -> None:
-        for ev in events:
-            q = self._queues.get(ev.request_id)
-            if q is not None:
-                q.put_nowait(ev)
-                if ev.finished:
-                    del self._queues[ev.request_id]
 
 
 class AsyncEngine(EngineFrontend):

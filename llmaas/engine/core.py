@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ class EngineCore:
     # --- inbox (any thread) ------------------------------------------------------------------------------
 
     def add_request(self, request: EngineRequest) -> None:
-        self._inbox.append(("add", request))
+        self._inbox.append(("add", (request, time.monotonic())))  # its arrival: where time to first token starts
 
     def abort_request(self, request_id: str) -> None:
         self._inbox.append(("abort", request_id))
@@ -108,9 +109,10 @@ class EngineCore:
                     self.scheduler.finish_request(req, RequestStatus.FINISHED_ABORTED)
                     self._finish_event(req, FinishReason.ABORT, st)
                 continue
-            req = Request.from_engine_request(item)
+            request, arrival = item
+            req = Request.from_engine_request(request, arrival)
             try:
-                problem = self._check(item)
+                problem = self._check(request)
                 if problem is None:
                     self._admit(req)
             except Exception:
@@ -281,6 +283,8 @@ class EngineCore:
             len(req.output_token_ids),
             max(req.num_cached_tokens, 0),
             error=error,
+            arrival_time=req.arrival_time,
+            time=time.monotonic(),
         )
         if not state.sent_first:
             ev.prompt_logprobs, state.sent_first = state.prompt_logprobs, True

@@ -29,9 +29,10 @@ from typing import Any
 
 import torch
 
-from llmaas.engine.client import EngineFrontend, run_steps
+from llmaas.engine.client import run_steps
 from llmaas.engine.core import ERROR_MESSAGE
 from llmaas.engine.factory import kv_geometry, serves_adapters
+from llmaas.engine.frontend import EngineFrontend
 from llmaas.engine.types import EngineRequest, EngineStats, FinishReason, TokenEvent
 from llmaas.errors import InvalidRequest
 

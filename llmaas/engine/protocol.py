@@ -1,8 +1,9 @@
 """What the API layer may call on an engine: the narrow, typed surface (and what a test fake implements).
 
-`ChatEngine` generates; `Embedder` embeds; `Tokenizer` turns text/chat into ids and back; `Models` is every served
-model by name (`llmaas.engine.registry.ModelRegistry`, or a test's fake). Nothing else of the engine is visible
-above it, and this module imports no torch: the API types its wiring with it and still loads without the engine.
+`ChatEngine` generates (one `TokenStream` per API call); `Embedder` embeds; `Tokenizer` turns text/chat into ids and
+back; `Models` is every served model by name (`llmaas.engine.registry.ModelRegistry`, or a test's fake). Nothing else
+of the engine is visible above it, and this module imports no torch: the API types its wiring with it and still loads
+without the engine.
 """
 
 from __future__ import annotations
@@ -41,17 +42,27 @@ class Tokenizer(Protocol):
         ...
 
 
+class TokenStream(Protocol):
+    """The TokenEvents of one call's engine requests, in the order the engine produced them (each event names its
+    request); it ends after every request's last event. `aclose()` aborts the requests still running."""
+
+    def __aiter__(self) -> AsyncIterator[TokenEvent]: ...
+
+    async def __anext__(self) -> TokenEvent: ...
+
+    async def aclose(self) -> None: ...
+
+
 @runtime_checkable
 class ChatEngine(Protocol):
     model_name: str
     tokenizer: Tokenizer
     max_model_len: int
 
-    def generate(self, request: EngineRequest) -> AsyncIterator[TokenEvent]:
-        """Submit and stream. Raises Overloaded when the waiting queue is full. Closing the iterator aborts."""
+    def generate(self, requests: Sequence[EngineRequest]) -> TokenStream:
+        """Submit all of one call's requests now and stream them. Raises, with none of them left running,
+        Unavailable, InvalidRequest (a duplicate id) or Overloaded (the waiting queue is full)."""
         ...
-
-    async def abort(self, request_id: str) -> None: ...
 
     def register_adapter(self, adapter_id: str, path: Path) -> None:
         """Make a LoRA adapter (safetensors + adapter_config.json in our own store) servable; loaded lazily."""

@@ -35,12 +35,13 @@ class Request:
     num_cached_tokens: int = -1  # prompt tokens served by the prefix cache (set at first admission)
     block_hashes: list[bytes] = field(default_factory=list)
     num_preemptions: int = 0
+    arrival_time: float = 0.0  # when the core received it (time.monotonic())
 
     def __post_init__(self) -> None:
         self.all_token_ids = list(self.prompt_token_ids)
 
     @classmethod
-    def from_engine_request(cls, r: EngineRequest) -> Request:
+    def from_engine_request(cls, r: EngineRequest, arrival_time: float = 0.0) -> Request:
         return cls(
             r.request_id,
             list(r.prompt_token_ids),
@@ -49,6 +50,7 @@ class Request:
             r.cache_salt,
             r.echo_prompt_logprobs,
             r.priority,
+            arrival_time=arrival_time,
         )
 
     @property

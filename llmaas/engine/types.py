@@ -130,6 +130,11 @@ class TokenEvent:
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache
     prompt_logprobs: list[TokenLogprob | None] | None = None  # only with echo_prompt_logprobs, on the first event
     error: str | None = None  # with FinishReason.ERROR: a client-safe message
+    # The core's clock (time.monotonic()) when it received the request and when it made this event: time to first
+    # token and inter-token latency are measured from these. On Linux that clock is CLOCK_MONOTONIC, one for every
+    # process of the machine, so the times of an engine process compare with the API process's.
+    arrival_time: float = 0.0
+    time: float = 0.0
 
 
 @dataclass(slots=True)

@@ -217,3 +217,22 @@ def test_sse_frames_survive_splitlines_clients() -> None:
     frame = encode(Chunk(text=text))
     lines = frame.strip().splitlines()
     assert len(lines) == 1 and json.loads(lines[0][len("data: ") :]) == {"text": text}
+
+
+def test_every_choice_reports_its_token_times_and_usage(client: Any, settings: Any) -> None:
+    """n=2 streamed: each sequence's first token and each later gap are observed once, from the engine's times."""
+    from prometheus_client import REGISTRY
+
+    from llmaas import metrics
+
+    label = metrics.model_label("tiny", {m.name for m in settings.models})
+
+    def counts() -> tuple[float, ...]:
+        names = ("time_to_first_token_seconds_count", "inter_token_latency_seconds_count", "completion_tokens_total")
+        return tuple(REGISTRY.get_sample_value(f"llmaas_{n}", {"model": label}) or 0.0 for n in names)
+
+    before = counts()
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "stream": True, "n": 2, "max_tokens": 5}
+    with client.stream("POST", "/v1/chat/completions", json={**body, "temperature": 0}) as r:
+        assert r.status_code == 200 and "data: [DONE]" in list(r.iter_lines())
+    assert tuple(a - b for a, b in zip(counts(), before)) == (2, 8, 10)

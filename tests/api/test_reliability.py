@@ -298,6 +298,15 @@ def test_overloaded_requests_bill_nothing(client: Any, meter: Any, stream: bool)
     assert meter.settled[-1]["prompt"] == 0 and meter.settled[-1]["completion"] == 0
 
 
+def test_a_call_refused_halfway_leaves_nothing_running(client: Any, meter: Any, registry: Any) -> None:
+    """The engine refuses the second prompt of a call: the first, submitted already, is aborted; nothing is billed."""
+    engine = registry.engines["tiny"]
+    body = {"model": "tiny", "prompt": ["SLOW and fine", "OVERLOAD"], "max_tokens": 5}
+    err(client.post("/v1/completions", json=body), 429, None, "server_overloaded", "server_overloaded")
+    assert len(engine.submitted) == 1 and engine.submitted[0].request_id in engine.aborted
+    assert meter.settled[-1] == {"prompt": 0, "completion": 0, "status": 429, "model": "tiny"}
+
+
 def test_engine_failures_and_served_requests_still_bill_their_prompt(client: Any, meter: Any) -> None:
     client.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "FAIL"}]})
     assert meter.settled[-1]["status"] == 500 and meter.settled[-1]["prompt"] > 0  # it ran: its prompt was computed

@@ -48,7 +48,7 @@ def req(rid: str, prompt: list[int], max_tokens: int = 16, **kw: Any) -> EngineR
 
 
 async def collect(eng: AsyncEngine, r: EngineRequest) -> list[TokenEvent]:
-    return [ev async for ev in eng.generate(r)]
+    return [ev async for ev in eng.generate([r])]
 
 
 def toks(evs: list[TokenEvent]) -> list[int]:
@@ -106,14 +106,14 @@ def test_abort_by_closing_stream_frees_blocks(loaded: Any) -> None:
     async def main() -> None:
         await eng.start()
         try:
-            gen = eng.generate(req("a", list(range(3, 40)), max_tokens=10_000))
+            gen = eng.generate([req("a", list(range(3, 40)), max_tokens=10_000)])
             async for ev in gen:
                 if ev.num_output_tokens >= 3:
                     break
             await gen.aclose()  # what the API does when the client disconnects
             await until(lambda: eng.stats().running == 0 and eng.stats().kv_blocks_used == 0)
             # explicit abort() too
-            other = eng.generate(req("b", list(range(3, 40)), max_tokens=10_000))
+            other = eng.generate([req("b", list(range(3, 40)), max_tokens=10_000)])
             first = await other.__anext__()
             assert not first.finished
             await eng.abort("b")
@@ -150,12 +150,12 @@ def test_full_waiting_queue_raises_overloaded(loaded: Any) -> None:
     async def main() -> None:
         await eng.start()
         try:
-            running = eng.generate(req("r", [4, 5, 6], max_tokens=10_000))
+            running = eng.generate([req("r", [4, 5, 6], max_tokens=10_000)])
             await running.__anext__()  # seated: the only seat
-            w1 = eng.generate(req("w1", [4, 5]))
-            w2 = eng.generate(req("w2", [4, 6]))
+            w1 = eng.generate([req("w1", [4, 5])])
+            w2 = eng.generate([req("w2", [4, 6])])
             with pytest.raises(Overloaded) as exc:
-                eng.generate(req("w3", [4, 7]))
+                eng.generate([req("w3", [4, 7])])
             assert exc.value.retry_after and exc.value.status == 429
             await running.aclose()
             assert (await collect_iter(w1))[-1].finish_reason == FinishReason.LENGTH
@@ -168,6 +168,30 @@ def test_full_waiting_queue_raises_overloaded(loaded: Any) -> None:
 
 async def collect_iter(it: Any) -> list[TokenEvent]:
     return [ev async for ev in it]
+
+
+def test_one_stream_per_call_and_a_refused_call_leaves_nothing_running(loaded: Any) -> None:
+    """The n requests of a call share one stream; if one is refused at submit, the ones before it are aborted."""
+    eng = engine(loaded, max_waiting=2, max_num_seqs=1)
+
+    async def main() -> None:
+        await eng.start()
+        try:
+            evs = await collect_iter(eng.generate([req("a", [4, 5, 6], max_tokens=4), req("b", [4, 5], max_tokens=3)]))
+            assert {e.request_id for e in evs if e.finished} == {"a", "b"} and evs[-1].finished
+            assert [len(toks([e for e in evs if e.request_id == r])) for r in "ab"] == [4, 3]
+            assert all(e.arrival_time <= e.time for e in evs)  # the core's timestamps, for the latency metrics
+            running = eng.generate([req("r", [4, 5, 6], max_tokens=10_000)])
+            await running.__anext__()  # seated: the only seat
+            with pytest.raises(Overloaded):
+                eng.generate([req(f"w{i}", [4, 5]) for i in range(3)])  # two fit the queue, the third does not
+            await running.aclose()
+            await until(lambda: eng.stats().running == 0 and eng.stats().waiting == 0)
+            assert (await collect(eng, req("w0", [4, 5], max_tokens=2)))[-1].finish_reason == FinishReason.LENGTH
+        finally:
+            await eng.shutdown()
+
+    asyncio.run(main())
 
 
 def test_failing_sequence_fails_alone(loaded: Any) -> None:

@@ -141,7 +141,7 @@ async def _run(eng: AsyncEngine, reqs: list[EngineRequest]) -> list[tuple[str, F
     try:
 
         async def one(r: EngineRequest) -> tuple[str, FinishReason | None]:
-            evs = [e async for e in eng.generate(r)]
+            evs = [e async for e in eng.generate([r])]
             return "".join(e.text for e in evs), evs[-1].finish_reason
 
         return list(await asyncio.gather(*(one(r) for r in reqs)))

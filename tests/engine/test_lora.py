@@ -226,7 +226,7 @@ def test_engine_generation_matches_peft(
             async def one(adapter: str | None) -> list[int]:
                 params = SamplingParams(max_tokens=n_new, temperature=0.0, ignore_eos=True)
                 ids: list[int] = []
-                async for ev in engine.generate(EngineRequest(f"r-{adapter}", prompt, params, adapter_id=adapter)):
+                async for ev in engine.generate([EngineRequest(f"r-{adapter}", prompt, params, adapter_id=adapter)]):
                     ids += ev.token_ids
                 return ids
 

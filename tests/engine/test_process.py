@@ -35,7 +35,7 @@ def prompts(loaded: object) -> list[list[int]]:
 
 
 async def collect(engine: object, req: EngineRequest) -> list:  # type: ignore[type-arg]
-    return [ev async for ev in engine.generate(req)]  # type: ignore[attr-defined]
+    return [ev async for ev in engine.generate([req])]  # type: ignore[attr-defined]
 
 
 def test_same_tokens_as_in_process_and_clean_shutdown(setup: tuple) -> None:  # type: ignore[type-arg]
@@ -48,7 +48,7 @@ def test_same_tokens_as_in_process_and_clean_shutdown(setup: tuple) -> None:  # 
         try:
             results = await asyncio.gather(*(collect(engine, r) for r in reqs()))
             endless = SamplingParams(max_tokens=10_000, temperature=0.0, ignore_eos=True)
-            stream = engine.generate(EngineRequest("open", reqs()[0].prompt_token_ids, endless))  # type: ignore[attr-defined]
+            stream = engine.generate([EngineRequest("open", reqs()[0].prompt_token_ids, endless)])  # type: ignore[attr-defined]
             await stream.__anext__()
         finally:
             await engine.shutdown()  # type: ignore[attr-defined]
@@ -113,7 +113,7 @@ def test_child_death_fails_open_streams_then_serves_again(setup: tuple) -> None:
         try:
             first_pid = engine._proc.pid
             long = SamplingParams(max_tokens=10_000, temperature=0.0, ignore_eos=True)
-            stream = engine.generate(EngineRequest("long", prompt, long))
+            stream = engine.generate([EngineRequest("long", prompt, long)])
             await stream.__anext__()
             os.kill(first_pid, signal.SIGKILL)
             rest = [ev async for ev in stream]

@@ -109,7 +109,7 @@ def test_start_generate_stats_shutdown(registry: ModelRegistry) -> None:
             prompt = engine.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}])
             req = EngineRequest("r1", prompt, SamplingParams(max_tokens=5, temperature=0.0, ignore_eos=True))
             ids: list[int] = []
-            async for ev in engine.generate(req):
+            async for ev in engine.generate([req]):
                 ids += ev.token_ids
             vecs, _ = await registry.embedder("emb").embed(["hello"])
             assert len(vecs[0]) == 384
@@ -169,7 +169,7 @@ def test_unknown_architecture_uses_fallback(tiny_gpt2_dir: Path, tmp_path: Path)
     expected = out[0, len(prompt) :].tolist()
 
     async def collect(req: EngineRequest) -> list:  # type: ignore[type-arg]
-        return [ev async for ev in engine.generate(req)]
+        return [ev async for ev in engine.generate([req])]
 
     async def go() -> None:
         await reg.start()
@@ -207,7 +207,7 @@ def test_unknown_architecture_uses_fallback(tiny_gpt2_dir: Path, tmp_path: Path)
             )
             assert "".join(ev.text for ev in evs) in ('"yes"', '"no"') and evs[-1].finish_reason.value == "stop"  # type: ignore[union-attr]
 
-            stream = engine.generate(EngineRequest("c", prompt, SamplingParams(max_tokens=100, temperature=0.0)))
+            stream = engine.generate([EngineRequest("c", prompt, SamplingParams(max_tokens=100, temperature=0.0))])
             await stream.__anext__()
             await stream.aclose()  # a client that goes away aborts the sequence
             with pytest.raises(Exception, match="adapters"):  # the API registers an adapter before using it
@@ -291,7 +291,7 @@ def test_default_models_answer() -> None:
         await reg.start()
         try:
             params = SamplingParams(max_tokens=16, temperature=0.0)
-            return "".join([ev.text async for ev in engine.generate(EngineRequest("r", prompt, params))])
+            return "".join([ev.text async for ev in engine.generate([EngineRequest("r", prompt, params)])])
         finally:
             await reg.shutdown()
 

@@ -107,41 +107,48 @@ def test_multiprocess_mode_aggregates(tmp_path: Any) -> None:
     assert value(out.stdout, "llmaas_requests_total", route="/v1/x", model="none", status="200") == 6
 
 
-def test_instrumented_engine_keeps_synchronous_submission() -> None:
-    """The engine submits (and raises Overloaded) when generate() is called; the proxy must not defer that."""
+def test_a_refused_submission_is_one_rejection_and_a_dropped_stream_is_closed(client: Any, app: Any) -> None:
+    """The engine refuses (Overloaded) when a call is submitted, counted once; a consumer that stops early closes
+    the engine's stream (= aborts)."""
     import asyncio
 
-    import pytest
+    from ops_helpers import FakeMeter
 
-    from llmaas.errors import Overloaded
+    from llmaas.api.deps import Call
+    from llmaas.api.serving.generation import Generation, Target
+    from llmaas.engine.types import EngineRequest, SamplingParams, TokenEvent
+    from llmaas.tenancy.types import Principal
 
-    class Busy:
-        def generate(self, request: Any) -> Any:
-            raise Overloaded("busy", retry_after=1)
+    def count(reason: str) -> float:
+        return value(client.get("/metrics").text, "llmaas_rate_limit_rejections_total", reason=reason)
 
-    engine = metrics.InstrumentedChatEngine(Busy(), "chat-a")
-    before = metrics.RATE_LIMIT_REJECTIONS.labels("server_overloaded")._value.get()
-    with pytest.raises(Overloaded):
-        engine.generate(object())
-    assert metrics.RATE_LIMIT_REJECTIONS.labels("server_overloaded")._value.get() == before + 1
+    before = count("server_overloaded"), count("other")
+    app.state.models.engine.busy = True
+    assert client.post("/v1/things/1", json={"model": "chat-a"}).status_code == 429
+    assert (count("server_overloaded"), count("other")) == (before[0] + 1, before[1])
+    assert app.state.fake_meter.settled[-1] == (0, 0)  # nothing ran: nothing billed
 
     class Closing:
+        model_name = "chat-a"
         closed = False
 
-        def generate(self, request: Any) -> Any:
+        def generate(self, requests: Any) -> Any:
             async def stream() -> Any:
                 try:
                     for i in range(10):
-                        yield type("E", (), {"token_ids": [i]})()
+                        yield TokenEvent("x", [i], str(i), num_output_tokens=i + 1)
                 finally:
                     Closing.closed = True
 
             return stream()
 
     async def take_one() -> None:
-        agen = metrics.InstrumentedChatEngine(Closing(), "chat-a").generate(object())
-        await agen.__anext__()
-        await agen.aclose()  # a client disconnect: the engine's stream must be closed (= aborted)
+        call = Call(Principal("p"), app.state.settings, app.state.models, FakeMeter(), None)
+        request = EngineRequest("x", [1], SamplingParams(max_tokens=10))
+        gen = Generation(Target(Closing(), "chat-a"), call, "t", "r", [request], [0], [1])  # type: ignore[arg-type]
+        events = gen.events(await gen.start())
+        await events.__anext__()
+        await events.aclose()  # a client disconnect: the engine's stream must be closed (= aborted)
 
     asyncio.run(take_one())
     assert Closing.closed

@@ -1,7 +1,7 @@
 """A tiny fake engine behind `llmaas.engine.protocol`: byte tokenizer, scripted generation, fake embedder, registry.
 
-For tests of everything above the engine (tests/api, tests/tenancy): the real app runs around it in-process, in
-milliseconds, with no model. Parity with a real model is the engine's tests' job, not this module's.
+For tests of everything above the engine (tests/api, tests/tenancy): the real app and the real engine frontend run
+around it in-process, in milliseconds, with no model. Parity with a real model is the engine's tests' job, not this module's.
 
 Behaviour the API tests steer through the prompt text: "OVERLOAD" -> Overloaded at submit, "FAIL" -> the sequence
 fails inside the engine ("LATEFAIL": after 3 tokens), "SLOW" -> 50 ms between tokens (disconnect tests). Greedy
@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmaas.engine.frontend import EngineFrontend
 from llmaas.engine.protocol import ModelInfo
 from llmaas.engine.types import EngineRequest, EngineStats, FinishReason, TokenEvent, TokenLogprob
 from llmaas.errors import InvalidRequest, ModelNotFound, Overloaded
@@ -87,19 +89,43 @@ class FakeTokenizer:
         return self.encode(text)
 
 
-@dataclass
-class FakeEngine:
-    model_name: str = "tiny"
-    max_model_len: int = 256
-    template: bool = True
-    tokenizer: FakeTokenizer = field(init=False)
-    submitted: list[EngineRequest] = field(default_factory=list)
-    aborted: list[str] = field(default_factory=list)
-    finished: list[str] = field(default_factory=list)
-    adapters: dict[str, Path] = field(default_factory=dict)
+class FakeEngine(EngineFrontend):
+    """The real frontend (one stream per call, refusals at submit, abort on close) over a scripted core: each request
+    plays in a task of its own."""
 
-    def __post_init__(self) -> None:
-        self.tokenizer = FakeTokenizer(self.template)
+    def __init__(self, model_name: str = "tiny", max_model_len: int = 256, template: bool = True) -> None:
+        super().__init__(
+            model_name=model_name, tokenizer=FakeTokenizer(template), max_model_len=max_model_len, max_waiting=10**6
+        )
+        self.submitted: list[EngineRequest] = []
+        self.aborted: list[str] = []
+        self.finished: list[str] = []
+        self.adapters: dict[str, Path] = {}
+        self._playing: dict[str, asyncio.Task[None]] = {}
+
+    def _accepting(self) -> bool:
+        return True
+
+    def _num_waiting(self) -> int:
+        return 0
+
+    def _submit(self, request: EngineRequest) -> None:
+        if "OVERLOAD" in self.tokenizer.decode(request.prompt_token_ids):
+            raise Overloaded("The server is busy; retry shortly.", retry_after=2)
+        self.submitted.append(request)
+        self._playing[request.request_id] = asyncio.ensure_future(self._play(request, time.monotonic()))
+
+    def _cancel(self, request_id: str) -> None:
+        task = self._playing.pop(request_id, None)
+        if task is not None:
+            task.cancel()
+        if request_id not in self.finished and request_id not in self.aborted:
+            self.aborted.append(request_id)
+
+    async def _play(self, request: EngineRequest, arrival: float) -> None:
+        async for event in self._script(request, arrival):
+            self._dispatch([event])
+        self._playing.pop(request.request_id, None)
 
     def _reply(self, request: EngineRequest) -> list[int]:
         p = request.params
@@ -109,90 +135,77 @@ class FakeEngine:
         words = ["alpha", "beta", "gamma", "delta", "ß", "😀", "stop", "here"]
         return self.tokenizer.encode(" ".join(rng.choice(words) for _ in range(40)))
 
-    async def generate(self, request: EngineRequest) -> AsyncIterator[TokenEvent]:
+    async def _script(self, request: EngineRequest, arrival: float) -> AsyncIterator[TokenEvent]:
         prompt = self.tokenizer.decode(request.prompt_token_ids)
-        if "OVERLOAD" in prompt:
-            raise Overloaded("The server is busy; retry shortly.", retry_after=2)
-        self.submitted.append(request)
         slow = "SLOW" in prompt
         p = request.params
         reply = self._reply(request)
         text_bytes = b""
         sent_text = ""
-        out = 0
-        first = True
-        try:
-            for tok in reply:
-                if slow:
-                    await asyncio.sleep(0.05)
-                else:
-                    await asyncio.sleep(0)
-                if "FAIL" in prompt and (out >= 3 or "LATEFAIL" not in prompt):
-                    yield TokenEvent(
-                        request.request_id,
-                        [],
-                        "",
-                        finished=True,
-                        finish_reason=FinishReason.ERROR,
-                        error="boom (client-safe)",
-                    )
-                    return
-                out += 1
-                lp = None
-                if p.logprobs is not None:
-                    top = [
-                        (t, self.tokenizer.token_text(t), -0.1 * (k + 1))
-                        for k, t in enumerate(range(70, 70 + p.logprobs))
-                    ]
-                    lp = [TokenLogprob(tok, self.tokenizer.token_text(tok), -0.05, top)]
-                eos = tok in self.tokenizer.eos_token_ids and not p.ignore_eos
-                if not eos:
-                    text_bytes += bytes([tok - 3])
-                full = text_bytes[: _complete_len(text_bytes)].decode()  # never half a character
-                stop_hit = next((s for s in p.stop if s in full), None)
-                if stop_hit is not None:
-                    full = full[: full.index(stop_hit)]
-                done = eos or stop_hit is not None or out >= p.max_tokens
-                hold = 0 if done or not p.stop else max(len(s) for s in p.stop) - 1  # a stop may be starting
-                visible = full[: max(len(sent_text), len(full) - hold)]
-                new_text = visible[len(sent_text) :]
-                sent_text = visible
-                reason = None
-                if done:
-                    reason = (
-                        FinishReason.LENGTH
-                        if (out >= p.max_tokens and not eos and stop_hit is None)
-                        else FinishReason.STOP
-                    )
-                prompt_lps = None
-                if first and request.echo_prompt_logprobs:
-                    prompt_lps = [None] + [
-                        TokenLogprob(t, self.tokenizer.token_text(t), -1.0, []) for t in request.prompt_token_ids[1:]
-                    ]
+        for sent, tok in enumerate(reply):  # sent: tokens sent before this one
+            if slow:
+                await asyncio.sleep(0.05)
+            else:
+                await asyncio.sleep(0)
+            if "FAIL" in prompt and (sent >= 3 or "LATEFAIL" not in prompt):
                 yield TokenEvent(
                     request.request_id,
-                    [tok],
-                    new_text,
-                    logprobs=lp,
-                    finished=done,
-                    finish_reason=reason,
-                    num_prompt_tokens=len(request.prompt_token_ids),
-                    num_output_tokens=out,
-                    num_cached_tokens=0,
-                    prompt_logprobs=prompt_lps,
+                    [],
+                    "",
+                    finished=True,
+                    finish_reason=FinishReason.ERROR,
+                    error="boom (client-safe)",
+                    num_output_tokens=sent,
                 )
-                first = False
-                if done:
-                    self.finished.append(request.request_id)
-                    return
-            self.finished.append(request.request_id)
-        finally:
-            if request.request_id not in self.finished and request.request_id not in self.aborted:
-                self.aborted.append(request.request_id)
-
-    async def abort(self, request_id: str) -> None:
-        if request_id not in self.aborted:
-            self.aborted.append(request_id)
+                return
+            out = sent + 1
+            lp = None
+            if p.logprobs is not None:
+                top = [
+                    (t, self.tokenizer.token_text(t), -0.1 * (k + 1)) for k, t in enumerate(range(70, 70 + p.logprobs))
+                ]
+                lp = [TokenLogprob(tok, self.tokenizer.token_text(tok), -0.05, top)]
+            eos = tok in self.tokenizer.eos_token_ids and not p.ignore_eos
+            if not eos:
+                text_bytes += bytes([tok - 3])
+            full = text_bytes[: _complete_len(text_bytes)].decode()  # never half a character
+            stop_hit = next((s for s in p.stop if s in full), None)
+            if stop_hit is not None:
+                full = full[: full.index(stop_hit)]
+            done = eos or stop_hit is not None or out >= p.max_tokens
+            hold = 0 if done or not p.stop else max(len(s) for s in p.stop) - 1  # a stop may be starting
+            visible = full[: max(len(sent_text), len(full) - hold)]
+            new_text = visible[len(sent_text) :]
+            sent_text = visible
+            reason = None
+            if done:
+                reason = (
+                    FinishReason.LENGTH if (out >= p.max_tokens and not eos and stop_hit is None) else FinishReason.STOP
+                )
+            prompt_lps = None
+            if sent == 0 and request.echo_prompt_logprobs:
+                prompt_lps = [None] + [
+                    TokenLogprob(t, self.tokenizer.token_text(t), -1.0, []) for t in request.prompt_token_ids[1:]
+                ]
+            if done:
+                self.finished.append(request.request_id)
+            yield TokenEvent(
+                request.request_id,
+                [tok],
+                new_text,
+                logprobs=lp,
+                finished=done,
+                finish_reason=reason,
+                num_prompt_tokens=len(request.prompt_token_ids),
+                num_output_tokens=out,
+                num_cached_tokens=0,
+                prompt_logprobs=prompt_lps,
+                arrival_time=arrival,
+                time=time.monotonic(),
+            )
+            if done:
+                return
+        self.finished.append(request.request_id)
 
     def register_adapter(self, adapter_id: str, path: Path) -> None:
         self.adapters[adapter_id] = path

@@ -13,6 +13,7 @@ import struct
 import time
 from collections.abc import Sequence
 
+from llmaas import log
 from llmaas.api.deps import Call
 from llmaas.api.protocol.embeddings import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 from llmaas.api.serving.generation import check_token_ids, kind_of, not_found
@@ -48,6 +49,7 @@ async def create_embeddings(req: EmbeddingRequest, call: Call) -> tuple[Embeddin
     many = not isinstance(req.input, str) and not (req.input and isinstance(req.input[0], int))
     counted = await asyncio.to_thread(count_tokens, embedder, inputs, many)  # off the event loop
 
+    log.note(model=req.model)  # the request's model, for the access log and the request metrics
     reservation = await call.meter.admit(
         call.principal, model=req.model, route=ROUTE, request_id=new_id("emb"), tokens=counted
     )
@@ -58,6 +60,8 @@ async def create_embeddings(req: EmbeddingRequest, call: Call) -> tuple[Embeddin
         status = exc.status if isinstance(exc, LlmaasError) else 500
         raise
     finally:
+        if call.metrics is not None:
+            call.metrics.usage(req.model, prompt_tokens=used, completion_tokens=0)
         await call.meter.settle(
             reservation, prompt_tokens=used, completion_tokens=0, status=status, latency_s=time.monotonic() - started
         )

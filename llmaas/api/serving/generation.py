@@ -3,8 +3,9 @@ the `GenerationRun` base that turns a started generation into a response or a ch
 model endpoint uses (ids, model_not_found, model kinds, token-id checks) live here too.
 
 A `Generation` is the n engine requests of one call: it reserves tokens with the meter before anything reaches the
-engine, runs the requests concurrently, merges their events, aborts whatever still runs when the consumer stops
-(client disconnect, error), and settles the meter with what was actually generated. Framework-free: no FastAPI here.
+engine, submits the requests together and reads their events from the one stream the engine returns for them, and
+when the consumer stops (done, client disconnect, error) closes it in one place: the stream aborts whatever still
+runs, and the meter is settled with what the engine reports it generated. Framework-free: no FastAPI here.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from typing import Any
 import anyio
 from pydantic import BaseModel
 
+from llmaas import log
 from llmaas.api.deps import Call
 from llmaas.api.protocol.common import PromptTokensDetails, Usage
-from llmaas.engine.protocol import ChatEngine
+from llmaas.engine.protocol import ChatEngine, TokenStream
 from llmaas.engine.types import EngineRequest, FinishReason, TokenEvent
 from llmaas.errors import (
     ContextLengthExceeded,
@@ -111,15 +113,15 @@ class ChoiceState:
     request: EngineRequest
     prompt_index: int
     finished: bool = False
-    refused: bool = False  # the engine refused it at submit (queue full, not running): it never ran
-    output_tokens: int = 0
+    output_tokens: int = 0  # the engine's count
     cached_tokens: int = 0
     finish_reason: FinishReason | None = None
+    last_token_time: float | None = None  # the engine core's time of its latest token (None: no token yet)
 
 
 @dataclass
 class Generation:
-    """The engine requests of one call (one per choice), admitted, merged, aborted and settled together."""
+    """The engine requests of one call (one per choice), submitted as one engine stream, closed and settled once."""
 
     target: Target
     call: Call
@@ -130,11 +132,11 @@ class Generation:
     prompt_lengths: list[int]  # per prompt
     reservation: Reservation | None = None
     choices: list[ChoiceState] = field(default_factory=list)
-    _queue: asyncio.Queue[tuple[int, TokenEvent | None, BaseException | None]] = field(default_factory=asyncio.Queue)
-    _pumps: list[asyncio.Task[None]] = field(default_factory=list)
+    _stream: TokenStream | None = None  # None until submitted, and for good when the engine refused the call
+    _choice_of: dict[str, int] = field(default_factory=dict)  # engine request id -> choice
     _started: float = field(default_factory=time.monotonic)
     _status: int = 200
-    _cleaned: bool = False
+    _closed: bool = False
 
     @property
     def headers(self) -> dict[str, str]:
@@ -143,12 +145,6 @@ class Generation:
     @property
     def prompt_tokens(self) -> int:
         return sum(self.prompt_lengths)
-
-    @property
-    def billed_prompt_tokens(self) -> int:
-        """Prompt tokens to bill: each prompt once, unless the engine refused every choice of it (it never ran)."""
-        ran = {c.prompt_index for c in self.choices if not c.refused}
-        return sum(n for i, n in enumerate(self.prompt_lengths) if i in ran)
 
     @property
     def completion_tokens(self) -> int:
@@ -175,22 +171,25 @@ class Generation:
         )
 
     async def start(self) -> tuple[int, TokenEvent]:
-        """Reserve tokens, submit every choice, and wait for the first event (so Overloaded is still a 429)."""
+        """Reserve tokens, submit every choice (a refusal, such as Overloaded, raises here) and wait for the first
+        event, so that a request the engine fails at once is still an HTTP error and not a stream that fails."""
         reserve = self.prompt_tokens + sum(r.params.max_tokens for r in self.requests)
+        log.note(model=self.target.model)  # the request's model, for the access log and the request metrics
         self.reservation = await self.call.meter.admit(
             self.call.principal, model=self.target.model, route=self.route, request_id=self.request_id, tokens=reserve
         )
         self.choices = [ChoiceState(r, p) for r, p in zip(self.requests, self.prompt_index)]
-        self._pumps = [asyncio.ensure_future(self._pump(i, r)) for i, r in enumerate(self.requests)]
+        self._choice_of = {r.request_id: i for i, r in enumerate(self.requests)}
         try:
+            self._stream = self.target.engine.generate(self.requests)
             return await self._next()
         except BaseException as exc:
             self._status = _status_of(exc)
-            await self._cleanup()
+            await self.close()
             raise
 
     async def events(self, first: tuple[int, TokenEvent]) -> AsyncIterator[tuple[int, TokenEvent]]:
-        """Every event of every choice (the one `start` returned first); cleans up however the consumer stops."""
+        """Every event of every choice (the one `start` returned first); closes however the consumer stops."""
         try:
             item: tuple[int, TokenEvent] | None = first
             while item is not None:
@@ -200,19 +199,21 @@ class Generation:
             self._status = _status_of(exc)
             raise
         finally:
-            await self.close()  # shielded: cleanup must finish even while being cancelled
+            await self.close()
 
     async def _next(self) -> tuple[int, TokenEvent]:
-        i, event, exc = await self._queue.get()
-        if exc is not None:
-            raise exc
-        if event is None:  # _pump sends an event or an exception, never neither
-            raise RuntimeError("engine stream produced no event")
+        assert self._stream is not None  # start() submitted
+        event = await anext(self._stream)
+        i = self._choice_of[event.request_id]
         choice = self.choices[i]
-        choice.output_tokens = max(choice.output_tokens + len(event.token_ids), event.num_output_tokens)
+        choice.output_tokens = max(choice.output_tokens, event.num_output_tokens)  # a failure event may carry 0
         choice.cached_tokens = max(choice.cached_tokens, event.num_cached_tokens)
         if event.num_prompt_tokens:
             self.prompt_lengths[choice.prompt_index] = event.num_prompt_tokens
+        if self.call.metrics is not None:
+            choice.last_token_time = self.call.metrics.token_times(
+                self.target.engine.model_name, choice.last_token_time, event
+            )
         if event.finished:
             choice.finished = True
             choice.finish_reason = event.finish_reason
@@ -222,49 +223,25 @@ class Generation:
                 raise Unavailable("The request was aborted: the server is shutting down.")
         return i, event
 
-    async def _pump(self, i: int, request: EngineRequest) -> None:
-        got_event = False
-        try:
-            stream = self.target.engine.generate(request)
-            try:
-                async for event in stream:
-                    got_event = True
-                    await self._queue.put((i, event, None))
-            finally:
-                aclose = getattr(stream, "aclose", None)
-                if aclose is not None:
-                    await aclose()  # closing the iterator aborts inside the engine
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which decides the status
-            # Failing before its first event is the engine refusing the submit (Overloaded, Unavailable): nothing
-            # ran, so nothing is billed for it. Engine failures of a running sequence arrive as events instead.
-            self.choices[i].refused = not got_event
-            await self._queue.put((i, None, exc))
-
     async def close(self) -> None:
-        """Abort what still runs and settle the meter; idempotent (the SSE response calls it whatever happened)."""
-        with anyio.CancelScope(shield=True):
-            await self._cleanup()
-
-    async def _cleanup(self) -> None:
-        if self._cleaned:
+        """Abort what still runs and settle the meter, once (the SSE response calls it whatever happened); shielded,
+        so it finishes even while its caller is being cancelled."""
+        if self._closed:
             return
-        self._cleaned = True
-        for task in self._pumps:
-            task.cancel()
-        for task in self._pumps:
-            try:
-                await task
-            except BaseException:  # noqa: BLE001 - a cancelled pump is the expected end
-                pass
-        for c in self.choices:
-            if not c.finished:
-                await self.target.engine.abort(c.request.request_id)
-        if self.reservation is not None:
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            if self._stream is not None:
+                await self._stream.aclose()
+            if self.reservation is None:
+                return
+            prompt_tokens = self.prompt_tokens if self._stream is not None else 0  # a refused call never ran
+            if self.call.metrics is not None:
+                self.call.metrics.usage(
+                    self.target.model, prompt_tokens=prompt_tokens, completion_tokens=self.completion_tokens
+                )
             await self.call.meter.settle(
                 self.reservation,
-                prompt_tokens=self.billed_prompt_tokens,
+                prompt_tokens=prompt_tokens,
                 completion_tokens=self.completion_tokens,
                 status=self._status,
                 latency_s=time.monotonic() - self._started,
