@@ -138,11 +138,8 @@ def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     return max(1, cores)
 
 
-IDLE_GAP_S = 1.0  # no forward for this long: the engine was idle, not busy
-
-
 class ThreadTuner:
-    """CPU: how many intra-op threads the forward pass uses, re-measured every `interval` seconds of engine work.
+    """CPU: how many intra-op threads the forward pass uses, re-measured every `interval` seconds while it runs.
 
     Measured, not assumed: on a shared, oversubscribed host, OpenMP barriers make multi-threaded small matmuls
     5-20x slower than one thread (seen here: ~1.4 s vs ~0.2 s per 32-stream decode step); on an idle host all
@@ -166,19 +163,13 @@ class ThreadTuner:
         self.fixed = (fixed is not None and fixed > 0) or self.max_threads <= 1
         self.chosen = self.max_threads
         self._next = 0.0
-        self._last_call = 0.0
 
     def maybe_retune(self) -> None:
-        """Called before each forward: probe when `interval` seconds of engine work have passed since the last probe.
-        Idle time does not count: after a quiet spell the first request would otherwise pay the ~0.3 s probe in its
-        time to first token."""
-        if self.fixed:
-            return
-        now = time.monotonic()
-        if self._last_call and now - self._last_call > IDLE_GAP_S:
-            self._next += now - self._last_call
-        self._last_call = now
-        if now >= self._next:
+        """Called before each forward: probe again once `interval` seconds have passed since the last probe. After
+        a quiet spell that is the first forward of the new work: it pays the ~0.3 s probe, but the choice then fits
+        the host as it is when the work starts (a choice made while neighbours were busy, kept through the quiet
+        spell, held one thread through a whole benchmark level where two were ~1.5x faster)."""
+        if not self.fixed and time.monotonic() >= self._next:
             self.retune()
 
     def retune(self, window: float = 0.04) -> int:

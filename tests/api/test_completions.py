@@ -36,6 +36,9 @@ def test_prompt_forms_and_indices(client: Any, registry: Any) -> None:
     assert r.status_code == 400 and r.json()["error"]["param"] == "n"
     for bad in ([], "", [[]]):
         assert complete(client, prompt=bad).status_code == 400
+    r = complete(client, prompt=["a", ""])  # the one emptiness check names the prompt that is empty
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt[1]"
+    assert r.json()["error"]["message"] == "The prompt is empty."
 
 
 def test_echo_and_legacy_logprobs(client: Any) -> None:

@@ -70,32 +70,6 @@ def test_thread_tuner_fixed_by_setting_and_choices(tiny_model_dir: Path, monkeyp
     assert tuner.retune(window=0.005) in (1, 2)  # probes 1 vs all threads again
 
 
-def test_thread_tuner_counts_engine_work_not_idle_time(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """After a quiet spell the first forward must not pay the probe (it would land in a request's TTFT)."""
-    import llmaas.engine.cpu as cpu
-
-    model = tiny(tiny_model_dir, torch.float32)
-    torch.set_num_threads(2)
-    tuner = ThreadTuner(model, interval=20.0)
-    clock = [1000.0]
-    monkeypatch.setattr(cpu.time, "monotonic", lambda: clock[0])
-    probes: list[float] = []
-    real_retune = tuner.retune
-    monkeypatch.setattr(tuner, "retune", lambda: probes.append(clock[0]) or real_retune(window=0.001))
-    tuner.maybe_retune()  # the first forward probes
-    assert probes == [1000.0]
-    for _ in range(10):  # 10 s of steady work
-        clock[0] += 1.0 / 2
-        tuner.maybe_retune()
-    clock[0] += 600.0  # ten minutes idle
-    tuner.maybe_retune()
-    assert probes == [1000.0]  # 5 s of work so far: no probe after the idle gap
-    while clock[0] < 1000.0 + 600.0 + 21.0:
-        clock[0] += 0.5
-        tuner.maybe_retune()
-    assert len(probes) == 2  # ~20 s of work after the first probe
-
-
 def test_usable_cores_honours_affinity_and_cpu_quota(tmp_path: Path) -> None:
     import os
 

@@ -71,8 +71,6 @@ class CompletionRequest(SamplingFields):
             raise InvalidRequest("suffix is not supported by this server.", param="suffix")
         if self.best_of is not None and self.best_of != self.n:
             raise InvalidRequest("best_of is only supported when equal to n.", param="best_of")
-        if any(isinstance(p, str) and p == "" for p in prompts) and not self.echo:
-            raise InvalidRequest("The prompt is empty.", param="prompt")
 
 
 # --- responses ---------------------------------------------------------------------------------------

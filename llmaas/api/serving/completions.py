@@ -47,7 +47,9 @@ async def prepare_completion(req: CompletionRequest, call: Call) -> CompletionRu
             check_token_ids(raw, tokenizer.vocab_size, param)
             ids = raw
             texts.append(tokenizer.decode(raw, skip_special_tokens=False))
-        if not ids:
+        # The one emptiness check, on what the model would see; an empty string is empty even where the tokenizer
+        # adds a BOS, unless echo asks for the (empty) prompt back with the completion.
+        if not ids or (raw == "" and not req.echo):
             raise InvalidRequest("The prompt is empty.", param=param)
         prompts.append(ids)
     budgets = [
