@@ -60,6 +60,9 @@ def sign_in(page: Any, live: LlmaasProcess, key: str | None = None) -> None:
 
 def send(page: Any, text: str) -> Any:
     """Type a message, press Enter; returns the locator of the new assistant reply."""
+    # The playground refuses to send before the model list has loaded ("Pick a model first."); on a loaded machine
+    # that list can arrive after the test has typed.
+    expect(page.locator("select[name=model]")).not_to_have_value("", timeout=30_000)
     before = page.locator(".msg-assistant").count()
     box = page.get_by_label("Message", exact=True)
     box.fill(text)
