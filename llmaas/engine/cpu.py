@@ -138,6 +138,12 @@ def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     return max(1, cores)
 
 
+def choose_threads(one: float, many: float, n: int) -> int:
+    """The probe's rule, from the median time per call with one thread and with `n`: one thread only when it wins
+    by 20%; a tie keeps all threads (see ThreadTuner)."""
+    return 1 if one < 0.8 * many else n
+
+
 class ThreadTuner:
     """CPU: how many intra-op threads the forward pass uses, re-measured every `interval` seconds while it runs.
 
@@ -168,9 +174,8 @@ class ThreadTuner:
 
     def maybe_retune(self) -> None:
         """Called before each forward: probe again once `interval` seconds have passed since the last probe. After
-        a quiet spell that is the first forward of the new work: it pays the ~0.3 s probe, but the choice then fits
-        the host as it is when the work starts (a choice made while neighbours were busy, kept through the quiet
-        spell, held one thread through a whole benchmark level where two were ~1.5x faster)."""
+        a quiet spell that is the first forward of the new work: it pays the ~0.3 s probe, and the choice then fits
+        the host as it is when the work starts, not as it was when the engine went quiet."""
         if not self.fixed and time.monotonic() >= self._next:
             self.retune()
 
@@ -193,7 +198,7 @@ class ThreadTuner:
         n = self.max_threads
         t = [time_per_call(1 if i % 2 == 0 else n) for i in range(7)]
         one, many = statistics.median(t[0::2]), statistics.median(t[1::2])
-        chosen = 1 if one < 0.8 * many else n
+        chosen = choose_threads(one, many, n)
         torch.set_num_threads(chosen)
         if chosen != self.chosen or self._next == 0.0:
             log.info(

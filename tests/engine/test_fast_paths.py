@@ -90,3 +90,12 @@ def test_usable_cores_honours_affinity_and_cpu_quota(tmp_path: Path) -> None:
     assert usable_cores(v1) == 1
     (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
     assert usable_cores(v1) == affinity
+
+
+def test_thread_probe_rule_keeps_all_threads_on_a_tie() -> None:
+    from llmaas.engine.cpu import choose_threads
+
+    assert choose_threads(0.30, 0.17, 2) == 2  # an idle host: all threads win
+    assert choose_threads(0.31, 0.31, 2) == 2  # a tie (a neighbour's moment): all threads, not one
+    assert choose_threads(0.30, 0.35, 2) == 2  # within 20%: still all
+    assert choose_threads(0.70, 12.0, 2) == 1  # oversubscribed: every multi-threaded window is far slower
