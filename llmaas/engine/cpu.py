@@ -144,6 +144,17 @@ def choose_threads(one: float, many: float, n: int) -> int:
     return 1 if one < 0.8 * many else n
 
 
+def next_probe_delay(chosen: int, n: int, previous: float | None, interval: float) -> float:
+    """Seconds until the probe runs again: `interval` after it chose all `n` threads. After it chose fewer, 2 s,
+    doubling while it keeps choosing fewer, up to `interval`: a neighbour's burst (a serving benchmark's previous
+    server still spinning its threads) then costs seconds at one thread, not a whole interval, and a host that stays
+    oversubscribed pays a few more probes (~0.3 s each) before they space out. `previous` is the delay set by the
+    last probe if that one also chose fewer threads, else None."""
+    if chosen >= n:
+        return interval
+    return min(2.0 if previous is None else 2 * previous, interval)
+
+
 class ThreadTuner:
     """CPU: how many intra-op threads the forward pass uses, re-measured every `interval` seconds while it runs.
 
@@ -151,7 +162,7 @@ class ThreadTuner:
     5-20x slower than one thread (seen here: ~1.4 s vs ~0.2 s per 32-stream decode step); on an idle host all
     threads win by up to their count. Other tenants come and go, so one measurement at startup goes stale: the probe
     (7 windows of 40 ms, alternating) reruns every `interval` s while the engine is busy, bounding a wrong choice to
-    that long. One thread must win by 20% on the median of its windows to be chosen: a median ignores the one window a
+    that long, and sooner after it chose fewer threads (`next_probe_delay`). One thread must win by 20% on the median of its windows to be chosen: a median ignores the one window a
     neighbour's burst lands in (comparing every window pair kept one thread on a 2-core serving benchmark where two
     were 1.7x faster, and vLLM's two bound threads won by as much), a host that is really oversubscribed slows every
     multi-threaded window by far more than that, and a tie keeps all threads (asking all threads to win by 20%
@@ -171,9 +182,10 @@ class ThreadTuner:
         self.fixed = (fixed is not None and fixed > 0) or self.max_threads <= 1
         self.chosen = self.max_threads
         self._next = 0.0
+        self._delay: float | None = None  # the last delay after choosing fewer threads (see next_probe_delay)
 
     def maybe_retune(self) -> None:
-        """Called before each forward: probe again once `interval` seconds have passed since the last probe. After
+        """Called before each forward: probe again once the delay set by the last probe has passed. After
         a quiet spell that is the first forward of the new work: it pays the ~0.3 s probe, and the choice then fits
         the host as it is when the work starts, not as it was when the engine went quiet."""
         if not self.fixed and time.monotonic() >= self._next:
@@ -208,7 +220,9 @@ class ThreadTuner:
                 n,
                 one * 1e3,
             )
-        self.chosen, self._next = chosen, time.monotonic() + self.interval
+        delay = next_probe_delay(chosen, n, self._delay, self.interval)
+        self._delay = delay if chosen < n else None
+        self.chosen, self._next = chosen, time.monotonic() + delay
         return chosen
 
 

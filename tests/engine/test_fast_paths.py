@@ -99,3 +99,13 @@ def test_thread_probe_rule_keeps_all_threads_on_a_tie() -> None:
     assert choose_threads(0.31, 0.31, 2) == 2  # a tie (a neighbour's moment): all threads, not one
     assert choose_threads(0.30, 0.35, 2) == 2  # within 20%: still all
     assert choose_threads(0.70, 12.0, 2) == 1  # oversubscribed: every multi-threaded window is far slower
+
+
+def test_thread_probe_comes_back_sooner_after_choosing_fewer_threads() -> None:
+    from llmaas.engine.cpu import next_probe_delay
+
+    assert next_probe_delay(2, 2, None, 20.0) == 20.0  # all threads: the full interval
+    assert next_probe_delay(1, 2, None, 20.0) == 2.0  # fewer: soon, a neighbour's burst may be over
+    assert next_probe_delay(1, 2, 2.0, 20.0) == 4.0  # still fewer: back off
+    assert next_probe_delay(1, 2, 16.0, 20.0) == 20.0  # up to the interval
+    assert next_probe_delay(2, 2, 16.0, 20.0) == 20.0

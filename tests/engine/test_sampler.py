@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from llmaas.engine.sampler import Sampler, SamplingRow, _draw, make_generator
+from llmaas.engine.kernels import sampling
+from llmaas.engine.sampler import Sampler, SamplingRow, _draw, greedy_tokens, make_generator
 from llmaas.engine.types import SamplingParams
 
 V = 32
@@ -73,12 +74,56 @@ def test_temperature_distribution_matches_softmax(sampler: Sampler) -> None:
     assert torch.allclose(freq[:4], expect[:4], atol=0.03)
 
 
+@pytest.fixture(params=["kernel", "torch"])
+def draw_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both implementations of the last stage: the CPU kernel (kernels/sampling) and the torch code."""
+    if request.param == "kernel" and sampling.draw(torch.zeros(1, 4), torch.ones(1), torch.zeros(1)) is None:
+        pytest.skip("no C++ compiler: the sampling kernel does not build here")
+    monkeypatch.setattr(sampling, "ENABLED", request.param == "kernel")
+    return str(request.param)
+
+
 @pytest.mark.parametrize("u", [0.0, 0.49, 0.5, 1.0 - 2**-24, 1.0])
-def test_draw_never_returns_a_zero_probability_token(u: float, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_draw_never_returns_a_zero_probability_token(u: float, draw_path: str) -> None:
     # Inverse transform at the edges of the uniform draw (1.0 stands for u * total rounding up to the total).
-    probs = torch.tensor([[0.0, 0.5, 0.0, 0.0, 0.5, 0.0]])
-    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.full((1, 1), u))
-    assert _draw(probs, [row(sp(temperature=1.0))]).tolist() == [1 if u < 0.5 else 4]
+    logits = torch.tensor([[0.0, 0.5, 0.0, 0.0, 0.5, 0.0]]).log()  # -inf: masked out
+    assert _draw(logits, [1.0], torch.tensor([u])).tolist() == [1 if u < 0.5 else 4]
+
+
+def test_draw_over_many_blocks_matches_softmax(draw_path: str) -> None:
+    # A vocabulary of many of the kernel's 256-entry blocks, masked tokens among them, temperature and greedy rows.
+    vocab, n = 1000, 20000
+    base = torch.full((vocab,), float("-inf"))
+    base[[3, 255, 256, 700, 999]] = torch.tensor([1.0, 0.0, 2.0, -1.0, 0.5])
+    u = torch.rand(n, generator=torch.Generator().manual_seed(0))
+    tokens = _draw(base.repeat(n, 1), [0.7] * n, u)
+    freq = torch.bincount(tokens, minlength=vocab).float() / n
+    assert torch.allclose(freq, torch.softmax(base / 0.7, -1), atol=0.015)
+    assert _draw(base.repeat(2, 1), [0.0, 0.0], u[:2]).tolist() == [256, 256]
+
+
+def test_greedy_takes_the_first_maximum(draw_path: str) -> None:
+    logits = torch.tensor([[0.0, 3.0, 1.0, 3.0], [float("-inf")] * 3 + [-1.0], [float("-inf")] * 4, [2.0] * 4])
+    assert greedy_tokens(logits).tolist() == [1, 3, 0, 0]
+
+
+def test_kernel_and_torch_draws_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    logits = torch.randn(64, 49152, generator=torch.Generator().manual_seed(1)) * 3
+    temps = [0.0, 0.3, 0.7, 1.0, 1.5] * 12 + [1.0] * 4
+    u = torch.rand(64, generator=torch.Generator().manual_seed(2))
+    kernel = sampling.draw(logits, torch.tensor(temps), u)
+    if kernel is None:
+        pytest.skip("no C++ compiler: the sampling kernel does not build here")
+    monkeypatch.setattr(sampling, "ENABLED", False)
+    reference = _draw(logits, temps, u)
+    # They sum in different orders (torch's cumsum over 49k floats drifts by ~1e-6), so a row may differ only
+    # where its uniform number lies within that of a boundary between two tokens: both then bracket it.
+    differ = (kernel != reference).nonzero().flatten().tolist()
+    assert len(differ) <= 2
+    for i in differ:
+        cdf = torch.softmax(logits[i].double() / temps[i], -1).cumsum(0)
+        for tok in (int(kernel[i]), int(reference[i])):
+            assert float(cdf[tok - 1]) - 1e-5 <= float(u[i]) <= float(cdf[tok]) + 1e-5
 
 
 def test_top_k_top_p_min_p_restrict_support(sampler: Sampler) -> None:
