@@ -543,6 +543,14 @@ class ServerProcess:
         time.sleep(window)
         return (total() - t0) / window
 
+    def wait_quiet(self, max_s: float = 15.0, busy: float = 0.1) -> tuple[float, float]:
+        """Wait until the process tree uses under `busy` of a core (0.5 s windows), at most max_s. Returns (seconds
+        waited, its last CPU reading)."""
+        start = time.monotonic()
+        while (load := self.cpu_busy(0.5)) >= busy and time.monotonic() - start < max_s:
+            pass
+        return time.monotonic() - start, load
+
     def drain(self, max_s: float = 30.0) -> str:
         """Wait until the server stops computing (cancelled streams it did not abort); restart it if it won't.
 

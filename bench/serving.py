@@ -153,10 +153,26 @@ def run_all(order: list[str], table: dict, args, work, tokenizer, levels: list[i
         print(" " * 21 + HEADER, flush=True)
         for k, c in enumerate(levels):
             items = list(handles.items())
-            for _name, (rec, h) in items[::-1] if k % 2 else items:  # alternate who goes first
+            for name, (rec, h) in items[::-1] if k % 2 else items:  # alternate who goes first
+                settle(name, handles)
                 run_one_level(rec, h, c, args, work, tokenizer)
                 save(records)
     return records
+
+
+def settle(name: str, handles: dict) -> None:
+    """Before a server's level, wait until the others are idle. A server can keep its threads spinning for seconds
+    after its own level ends (seen here: a 2-thread matmul 60x slower at the next server's first step), and that
+    would land on whoever runs next."""
+    for other, (rec, h) in handles.items():
+        if other == name or h["srv"].proc.poll() is not None:
+            continue
+        waited, load = h["srv"].wait_quiet()
+        rec.setdefault("settle_s", []).append(round(waited, 1))
+        if load >= 0.1:
+            print(f"[{other}] still using {load:.0%} of a core after {waited:.0f} s of waiting", flush=True)
+        elif waited >= 1.0:
+            print(f"[{other}] busy for {waited:.1f} s more before {name}'s level", flush=True)
 
 
 # --- reporting --------------------------------------------------------------------------------------------

@@ -155,6 +155,10 @@ def next_probe_delay(chosen: int, n: int, previous: float | None, interval: floa
     return min(2.0 if previous is None else 2 * previous, interval)
 
 
+QUIET_S = 0.5  # a pause this long between forwards ends a busy spell
+BUSY_BEFORE_PROBE_S = 1.0  # the probe waits for this much continuous work
+
+
 class ThreadTuner:
     """CPU: how many intra-op threads the forward pass uses, re-measured every `interval` seconds while it runs.
 
@@ -162,7 +166,8 @@ class ThreadTuner:
     5-20x slower than one thread (seen here: ~1.4 s vs ~0.2 s per 32-stream decode step); on an idle host all
     threads win by up to their count. Other tenants come and go, so one measurement at startup goes stale: the probe
     (7 windows of 40 ms, alternating) reruns every `interval` s while the engine is busy, bounding a wrong choice to
-    that long, and sooner after it chose fewer threads (`next_probe_delay`). One thread must win by 20% on the median of its windows to be chosen: a median ignores the one window a
+    that long, and sooner after it chose fewer threads (`next_probe_delay`). One thread must win by 20% on the
+    median of its windows to be chosen: a median ignores the one window a
     neighbour's burst lands in (comparing every window pair kept one thread on a 2-core serving benchmark where two
     were 1.7x faster, and vLLM's two bound threads won by as much), a host that is really oversubscribed slows every
     multi-threaded window by far more than that, and a tie keeps all threads (asking all threads to win by 20%
@@ -172,8 +177,10 @@ class ThreadTuner:
     (torch has one pool).
     """
 
-    def __init__(self, model: Any, *, interval: float = 20.0, fixed: int | None = None) -> None:
-        self.model, self.interval = model, interval
+    def __init__(
+        self, model: Any, *, interval: float = 20.0, fixed: int | None = None, clock: Any = time.monotonic
+    ) -> None:
+        self.model, self.interval, self._clock = model, interval, clock
         if fixed is not None and fixed > 0:
             torch.set_num_threads(fixed)
         elif "OMP_NUM_THREADS" not in os.environ:  # an explicit OpenMP setting is the operator's choice
@@ -183,12 +190,19 @@ class ThreadTuner:
         self.chosen = self.max_threads
         self._next = 0.0
         self._delay: float | None = None  # the last delay after choosing fewer threads (see next_probe_delay)
+        self._last_call = self._busy_since = -math.inf
 
     def maybe_retune(self) -> None:
-        """Called before each forward: probe again once the delay set by the last probe has passed. After
-        a quiet spell that is the first forward of the new work: it pays the ~0.3 s probe, and the choice then fits
-        the host as it is when the work starts, not as it was when the engine went quiet."""
-        if not self.fixed and time.monotonic() >= self._next:
+        """Called before each forward: probe again once the delay set by the last probe has passed and the engine
+        has been busy for a second without a pause. Never at the first forward after a quiet spell: that request
+        would wait the ~0.3 s probe (every first request after idle did, here), and the API process is then busy
+        with the requests that ended the quiet spell, a neighbour the probe would wrongly count against the
+        multi-threaded windows."""
+        now = self._clock()
+        if now - self._last_call > QUIET_S:
+            self._busy_since = now
+        self._last_call = now
+        if not self.fixed and now >= self._next and now - self._busy_since >= BUSY_BEFORE_PROBE_S:
             self.retune()
 
     def retune(self, window: float = 0.04) -> int:
@@ -222,7 +236,7 @@ class ThreadTuner:
             )
         delay = next_probe_delay(chosen, n, self._delay, self.interval)
         self._delay = delay if chosen < n else None
-        self.chosen, self._next = chosen, time.monotonic() + delay
+        self.chosen, self._next = chosen, self._clock() + delay
         return chosen
 
 

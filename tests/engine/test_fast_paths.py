@@ -109,3 +109,25 @@ def test_thread_probe_comes_back_sooner_after_choosing_fewer_threads() -> None:
     assert next_probe_delay(1, 2, 2.0, 20.0) == 4.0  # still fewer: back off
     assert next_probe_delay(1, 2, 16.0, 20.0) == 20.0  # up to the interval
     assert next_probe_delay(2, 2, 16.0, 20.0) == 20.0
+
+
+def test_thread_probe_waits_for_a_second_of_continuous_work(tiny_model_dir: Path) -> None:
+    # Not in front of the first request after a quiet spell (it would wait the probe), nor during its arrival burst.
+    model = tiny(tiny_model_dir, torch.float32)
+    now = [100.0]
+    torch.set_num_threads(2)
+    tuner = ThreadTuner(model, clock=lambda: now[0])
+    probes: list[float] = []
+    tuner.retune = lambda window=0.04: probes.append(now[0]) or 2  # type: ignore[method-assign]
+    for _ in range(4):  # 0.75 s of back-to-back forwards: no probe yet
+        tuner.maybe_retune()
+        now[0] += 0.25
+    assert probes == []
+    tuner.maybe_retune()  # a second of work: the first probe
+    assert probes == [now[0]]
+    now[0] += 60.0  # a quiet minute, then work again: not at once
+    tuner.maybe_retune()
+    assert len(probes) == 1
+    now[0] += 1.0  # the pause of a whole second ends the busy spell again
+    tuner.maybe_retune()
+    assert len(probes) == 1
