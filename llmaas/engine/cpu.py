@@ -155,6 +155,8 @@ def next_probe_delay(chosen: int, n: int, previous: float | None, interval: floa
     return min(2.0 if previous is None else 2 * previous, interval)
 
 
+PROBE_WINDOWS = 7  # alternating 1 and all threads, 40 ms each
+PROBE_WINDOW_S = 0.04
 QUIET_S = 0.5  # a pause this long between forwards ends a busy spell
 BUSY_BEFORE_PROBE_S = 1.0  # the probe waits for this much continuous work
 
@@ -165,7 +167,7 @@ class ThreadTuner:
     Measured, not assumed: on a shared, oversubscribed host, OpenMP barriers make multi-threaded small matmuls
     5-20x slower than one thread (seen here: ~1.4 s vs ~0.2 s per 32-stream decode step); on an idle host all
     threads win by up to their count. Other tenants come and go, so one measurement at startup goes stale: the probe
-    (7 windows of 40 ms, alternating) reruns every `interval` s while the engine is busy, bounding a wrong choice to
+    (7 windows of 40 ms, alternating, one before each of 7 forwards) reruns every `interval` s while the engine is busy, bounding a wrong choice to
     that long, and sooner after it chose fewer threads (`next_probe_delay`). One thread must win by 20% on the
     median of its windows to be chosen: a median ignores the one window a
     neighbour's burst lands in (comparing every window pair kept one thread on a 2-core serving benchmark where two
@@ -191,39 +193,53 @@ class ThreadTuner:
         self._next = 0.0
         self._delay: float | None = None  # the last delay after choosing fewer threads (see next_probe_delay)
         self._last_call = self._busy_since = -math.inf
+        self._windows: list[float] | None = None  # a probe under way: its windows so far
 
     def maybe_retune(self) -> None:
-        """Called before each forward: probe again once the delay set by the last probe has passed and the engine
-        has been busy for a second without a pause. Never at the first forward after a quiet spell: that request
-        would wait the ~0.3 s probe (every first request after idle did, here), and the API process is then busy
-        with the requests that ended the quiet spell, a neighbour the probe would wrongly count against the
-        multi-threaded windows."""
+        """Called before each forward. A probe starts once the delay set by the last one has passed and the engine
+        has been busy for a second without a pause, and takes one of its windows per forward, so that no request
+        waits all seven (~0.3 s) at once: one that arrived then waited for all of them (+0.27 s to its first token,
+        every 20 s of busy time, here). Never at the first forward after a quiet spell: the API process is then
+        busy with the requests that ended it, a neighbour the probe would count against the multi-threaded
+        windows."""
         now = self._clock()
         if now - self._last_call > QUIET_S:
             self._busy_since = now
         self._last_call = now
-        if not self.fixed and now >= self._next and now - self._busy_since >= BUSY_BEFORE_PROBE_S:
-            self.retune()
+        if self.fixed:
+            return
+        if self._windows is None and now >= self._next and now - self._busy_since >= BUSY_BEFORE_PROBE_S:
+            self._windows = []
+        if self._windows is not None:
+            self._windows.append(self._time_per_call(self._window_threads(len(self._windows)), PROBE_WINDOW_S))
+            if len(self._windows) == PROBE_WINDOWS:
+                self._decide(self._windows)
+                self._windows = None
+            torch.set_num_threads(self.chosen)  # the forward itself runs on the current choice
 
-    def retune(self, window: float = 0.04) -> int:
+    def retune(self, window: float = PROBE_WINDOW_S) -> int:
+        """A whole probe now (all windows back to back)."""
+        return self._decide([self._time_per_call(self._window_threads(i), window) for i in range(PROBE_WINDOWS)])
+
+    def _window_threads(self, i: int) -> int:
+        return 1 if i % 2 == 0 else self.max_threads  # 1, n, 1, n, ...: a change in the neighbours' load hits both
+
+    def _time_per_call(self, threads: int, window: float) -> float:
+        # Sustained work over a window of several scheduler time slices, not medians of short bursts: a burst can
+        # land in a neighbour's pause, while a descheduled thread stalls every OpenMP barrier of real work.
         w = self.model.layers[0].mlp.w_gate_up  # [2I, dim]: the largest per-layer matmul
         x = torch.randn(16, w.in_features, dtype=w.weight.dtype, device=w.weight.device)  # a decode batch
-
-        def time_per_call(threads: int) -> float:
-            # Sustained work over a window of several scheduler time slices, not medians of short bursts: a burst
-            # can land in a neighbour's pause, while a descheduled thread stalls every OpenMP barrier of real work.
-            torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
+        w(x)
+        calls, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < window:
             w(x)
-            calls, start = 0, time.perf_counter()
-            while (elapsed := time.perf_counter() - start) < window:
-                w(x)
-                calls += 1
-            return elapsed / calls
+            calls += 1
+        return elapsed / calls
 
-        # 1, n, 1, n, 1, n, 1: alternating, so that a change in the neighbours' load hits both sides alike
+    def _decide(self, times: list[float]) -> int:
         n = self.max_threads
-        t = [time_per_call(1 if i % 2 == 0 else n) for i in range(7)]
-        one, many = statistics.median(t[0::2]), statistics.median(t[1::2])
+        one, many = statistics.median(times[0::2]), statistics.median(times[1::2])
         chosen = choose_threads(one, many, n)
         torch.set_num_threads(chosen)
         if chosen != self.chosen or self._next == 0.0:

@@ -66,8 +66,8 @@ def build_core(
     if model.pack_weights():
         log.info("engine: projections run on oneDNN-packed bf16 weights")
     threads = ThreadTuner(model, fixed=num_threads) if device.type == "cpu" else None
-    if threads is not None:
-        threads.maybe_retune()
+    if threads is not None and not threads.fixed:
+        threads.retune()  # the first choice, before any request (later probes spread over forwards)
     num_blocks, max_len = kv_geometry(spec, loaded.config, dtype, num_blocks)
     lora = None
     if serves_adapters(spec):

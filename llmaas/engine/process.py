@@ -259,6 +259,10 @@ def child_main(spec: Any, device: str, dtype: torch.dtype, settings: Any, reques
         log.exception("the engine for %r could not be built", spec.name)
         events.send(("failed", f"{type(e).__name__}: {e}"))
         return
+    try:
+        core.warm_up()
+    except Exception:  # a model that cannot serve this prompt fails its own requests, as it would without this
+        log.exception("the engine for %r failed its warm-up request", spec.name)
     _release_freed_memory()
     events.send(("ready", None))
     wake, stop = threading.Event(), threading.Event()

@@ -112,22 +112,26 @@ def test_thread_probe_comes_back_sooner_after_choosing_fewer_threads() -> None:
 
 
 def test_thread_probe_waits_for_a_second_of_continuous_work(tiny_model_dir: Path) -> None:
-    # Not in front of the first request after a quiet spell (it would wait the probe), nor during its arrival burst.
+    # Not in front of the first request after a quiet spell, nor during its arrival burst; then one window per
+    # forward, so that no forward waits for the whole probe.
     model = tiny(tiny_model_dir, torch.float32)
     now = [100.0]
     torch.set_num_threads(2)
     tuner = ThreadTuner(model, clock=lambda: now[0])
-    probes: list[float] = []
-    tuner.retune = lambda window=0.04: probes.append(now[0]) or 2  # type: ignore[method-assign]
+    windows: list[int] = []
+    tuner._time_per_call = lambda threads, window: windows.append(threads) or 1.0  # type: ignore[method-assign]
     for _ in range(4):  # 0.75 s of back-to-back forwards: no probe yet
         tuner.maybe_retune()
         now[0] += 0.25
-    assert probes == []
-    tuner.maybe_retune()  # a second of work: the first probe
-    assert probes == [now[0]]
+    assert windows == []
+    for k in range(7):  # a second of work: the probe, one window per forward, the forward on the current choice
+        tuner.maybe_retune()
+        assert len(windows) == k + 1 and torch.get_num_threads() == 2
+    assert windows == [1, 2, 1, 2, 1, 2, 1]
+    tuner.maybe_retune()  # done: no eighth window
+    assert len(windows) == 7
     now[0] += 60.0  # a quiet minute, then work again: not at once
     tuner.maybe_retune()
-    assert len(probes) == 1
-    now[0] += 1.0  # the pause of a whole second ends the busy spell again
+    now[0] += 1.0  # a pause of a whole second ends the busy spell again
     tuner.maybe_retune()
-    assert len(probes) == 1
+    assert len(windows) == 7
