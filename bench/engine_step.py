@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from limits import format_limits, measure  # noqa: E402
 
-from llmaas.engine.kernels import fused  # noqa: E402
+from llmaas.engine.kernels import fused, sampling  # noqa: E402
 
 
 def build_engine(threads: int | None):
@@ -132,17 +132,18 @@ def main() -> None:
             f"{r['tok_s'] / bound:.0%} of the {kind} bound ({bound:.0f} tok/s)"
         )
         if not args.no_baseline:  # the same level again, same prompts, with hand-written kernels switched off
-            for label, attention, fusing in (
-                ("torch path", False, False),
-                ("no paged attention", False, True),
-                ("no fused ops", paged, False),
+            for label, attention, fusing, sampling_kernel in (
+                ("torch path", False, False, False),
+                ("no paged attention", False, True, True),
+                ("no fused ops", paged, False, True),
+                ("no sampling kernel", paged, True, False),
             ):
-                runner.paged_decode, fused.ENABLED = attention, fusing
+                runner.paged_decode, fused.ENABLED, sampling.ENABLED = attention, fusing, sampling_kernel
                 try:
                     run_level(engine.core, n, 8, seed=1000 + i)
                     b = run_level(engine.core, n, args.out_tokens, seed=i)
                 finally:
-                    runner.paged_decode, fused.ENABLED = paged, True
+                    runner.paged_decode, fused.ENABLED, sampling.ENABLED = paged, True, True
                 line += f"; {label} {b['step_ms']:.1f} ms ({b['step_ms'] / r['step_ms']:.2f}x)"
         print(line)
 
