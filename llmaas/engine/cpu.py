@@ -167,10 +167,10 @@ class ThreadTuner:
     Measured, not assumed: on a shared, oversubscribed host, OpenMP barriers make multi-threaded small matmuls
     5-20x slower than one thread (seen here: ~1.4 s vs ~0.2 s per 32-stream decode step); on an idle host all
     threads win by up to their count. Other tenants come and go, so one measurement at startup goes stale: the probe
-    (7 windows of 40 ms, alternating, one before each of 7 forwards) reruns every `interval` s while the engine is busy, bounding a wrong choice to
-    that long, and sooner after it chose fewer threads (`next_probe_delay`). One thread must win by 20% on the
-    median of its windows to be chosen: a median ignores the one window a
-    neighbour's burst lands in (comparing every window pair kept one thread on a 2-core serving benchmark where two
+    (7 windows of 40 ms, alternating, one before each of 7 forwards) reruns every `interval` s while the engine is
+    busy, bounding a wrong choice to that long, and sooner after it chose fewer threads (`next_probe_delay`). One
+    thread must win by 20% on the median of its windows to be chosen: a median ignores the one window a neighbour's
+    burst lands in (comparing every window pair kept one thread on a 2-core serving benchmark where two
     were 1.7x faster, and vLLM's two bound threads won by as much), a host that is really oversubscribed slows every
     multi-threaded window by far more than that, and a tie keeps all threads (asking all threads to win by 20%
     instead picked one thread in 4 of 8 probes in a row on a quiet 2-core VM, where two served a stream ~1.5x
@@ -204,7 +204,7 @@ class ThreadTuner:
         windows."""
         now = self._clock()
         if now - self._last_call > QUIET_S:
-            self._busy_since = now
+            self._busy_since, self._windows = now, None  # a probe cut by the pause starts again later
         self._last_call = now
         if self.fixed:
             return

@@ -135,3 +135,10 @@ def test_thread_probe_waits_for_a_second_of_continuous_work(tiny_model_dir: Path
     now[0] += 1.0  # a pause of a whole second ends the busy spell again
     tuner.maybe_retune()
     assert len(windows) == 7
+    for _ in range(5):  # a second of work: a probe starts; a pause cuts it after two windows
+        now[0] += 0.25
+        tuner.maybe_retune()
+    assert len(windows) == 9
+    now[0] += 5.0
+    tuner.maybe_retune()  # the first forward after the pause: no window, the cut probe is dropped
+    assert len(windows) == 9 and tuner._windows is None
