@@ -253,7 +253,7 @@ def _draw(logits: torch.Tensor, temperatures: list[float], u: torch.Tensor) -> t
     tokens = sampling.draw(logits, t, u)
     if tokens is not None:
         return tokens
-    greedy = t <= 0
+    greedy = (t <= 0) | ~torch.isfinite(1.0 / t)  # 1/t overflowing: the softmax's limit, the argmax
     probs = torch.softmax(logits / torch.where(greedy, 1.0, t).unsqueeze(1), dim=-1)
     cdf = probs.cumsum(dim=-1)  # [B, V], non-decreasing
     total = cdf[:, -1:]

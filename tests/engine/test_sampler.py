@@ -100,6 +100,7 @@ def test_draw_over_many_blocks_matches_softmax(draw_path: str) -> None:
     freq = torch.bincount(tokens, minlength=vocab).float() / n
     assert torch.allclose(freq, torch.softmax(base / 0.7, -1), atol=0.015)
     assert _draw(base.repeat(2, 1), [0.0, 0.0], u[:2]).tolist() == [256, 256]
+    assert _draw(base.repeat(2, 1), [1e-40, 1e-38], u[:2]).tolist() == [256, 256]  # 1/t overflows: the argmax
 
 
 def test_greedy_takes_the_first_maximum(draw_path: str) -> None:

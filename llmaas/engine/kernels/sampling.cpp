@@ -90,8 +90,10 @@ void llmaas_sample_rows(const float* logits, int64_t rows, int64_t vocab, const 
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       const float* x = logits + r * vocab;
-      out[r] = temperature[r] > 0.f ? draw(x, vocab, 1.f / temperature[r], u[r], e.data(), block_sum.data())
-                                    : argmax(x, vocab);
+      const float inv_t = temperature[r] > 0.f ? 1.f / temperature[r] : 0.f;
+      // A temperature so small that 1/t overflows is the limit of the softmax: the argmax (inf * 0 would be NaN).
+      out[r] = inv_t > 0.f && std::isfinite(inv_t) ? draw(x, vocab, inv_t, u[r], e.data(), block_sum.data())
+                                                   : argmax(x, vocab);
     }
   }
 }
