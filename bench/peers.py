@@ -496,8 +496,9 @@ class ServerProcess:
 
     def pss(self) -> int:
         """PSS in bytes summed over the process tree. /proc/PID/smaps_rollup walks every page table of the process
-        under its mmap lock: ~20 ms for a 1 GB process here, more for vLLM's 4.7 GB tree. Sampled every 0.2 s on
-        four servers, that took most of a core on a 2-core machine, from the very servers being measured."""
+        under its mmap lock: 22 and 18.5 ms for llmaas' two ~0.85 GB processes here, more for vLLM's 4.7 GB tree.
+        Sampled every 0.2 s on four servers, that took most of a core on a 2-core machine, from the very servers
+        being measured."""
         total = 0
         for p in self._tree():
             with contextlib.suppress(OSError, StopIteration), open(f"/proc/{p.pid}/smaps_rollup") as f:
@@ -510,8 +511,8 @@ class ServerProcess:
 
     def _sample(self) -> None:
         """RSS every 0.2 s; PSS only when RSS has grown by 16 MB since PSS was last read (and at each level's end,
-        in take_level_peak). PSS moves with RSS (pages come and go in both), so its peak is read within about that
-        margin."""
+        in take_level_peak). That reads PSS's peak within about that margin as long as PSS grows with RSS, which
+        it does unless processes of the tree exit while serving (their shared pages then split fewer ways)."""
         pss_at_rss = -1
         while not self._stop.is_set():
             r = self.rss()
@@ -556,10 +557,8 @@ class ServerProcess:
 
         Without this, a server that keeps generating for disconnected clients steals the CPU from the next
         server's measurement."""
-        deadline = time.monotonic() + max_s
-        while time.monotonic() < deadline:
-            if self.cpu_busy() < 0.1:
-                return "idle"
+        if self.wait_quiet(max_s)[1] < 0.1:
+            return "idle"
         self.__exit__(None, None, None)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"

@@ -161,9 +161,8 @@ def run_all(order: list[str], table: dict, args, work, tokenizer, levels: list[i
 
 
 def settle(name: str, handles: dict) -> None:
-    """Before a server's level, wait until the others are idle. A server can keep its threads spinning for seconds
-    after its own level ends (seen here: a 2-thread matmul 60x slower at the next server's first step), and that
-    would land on whoever runs next."""
+    """Before a server's level, wait until the others are idle: a server can stay busy after its own level ends
+    (vLLM did for 1-1.5 s after each of its levels here), and that would land on whoever runs next."""
     for other, (rec, h) in handles.items():
         if other == name or h["srv"].proc.poll() is not None:
             continue

@@ -194,6 +194,25 @@ def test_one_stream_per_call_and_a_refused_call_leaves_nothing_running(loaded: A
     asyncio.run(main())
 
 
+def test_warm_up_leaves_the_core_as_it_found_it(loaded: Any) -> None:
+    """The engine process's warm-up request: nothing left running, no block held or cached, the same output after."""
+
+    def run(core: Any, r: EngineRequest) -> list[TokenEvent]:
+        core.add_request(r)
+        evs: list[TokenEvent] = []
+        while core.has_work():
+            evs += core.step()
+        return evs
+
+    cold, warm = engine(loaded).core, engine(loaded).core
+    warm.warm_up()
+    assert not warm.has_work() and warm.scheduler.kv.num_used == 0
+    prompt = list(range(8)) + [9, 10, 11]  # the warm-up's own prompt first: a cached block would be hit
+    evs = run(warm, req("a", prompt, max_tokens=5))
+    assert evs[-1].num_cached_tokens == 0
+    assert toks(evs) == toks(run(cold, req("a", prompt, max_tokens=5)))
+
+
 def test_failing_sequence_fails_alone(loaded: Any) -> None:
     """A sequence whose forward pass or sampling raises gets FinishReason.ERROR; its neighbours and the loop go on."""
     eng = engine(loaded)

@@ -19,8 +19,6 @@ from llmaas.engine import kernels
 
 ENABLED = True
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
-
-
 _SIGNATURES = {"sample_rows": [_PTR, _I64, _I64, _PTR, _PTR, _PTR], "argmax_rows": [_PTR, _I64, _I64, _PTR]}
 
 
