@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from limits import format_limits, measure  # noqa: E402
 
-from llmaas.engine.kernels import fused, sampling  # noqa: E402
+from llmaas.engine.kernels import block_linear, fused, sampling  # noqa: E402
 
 
 def build_engine(threads: int | None):
@@ -114,6 +114,23 @@ def main() -> None:
     )
     lim = measure(read_per_token)
     print(format_limits(lim))
+    blocks = [m.blocks for m in engine.core.runner.model.modules() if getattr(m, "blocks", None) is not None]
+    dense = None
+    if blocks:  # the same model again with every weight dense fp32, the baseline of the block kernel
+        block_bytes = sum(b.nbytes for b in blocks) + sum(
+            m.weight.numel() * 4
+            for m in engine.core.runner.model.modules()
+            if isinstance(m, torch.nn.Linear) and getattr(m, "blocks", None) is None
+        )
+        print(
+            f"  {len(blocks)} projections on GGUF blocks: {block_bytes / 1e6:.0f} MB/token, batch-1 bound "
+            f"{lim['mem_bandwidth_GBps'] * 1e9 / block_bytes:.0f} tok/s"
+        )
+        block_linear.ENABLED = False
+        try:
+            dense, _ = build_engine(args.threads)
+        finally:
+            block_linear.ENABLED = True
     bounds = lim["bounds"]["bf16" if dtype == torch.bfloat16 else "fp32"]
     runner = engine.core.runner
     paged = runner.paged_decode
@@ -145,6 +162,10 @@ def main() -> None:
                 finally:
                     runner.paged_decode, fused.ENABLED, sampling.ENABLED = paged, True, True
                 line += f"; {label} {b['step_ms']:.1f} ms ({b['step_ms'] / r['step_ms']:.2f}x)"
+            if dense is not None:
+                run_level(dense.core, n, 8, seed=1000 + i)
+                b = run_level(dense.core, n, args.out_tokens, seed=i)
+                line += f"; dense fp32 weights {b['step_ms']:.1f} ms ({b['step_ms'] / r['step_ms']:.2f}x)"
         print(line)
 
 

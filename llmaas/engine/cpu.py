@@ -21,14 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llmaas.engine.kernels import int8_linear
+from llmaas.engine.kernels import block_linear, int8_linear
 
 log = logging.getLogger(__name__)
 
 
 class Linear(nn.Linear):
-    """nn.Linear that can run on a oneDNN-packed copy of its weight (CPU bf16; see `Llama.pack_weights`), or on int8
-    weights with a scale per output row (`quantize_int8`; kernels/int8_linear).
+    """nn.Linear that can run on a oneDNN-packed copy of its weight (CPU bf16; see `Llama.pack_weights`), on int8
+    weights with a scale per output row (`quantize_int8`; kernels/int8_linear), or on the GGUF blocks its fp32 weight
+    exactly is (`use_blocks`; kernels/block_linear).
 
     Packing reorders the weight once into oneDNN's blocked layout instead of at every call. Measured on the
     AVX-512-bf16 CPU here: 2x faster at 1 row and 10-20% at 32-512 rows (one matmul), ~30% off a whole batch-1
@@ -39,8 +40,11 @@ class Linear(nn.Linear):
     packed: Tensor | None = None
     qweight: Tensor | None = None  # int8 [out, in]
     qscale: Tensor | None = None  # fp32 [out]
+    blocks: block_linear.Blocks | None = None
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.blocks is not None:
+            return block_linear.linear(x, self.blocks, self.bias)
         if self.qweight is not None and self.qscale is not None:
             return int8_linear.linear(x, self.qweight, self.qscale, self.bias)
         if self.packed is None:
@@ -58,6 +62,16 @@ class Linear(nn.Linear):
         if self.in_features % int8_linear.GROUP:
             return False
         self.qweight, self.qscale = int8_linear.quantize(self.weight)
+        if not keep_weight:
+            self.weight = nn.Parameter(self.weight.new_empty(0), requires_grad=False)
+        return True
+
+    def use_blocks(self, keep_weight: bool = False) -> bool:
+        """Serve from the Q4_1/Q8_0 blocks the fp32 weight dequantizes from, if it is exactly such blocks (True);
+        False (unchanged) if not. The fp32 weight is dropped unless `keep_weight` (shared with another module)."""
+        self.blocks = block_linear.recover(self.weight)
+        if self.blocks is None:
+            return False
         if not keep_weight:
             self.weight = nn.Parameter(self.weight.new_empty(0), requires_grad=False)
         return True

@@ -63,6 +63,8 @@ def build_core(
         if device.type != "cpu":
             raise ValueError(f"model {spec.name!r}: quantization=int8 runs on CPU only (this model is on {device})")
         log.info("engine: %d projections run on int8 weights", model.quantize_int8())
+    elif blocks := model.use_weight_blocks():
+        log.info("engine: %d projections run on the GGUF blocks their fp32 weights are", blocks)
     if model.pack_weights():
         log.info("engine: projections run on oneDNN-packed bf16 weights")
     threads = ThreadTuner(model, fixed=num_threads) if device.type == "cpu" else None

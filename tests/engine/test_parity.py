@@ -18,7 +18,9 @@ import torch
 
 from llmaas.config import ModelSpec, Settings
 from llmaas.engine.client import AsyncEngine
+from llmaas.engine.cpu import Linear
 from llmaas.engine.factory import build_chat_engine
+from llmaas.engine.kernels import block_linear
 from llmaas.engine.models.loader import load_model
 from llmaas.engine.types import EngineRequest, SamplingParams, TokenEvent
 from tests.support.tiny import build_byte_tokenizer
@@ -296,6 +298,9 @@ def test_smollm2_greedy_matches_transformers(smollm2: tuple[Any, Any]) -> None:
     loaded = SimpleNamespace(config=hf.config, tensors=dict(hf.state_dict()), tokenizer=HFTokenizer(tok, [2]))
     spec = ModelSpec(name="smol", source="builtin:smollm2", kv_cache_mb=64)
     engine = build_chat_engine(spec, loaded, "cpu", torch.float32)
+    if block_linear.available():  # the GGUF's weights are Q4_1/Q8_0 blocks: served on them, still exact weights
+        model = engine.core.runner.model
+        assert all(m.blocks is not None for m in model.modules() if isinstance(m, Linear))
     questions = [
         "What is the capital of France?",
         "Name three colors.",
