@@ -111,6 +111,17 @@ def main() -> None:
         same, share = agreement(greedy(fp32, tokenizer, args.tokens), reference)
         print(f"  bf16 vs fp32: {same}/{len(PROMPTS)} identical, {share:.0%}")
         del fp32
+    if any(getattr(m, "blocks", None) is not None for m in base.runner.model.modules()):
+        from llmaas.engine.kernels import block_linear
+
+        block_linear.ENABLED = False  # the same fp32 weights, dense, on MKL: what the block kernel changes
+        try:
+            dense, _, _ = build("none", args.threads)
+        finally:
+            block_linear.ENABLED = True
+        same, share = agreement(reference, greedy(dense, tokenizer, args.tokens))
+        print(f"  fp32 on GGUF blocks vs dense fp32: {same}/{len(PROMPTS)} identical, {share:.0%}")
+        del dense
     bound = {k: lim["bounds"][k]["batch1_tok_s"] for k in (name, "int8")}
     print(
         f"\ndecode step, {torch.get_num_threads()} thread(s); batch-1 memory bounds {name} {bound[name]:.0f} tok/s, "
