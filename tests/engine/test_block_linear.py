@@ -16,6 +16,7 @@ from gguf.quants import dequantize, quantize
 from safetensors.torch import load_file, save_file
 
 from llmaas.engine.kernels import block_linear
+from tests.support.tiny import greedy_on_tiny
 
 Q4_1, Q8_0 = GGMLQuantizationType.Q4_1, GGMLQuantizationType.Q8_0
 
@@ -123,7 +124,6 @@ def test_a_gguf_model_generates_what_its_dense_weights_generate(
     from llmaas.engine.cpu import Linear
     from llmaas.engine.factory import build_core
     from llmaas.engine.models.loader import load_model
-    from llmaas.engine.types import EngineRequest, SamplingParams
 
     if not block_linear.available():
         pytest.skip("no C++ compiler here")
@@ -137,17 +137,7 @@ def test_a_gguf_model_generates_what_its_dense_weights_generate(
         linears = [m for m in core.runner.model.modules() if isinstance(m, Linear)]
         on_blocks = sum(m.blocks is not None for m in linears)
         assert on_blocks in (0, len(linears))  # every projection and the (tied) LM head, or none
-        tok = loaded.tokenizer
-        for i, n in enumerate((1, 7, 30)):
-            prompt = tok.apply_chat_template([{"role": "user", "content": "ab " * n}])
-            core.add_request(
-                EngineRequest(f"r{i}", prompt, SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True))
-            )
-        out: dict[str, list[int]] = {}
-        while core.has_work():
-            for ev in core.step():
-                out.setdefault(ev.request_id, []).extend(ev.token_ids)
-        return out, on_blocks
+        return greedy_on_tiny(core, loaded.tokenizer), on_blocks
 
     on_blocks, n = generate(True)
     dense, none = generate(False)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from llmaas.engine.kernels import int8_linear
+from tests.support.tiny import greedy_on_tiny
 
 CPU = torch.device("cpu")
 
@@ -57,7 +58,6 @@ def test_int8_model_generates_what_its_dequantized_weights_generate(tiny_model_d
     from llmaas.config import ModelSpec, Settings
     from llmaas.engine.factory import build_core
     from llmaas.engine.models.loader import load_model
-    from llmaas.engine.types import EngineRequest, SamplingParams
 
     if not int8_linear.available(torch.float32, CPU):
         pytest.skip("no C++ compiler here")
@@ -66,18 +66,7 @@ def test_int8_model_generates_what_its_dequantized_weights_generate(tiny_model_d
     def generate(source: Path, quantization: str) -> dict[str, list[int]]:
         spec = ModelSpec(name="tiny", source=str(source), dtype="float32", kv_cache_mb=4, quantization=quantization)
         loaded = load_model(spec, Settings(data_dir=tmp_path))
-        core = build_core(spec, loaded, "cpu", torch.float32, num_threads=1)
-        tok = loaded.tokenizer
-        for i, n in enumerate((1, 7, 30)):
-            prompt = tok.apply_chat_template([{"role": "user", "content": "ab " * n}])
-            core.add_request(
-                EngineRequest(f"r{i}", prompt, SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True))
-            )
-        out: dict[str, list[int]] = {}
-        while core.has_work():
-            for ev in core.step():
-                out.setdefault(ev.request_id, []).extend(ev.token_ids)
-        return out
+        return greedy_on_tiny(build_core(spec, loaded, "cpu", torch.float32, num_threads=1), loaded.tokenizer)
 
     quantized = generate(tiny_model_dir, "int8")
     assert all(len(t) == 16 for t in quantized.values())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # ids 0, 1, 2 as in SmolLM2
 CHATML_TEMPLATE = (
@@ -95,3 +96,18 @@ def build_tiny_llama(
     model.save_pretrained(out_dir, safe_serialization=True)
     (out_dir / "llmaas_tiny.json").write_text(json.dumps({"seed": seed}))
     return out_dir
+
+
+def greedy_on_tiny(core: Any, tokenizer: Any, max_tokens: int = 16) -> dict[str, list[int]]:
+    """Greedy tokens (EOS ignored) of three chat prompts of 1, 7 and 30 words, run to the end on `core`."""
+    from llmaas.engine.types import EngineRequest, SamplingParams
+
+    for i, n in enumerate((1, 7, 30)):
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": "ab " * n}])
+        params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+        core.add_request(EngineRequest(f"r{i}", prompt, params))
+    out: dict[str, list[int]] = {}
+    while core.has_work():
+        for ev in core.step():
+            out.setdefault(ev.request_id, []).extend(ev.token_ids)
+    return out
