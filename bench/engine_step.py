@@ -114,24 +114,26 @@ def main() -> None:
     )
     lim = measure(read_per_token)
     print(format_limits(lim))
+    bounds = lim["bounds"]["bf16" if dtype == torch.bfloat16 else "fp32"]
     blocks = [m.blocks for m in engine.core.runner.model.modules() if getattr(m, "blocks", None) is not None]
     dense = None
+    batch1_bound = bounds["batch1_tok_s"]
     if blocks:  # the same model again with every weight dense fp32, the baseline of the block kernel
         block_bytes = sum(b.nbytes for b in blocks) + sum(
             m.weight.numel() * 4
             for m in engine.core.runner.model.modules()
             if isinstance(m, torch.nn.Linear) and getattr(m, "blocks", None) is None
         )
+        batch1_bound = lim["mem_bandwidth_GBps"] * 1e9 / block_bytes  # the bytes a step really reads
         print(
             f"  {len(blocks)} projections on GGUF blocks: {block_bytes / 1e6:.0f} MB/token, batch-1 bound "
-            f"{lim['mem_bandwidth_GBps'] * 1e9 / block_bytes:.0f} tok/s"
+            f"{batch1_bound:.0f} tok/s"
         )
         block_linear.ENABLED = False
         try:
             dense, _ = build_engine(args.threads)
         finally:
             block_linear.ENABLED = True
-    bounds = lim["bounds"]["bf16" if dtype == torch.bfloat16 else "fp32"]
     runner = engine.core.runner
     paged = runner.paged_decode
     print(
@@ -143,7 +145,7 @@ def main() -> None:
     for i, n in enumerate(int(s) for s in args.streams.split(",")):
         run_level(engine.core, n, 8, seed=1000 + i)  # warm-up: kernels for this batch size
         r = run_level(engine.core, n, args.out_tokens, seed=i, profile=args.profile)
-        bound, kind = (bounds["batch1_tok_s"], "batch-1 memory") if n == 1 else (bounds["large_batch_tok_s"], "compute")
+        bound, kind = (batch1_bound, "batch-1 memory") if n == 1 else (bounds["large_batch_tok_s"], "compute")
         line = (
             f"{n:>8} {r['step_ms']:>7.1f}ms {r['forward_ms']:>7.1f}ms {r['tok_s']:>8.1f}  "
             f"{r['tok_s'] / bound:.0%} of the {kind} bound ({bound:.0f} tok/s)"

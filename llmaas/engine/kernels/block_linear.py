@@ -62,7 +62,10 @@ def _lib() -> Any:
 
 
 def available() -> bool:
-    return ENABLED and _lib() is not None
+    """Whether the engine should serve blocks here: the kernel is built, with its AVX2 path (elsewhere the plain
+    loops compute the same, unmeasured against the dense matmul)."""
+    lib = _lib()
+    return ENABLED and lib is not None and bool(lib.llmaas_block_linear_avx2())
 
 
 def recover(weight: Tensor) -> Blocks | None:
