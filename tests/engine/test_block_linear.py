@@ -60,13 +60,14 @@ def test_the_kernel_is_the_matmul_on_those_weights(kind: GGMLQuantizationType, M
     torch.testing.assert_close(y, F.linear(x, w, bias), rtol=1e-5, atol=1e-5)
 
 
-def test_the_lm_head_sized_weight_stays_on_the_kernel() -> None:
+def test_the_lm_head_sized_weight_stays_on_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     if not block_linear.available():
         pytest.skip("no C++ compiler here")
     w = gguf_weight((block_linear.DENSE_MAX_WEIGHTS // 64 + 3, 64), Q8_0)
     blocks = block_linear.recover(w)
     assert blocks is not None
-    x = torch.randn(block_linear.KERNEL_ROWS + 1, 64)
+    x = torch.randn(block_linear.KERNEL_ROWS + 1, 64)  # two chunks of rows in the kernel
+    monkeypatch.setattr(block_linear, "_dense", lambda *a: pytest.fail("a weight this large must not go dense"))
     torch.testing.assert_close(block_linear.linear(x, blocks, None), F.linear(x, w), rtol=1e-5, atol=1e-5)
 
 
