@@ -78,7 +78,8 @@ def recover(weight: Tensor) -> Blocks | None:
     found = _recover_q4_1(b) or _recover_q8_0(b)
     if found is None:
         return None
-    return Blocks(found.q.view(N, -1), found.d.view(N, -1), None if found.m is None else found.m.view(N, -1), (N, K))
+    q, d, m = found
+    return Blocks(q.view(N, -1), d.view(N, -1), None if m is None else m.view(N, -1), (N, K))
 
 
 def _search(b: Tensor, guess: Tensor, lo: float, hi: float, offset: Tensor | None) -> tuple[Tensor, Tensor] | None:
@@ -102,7 +103,8 @@ def _search(b: Tensor, guess: Tensor, lo: float, hi: float, offset: Tensor | Non
     return None
 
 
-def _recover_q4_1(b: Tensor) -> Blocks | None:
+def _recover_q4_1(b: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+    """(packed q, d, m) per block of `b` [G, GROUP], or None."""
     m = b.amin(dim=1)
     if not torch.equal(m.half().float(), m):  # the block minimum is its offset, an fp16 (q = 0 there)
         return None
@@ -112,15 +114,16 @@ def _recover_q4_1(b: Tensor) -> Blocks | None:
     d, q = found
     q8 = q.to(torch.uint8)
     packed = q8[:, : GROUP // 2] | (q8[:, GROUP // 2 :] << 4)
-    return Blocks(packed.contiguous(), d, m.contiguous(), (0, 0))
+    return packed.contiguous(), d, m.contiguous()
 
 
-def _recover_q8_0(b: Tensor) -> Blocks | None:
+def _recover_q8_0(b: Tensor) -> tuple[Tensor, Tensor, None] | None:
+    """(q, d, None) per block of `b` [G, GROUP], or None."""
     found = _search(b, b.abs().amax(dim=1) / 127, -128, 127, None)
     if found is None:
         return None
     d, q = found
-    return Blocks(q.to(torch.int8).contiguous(), d, None, (0, 0))
+    return q.to(torch.int8).contiguous(), d, None
 
 
 def dequantize(w: Blocks) -> Tensor:
