@@ -5,6 +5,7 @@ weights are such blocks generates what it generates on its dense fp32 weights.""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +28,21 @@ def gguf_weight(shape: tuple[int, int], kind: GGMLQuantizationType, seed: int = 
     return torch.from_numpy(dequantize(quantize(w, kind), kind).copy())
 
 
-@pytest.fixture(params=[True, False], ids=["kernel", "torch"])
-def block_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    if request.param and not block_linear.available():
+@pytest.fixture(params=["kernel", "tiles", "torch"])
+def block_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The kernel as served (OpenBLAS takes many rows where installed), the kernel on its own tiles, or torch."""
+    if request.param != "torch" and not block_linear.available():
         pytest.skip("no C++ compiler here")
-    if not request.param:
+    if request.param == "torch":
         monkeypatch.setattr(block_linear, "_lib", lambda: None)
-    return bool(request.param)
+    if request.param == "tiles":
+        block_linear.use_openblas(False)
+    yield request.param
+    block_linear.use_openblas(True)
 
 
 @pytest.mark.parametrize("kind", [Q4_1, Q8_0])
-def test_blocks_rebuild_the_weight_bit_for_bit(kind: GGMLQuantizationType, block_path: bool) -> None:
+def test_blocks_rebuild_the_weight_bit_for_bit(kind: GGMLQuantizationType, block_path: str) -> None:
     w = gguf_weight((40, 96), kind)
     blocks = block_linear.recover(w)
     assert blocks is not None and (blocks.m is None) == (kind == Q8_0)
@@ -48,10 +53,10 @@ def test_blocks_rebuild_the_weight_bit_for_bit(kind: GGMLQuantizationType, block
 
 
 @pytest.mark.parametrize("kind", [Q4_1, Q8_0])
-@pytest.mark.parametrize("M", [1, 3, 4, 5, 64, 65, 130])  # register tiles and their remainders, both paths by size
-def test_the_kernel_is_the_matmul_on_those_weights(kind: GGMLQuantizationType, M: int, block_path: bool) -> None:
+@pytest.mark.parametrize("M", [1, 3, 4, 5, 8, 9, 64, 65, 130])  # each path by row count, tiles and remainders
+def test_the_kernel_is_the_matmul_on_those_weights(kind: GGMLQuantizationType, M: int, block_path: str) -> None:
     g = torch.Generator().manual_seed(M)
-    w = gguf_weight((7, 64), kind, seed=M)  # 7 outputs: groups of 3 and a remainder of 1
+    w = gguf_weight((7, 64), kind, seed=M)  # 7 outputs: a group of 4 and a remainder of 3
     blocks = block_linear.recover(w)
     assert blocks is not None
     x, bias = torch.randn(M, 64, generator=g), torch.randn(7, generator=g)
@@ -60,14 +65,34 @@ def test_the_kernel_is_the_matmul_on_those_weights(kind: GGMLQuantizationType, M
     torch.testing.assert_close(y, F.linear(x, w, bias), rtol=1e-5, atol=1e-5)
 
 
-def test_the_lm_head_sized_weight_stays_on_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("kind", [Q4_1, Q8_0])
+def test_a_decode_row_gets_the_same_bits_alone_or_in_a_small_batch(kind: GGMLQuantizationType) -> None:
+    """Up to the direct path's row count a row's logits never depend on which other streams share its step; without
+    OpenBLAS the tiles add in the same order, so that holds at every row count."""
     if not block_linear.available():
         pytest.skip("no C++ compiler here")
-    w = gguf_weight((block_linear.DENSE_MAX_WEIGHTS // 64 + 3, 64), Q8_0)
+    blocks = block_linear.recover(gguf_weight((37, 96), kind))
+    assert blocks is not None
+    direct_rows = block_linear._lib().llmaas_block_linear_direct_rows()
+    x = torch.randn(3 * direct_rows, 96)
+    for batch in (x[:direct_rows], x):
+        if batch is x:
+            block_linear.use_openblas(False)
+        try:
+            batched = block_linear.linear(batch, blocks, None)
+            for i in (0, 1, batch.shape[0] - 1):
+                assert torch.equal(block_linear.linear(batch[i : i + 1], blocks, None), batched[i : i + 1])
+            assert torch.equal(block_linear.linear(batch[:3], blocks, None), batched[:3])
+        finally:
+            block_linear.use_openblas(True)
+
+
+def test_an_lm_head_sized_weight_with_many_rows(block_path: str) -> None:
+    """OpenBLAS's panels: a weight far larger than one panel, rows in more than one of sgemm's blocks."""
+    w = gguf_weight((50_000, 64), Q8_0)
     blocks = block_linear.recover(w)
     assert blocks is not None
-    x = torch.randn(block_linear.KERNEL_ROWS + 1, 64)  # two chunks of rows in the kernel
-    monkeypatch.setattr(block_linear, "_dense", lambda *a: pytest.fail("a weight this large must not go dense"))
+    x = torch.randn(70, 64)
     torch.testing.assert_close(block_linear.linear(x, blocks, None), F.linear(x, w), rtol=1e-5, atol=1e-5)
 
 

@@ -11,9 +11,10 @@ Any other weight (trained, merged, a non-GGUF model) fails the check and stays o
 from __future__ import annotations
 
 import ctypes
-import threading
+import logging
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,14 +23,10 @@ from torch import Tensor
 
 from llmaas.engine import kernels
 
+log = logging.getLogger(__name__)
+
 ENABLED = True
 GROUP = 32
-# Above this many rows (a prefill chunk) the matmul is compute-bound, where MKL's fp32 kernel beat ours (0.6-0.9x at
-# 128-512 rows, weights in cache): the weight is dequantized into a per-thread scratch (~0.1 ms for a layer's
-# largest here) and multiplied densely, unless it is too large for the scratch to stay in cache (the LM head), where
-# ours still wins. At 64 rows ours won inside a decode step (285 vs 436 ms per step with the cut at 32).
-KERNEL_ROWS = 64
-DENSE_MAX_WEIGHTS = 4 << 20
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 # fp16 neighbours of the first guess at a block's scale: the guess comes from the block's extremes, rounded once.
 _ULP_STEPS = (0, 1, -1, 2, -2)
@@ -59,7 +56,33 @@ def _lib() -> Any:
     lib.llmaas_q8_0_linear.argtypes = [_PTR] * 4 + [_I64] * 3
     lib.llmaas_q4_1_dequantize.argtypes = [_PTR] * 4 + [_I64] * 2
     lib.llmaas_q8_0_dequantize.argtypes = [_PTR] * 3 + [_I64] * 2
+    lib.llmaas_block_linear_use_sgemm.argtypes = [_PTR]
+    use_openblas(True, lib)
     return lib
+
+
+@cache
+def _openblas_sgemm() -> int | None:
+    """The address of OpenBLAS's cblas_sgemm (the scipy-openblas32 wheel), set to run single-threaded: the kernel
+    calls it from each of its own OpenMP threads. None if the library is missing."""
+    try:
+        import scipy_openblas32
+    except ImportError:
+        log.warning("scipy-openblas32 is not installed: fp32 products of many rows on GGUF blocks run ~1.5x slower")
+        return None
+    blas = ctypes.CDLL(str(Path(scipy_openblas32.get_lib_dir()) / f"lib{scipy_openblas32.get_library()}.so"))
+    blas.scipy_openblas_set_num_threads(1)
+    return ctypes.cast(blas.scipy_cblas_sgemm, ctypes.c_void_p).value
+
+
+def use_openblas(on: bool, lib: Any = None) -> bool:
+    """Whether the kernel hands products of more than a few rows to OpenBLAS (the default where it is installed) or
+    keeps them on its own register tiles (benchmarks and tests compare both); returns whether OpenBLAS is used."""
+    lib = lib or _lib()
+    sgemm = _openblas_sgemm() if on and lib is not None else None
+    if lib is not None:
+        lib.llmaas_block_linear_use_sgemm(sgemm)
+    return sgemm is not None
 
 
 def available() -> bool:
@@ -129,7 +152,15 @@ def _recover_q8_0(b: Tensor) -> tuple[Tensor, Tensor, None] | None:
 def dequantize(w: Blocks) -> Tensor:
     """The fp32 weight [N, K] (the kernel's own dequantization; torch's where the kernel is not built)."""
     lib = _lib()
-    return _dequantize_torch(w) if lib is None else _dense(w, lib).clone()
+    if lib is None:
+        return _dequantize_torch(w)
+    N, K = w.shape
+    out = torch.empty(N, K)
+    if w.m is None:
+        lib.llmaas_q8_0_dequantize(w.q.data_ptr(), w.d.data_ptr(), out.data_ptr(), N, K)
+    else:
+        lib.llmaas_q4_1_dequantize(w.q.data_ptr(), w.d.data_ptr(), w.m.data_ptr(), out.data_ptr(), N, K)
+    return out
 
 
 def _dequantize_torch(w: Blocks) -> Tensor:
@@ -142,23 +173,6 @@ def _dequantize_torch(w: Blocks) -> Tensor:
     return (d * q + w.m[..., None]).view(N, K)
 
 
-_scratch = threading.local()  # per stepping thread: two engines in one process never share a buffer
-
-
-def _dense(w: Blocks, lib: Any) -> Tensor:
-    """The dequantized weight in a scratch buffer shared by all layers (a step runs them one after another)."""
-    N, K = w.shape
-    buf: Tensor | None = getattr(_scratch, "buf", None)
-    if buf is None or buf.numel() < N * K:
-        buf = _scratch.buf = torch.empty(N * K)
-    out = buf[: N * K].view(N, K)
-    if w.m is None:
-        lib.llmaas_q8_0_dequantize(w.q.data_ptr(), w.d.data_ptr(), out.data_ptr(), N, K)
-    else:
-        lib.llmaas_q4_1_dequantize(w.q.data_ptr(), w.d.data_ptr(), w.m.data_ptr(), out.data_ptr(), N, K)
-    return out
-
-
 def linear(x: Tensor, w: Blocks, bias: Tensor | None) -> Tensor:
     """x [M, K] fp32 @ W^T (+ bias) -> [M, N]."""
     lib = _lib()
@@ -166,8 +180,6 @@ def linear(x: Tensor, w: Blocks, bias: Tensor | None) -> Tensor:
         return F.linear(x, dequantize(w).to(x), bias)
     M, K = x.shape
     N = w.shape[0]
-    if M > KERNEL_ROWS and N * K <= DENSE_MAX_WEIGHTS:
-        return F.linear(x, _dense(w, lib), bias)
     x = x.contiguous()
     y = x.new_empty(M, N)
     if w.m is None:
