@@ -16,7 +16,6 @@ adapters registered so far.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import dataclasses
 import itertools
 import logging
@@ -31,6 +30,7 @@ import torch
 
 from llmaas.engine.client import run_steps
 from llmaas.engine.core import ERROR_MESSAGE
+from llmaas.engine.cpu import release_freed_memory
 from llmaas.engine.factory import kv_geometry, serves_adapters
 from llmaas.engine.frontend import EngineFrontend
 from llmaas.engine.types import EngineRequest, EngineStats, FinishReason, TokenEvent
@@ -236,14 +236,6 @@ class EngineProcess(EngineFrontend):
 # --- the child -------------------------------------------------------------------------------------------
 
 
-def _release_freed_memory() -> None:
-    """Hand the heap that loading freed (casts, packing checks, parsing) back to the OS: ~50 MB of RSS here."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
 def child_main(spec: Any, device: str, dtype: torch.dtype, settings: Any, requests: Any, events: Any) -> None:
     """The engine process: load, build the core, then step until told to stop or the API process goes away."""
     from llmaas.engine.factory import build_core
@@ -263,7 +255,7 @@ def child_main(spec: Any, device: str, dtype: torch.dtype, settings: Any, reques
         core.warm_up()
     except Exception:  # a model that cannot serve this prompt fails its own requests, as it would without this
         log.exception("the engine for %r failed its warm-up request", spec.name)
-    _release_freed_memory()
+    release_freed_memory()
     events.send(("ready", None))
     wake, stop = threading.Event(), threading.Event()
     received = 0

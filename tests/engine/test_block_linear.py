@@ -118,6 +118,15 @@ def test_a_hostile_value_in_a_block_is_no_block(bad: float) -> None:
     assert block_linear.recover(w) is None
 
 
+@pytest.mark.parametrize("kind", [Q4_1, Q8_0])
+def test_rows_looked_up_in_the_blocks_are_the_weight_rows_bit_for_bit(kind: GGMLQuantizationType) -> None:
+    w = gguf_weight((50, 64), kind)
+    blocks = block_linear.recover(w)
+    assert blocks is not None
+    ids = torch.tensor([[3, 0], [49, 3]])
+    assert torch.equal(block_linear.rows(blocks, ids).view(torch.int32), w[ids.reshape(-1)].view(torch.int32))
+
+
 def test_a_linear_on_blocks_drops_its_fp32_weight_unless_shared() -> None:
     from llmaas.engine.cpu import Linear
 
@@ -147,7 +156,7 @@ def test_a_gguf_model_generates_what_its_dense_weights_generate(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from llmaas.config import ModelSpec, Settings
-    from llmaas.engine.cpu import Linear
+    from llmaas.engine.cpu import BlockEmbedding, Linear
     from llmaas.engine.factory import build_core
     from llmaas.engine.models.loader import load_model
 
@@ -163,6 +172,9 @@ def test_a_gguf_model_generates_what_its_dense_weights_generate(
         linears = [m for m in core.runner.model.modules() if isinstance(m, Linear)]
         on_blocks = sum(m.blocks is not None for m in linears)
         assert on_blocks in (0, len(linears))  # every projection and the (tied) LM head, or none
+        model = core.runner.model
+        if on_blocks and model.args.tie_word_embeddings:  # one table left: the LM head's blocks
+            assert isinstance(model.embed, BlockEmbedding) and model.lm_head.weight.numel() == 0
         return greedy_on_tiny(core, loaded.tokenizer), on_blocks
 
     on_blocks, n = generate(True)

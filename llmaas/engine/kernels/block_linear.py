@@ -163,6 +163,13 @@ def dequantize(w: Blocks) -> Tensor:
     return out
 
 
+def rows(w: Blocks, ids: Tensor) -> Tensor:
+    """Rows `ids` of the fp32 weight, bit for bit: an embedding lookup on the blocks."""
+    ids = ids.reshape(-1)
+    picked = Blocks(w.q[ids], w.d[ids], None if w.m is None else w.m[ids], (ids.numel(), w.shape[1]))
+    return _dequantize_torch(picked)
+
+
 def _dequantize_torch(w: Blocks) -> Tensor:
     N, K = w.shape
     d = w.d[..., None]

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llmaas.engine.cpu import Linear
+from llmaas.engine.cpu import BlockEmbedding, Linear
 from llmaas.engine.kernels import block_linear, fused
 from llmaas.engine.kernels.paged_attention import paged_decode
 
@@ -288,13 +288,17 @@ class Llama(nn.Module):
     def use_weight_blocks(self) -> int:
         """CPU fp32: projections whose weights are exactly GGUF Q4_1/Q8_0 blocks (a GGUF model, dequantized by the
         loader) run on those blocks (kernels/block_linear): the same weights bit for bit, read at 0.75-1.125 bytes
-        each instead of 4. Returns how many do."""
-        w = self.embed.weight
+        each instead of 4. A tied embedding then looks its rows up in the LM head's blocks. Returns how many do."""
+        w = self.norm.weight
         if w.device.type != "cpu" or w.dtype != torch.float32 or not block_linear.available():
             return 0
-        tied = self.lm_head.weight is self.embed.weight
-        dense = [m for m in self.modules() if isinstance(m, Linear) and m.qweight is None]
-        return sum(m.use_blocks(keep_weight=tied and m is self.lm_head) for m in dense)
+        tied = self.lm_head.weight is getattr(self.embed, "weight", None)
+        dense = [m for m in self.modules() if isinstance(m, Linear) and m.qweight is None and m.blocks is None]
+        n = sum(m.use_blocks(keep_weight=tied and m is self.lm_head) for m in dense)
+        if tied and self.lm_head.blocks is not None:
+            self.embed = BlockEmbedding(self.lm_head)  # type: ignore[assignment]
+            self.lm_head.weight = nn.Parameter(w.new_empty(0), requires_grad=False)
+        return n
 
     def pack_weights(self) -> bool:
         """CPU bf16: run every projection on oneDNN-packed weights (see `Linear`); True if all of them were packed.
@@ -303,7 +307,7 @@ class Llama(nn.Module):
         whose parity with transformers is exact. Packed weights replace the originals, except the LM head's when it
         is the (tied) embedding table. Projections already on int8 weights stay so.
         """
-        w = self.embed.weight
+        w = self.norm.weight  # the model's device and dtype (the embedding may be a BlockEmbedding)
         if w.device.type != "cpu" or w.dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available():
             return False
         tied = self.lm_head.weight is self.embed.weight

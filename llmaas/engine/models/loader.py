@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from llmaas.config import ModelSpec, Settings
+from llmaas.engine.cpu import release_freed_memory
 from llmaas.engine.tokenizer import HFTokenizer
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,7 @@ def gguf_to_folder(gguf: Path, cache_root: Path) -> Path:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        release_freed_memory()  # the dequantized model, freed: the API process keeps running at its own size
     return target
 
 
