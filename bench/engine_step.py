@@ -9,7 +9,10 @@ N ~128-token prompts, then times every decode step (sampling at temperature 0.7,
 forward's share of it, and decode tok/s = N / step. Prints each figure against the machine's bf16 bounds measured in
 the same run (bench/limits.py): at one stream the memory bound (weights read once per token), at many the compute
 bound. `bench/serving.py` measures the same engine behind HTTP, with prefills interleaved and the load generator on
-the same cores; the gap between the two is the cost of serving, not of the engine.
+the same cores; the gap between the two is the cost of serving, not of the engine. Unless --no-baseline, each level
+is rerun with kernels switched off, one at a time, and where the weights are GGUF blocks (fp32) with the block
+kernel on its own tiles instead of OpenBLAS and with dense fp32 weights; a last line times one 128-token prompt's
+prefill the same ways.
 """
 
 from __future__ import annotations
@@ -134,6 +137,7 @@ def main() -> None:
             dense, _ = build_engine(args.threads)
         finally:
             block_linear.ENABLED = True
+    openblas = bool(blocks) and block_linear.use_openblas(True)  # the kernel's many-row path; compared below
     runner = engine.core.runner
     paged = runner.paged_decode
     print(
@@ -164,11 +168,55 @@ def main() -> None:
                 finally:
                     runner.paged_decode, fused.ENABLED, sampling.ENABLED = paged, True, True
                 line += f"; {label} {b['step_ms']:.1f} ms ({b['step_ms'] / r['step_ms']:.2f}x)"
+            if openblas:
+                block_linear.use_openblas(False)
+                try:
+                    run_level(engine.core, n, 8, seed=1000 + i)
+                    b = run_level(engine.core, n, args.out_tokens, seed=i)
+                finally:
+                    block_linear.use_openblas(True)
+                line += f"; block kernel's own tiles {b['step_ms']:.1f} ms ({b['step_ms'] / r['step_ms']:.2f}x)"
             if dense is not None:
                 run_level(dense.core, n, 8, seed=1000 + i)
                 b = run_level(dense.core, n, args.out_tokens, seed=i)
                 line += f"; dense fp32 weights {b['step_ms']:.1f} ms ({b['step_ms'] / r['step_ms']:.2f}x)"
         print(line)
+    if blocks and not args.no_baseline:
+        print_prefill(engine.core, None if dense is None else dense.core, openblas)
+
+
+def prefill_ms(core, seed: int, tokens: int = 128, rounds: int = 3) -> float:
+    """Median time to prefill one fresh `tokens`-token prompt alone (each round a new prompt: no prefix-cache hit)."""
+    from llmaas.engine.types import EngineRequest, SamplingParams
+
+    times = []
+    for r in range(rounds):
+        g = torch.Generator().manual_seed(10_000 + 100 * seed + r)
+        prompt = torch.randint(100, 40_000, (tokens,), generator=g).tolist()
+        core.add_request(EngineRequest(f"prefill-{seed}-{r}", prompt, SamplingParams(max_tokens=1, ignore_eos=True)))
+        t = time.perf_counter()
+        while core.has_work():
+            core.step()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
+def print_prefill(core, dense_core, openblas: bool) -> None:
+    """The prompt side, where the block kernel hands its rows to OpenBLAS: one 128-token prompt, alternated."""
+    runs: dict[str, list[float]] = {}
+    for i in range(3):
+        runs.setdefault("as served", []).append(prefill_ms(core, 3 * i))
+        if openblas:
+            block_linear.use_openblas(False)
+            try:
+                runs.setdefault("block kernel's own tiles", []).append(prefill_ms(core, 3 * i + 1))
+            finally:
+                block_linear.use_openblas(True)
+        if dense_core is not None:
+            runs.setdefault("dense fp32 weights", []).append(prefill_ms(dense_core, 3 * i + 2))
+    served = statistics.median(runs["as served"])
+    cells = [f"{k} {statistics.median(v):.0f} ms ({statistics.median(v) / served:.2f}x)" for k, v in runs.items()]
+    print("prefill, one 128-token prompt: " + "; ".join(cells))
 
 
 if __name__ == "__main__":
