@@ -36,8 +36,9 @@ constexpr int64_t kTileRows = 3;
 constexpr int64_t kTileCols = 4;
 constexpr int64_t kChunkRows = 64;  // x rows per pass over the weights: a chunk stays in L2 while it is reused
 // Up to this many rows, `direct`; above, OpenBLAS where it is handed over, else the tiles. Measured on Zen 3 (2
-// threads, a SmolLM2 step's weights from memory): direct 1.3-1.5x the tiles at 1-8 rows; OpenBLAS on dequantized
-// panels 1.2-1.4x the tiles at 32-64 rows, 1.6x at 170 (and 1.7x MKL on the dequantized weight there).
+// threads, a SmolLM2 step's 121 projections, weights from memory): direct 1.3-1.5x the tiles at 1-8 rows; OpenBLAS
+// on dequantized panels 1.2-1.4x the tiles at 32-64 rows (even inside whole decode steps) and 1.6x at 170 (a
+// 128-token prefill: 1.39x, bench/engine_step.py), where it is also 1.7x MKL on the dequantized weight.
 constexpr int64_t kDirectRows = 8;
 constexpr int64_t kPanelBytes = 256 << 10;  // a thread's dequantized panel: stays in L2 while sgemm packs it
 constexpr int64_t kPrefetchRows = kTileCols;  // a thread's next group of output rows (static schedule)

@@ -4,7 +4,8 @@ A GGUF model (our default is Q4_1, its embedding Q8_0) reaches the engine dequan
 all streamed from memory at every decode step, while every weight still is d * q + m for its block of 32. `recover`
 finds those blocks again, and keeps them only if dequantizing them gives every fp32 weight back bit for bit: the
 kernel then multiplies by exactly the weights transformers uses, reading 0.75 (Q4_1) or 1.125 (Q8_0) bytes per weight.
-Any other weight (trained, merged, a non-GGUF model) fails the check and stays on the dense matmul.
+Any other weight (trained, merged, a non-GGUF model) fails the check and stays on the dense matmul. Products of more
+than a few rows (prefill) are compute-bound: the kernel then dequantizes panels and runs OpenBLAS's sgemm on them.
 `ENABLED = False` keeps every weight dense (benchmarks build both).
 """
 
