@@ -10,9 +10,9 @@ forward's share of it, and decode tok/s = N / step. Prints each figure against t
 the same run (bench/limits.py): at one stream the memory bound (weights read once per token), at many the compute
 bound. `bench/serving.py` measures the same engine behind HTTP, with prefills interleaved and the load generator on
 the same cores; the gap between the two is the cost of serving, not of the engine. Unless --no-baseline, each level
-is rerun with kernels switched off, one at a time, and where the weights are GGUF blocks (fp32) with the block
-kernel on its own tiles instead of OpenBLAS and with dense fp32 weights; a last line times one 128-token prompt's
-prefill the same ways.
+is rerun with kernels switched off, one at a time; where the weights are GGUF blocks (fp32) with the block kernel on
+its own tiles instead of OpenBLAS and with dense fp32 weights; where bf16 runs on our kernel's panels, with oneDNN's
+packed matmul instead; a last line times one 128-token prompt's prefill the same ways.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from limits import format_limits, measure  # noqa: E402
 
-from llmaas.engine.kernels import block_linear, fused, sampling  # noqa: E402
+from llmaas.engine.kernels import bf16_linear, block_linear, fused, sampling  # noqa: E402
 
 
 def build_engine(threads: int | None):
@@ -118,13 +118,14 @@ def main() -> None:
     lim = measure(read_per_token)
     print(format_limits(lim))
     bounds = lim["bounds"]["bf16" if dtype == torch.bfloat16 else "fp32"]
-    blocks = [m.blocks for m in engine.core.runner.model.modules() if getattr(m, "blocks", None) is not None]
-    dense = None
+    model = engine.core.runner.model
+    blocks = [m.blocks for m in model.modules() if getattr(m, "blocks", None) is not None]
+    alternatives = []  # (label, engine): the same model with one of our weight kernels off, timed beside it
     batch1_bound = bounds["batch1_tok_s"]
     if blocks:  # the same model again with every weight dense fp32, the baseline of the block kernel
         block_bytes = sum(b.nbytes for b in blocks) + sum(
             m.weight.numel() * 4
-            for m in engine.core.runner.model.modules()
+            for m in model.modules()
             if isinstance(m, torch.nn.Linear) and getattr(m, "blocks", None) is None
         )
         batch1_bound = lim["mem_bandwidth_GBps"] * 1e9 / block_bytes  # the bytes a step really reads
@@ -134,9 +135,15 @@ def main() -> None:
         )
         block_linear.ENABLED = False
         try:
-            dense, _ = build_engine(args.threads)
+            alternatives.append(("dense fp32 weights", build_engine(args.threads)[0]))
         finally:
             block_linear.ENABLED = True
+    if getattr(model.lm_head, "panels", None) is not None:  # bf16 on our kernel: oneDNN's packed matmul beside it
+        bf16_linear.ENABLED = False
+        try:
+            alternatives.append(("oneDNN packed bf16", build_engine(args.threads)[0]))
+        finally:
+            bf16_linear.ENABLED = True
     openblas = bool(blocks) and block_linear.use_openblas(True)  # the kernel's many-row path; compared below
     runner = engine.core.runner
     paged = runner.paged_decode
@@ -176,13 +183,13 @@ def main() -> None:
                 finally:
                     block_linear.use_openblas(True)
                 line += f"; block kernel's own tiles {b['step_ms']:.1f} ms ({b['step_ms'] / r['step_ms']:.2f}x)"
-            if dense is not None:
-                run_level(dense.core, n, 8, seed=1000 + i)
-                b = run_level(dense.core, n, args.out_tokens, seed=i)
-                line += f"; dense fp32 weights {b['step_ms']:.1f} ms ({b['step_ms'] / r['step_ms']:.2f}x)"
+            for label, other in alternatives:
+                run_level(other.core, n, 8, seed=1000 + i)
+                b = run_level(other.core, n, args.out_tokens, seed=i)
+                line += f"; {label} {b['step_ms']:.1f} ms ({b['step_ms'] / r['step_ms']:.2f}x)"
         print(line)
-    if blocks and not args.no_baseline:
-        print_prefill(engine.core, None if dense is None else dense.core, openblas)
+    if (alternatives or openblas) and not args.no_baseline:
+        print_prefill(engine.core, [(label, other.core) for label, other in alternatives], openblas)
 
 
 def prefill_ms(core, seed: int, tokens: int = 128, rounds: int = 3) -> float:
@@ -201,8 +208,8 @@ def prefill_ms(core, seed: int, tokens: int = 128, rounds: int = 3) -> float:
     return statistics.median(times) * 1e3
 
 
-def print_prefill(core, dense_core, openblas: bool) -> None:
-    """The prompt side, where the block kernel hands its rows to OpenBLAS: one 128-token prompt, alternated."""
+def print_prefill(core, alternatives: list, openblas: bool) -> None:
+    """The prompt side (where the block kernel hands its rows to OpenBLAS): one 128-token prompt, alternated."""
     runs: dict[str, list[float]] = {}
     for i in range(3):
         runs.setdefault("as served", []).append(prefill_ms(core, 3 * i))
@@ -212,8 +219,8 @@ def print_prefill(core, dense_core, openblas: bool) -> None:
                 runs.setdefault("block kernel's own tiles", []).append(prefill_ms(core, 3 * i + 1))
             finally:
                 block_linear.use_openblas(True)
-        if dense_core is not None:
-            runs.setdefault("dense fp32 weights", []).append(prefill_ms(dense_core, 3 * i + 2))
+        for label, other in alternatives:
+            runs.setdefault(label, []).append(prefill_ms(other, 3 * i + 2))
     served = statistics.median(runs["as served"])
     cells = [f"{k} {statistics.median(v):.0f} ms ({statistics.median(v) / served:.2f}x)" for k, v in runs.items()]
     print("prefill, one 128-token prompt: " + "; ".join(cells))

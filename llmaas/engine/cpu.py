@@ -22,22 +22,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llmaas.engine.kernels import block_linear, int8_linear
+from llmaas.engine.kernels import bf16_linear, block_linear, int8_linear
 
 log = logging.getLogger(__name__)
 
 
 class Linear(nn.Linear):
-    """nn.Linear that can run on a oneDNN-packed copy of its weight (CPU bf16; see `Llama.pack_weights`), on int8
-    weights with a scale per output row (`quantize_int8`; kernels/int8_linear), or on the GGUF blocks its fp32 weight
-    exactly is (`use_blocks`; kernels/block_linear).
+    """nn.Linear that can run on a packed copy of its weight (CPU bf16; see `pack`), on int8 weights with a scale per
+    output row (`quantize_int8`; kernels/int8_linear), or on the GGUF blocks its fp32 weight exactly is
+    (`use_blocks`; kernels/block_linear).
 
-    Packing reorders the weight once into oneDNN's blocked layout instead of at every call. Measured on the
-    AVX-512-bf16 CPU here: 2x faster at 1 row and 10-20% at 32-512 rows (one matmul), ~30% off a whole batch-1
-    SmolLM2 decode step (same process, packed vs not), with bit-identical results (checked at pack time). A
-    private ATen op (the one inductor's weight freezing uses), so it is probed, never assumed.
+    Packing reorders the weight once, for one of two bf16 matmuls: our AVX-512 BF16 kernel's panels
+    (kernels/bf16_linear: faster than oneDNN at every row count on the CPUs without AMX where it was measured), or
+    else oneDNN's blocked layout, which on the AVX-512-bf16 CPU it was first measured on was 2x faster than F.linear
+    at 1 row and 10-20% at 32-512 rows, with bit-identical results (checked at pack time). That one is a private
+    ATen op (the one inductor's weight freezing uses), so it is probed, never assumed.
     """
 
+    panels: Tensor | None = None  # bf16, kernels/bf16_linear's layout
     packed: Tensor | None = None
     qweight: Tensor | None = None  # int8 [out, in]
     qscale: Tensor | None = None  # fp32 [out]
@@ -48,6 +50,8 @@ class Linear(nn.Linear):
             return block_linear.linear(x, self.blocks, self.bias)
         if self.qweight is not None and self.qscale is not None:
             return int8_linear.linear(x, self.qweight, self.qscale, self.bias)
+        if self.panels is not None:
+            return bf16_linear.linear(x, self.panels, self.out_features, self.bias)
         if self.packed is None:
             return F.linear(x, self.weight, self.bias)
         rows = x.shape[0]  # x: [T, in]
@@ -78,10 +82,26 @@ class Linear(nn.Linear):
         return True
 
     def pack(self, keep_weight: bool = False) -> bool:
-        """Use a packed weight from now on if it computes exactly what F.linear does; False (unchanged) if not.
+        """Use a packed weight from now on: bf16_linear's panels where they fit and agree with the fp32 product to
+        bf16 precision, else oneDNN's if it computes exactly what F.linear does; False (unchanged) if neither.
 
         The packed copy then replaces the weight (one copy in memory, not two) unless `keep_weight` (a weight shared
         with another module, e.g. the embedding tied to the LM head)."""
+        if bf16_linear.available() and bf16_linear.fits(self.weight):
+            self.panels = bf16_linear.pack(self.weight)
+            x = torch.randn(7, self.in_features, dtype=self.weight.dtype)
+            reference = F.linear(x.float(), self.weight.float(), None if self.bias is None else self.bias.float())
+            error = (self(x).float() - reference).abs().max().item()
+            if error <= 1e-2 * reference.abs().max().item():  # bf16 output rounding is 2^-9 relative
+                if not keep_weight:
+                    self.weight = nn.Parameter(self.weight.new_empty(0), requires_grad=False)
+                return True
+            log.warning(
+                "bf16 kernel disagrees with F.linear (%.3g off) on a %s weight: using oneDNN",
+                error,
+                [*self.weight.shape],
+            )
+            self.panels = None
         try:
             self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, None)
             for m in (1, 3, 67):  # decode-sized and prefill-sized (padded) row counts

@@ -66,7 +66,8 @@ def build_core(
     elif blocks := model.use_weight_blocks():
         log.info("engine: %d projections run on the GGUF blocks their fp32 weights are", blocks)
     if model.pack_weights():
-        log.info("engine: projections run on oneDNN-packed bf16 weights")
+        kernel = "our AVX-512 BF16 kernel" if model.lm_head.panels is not None else "oneDNN"
+        log.info("engine: projections run on packed bf16 weights (%s)", kernel)
     threads = ThreadTuner(model, fixed=num_threads) if device.type == "cpu" else None
     if threads is not None and not threads.fixed:
         threads.retune()  # the first choice, before any request (later probes spread over forwards)

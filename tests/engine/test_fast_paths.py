@@ -1,4 +1,5 @@
-"""The engine's CPU speed paths change no result: oneDNN-packed bf16 projections and the thread-count tuner.
+"""The engine's CPU speed paths change no result: packed bf16 projections (oneDNN's, bit for bit; our kernel's, to
+bf16 precision) and the thread-count tuner.
 
 Speed itself is measured by bench/ (a test never asserts wall-clock time); here only exactness and the choices.
 """
@@ -14,6 +15,7 @@ import torch
 from llmaas.config import ModelSpec, Settings
 from llmaas.engine.cpu import Linear, ThreadTuner
 from llmaas.engine.device import cpu_supports_bf16
+from llmaas.engine.kernels import bf16_linear
 from llmaas.engine.models.llama import Llama
 from llmaas.engine.models.loader import load_model
 
@@ -38,7 +40,10 @@ def test_fp32_is_never_packed(tiny_model_dir: Path) -> None:
 
 
 @pytest.mark.skipif(not cpu_supports_bf16(), reason="bf16 is emulated (100x slower) on this CPU")
-def test_packed_bf16_projections_are_bit_identical(tiny_model_dir: Path) -> None:
+def test_onednn_packed_bf16_projections_are_bit_identical(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bf16_linear, "ENABLED", False)
     model = tiny(tiny_model_dir, torch.bfloat16)
     modules = (model.layers[0].attn.wqkv, model.layers[1].mlp.w_down, model.lm_head)
     weights = [m.weight.detach().clone() for m in modules]  # packing drops the unpacked copies
@@ -51,6 +56,24 @@ def test_packed_bf16_projections_are_bit_identical(tiny_model_dir: Path) -> None
             assert torch.equal(m(x), torch.nn.functional.linear(x, w, m.bias))
     assert model.layers[0].attn.wqkv.weight.numel() == 0  # one copy of the weights in memory, not two
     assert model.lm_head.weight is model.embed.weight  # the tied table stays: the embedding reads it
+
+
+@pytest.mark.skipif(not bf16_linear.available(), reason="no AVX-512 BF16 (or an AMX CPU): oneDNN packs instead")
+def test_bf16_kernel_projections_match_and_ignore_the_batch(tiny_model_dir: Path) -> None:
+    model = tiny(tiny_model_dir, torch.bfloat16)
+    modules = [m for m in model.modules() if isinstance(m, Linear)]
+    weights = {m: (m.weight.detach().clone(), m.bias) for m in modules}
+    assert model.pack_weights()
+    on_kernel = [m for m in modules if m.panels is not None]
+    assert on_kernel == [m for m in modules if bf16_linear.fits(weights[m][0])] and on_kernel
+    for m in on_kernel:
+        w, bias = weights[m]
+        x = torch.randn(40, m.in_features, dtype=torch.bfloat16)
+        y = m(x)
+        ref = torch.nn.functional.linear(x.float(), w.float(), None if bias is None else bias.float())
+        assert (y.float() - ref).abs().max() <= 1e-2 * ref.abs().max()  # bf16 rounding, not a wrong product
+        for rows in (slice(0, 1), slice(3, 8), slice(7, 20)):  # each row alone or in any batch: the same bits
+            assert torch.equal(m(x[rows]), y[rows])
 
 
 def test_thread_tuner_fixed_by_setting_and_choices(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

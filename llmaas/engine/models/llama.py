@@ -301,11 +301,12 @@ class Llama(nn.Module):
         return n
 
     def pack_weights(self) -> bool:
-        """CPU bf16: run every projection on oneDNN-packed weights (see `Linear`); True if all of them were packed.
+        """CPU bf16: run every projection on packed weights (our bf16 kernel's panels, else oneDNN's layout; see
+        `Linear.pack`); True if all of them were packed.
 
-        Only bf16 on CPU: in fp32 the packed kernel rounds differently from F.linear (MKL), and fp32 is the dtype
-        whose parity with transformers is exact. Packed weights replace the originals, except the LM head's when it
-        is the (tied) embedding table. Projections already on int8 weights stay so.
+        Only bf16 on CPU: fp32 is the dtype whose parity with transformers is exact, and packed kernels sum in
+        another order than F.linear (MKL). Packed weights replace the originals, except the LM head's when it is the
+        (tied) embedding table. Projections already on int8 weights stay so.
         """
         w = self.norm.weight  # the model's device and dtype (the embedding may be a BlockEmbedding)
         if w.device.type != "cpu" or w.dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available():

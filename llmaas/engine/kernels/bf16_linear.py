@@ -1,0 +1,73 @@
+"""bf16 projections on AVX-512 BF16 dot products (bf16_linear.cpp), on a weight packed once into panels of 64 output
+columns laid out as vdpbf16ps takes its operands.
+
+Why not oneDNN's packed matmul (what inductor's weight freezing uses)? On the Zen 4 CPU this was written on, a whole
+SmolLM2 step's 121 projections ran 2.3x faster at 1 row, 2x at 8, 1.3x at 32, 1.15x at 64 and 1.05x at 256 rows
+(a scratch benchmark, the two interleaved). At a few rows oneDNN read the weights at ~14 GB/s of the ~40 the memory
+gives. The same kernel serves every row count, and a row's result never depends on its batch (bit for bit).
+
+Not used where the CPU has AMX (oneDNN's tile matmuls are far faster than dot products there for prefills), nor for
+shapes the panels do not fit (out_features not a multiple of 64, odd in_features): those stay on oneDNN.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from llmaas.engine import kernels
+
+ENABLED = True  # False: bf16 weights pack for oneDNN instead (benchmarks build both)
+_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
+
+
+@cache
+def _lib() -> Any:
+    lib = kernels.load("bf16_linear")
+    if lib is None or not lib.llmaas_bf16_linear_available():
+        return None
+    lib.llmaas_bf16_linear_pack.argtypes = [_PTR] * 2 + [_I64] * 2
+    lib.llmaas_bf16_linear.argtypes = [_PTR] * 3 + [_I64] * 3
+    lib.llmaas_bf16_linear_cols.restype = _I64
+    return lib
+
+
+@cache
+def _cpu_has_amx(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    try:
+        return " amx_bf16" in Path(cpuinfo).read_text()
+    except OSError:
+        return False
+
+
+def available() -> bool:
+    """True where the kernel is built with AVX-512 BF16 and the CPU has no AMX (and ENABLED)."""
+    return ENABLED and not _cpu_has_amx() and _lib() is not None
+
+
+def fits(weight: Tensor) -> bool:
+    n, k = weight.shape
+    return weight.dtype == torch.bfloat16 and weight.device.type == "cpu" and n % 64 == 0 and k % 2 == 0
+
+
+def pack(weight: Tensor) -> Tensor:
+    """weight [N, K] bf16 -> its panels (bf16, N * K values); `available()` and `fits(weight)` must hold."""
+    w = weight.detach().contiguous()
+    panels = torch.empty(w.numel(), dtype=torch.bfloat16)
+    _lib().llmaas_bf16_linear_pack(w.data_ptr(), panels.data_ptr(), *w.shape)
+    return panels
+
+
+def linear(x: Tensor, panels: Tensor, out_features: int, bias: Tensor | None) -> Tensor:
+    """x [M, K] bf16 @ W^T (+ bias) -> [M, out_features] bf16, W as packed by `pack`."""
+    x = x.contiguous()
+    M, K = x.shape
+    y = x.new_empty(M, out_features)
+    if M:
+        _lib().llmaas_bf16_linear(x.data_ptr(), panels.data_ptr(), y.data_ptr(), M, K, out_features)
+    return y if bias is None else y + bias
