@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,11 +37,8 @@ def _lib() -> Any:
 
 
 @cache
-def _cpu_has_amx(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    try:
-        return " amx_bf16" in Path(cpuinfo).read_text()
-    except OSError:
-        return False
+def _cpu_has_amx() -> bool:
+    return "amx_bf16" in kernels._cpu_flags().split()
 
 
 def available() -> bool:
