@@ -138,7 +138,7 @@ def main() -> None:
             alternatives.append(("dense fp32 weights", build_engine(args.threads)[0]))
         finally:
             block_linear.ENABLED = True
-    if getattr(model.lm_head, "panels", None) is not None:  # bf16 on our kernel: oneDNN's packed matmul beside it
+    if any(getattr(m, "panels", None) is not None for m in model.modules()):  # bf16 on our kernel: oneDNN beside it
         bf16_linear.ENABLED = False
         try:
             alternatives.append(("oneDNN packed bf16", build_engine(args.threads)[0]))

@@ -66,8 +66,10 @@ def build_core(
     elif blocks := model.use_weight_blocks():
         log.info("engine: %d projections run on the GGUF blocks their fp32 weights are", blocks)
     if model.pack_weights():
-        kernel = "our AVX-512 BF16 kernel" if model.lm_head.panels is not None else "oneDNN"
-        log.info("engine: projections run on packed bf16 weights (%s)", kernel)
+        ours = sum(getattr(m, "panels", None) is not None for m in model.modules())
+        log.info(
+            "engine: projections run on packed bf16 weights (%d on our AVX-512 BF16 kernel, the rest on oneDNN)", ours
+        )
     threads = ThreadTuner(model, fixed=num_threads) if device.type == "cpu" else None
     if threads is not None and not threads.fixed:
         threads.retune()  # the first choice, before any request (later probes spread over forwards)

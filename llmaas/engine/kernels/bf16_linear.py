@@ -47,8 +47,10 @@ def available() -> bool:
 
 
 def fits(weight: Tensor) -> bool:
-    n, k = weight.shape
-    return weight.dtype == torch.bfloat16 and weight.device.type == "cpu" and n % 64 == 0 and k % 2 == 0
+    """True if the kernel is built and the weight [N, K] fills whole panels (N a multiple of their columns, K even)."""
+    lib, (n, k) = _lib(), weight.shape
+    cpu_bf16 = weight.dtype == torch.bfloat16 and weight.device.type == "cpu"
+    return lib is not None and cpu_bf16 and n % lib.llmaas_bf16_linear_cols() == 0 and k % 2 == 0
 
 
 def pack(weight: Tensor) -> Tensor:
