@@ -146,9 +146,9 @@ def main() -> None:
             bf16_linear.ENABLED = True
     openblas = bool(blocks) and block_linear.use_openblas(True)  # the kernel's many-row path; compared below
     runner = engine.core.runner
-    paged = runner.paged_decode
+    paged = runner.paged_kernel
     print(
-        f"\nengine: {dtype}, {torch.get_num_threads()} thread(s), decode attention: "
+        f"\nengine: {dtype}, {torch.get_num_threads()} thread(s), attention: "
         f"{'paged kernel (in place)' if paged else 'torch (gathered K/V)'}, fused element-wise ops: "
         f"{'on' if fused.available(dtype) else 'off'}"
     )
@@ -168,12 +168,12 @@ def main() -> None:
                 ("no fused ops", paged, False, True),
                 ("no sampling kernel", paged, True, False),
             ):
-                runner.paged_decode, fused.ENABLED, sampling.ENABLED = attention, fusing, sampling_kernel
+                runner.paged_kernel, fused.ENABLED, sampling.ENABLED = attention, fusing, sampling_kernel
                 try:
                     run_level(engine.core, n, 8, seed=1000 + i)
                     b = run_level(engine.core, n, args.out_tokens, seed=i)
                 finally:
-                    runner.paged_decode, fused.ENABLED, sampling.ENABLED = paged, True, True
+                    runner.paged_kernel, fused.ENABLED, sampling.ENABLED = paged, True, True
                 line += f"; {label} {b['step_ms']:.1f} ms ({b['step_ms'] / r['step_ms']:.2f}x)"
             if openblas:
                 block_linear.use_openblas(False)

@@ -68,8 +68,8 @@ class ModelRunner:
         else:
             caches = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(2 * a.n_layers)]
         self.kv_caches = list(zip(caches[0::2], caches[1::2]))  # [Hkv, N, bs, D] each, written in place
-        # Decodes read the cache in place where the kernel builds here; else K/V are gathered (the torch path).
-        self.paged_decode = paged_attention.available(dtype, device, self.group, a.head_dim)
+        # Attention reads the cache in place where the kernel builds here; else K/V are gathered (the torch path).
+        self.paged_kernel = paged_attention.available(dtype, device, self.group, a.head_dim)
         model.setup_rope(max_model_len, device, dtype)
 
     # --- inputs ------------------------------------------------------------------------------------------
@@ -77,16 +77,29 @@ class ModelRunner:
     def _tensor(self, data: list[int]) -> Tensor:
         return torch.tensor(data, dtype=torch.long).to(self.device, non_blocking=True)
 
+    def _paged_group(self, items: list[tuple[ScheduledSeq, list[int]]], rows: list[int] | None) -> AttnGroup:
+        """Sequences whose attention the paged kernel reads from the cache in place, decodes and prefill chunks
+        together: a row per token, each seeing the keys up to its own position, its sequence's table row by index."""
+        seqs = [s for s, _ in items]
+        nb = -(-max(s.start + s.num_new for s in seqs) // self.block_size)
+        table = self._tensor([b for s in seqs for b in (s.block_ids[:nb] + [0] * (nb - len(s.block_ids[:nb])))])
+        lens = self._tensor([p + 1 for s in seqs for p in range(s.start, s.start + s.num_new)])
+        row_seq = None
+        if any(s.num_new > 1 for s in seqs):
+            row_seq = self._tensor([i for i, s in enumerate(seqs) for _ in range(s.num_new)])
+        first = rows[0] if rows and rows == list(range(rows[0], rows[0] + len(rows))) else None
+        row_index = None if rows is None else self._tensor(rows)
+        return AttnGroup(row_index, table.view(len(seqs), nb), None, len(seqs), 1, lens, first, row_seq)
+
     def _group(self, seqs: list[ScheduledSeq], rows: list[int] | None) -> AttnGroup:
-        """One attention group: S sequences with Q query rows each, keys up to each one's last position."""
+        """One attention group on the torch path: S sequences with Q query rows each, K/V gathered by block table,
+        keys up to each one's last position masked in."""
         bs, q_len = self.block_size, seqs[0].num_new
         ends = [s.start + s.num_new for s in seqs]  # keys visible to the last query of each sequence
         nb = -(-max(ends) // bs)
         table = self._tensor([b for s in seqs for b in (s.block_ids[:nb] + [0] * (nb - len(s.block_ids[:nb])))])
         row_index = None if rows is None else self._tensor(rows)
         first = rows[0] if rows and rows == list(range(rows[0], rows[0] + len(rows))) else None
-        if q_len == 1 and self.paged_decode:
-            return AttnGroup(row_index, table.view(len(seqs), nb), None, len(seqs), 1, self._tensor(ends), first)
         key_pos = torch.arange(nb * bs, device=self.device)  # [L]
         # last visible key of query t of sequence s: start_s + t   -> mask [1, S, G*Q, L]
         starts = self._tensor([s.start for s in seqs]).view(-1, 1)
@@ -104,7 +117,8 @@ class ModelRunner:
         slots: list[int] = []
         logit_rows: list[int] = []
         out = RunnerOutput(torch.empty(0), {}, {})
-        decode: list[tuple[ScheduledSeq, int]] = []
+        paged: list[tuple[ScheduledSeq, list[int]]] = []  # read in place by the kernel
+        decode: list[tuple[ScheduledSeq, int]] = []  # the torch path: gathered K/V
         prefill: list[tuple[ScheduledSeq, list[int]]] = []
         for s in sched.seqs:
             req, first = s.request, len(ids)
@@ -113,7 +127,9 @@ class ModelRunner:
             pos += positions
             slots += [s.block_ids[p // bs] * bs + p % bs for p in positions]
             rows = list(range(first, first + s.num_new))
-            if s.num_new == 1:
+            if self.paged_kernel and (s.num_new == 1 or s.start + s.num_new <= paged_attention.PREFILL_MAX_KEYS):
+                paged.append((s, rows))
+            elif s.num_new == 1:
                 decode.append((s, first))
             else:
                 prefill.append((s, rows))
@@ -124,10 +140,11 @@ class ModelRunner:
             if s.sample:
                 out.sample_row[req.request_id] = len(logit_rows)
                 logit_rows.append(rows[-1])
-        # The kernel reads each sequence's own keys, so one long context pads nobody: one group for all decodes.
-        buckets = [decode] if decode and self.paged_decode else _length_buckets(decode)
-        single = len(prefill) + len(buckets) == 1 and (not buckets or len(buckets[0]) == len(sched.seqs))
-        groups = [self._group([s for s, _ in b], None if single else [r for _, r in b]) for b in buckets]
+        # The kernel reads each row's own keys, so one long context pads nobody: one group for all it takes.
+        buckets = _length_buckets(decode)
+        single = len(prefill) + len(buckets) + bool(paged) == 1  # one group holds every row, in order
+        groups = [self._paged_group(paged, None if single else [r for _, rs in paged for r in rs])] if paged else []
+        groups += [self._group([s for s, _ in b], None if single else [r for _, r in b]) for b in buckets]
         groups += [self._group([s], None if single else rows) for s, rows in prefill]
         lora = None
         if self.lora_manager is not None and any(s.request.adapter_id for s in sched.seqs):

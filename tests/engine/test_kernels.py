@@ -1,4 +1,5 @@
-"""The hand-written CPU kernels: paged decode attention equals attention over gathered K/V (fp32 and bf16 storage),
+"""The hand-written CPU kernels: paged attention (decodes and prefill rows) equals attention over gathered K/V (fp32 and
+bf16 storage),
 the fused element-wise ops equal the torch ops they replace, the engine's tokens do not depend on which path runs,
 and a machine without a compiler keeps the torch path."""
 
@@ -11,7 +12,7 @@ import torch
 
 from llmaas.engine import kernels
 from llmaas.engine.kernels import fused
-from llmaas.engine.kernels.paged_attention import available, paged_decode
+from llmaas.engine.kernels.paged_attention import available, paged_attention
 
 CPU = torch.device("cpu")
 
@@ -46,9 +47,32 @@ def test_paged_decode_equals_gathered_attention(
     nb = int(-(-lens.max() // bs))
     table = torch.stack([torch.randperm(N, generator=g)[:nb] for _ in range(S)])  # blocks anywhere, any order
     q = torch.randn(S, Hkv * G, D, generator=g).to(dtype)
-    out = paged_decode(q, kc, vc, table, lens, D**-0.5)
+    out = paged_attention(q, kc, vc, table, lens, D**-0.5)
     assert out.dtype == dtype and out.shape == q.shape
     torch.testing.assert_close(out.float(), reference(q, kc, vc, table, lens, D**-0.5), atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
+def test_paged_prefill_rows_are_causal_attention_over_their_sequence(
+    dtype: torch.dtype, tol: float, kernel_target: str
+) -> None:
+    """A mixed batch in one call: two decodes and two prefill chunks (one from position 0, one after 21 cached
+    tokens), each chunk's rows on its sequence's table row, row t seeing keys up to its own position."""
+    if not available(dtype, CPU, 3, 64):
+        pytest.skip("no C++ compiler here: the torch path runs")
+    g = torch.Generator().manual_seed(7)
+    Hkv, G, D, N, bs = 3, 3, 64, 64, 16
+    kc = torch.randn(Hkv, N, bs, D, generator=g).to(dtype)
+    vc = torch.randn(Hkv, N, bs, D, generator=g).to(dtype)
+    chunks = [(40, 1), (0, 19), (7, 1), (21, 30)]  # (start, rows) per sequence
+    nb = max(-(-(s + n) // bs) for s, n in chunks)
+    table = torch.stack([torch.randperm(N, generator=g)[:nb] for _ in chunks])
+    row_seq = torch.tensor([i for i, (_, n) in enumerate(chunks) for _ in range(n)])
+    lens = torch.tensor([p + 1 for s, n in chunks for p in range(s, s + n)])
+    q = torch.randn(len(lens), Hkv * G, D, generator=g).to(dtype)
+    out = paged_attention(q, kc, vc, table, lens, 0.125, row_seq)
+    want = reference(q, kc, vc, table[row_seq], lens, 0.125)
+    torch.testing.assert_close(out.float(), want, atol=tol, rtol=tol)
 
 
 def test_engine_tokens_do_not_depend_on_the_attention_path(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -64,9 +88,9 @@ def test_engine_tokens_do_not_depend_on_the_attention_path(tiny_model_dir: Path,
 
     def run(paged: bool) -> dict[str, list[int]]:
         core = build_core(spec, loaded, "cpu", torch.float32, num_threads=1)
-        if paged and not (core.runner.paged_decode and fused.available(torch.float32)):
+        if paged and not (core.runner.paged_kernel and fused.available(torch.float32)):
             pytest.skip("no C++ compiler here: the torch path runs")
-        core.runner.paged_decode = fused.ENABLED = paged
+        core.runner.paged_kernel = fused.ENABLED = paged
         for i, p in enumerate(prompts):
             core.add_request(EngineRequest(f"r{i}", p, SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)))
         out: dict[str, list[int]] = {}

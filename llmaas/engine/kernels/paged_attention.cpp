@@ -1,10 +1,14 @@
-// Decode attention over the paged KV cache, read in place: one query token per sequence, keys and values taken from
-// the cache blocks named by the sequence's block table (no gather into contiguous tensors first).
+// Attention over the paged KV cache, read in place: each query row attends to the first lens[r] keys of its
+// sequence, taken from the cache blocks named by that sequence's block table (no gather into contiguous tensors).
+// A decode is one row per sequence; a prefill chunk is one row per prompt token, all on the same table row, each
+// seeing one key more than the last (causal, with no mask). One call serves a whole mixed batch.
 //
-// Layouts (those of llmaas.engine.models.llama): q and out [S, Hkv*G, D]; k_cache and v_cache [Hkv, N, bs, D];
-// block_table [S, nb] int64; lens [S] int64 (keys visible to each sequence's query); work [S*Hkv, G, L] fp32 scratch.
-// Scores, softmax and the weighted sum are fp32 whatever the storage type (float or bf16 as uint16).
-// Plain C ABI, called through ctypes; OpenMP over (sequence, KV head) shares torch's libgomp (same soname).
+// Layouts (those of llmaas.engine.models.llama): q and out [R, Hkv*G, D]; k_cache and v_cache [Hkv, N, bs, D];
+// block_table [S, nb] int64; row_seq [R] int64, the table row of each query row (null: row r uses table row r);
+// lens [R] int64. Scores, softmax and the weighted sum are fp32 whatever the storage type (float or bf16 as
+// uint16), in a per-thread scratch row of G * nb * bs floats. Work items run KV-head-major, so consecutive items are
+// consecutive rows of one head: a prefill chunk's rows read the same keys while they are still in L2.
+// Plain C ABI, called through ctypes; OpenMP over (KV head, row) shares torch's libgomp (same soname).
 
 #include <cmath>
 #include <cstdint>
@@ -12,6 +16,7 @@
 #include "bf16.h"
 #include "fast_exp.h"
 #include "paged_attention_bf16.h"
+#include "scratch.h"
 
 namespace {
 
@@ -26,22 +31,23 @@ constexpr int64_t kMaxD = 1024;
 // dot products per key run in one pass over the row: the loads and conversions, not the multiplies, bound this loop.
 // kD > 0: the head dimension fixed at compile time (the inner loops unroll into whole vectors); 0: `D` at run time.
 template <typename T, int64_t kD>
-void decode(const T* q, const T* k_cache, const T* v_cache, const int64_t* table, const int64_t* lens, T* out,
-            int64_t S, int64_t Hkv, int64_t G, int64_t head_dim, int64_t N, int64_t bs, int64_t nb, float scale,
-            float* work, int64_t L) {
+void decode(const T* q, const T* k_cache, const T* v_cache, const int64_t* table_rows, const int64_t* row_seq,
+            const int64_t* lens, T* out, int64_t S, int64_t Hkv, int64_t G, int64_t head_dim, int64_t N, int64_t bs,
+            int64_t nb, float scale) {
   const int64_t D = kD > 0 ? kD : head_dim;
-  const int64_t H = Hkv * G;
+  const int64_t H = Hkv * G, L = nb * bs;
 #pragma omp parallel for schedule(dynamic, 1) if (S * Hkv >= 4)
-  for (int64_t sh = 0; sh < S * Hkv; ++sh) {
-    const int64_t s = sh / Hkv, h = sh % Hkv;
+  for (int64_t hs = 0; hs < S * Hkv; ++hs) {
+    const int64_t h = hs / S, s = hs % S;
     const int64_t len = lens[s];
-    float* scores = work + sh * G * L;  // [G, L]
+    const int64_t* table = table_rows + (row_seq ? row_seq[s] : s) * nb;
+    float* scores = llmaas::scratch(G * L);  // [G, L]
     float qf[kMaxGD], acc[kMaxGD], row[kMaxD];
     for (int64_t g = 0; g < G; ++g)
       for (int64_t d = 0; d < D; ++d) qf[g * D + d] = load(q[(s * H + h * G + g) * D + d]) * scale;
     // Block by block: one table lookup per block, no division per key.
     for (int64_t b = 0, t0 = 0; t0 < len; ++b, t0 += bs) {
-      const T* kb = k_cache + (h * N + table[s * nb + b]) * bs * D;
+      const T* kb = k_cache + (h * N + table[b]) * bs * D;
       const int64_t n = len - t0 < bs ? len - t0 : bs;
       for (int64_t j = 0; j < n; ++j) {
 #pragma omp simd
@@ -69,7 +75,7 @@ void decode(const T* q, const T* k_cache, const T* v_cache, const int64_t* table
     }
     for (int64_t i = 0; i < G * D; ++i) acc[i] = 0.f;
     for (int64_t b = 0, t0 = 0; t0 < len; ++b, t0 += bs) {
-      const T* vb = v_cache + (h * N + table[s * nb + b]) * bs * D;
+      const T* vb = v_cache + (h * N + table[b]) * bs * D;
       const int64_t n = len - t0 < bs ? len - t0 : bs;
       for (int64_t j = 0; j < n; ++j) {
 #pragma omp simd
@@ -88,12 +94,11 @@ void decode(const T* q, const T* k_cache, const T* v_cache, const int64_t* table
 }
 
 template <typename T>
-void dispatch(const T* q, const T* k, const T* v, const int64_t* table, const int64_t* lens, T* out, int64_t S,
-              int64_t Hkv, int64_t G, int64_t D, int64_t N, int64_t bs, int64_t nb, float scale, float* work,
-              int64_t L) {
-  if (D == 64) return decode<T, 64>(q, k, v, table, lens, out, S, Hkv, G, D, N, bs, nb, scale, work, L);
-  if (D == 128) return decode<T, 128>(q, k, v, table, lens, out, S, Hkv, G, D, N, bs, nb, scale, work, L);
-  decode<T, 0>(q, k, v, table, lens, out, S, Hkv, G, D, N, bs, nb, scale, work, L);
+void dispatch(const T* q, const T* k, const T* v, const int64_t* table, const int64_t* row_seq, const int64_t* lens,
+              T* out, int64_t S, int64_t Hkv, int64_t G, int64_t D, int64_t N, int64_t bs, int64_t nb, float scale) {
+  if (D == 64) return decode<T, 64>(q, k, v, table, row_seq, lens, out, S, Hkv, G, D, N, bs, nb, scale);
+  if (D == 128) return decode<T, 128>(q, k, v, table, row_seq, lens, out, S, Hkv, G, D, N, bs, nb, scale);
+  decode<T, 0>(q, k, v, table, row_seq, lens, out, S, Hkv, G, D, N, bs, nb, scale);
 }
 
 }  // namespace
@@ -103,18 +108,18 @@ extern "C" {
 int llmaas_max_group_dim() { return static_cast<int>(kMaxGD); }
 int llmaas_max_head_dim() { return static_cast<int>(kMaxD); }
 
-void llmaas_paged_decode_f32(const float* q, const float* k, const float* v, const int64_t* table, const int64_t* lens,
-                             float* out, int64_t S, int64_t Hkv, int64_t G, int64_t D, int64_t N, int64_t bs,
-                             int64_t nb, float scale, float* work, int64_t L) {
-  dispatch(q, k, v, table, lens, out, S, Hkv, G, D, N, bs, nb, scale, work, L);
+void llmaas_paged_attention_f32(const float* q, const float* k, const float* v, const int64_t* table,
+                                const int64_t* row_seq, const int64_t* lens, float* out, int64_t R, int64_t Hkv,
+                                int64_t G, int64_t D, int64_t N, int64_t bs, int64_t nb, float scale) {
+  dispatch(q, k, v, table, row_seq, lens, out, R, Hkv, G, D, N, bs, nb, scale);
 }
 
-void llmaas_paged_decode_bf16(const uint16_t* q, const uint16_t* k, const uint16_t* v, const int64_t* table,
-                              const int64_t* lens, uint16_t* out, int64_t S, int64_t Hkv, int64_t G, int64_t D,
-                              int64_t N, int64_t bs, int64_t nb, float scale, float* work, int64_t L) {
+void llmaas_paged_attention_bf16(const uint16_t* q, const uint16_t* k, const uint16_t* v, const int64_t* table,
+                                 const int64_t* row_seq, const int64_t* lens, uint16_t* out, int64_t R, int64_t Hkv,
+                                 int64_t G, int64_t D, int64_t N, int64_t bs, int64_t nb, float scale) {
 #ifdef LLMAAS_HAVE_AVX512_BF16
-  if (llmaas::decode_bf16_fast(q, k, v, table, lens, out, S, Hkv, G, D, N, bs, nb, scale, work, L)) return;
+  if (llmaas::decode_bf16_fast(q, k, v, table, row_seq, lens, out, R, Hkv, G, D, N, bs, nb, scale)) return;
 #endif
-  dispatch(q, k, v, table, lens, out, S, Hkv, G, D, N, bs, nb, scale, work, L);
+  dispatch(q, k, v, table, row_seq, lens, out, R, Hkv, G, D, N, bs, nb, scale);
 }
 }

@@ -18,6 +18,7 @@
 
 #include "bf16.h"
 #include "fast_exp.h"
+#include "scratch.h"
 
 namespace llmaas {
 
@@ -45,16 +46,17 @@ inline void prefetch_block(const uint16_t* p, int64_t elems) {
 }
 
 template <int G, int NV>  // NV: head_dim / 32 (one vdpbf16ps covers 32 elements)
-void decode_bf16_avx512(const uint16_t* q, const uint16_t* k_cache, const uint16_t* v_cache, const int64_t* table,
-                        const int64_t* lens, uint16_t* out, int64_t S, int64_t Hkv, int64_t N, int64_t bs,
-                        int64_t nb, float scale, float* work, int64_t L) {
+void decode_bf16_avx512(const uint16_t* q, const uint16_t* k_cache, const uint16_t* v_cache,
+                        const int64_t* table_rows, const int64_t* row_seq, const int64_t* lens, uint16_t* out,
+                        int64_t S, int64_t Hkv, int64_t N, int64_t bs, int64_t nb, float scale) {
   constexpr int64_t D = NV * 32;
-  const int64_t H = Hkv * G;
+  const int64_t H = Hkv * G, L = nb * bs;
 #pragma omp parallel for schedule(dynamic, 1) if (S * Hkv >= 4)
-  for (int64_t sh = 0; sh < S * Hkv; ++sh) {
-    const int64_t s = sh / Hkv, h = sh % Hkv, len = lens[s];
+  for (int64_t hs = 0; hs < S * Hkv; ++hs) {
+    const int64_t h = hs / S, s = hs % S, len = lens[s];
     const int64_t nblk = (len + bs - 1) / bs;
-    float* scores = work + sh * G * L;  // [G, L]
+    const int64_t* table = table_rows + (row_seq ? row_seq[s] : s) * nb;
+    float* scores = scratch(G * L);  // [G, L]
     __m512bh qv[G][NV];
     for (int g = 0; g < G; ++g)
       for (int v = 0; v < NV; ++v)
@@ -63,10 +65,10 @@ void decode_bf16_avx512(const uint16_t* q, const uint16_t* k_cache, const uint16
     __m512 vmax[G];
     for (int g = 0; g < G; ++g) vmax[g] = _mm512_set1_ps(-INFINITY);
     for (int64_t b = 0, t0 = 0; t0 < len; ++b, t0 += bs) {
-      const uint16_t* kb = k_cache + (h * N + table[s * nb + b]) * bs * D;
+      const uint16_t* kb = k_cache + (h * N + table[b]) * bs * D;
       const int64_t ahead = b + kAhead;  // past the keys' last block: the values' first blocks
-      if (ahead < nblk) prefetch_block(k_cache + (h * N + table[s * nb + ahead]) * bs * D, bs * D);
-      else if (ahead < 2 * nblk) prefetch_block(v_cache + (h * N + table[s * nb + ahead - nblk]) * bs * D, bs * D);
+      if (ahead < nblk) prefetch_block(k_cache + (h * N + table[ahead]) * bs * D, bs * D);
+      else if (ahead < 2 * nblk) prefetch_block(v_cache + (h * N + table[ahead - nblk]) * bs * D, bs * D);
       for (int64_t c = 0; c < bs && t0 + c < len; c += 16) {  // 16 keys of this block
         const int64_t n = len - t0 - c < 16 ? len - t0 - c : 16;
         __m512bh kv[16][NV];
@@ -116,8 +118,8 @@ void decode_bf16_avx512(const uint16_t* q, const uint16_t* k_cache, const uint16
     for (int g = 0; g < G; ++g)
       for (int v = 0; v < 2 * NV; ++v) acc[g][v] = _mm512_setzero_ps();
     for (int64_t b = 0, t0 = 0; t0 < len; ++b, t0 += bs) {
-      const uint16_t* vb = v_cache + (h * N + table[s * nb + b]) * bs * D;
-      if (b + kAhead < nblk) prefetch_block(v_cache + (h * N + table[s * nb + b + kAhead]) * bs * D, bs * D);
+      const uint16_t* vb = v_cache + (h * N + table[b]) * bs * D;
+      if (b + kAhead < nblk) prefetch_block(v_cache + (h * N + table[b + kAhead]) * bs * D, bs * D);
       const int64_t n = len - t0 < bs ? len - t0 : bs;
       for (int64_t j = 0; j < n; j += 2) {
         __m512i lo[NV], hi[NV];
@@ -154,12 +156,12 @@ void decode_bf16_avx512(const uint16_t* q, const uint16_t* k_cache, const uint16
 
 // True when it ran (a supported G, head dim and block size); false: the caller runs the portable loops.
 inline bool decode_bf16_fast(const uint16_t* q, const uint16_t* k, const uint16_t* v, const int64_t* table,
-                             const int64_t* lens, uint16_t* out, int64_t S, int64_t Hkv, int64_t G, int64_t D,
-                             int64_t N, int64_t bs, int64_t nb, float scale, float* work, int64_t L) {
+                             const int64_t* row_seq, const int64_t* lens, uint16_t* out, int64_t S, int64_t Hkv,
+                             int64_t G, int64_t D, int64_t N, int64_t bs, int64_t nb, float scale) {
   if (bs % 16 != 0) return false;
 #define LLMAAS_CASE(g, nv)                                                                                     \
   if (G == g && D == nv * 32) {                                                                                \
-    decode_bf16_avx512<g, nv>(q, k, v, table, lens, out, S, Hkv, N, bs, nb, scale, work, L);                   \
+    decode_bf16_avx512<g, nv>(q, k, v, table, row_seq, lens, out, S, Hkv, N, bs, nb, scale);                   \
     return true;                                                                                               \
   }
   LLMAAS_CASE(1, 2) LLMAAS_CASE(2, 2) LLMAAS_CASE(3, 2) LLMAAS_CASE(4, 2) LLMAAS_CASE(5, 2) LLMAAS_CASE(6, 2)

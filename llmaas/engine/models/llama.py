@@ -1,9 +1,10 @@
 """The Llama family (Llama 2/3, Mistral, Qwen2, SmolLM) over the paged KV cache, written the gpt-fast way.
 
 One forward computes a flattened batch of T tokens from many sequences (prefill chunks and decodes mixed):
-the projections run once over all T rows; only attention is per *group* of sequences: all decodes together, read
-from the paged cache in place (kernels/paged_attention), each prefill chunk alone over K/V gathered by block table
-(one SDPA call). The element-wise steps between the matmuls (rotary + K/V write, residual add + RMSNorm, SiLU * up)
+the projections run once over all T rows; only attention is per *group* of rows: where kernels/paged_attention
+builds, every decode and prefill row in one call that reads the paged cache in place; else (and for a prefill chunk
+with a context past the kernel's PREFILL_MAX_KEYS) all decodes together and each prefill chunk alone, over K/V
+gathered by block table (SDPA). The element-wise steps between the matmuls (rotary + K/V write, residual add + RMSNorm, SiLU * up)
 are fused passes where kernels/fused runs. On CPU the projections run on oneDNN-packed bf16 weights or int8 weights
 (`engine/cpu.py`'s `Linear`).
 
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 
 from llmaas.engine.cpu import BlockEmbedding, Linear
 from llmaas.engine.kernels import block_linear, fused
-from llmaas.engine.kernels.paged_attention import paged_decode
+from llmaas.engine.kernels.paged_attention import paged_attention
 
 
 @dataclass
@@ -84,8 +85,9 @@ class LoraHook(Protocol):
 
 @dataclass
 class AttnGroup:
-    """Sequences attended together: S sequences with Q query rows each (padded), keys from the cache: read in place
-    by the paged decode kernel when `lens` is set (Q = 1), else gathered and masked by `mask`."""
+    """Sequences attended together, keys from the cache: read in place by the paged kernel when `lens` is set (a row
+    per token, any mix of decodes and prefill chunks), else S sequences with Q query rows each, gathered and masked
+    by `mask`."""
 
     rows: Tensor | None  # [S*Q] token rows of the flattened batch (None = all rows, in order)
     block_table: Tensor  # [S, max_blocks] block ids
@@ -94,8 +96,9 @@ class AttnGroup:
     mask: Tensor | None
     num_seqs: int
     q_len: int
-    lens: Tensor | None = None  # [S] keys visible to each sequence: decode through kernels/paged_attention
+    lens: Tensor | None = None  # [R] keys visible to each row: attention through kernels/paged_attention
     first_row: int | None = None  # set when `rows` is one contiguous range from here: views instead of index copies
+    row_seq: Tensor | None = None  # [R] the block-table row of each row, with `lens` (None: row r is sequence r)
 
 
 @dataclass
@@ -184,7 +187,7 @@ class Attention(nn.Module):
             y = torch.empty_like(q)  # [T, H, D]
             for g in b.groups:
                 if g.first_row is not None:
-                    n = g.num_seqs * g.q_len
+                    n = g.num_seqs * g.q_len if g.lens is None else len(g.lens)
                     y.narrow(0, g.first_row, n).copy_(self._attend(q.narrow(0, g.first_row, n), g, k_cache, v_cache))
                     continue
                 rows = g.rows if g.rows is not None else torch.arange(T, device=x.device)
@@ -198,7 +201,7 @@ class Attention(nn.Module):
         # matrix per (head, sequence): no transpose copy before SDPA.
         a = self.args
         if g.lens is not None:
-            return paged_decode(q, k_cache, v_cache, g.block_table, g.lens, self.scale)
+            return paged_attention(q, k_cache, v_cache, g.block_table, g.lens, self.scale, g.row_seq)
         S, Q, Hkv, D = g.num_seqs, g.q_len, a.n_kv_heads, a.head_dim
         G = a.n_heads // Hkv
         qg = q.view(S, Q, Hkv, G, D).permute(2, 0, 3, 1, 4).reshape(Hkv, S, G * Q, D)
