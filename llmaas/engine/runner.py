@@ -77,19 +77,16 @@ class ModelRunner:
     def _tensor(self, data: list[int]) -> Tensor:
         return torch.tensor(data, dtype=torch.long).to(self.device, non_blocking=True)
 
-    def _paged_group(self, items: list[tuple[ScheduledSeq, list[int]]], rows: list[int] | None) -> AttnGroup:
-        """Sequences whose attention the paged kernel reads from the cache in place, decodes and prefill chunks
-        together: a row per token, each seeing the keys up to its own position, its sequence's table row by index."""
-        seqs = [s for s, _ in items]
+    def _paged_group(self, seqs: list[ScheduledSeq]) -> AttnGroup:
+        """The whole batch for the paged kernel, which reads the cache in place: a row per token, decodes and prefill
+        chunks alike, each row seeing the keys up to its own position through its sequence's table row."""
         nb = -(-max(s.start + s.num_new for s in seqs) // self.block_size)
         table = self._tensor([b for s in seqs for b in (s.block_ids[:nb] + [0] * (nb - len(s.block_ids[:nb])))])
         lens = self._tensor([p + 1 for s in seqs for p in range(s.start, s.start + s.num_new)])
         row_seq = None
         if any(s.num_new > 1 for s in seqs):
             row_seq = self._tensor([i for i, s in enumerate(seqs) for _ in range(s.num_new)])
-        first = rows[0] if rows and rows == list(range(rows[0], rows[0] + len(rows))) else None
-        row_index = None if rows is None else self._tensor(rows)
-        return AttnGroup(row_index, table.view(len(seqs), nb), None, len(seqs), 1, lens, first, row_seq)
+        return AttnGroup(None, table.view(len(seqs), nb), None, len(seqs), 1, lens, row_seq=row_seq)
 
     def _group(self, seqs: list[ScheduledSeq], rows: list[int] | None) -> AttnGroup:
         """One attention group on the torch path: S sequences with Q query rows each, K/V gathered by block table,
@@ -117,8 +114,7 @@ class ModelRunner:
         slots: list[int] = []
         logit_rows: list[int] = []
         out = RunnerOutput(torch.empty(0), {}, {})
-        paged: list[tuple[ScheduledSeq, list[int]]] = []  # read in place by the kernel
-        decode: list[tuple[ScheduledSeq, int]] = []  # the torch path: gathered K/V
+        decode: list[tuple[ScheduledSeq, int]] = []  # the torch path's groups (gathered K/V)
         prefill: list[tuple[ScheduledSeq, list[int]]] = []
         for s in sched.seqs:
             req, first = s.request, len(ids)
@@ -127,9 +123,7 @@ class ModelRunner:
             pos += positions
             slots += [s.block_ids[p // bs] * bs + p % bs for p in positions]
             rows = list(range(first, first + s.num_new))
-            if self.paged_kernel and (s.num_new == 1 or s.start + s.num_new <= paged_attention.PREFILL_MAX_KEYS):
-                paged.append((s, rows))
-            elif s.num_new == 1:
+            if s.num_new == 1:
                 decode.append((s, first))
             else:
                 prefill.append((s, rows))
@@ -140,12 +134,13 @@ class ModelRunner:
             if s.sample:
                 out.sample_row[req.request_id] = len(logit_rows)
                 logit_rows.append(rows[-1])
-        # The kernel reads each row's own keys, so one long context pads nobody: one group for all it takes.
-        buckets = _length_buckets(decode)
-        single = len(prefill) + len(buckets) + bool(paged) == 1  # one group holds every row, in order
-        groups = [self._paged_group(paged, None if single else [r for _, rs in paged for r in rs])] if paged else []
-        groups += [self._group([s for s, _ in b], None if single else [r for _, r in b]) for b in buckets]
-        groups += [self._group([s], None if single else rows) for s, rows in prefill]
+        if self.paged_kernel:  # each row reads its own keys: one group, and one long context pads nobody
+            groups = [self._paged_group(sched.seqs)]
+        else:
+            buckets = _length_buckets(decode)
+            single = len(prefill) + len(buckets) == 1  # one group holds every row, in order
+            groups = [self._group([s for s, _ in b], None if single else [r for _, r in b]) for b in buckets]
+            groups += [self._group([s], None if single else rows) for s, rows in prefill]
         lora = None
         if self.lora_manager is not None and any(s.request.adapter_id for s in sched.seqs):
             lora = self.lora_manager.prepare([s.request.adapter_id for s in sched.seqs for _ in range(s.num_new)])

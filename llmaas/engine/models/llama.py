@@ -2,9 +2,8 @@
 
 One forward computes a flattened batch of T tokens from many sequences (prefill chunks and decodes mixed):
 the projections run once over all T rows; only attention is per *group* of rows: where kernels/paged_attention
-builds, every decode and prefill row in one call that reads the paged cache in place; else (and for a prefill chunk
-with a context past the kernel's PREFILL_MAX_KEYS) all decodes together and each prefill chunk alone, over K/V
-gathered by block table (SDPA). The element-wise steps between the matmuls (rotary + K/V write, residual add + RMSNorm, SiLU * up)
+builds, every decode and prefill row in one call that reads the paged cache in place; else all decodes together and
+each prefill chunk alone, over K/V gathered by block table (SDPA). The element-wise steps between the matmuls (rotary + K/V write, residual add + RMSNorm, SiLU * up)
 are fused passes where kernels/fused runs. On CPU the projections run on oneDNN-packed bf16 weights or int8 weights
 (`engine/cpu.py`'s `Linear`).
 
@@ -187,7 +186,7 @@ class Attention(nn.Module):
             y = torch.empty_like(q)  # [T, H, D]
             for g in b.groups:
                 if g.first_row is not None:
-                    n = g.num_seqs * g.q_len if g.lens is None else len(g.lens)
+                    n = g.num_seqs * g.q_len
                     y.narrow(0, g.first_row, n).copy_(self._attend(q.narrow(0, g.first_row, n), g, k_cache, v_cache))
                     continue
                 rows = g.rows if g.rows is not None else torch.arange(T, device=x.device)
