@@ -12,7 +12,7 @@ bound. `bench/serving.py` measures the same engine behind HTTP, with prefills in
 the same cores; the gap between the two is the cost of serving, not of the engine. Unless --no-baseline, each level
 is rerun with kernels switched off, one at a time; where the weights are GGUF blocks (fp32) with the block kernel on
 its own tiles instead of OpenBLAS and with dense fp32 weights; where bf16 runs on our kernel's panels, with oneDNN's
-packed matmul instead; a last line times one 128-token prompt's prefill the same ways.
+packed matmul instead; a last line times one 128-token prompt's prefill the same ways, and with SDPA over gathered K/V
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ def main() -> None:
                 b = run_level(other.core, n, args.out_tokens, seed=i)
                 line += f"; {label} {b['step_ms']:.1f} ms ({b['step_ms'] / r['step_ms']:.2f}x)"
         print(line)
-    if (alternatives or openblas) and not args.no_baseline:
+    if not args.no_baseline:
         print_prefill(engine.core, [(label, other.core) for label, other in alternatives], openblas)
 
 
@@ -209,18 +209,26 @@ def prefill_ms(core, seed: int, tokens: int = 128, rounds: int = 3) -> float:
 
 
 def print_prefill(core, alternatives: list, openblas: bool) -> None:
-    """The prompt side (where the block kernel hands its rows to OpenBLAS): one 128-token prompt, alternated."""
+    """The prompt side (where the block kernel hands its rows to OpenBLAS, and attention runs on the paged kernel
+    or SDPA over gathered K/V): one 128-token prompt, alternated."""
     runs: dict[str, list[float]] = {}
+    paged = core.runner.paged_kernel
     for i in range(3):
-        runs.setdefault("as served", []).append(prefill_ms(core, 3 * i))
+        runs.setdefault("as served", []).append(prefill_ms(core, 4 * i))
+        if paged:
+            core.runner.paged_kernel = False
+            try:
+                runs.setdefault("SDPA attention", []).append(prefill_ms(core, 4 * i + 3))
+            finally:
+                core.runner.paged_kernel = True
         if openblas:
             block_linear.use_openblas(False)
             try:
-                runs.setdefault("block kernel's own tiles", []).append(prefill_ms(core, 3 * i + 1))
+                runs.setdefault("block kernel's own tiles", []).append(prefill_ms(core, 4 * i + 1))
             finally:
                 block_linear.use_openblas(True)
         for label, other in alternatives:
-            runs.setdefault(label, []).append(prefill_ms(other, 3 * i + 2))
+            runs.setdefault(label, []).append(prefill_ms(other, 4 * i + 2))
     served = statistics.median(runs["as served"])
     cells = [f"{k} {statistics.median(v):.0f} ms ({statistics.median(v) / served:.2f}x)" for k, v in runs.items()]
     print("prefill, one 128-token prompt: " + "; ".join(cells))

@@ -61,6 +61,13 @@ class Linear(nn.Linear):
         y: Tensor = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [None], "")
         return y[:rows]
 
+    def forward_fp32(self, x: Tensor) -> Tensor:
+        """forward(x) in fp32 (the LM head's logits): on the bf16 kernel's panels, its fp32 sums as they are, one
+        rounding and one [rows, vocab] conversion pass fewer; elsewhere forward(x).float()."""
+        if self.panels is not None and self.blocks is None and self.qweight is None:
+            return bf16_linear.linear(x, self.panels, self.out_features, self.bias, torch.float32)
+        return self(x).float()
+
     def quantize_int8(self, keep_weight: bool = False) -> bool:
         """Serve from int8 weights from now on (True), unless the input dimension does not split into int8 groups
         (False, unchanged). The original weight is dropped unless `keep_weight` (shared with another module)."""

@@ -24,6 +24,19 @@ def test_matches_the_fp32_product(shape: tuple[int, int], rows: int) -> None:
     assert (y.float() - ref).abs().max() <= 1e-2 * ref.abs().max()
 
 
+@pytest.mark.parametrize("rows", [1, 7, 32])
+def test_fp32_output_is_the_same_sums_unrounded(rows: int) -> None:
+    """The LM head's fp32 logits: the very sums the bf16 output rounds, so rounding them gives it bit for bit."""
+    torch.manual_seed(rows)
+    w, x = torch.randn(1024, 576).bfloat16(), torch.randn(rows, 576).bfloat16()
+    panels = bf16_linear.pack(w)
+    y32 = bf16_linear.linear(x, panels, 1024, None, torch.float32)
+    assert y32.dtype == torch.float32 and y32.shape == (rows, 1024)
+    assert torch.equal(y32.bfloat16(), bf16_linear.linear(x, panels, 1024, None))
+    ref = torch.nn.functional.linear(x.float(), w.float())
+    assert (y32 - ref).abs().max() <= 1e-3 * ref.abs().max()
+
+
 def test_a_row_never_depends_on_its_batch() -> None:
     torch.manual_seed(0)
     w = torch.randn(1536, 576).bfloat16()

@@ -7,8 +7,9 @@
 // Every output element is the same chain of dot products over j whatever the row count or the tile it falls in, so
 // a row's result never depends on the rest of its batch (bit for bit). Sums in fp32, one bf16 rounding at the end.
 //
-// Layouts: x [M, K] bf16 (uint16), rows contiguous; panels [N/64][K/2][64][2] bf16; y [M, N] bf16. N a multiple
-// of 64, K even (pack checks both). OpenMP over (panel, tile of rows) pairs, panel-major, so that each thread
+// Layouts: x [M, K] bf16 (uint16), rows contiguous; panels [N/64][K/2][64][2] bf16; y [M, N] bf16, or fp32 (the
+// sums unrounded: the LM head's logits, which the sampler wants in fp32 anyway). N a multiple of 64, K even (pack
+// checks both). OpenMP over (panel, tile of rows) pairs, panel-major, so that each thread
 // works through whole panels where it can and small projections still split over the threads.
 
 #include <cstdint>
@@ -40,8 +41,13 @@ void pack(const uint16_t* w, uint16_t* panels, int64_t N, int64_t K) {
 #if defined(__AVX512BF16__)
 // Rows [0, R) of x times one panel -> y's 64 columns of those rows (x and y point at the tile's first row and the
 // panel's first column).
-template <int R>
-inline void tile(const uint16_t* x, const uint16_t* panel, uint16_t* y, int64_t K, int64_t N) {
+inline void store16(uint16_t* y, __m512 v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(y), (__m256i)_mm512_cvtneps_pbh(v));
+}
+inline void store16(float* y, __m512 v) { _mm512_storeu_ps(y, v); }
+
+template <int R, typename Out>
+inline void tile(const uint16_t* x, const uint16_t* panel, Out* y, int64_t K, int64_t N) {
   __m512 acc[R][4];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_setzero_ps();
@@ -60,14 +66,14 @@ inline void tile(const uint16_t* x, const uint16_t* panel, uint16_t* y, int64_t 
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int c = 0; c < 4; ++c)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + r * N + c * 16), (__m256i)_mm512_cvtneps_pbh(acc[r][c]));
+    for (int c = 0; c < 4; ++c) store16(y + r * N + c * 16, acc[r][c]);
 }
 
-using Tile = void (*)(const uint16_t*, const uint16_t*, uint16_t*, int64_t, int64_t);
-constexpr Tile kTiles[kRows + 1] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>, tile<5>, tile<6>};
-
-void linear(const uint16_t* x, const uint16_t* panels, uint16_t* y, int64_t M, int64_t K, int64_t N) {
+template <typename Out>
+void linear(const uint16_t* x, const uint16_t* panels, Out* y, int64_t M, int64_t K, int64_t N) {
+  using Tile = void (*)(const uint16_t*, const uint16_t*, Out*, int64_t, int64_t);
+  constexpr Tile kTiles[kRows + 1] = {nullptr,       tile<1, Out>, tile<2, Out>, tile<3, Out>,
+                                      tile<4, Out>, tile<5, Out>, tile<6, Out>};
   const int64_t groups = N / kCols, tiles = (M + kRows - 1) / kRows;
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < groups * tiles; ++t) {
@@ -95,6 +101,14 @@ int64_t llmaas_bf16_linear_cols() { return kCols; }
 void llmaas_bf16_linear_pack(const uint16_t* w, uint16_t* panels, int64_t N, int64_t K) { pack(w, panels, N, K); }
 
 void llmaas_bf16_linear(const uint16_t* x, const uint16_t* panels, uint16_t* y, int64_t M, int64_t K, int64_t N) {
+#if defined(__AVX512BF16__)
+  linear(x, panels, y, M, K, N);
+#else
+  (void)x, (void)panels, (void)y, (void)M, (void)K, (void)N;
+#endif
+}
+
+void llmaas_bf16_linear_f32out(const uint16_t* x, const uint16_t* panels, float* y, int64_t M, int64_t K, int64_t N) {
 #if defined(__AVX512BF16__)
   linear(x, panels, y, M, K, N);
 #else

@@ -32,6 +32,7 @@ def _lib() -> Any:
         return None
     lib.llmaas_bf16_linear_pack.argtypes = [_PTR] * 2 + [_I64] * 2
     lib.llmaas_bf16_linear.argtypes = [_PTR] * 3 + [_I64] * 3
+    lib.llmaas_bf16_linear_f32out.argtypes = [_PTR] * 3 + [_I64] * 3
     lib.llmaas_bf16_linear_cols.restype = _I64
     return lib
 
@@ -61,11 +62,15 @@ def pack(weight: Tensor) -> Tensor:
     return panels
 
 
-def linear(x: Tensor, panels: Tensor, out_features: int, bias: Tensor | None) -> Tensor:
-    """x [M, K] bf16 @ W^T (+ bias) -> [M, out_features] bf16, W as packed by `pack`."""
+def linear(
+    x: Tensor, panels: Tensor, out_features: int, bias: Tensor | None, out_dtype: torch.dtype = torch.bfloat16
+) -> Tensor:
+    """x [M, K] bf16 @ W^T (+ bias) -> [M, out_features] in `out_dtype` (bf16, or fp32: the sums unrounded), W as
+    packed by `pack`."""
     x = x.contiguous()
     M, K = x.shape
-    y = x.new_empty(M, out_features)
+    y = x.new_empty(M, out_features, dtype=out_dtype)
+    fn = _lib().llmaas_bf16_linear if out_dtype == torch.bfloat16 else _lib().llmaas_bf16_linear_f32out
     if M:
-        _lib().llmaas_bf16_linear(x.data_ptr(), panels.data_ptr(), y.data_ptr(), M, K, out_features)
+        fn(x.data_ptr(), panels.data_ptr(), y.data_ptr(), M, K, out_features)
     return y if bias is None else y + bias

@@ -332,8 +332,7 @@ class Llama(nn.Module):
         _, x = fused.add_rms_norm(
             x.index_select(0, b.logit_rows), delta.index_select(0, b.logit_rows), self.norm.weight, self.norm.eps
         )  # [R, dim]
-        logits: Tensor = self.lm_head(x)  # [R, V]
-        return logits.float()
+        return self.lm_head.forward_fp32(x)  # [R, V]
 
     @classmethod
     def from_hf(cls, config: Any, tensors: Mapping[str, Tensor], device: torch.device, dtype: torch.dtype) -> Llama:
