@@ -9,8 +9,8 @@
 //
 // Layouts: x [M, K] bf16 (uint16), rows contiguous; panels [N/64][K/2][64][2] bf16; y [M, N] bf16, or fp32 (the
 // sums unrounded: the LM head's logits, which the sampler wants in fp32 anyway). N a multiple of 64, K even (pack
-// checks both). OpenMP over (panel, tile of rows) pairs, panel-major, so that each thread
-// works through whole panels where it can and small projections still split over the threads.
+// checks both). OpenMP over (panel, tile of rows) pairs, panel-major, so that each thread works through whole
+// panels where it can and small projections still split over the threads.
 
 #include <cstdint>
 #include <cstring>

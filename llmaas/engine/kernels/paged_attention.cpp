@@ -31,7 +31,7 @@ constexpr int64_t kMaxD = 1024;
 // dot products per key run in one pass over the row: the loads and conversions, not the multiplies, bound this loop.
 // kD > 0: the head dimension fixed at compile time (the inner loops unroll into whole vectors); 0: `D` at run time.
 template <typename T, int64_t kD>
-void decode(const T* q, const T* k_cache, const T* v_cache, const int64_t* table_rows, const int64_t* row_seq,
+void attend(const T* q, const T* k_cache, const T* v_cache, const int64_t* table_rows, const int64_t* row_seq,
             const int64_t* lens, T* out, int64_t S, int64_t Hkv, int64_t G, int64_t head_dim, int64_t N, int64_t bs,
             int64_t nb, float scale) {
   const int64_t D = kD > 0 ? kD : head_dim;
@@ -96,9 +96,9 @@ void decode(const T* q, const T* k_cache, const T* v_cache, const int64_t* table
 template <typename T>
 void dispatch(const T* q, const T* k, const T* v, const int64_t* table, const int64_t* row_seq, const int64_t* lens,
               T* out, int64_t S, int64_t Hkv, int64_t G, int64_t D, int64_t N, int64_t bs, int64_t nb, float scale) {
-  if (D == 64) return decode<T, 64>(q, k, v, table, row_seq, lens, out, S, Hkv, G, D, N, bs, nb, scale);
-  if (D == 128) return decode<T, 128>(q, k, v, table, row_seq, lens, out, S, Hkv, G, D, N, bs, nb, scale);
-  decode<T, 0>(q, k, v, table, row_seq, lens, out, S, Hkv, G, D, N, bs, nb, scale);
+  if (D == 64) return attend<T, 64>(q, k, v, table, row_seq, lens, out, S, Hkv, G, D, N, bs, nb, scale);
+  if (D == 128) return attend<T, 128>(q, k, v, table, row_seq, lens, out, S, Hkv, G, D, N, bs, nb, scale);
+  attend<T, 0>(q, k, v, table, row_seq, lens, out, S, Hkv, G, D, N, bs, nb, scale);
 }
 
 }  // namespace
@@ -118,7 +118,7 @@ void llmaas_paged_attention_bf16(const uint16_t* q, const uint16_t* k, const uin
                                  const int64_t* row_seq, const int64_t* lens, uint16_t* out, int64_t R, int64_t Hkv,
                                  int64_t G, int64_t D, int64_t N, int64_t bs, int64_t nb, float scale) {
 #ifdef LLMAAS_HAVE_AVX512_BF16
-  if (llmaas::decode_bf16_fast(q, k, v, table, row_seq, lens, out, R, Hkv, G, D, N, bs, nb, scale)) return;
+  if (llmaas::attend_bf16_fast(q, k, v, table, row_seq, lens, out, R, Hkv, G, D, N, bs, nb, scale)) return;
 #endif
   dispatch(q, k, v, table, row_seq, lens, out, R, Hkv, G, D, N, bs, nb, scale);
 }

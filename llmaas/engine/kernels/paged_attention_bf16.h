@@ -1,5 +1,5 @@
-// Decode attention for bf16 caches on CPUs with AVX-512 BF16 (Zen 4/5, Cooper Lake, Sapphire Rapids and later): the
-// same contract as `decode` in paged_attention.cpp, for block sizes that are multiples of 16 and G query heads per KV
+// Paged attention for bf16 caches on CPUs with AVX-512 BF16 (Zen 4/5, Cooper Lake, Sapphire Rapids and later): the
+// same contract as `attend` in paged_attention.cpp, for block sizes that are multiples of 16 and G query heads per KV
 // head known at compile time.
 //
 // Scores: q.k with vdpbf16ps straight from the cache (bf16 pairs multiplied exactly, summed in fp32; no conversion
@@ -46,7 +46,7 @@ inline void prefetch_block(const uint16_t* p, int64_t elems) {
 }
 
 template <int G, int NV>  // NV: head_dim / 32 (one vdpbf16ps covers 32 elements)
-void decode_bf16_avx512(const uint16_t* q, const uint16_t* k_cache, const uint16_t* v_cache,
+void attend_bf16_avx512(const uint16_t* q, const uint16_t* k_cache, const uint16_t* v_cache,
                         const int64_t* table_rows, const int64_t* row_seq, const int64_t* lens, uint16_t* out,
                         int64_t S, int64_t Hkv, int64_t N, int64_t bs, int64_t nb, float scale) {
   constexpr int64_t D = NV * 32;
@@ -155,13 +155,13 @@ void decode_bf16_avx512(const uint16_t* q, const uint16_t* k_cache, const uint16
 }
 
 // True when it ran (a supported G, head dim and block size); false: the caller runs the portable loops.
-inline bool decode_bf16_fast(const uint16_t* q, const uint16_t* k, const uint16_t* v, const int64_t* table,
+inline bool attend_bf16_fast(const uint16_t* q, const uint16_t* k, const uint16_t* v, const int64_t* table,
                              const int64_t* row_seq, const int64_t* lens, uint16_t* out, int64_t S, int64_t Hkv,
                              int64_t G, int64_t D, int64_t N, int64_t bs, int64_t nb, float scale) {
   if (bs % 16 != 0) return false;
 #define LLMAAS_CASE(g, nv)                                                                                     \
   if (G == g && D == nv * 32) {                                                                                \
-    decode_bf16_avx512<g, nv>(q, k, v, table, row_seq, lens, out, S, Hkv, N, bs, nb, scale);                   \
+    attend_bf16_avx512<g, nv>(q, k, v, table, row_seq, lens, out, S, Hkv, N, bs, nb, scale);                   \
     return true;                                                                                               \
   }
   LLMAAS_CASE(1, 2) LLMAAS_CASE(2, 2) LLMAAS_CASE(3, 2) LLMAAS_CASE(4, 2) LLMAAS_CASE(5, 2) LLMAAS_CASE(6, 2)
