@@ -66,7 +66,8 @@ class Linear(nn.Linear):
         rounding and one [rows, vocab] conversion pass fewer; elsewhere forward(x).float()."""
         if self.panels is not None and self.blocks is None and self.qweight is None:
             return bf16_linear.linear(x, self.panels, self.out_features, self.bias, torch.float32)
-        return self(x).float()
+        y: Tensor = self(x)
+        return y.float()
 
     def quantize_int8(self, keep_weight: bool = False) -> bool:
         """Serve from int8 weights from now on (True), unless the input dimension does not split into int8 groups
