@@ -77,27 +77,29 @@ class ModelRunner:
     def _tensor(self, data: list[int]) -> Tensor:
         return torch.tensor(data, dtype=torch.long).to(self.device, non_blocking=True)
 
+    def _block_table(self, seqs: list[ScheduledSeq]) -> Tensor:
+        """[S, nb] block ids, each row padded with block 0 to the blocks the longest sequence's last row sees."""
+        nb = -(-max(s.start + s.num_new for s in seqs) // self.block_size)
+        table = [b for s in seqs for b in (s.block_ids[:nb] + [0] * (nb - len(s.block_ids[:nb])))]
+        return self._tensor(table).view(len(seqs), nb)
+
     def _paged_group(self, seqs: list[ScheduledSeq]) -> AttnGroup:
         """The whole batch for the paged kernel, which reads the cache in place: a row per token, decodes and prefill
         chunks alike, each row seeing the keys up to its own position through its sequence's table row."""
-        nb = -(-max(s.start + s.num_new for s in seqs) // self.block_size)
-        table = self._tensor([b for s in seqs for b in (s.block_ids[:nb] + [0] * (nb - len(s.block_ids[:nb])))])
         lens = self._tensor([p + 1 for s in seqs for p in range(s.start, s.start + s.num_new)])
         row_seq = None
         if any(s.num_new > 1 for s in seqs):
             row_seq = self._tensor([i for i, s in enumerate(seqs) for _ in range(s.num_new)])
-        return AttnGroup(None, table.view(len(seqs), nb), None, len(seqs), 1, lens, row_seq=row_seq)
+        return AttnGroup(None, self._block_table(seqs), None, len(seqs), 1, lens, row_seq=row_seq)
 
     def _group(self, seqs: list[ScheduledSeq], rows: list[int] | None) -> AttnGroup:
         """One attention group on the torch path: S sequences with Q query rows each, K/V gathered by block table,
         keys up to each one's last position masked in."""
-        bs, q_len = self.block_size, seqs[0].num_new
-        ends = [s.start + s.num_new for s in seqs]  # keys visible to the last query of each sequence
-        nb = -(-max(ends) // bs)
-        table = self._tensor([b for s in seqs for b in (s.block_ids[:nb] + [0] * (nb - len(s.block_ids[:nb])))])
+        q_len, table = seqs[0].num_new, self._block_table(seqs)
+        nb = table.shape[1]
         row_index = None if rows is None else self._tensor(rows)
         first = rows[0] if rows and rows == list(range(rows[0], rows[0] + len(rows))) else None
-        key_pos = torch.arange(nb * bs, device=self.device)  # [L]
+        key_pos = torch.arange(nb * self.block_size, device=self.device)  # [L]
         # last visible key of query t of sequence s: start_s + t   -> mask [1, S, G*Q, L]
         starts = self._tensor([s.start for s in seqs]).view(-1, 1)
         last = starts + torch.arange(q_len, device=self.device)  # [S, Q]
@@ -105,7 +107,7 @@ class ModelRunner:
         if q_len > 1:  # rows ordered (g, t), as the attention reshapes q; one query row broadcasts instead
             mask = mask.repeat(1, self.group, 1)
         bias = torch.zeros(mask.shape, device=self.device, dtype=self.dtype).masked_fill_(~mask, float("-inf"))
-        return AttnGroup(row_index, table.view(len(seqs), nb), bias.unsqueeze(0), len(seqs), q_len, first_row=first)
+        return AttnGroup(row_index, table, bias.unsqueeze(0), len(seqs), q_len, first_row=first)
 
     def prepare(self, sched: SchedulerOutput) -> tuple[ForwardBatch, RunnerOutput]:
         bs = self.block_size
@@ -114,8 +116,6 @@ class ModelRunner:
         slots: list[int] = []
         logit_rows: list[int] = []
         out = RunnerOutput(torch.empty(0), {}, {})
-        decode: list[tuple[ScheduledSeq, int]] = []  # the torch path's groups (gathered K/V)
-        prefill: list[tuple[ScheduledSeq, list[int]]] = []
         for s in sched.seqs:
             req, first = s.request, len(ids)
             ids += req.all_token_ids[s.start : s.start + s.num_new]
@@ -123,10 +123,6 @@ class ModelRunner:
             pos += positions
             slots += [s.block_ids[p // bs] * bs + p % bs for p in positions]
             rows = list(range(first, first + s.num_new))
-            if s.num_new == 1:
-                decode.append((s, first))
-            else:
-                prefill.append((s, rows))
             if req.echo_prompt_logprobs and s.start < req.num_prompt_tokens - 1:
                 n = min(s.start + s.num_new, req.num_prompt_tokens - 1) - s.start  # positions predicting a prompt token
                 out.prompt_rows[req.request_id] = (len(logit_rows), n, s.start)
@@ -134,19 +130,30 @@ class ModelRunner:
             if s.sample:
                 out.sample_row[req.request_id] = len(logit_rows)
                 logit_rows.append(rows[-1])
-        if self.paged_kernel:  # each row reads its own keys: one group, and one long context pads nobody
-            groups = [self._paged_group(sched.seqs)]
-        else:
-            buckets = _length_buckets(decode)
-            single = len(prefill) + len(buckets) == 1  # one group holds every row, in order
-            groups = [self._group([s for s, _ in b], None if single else [r for _, r in b]) for b in buckets]
-            groups += [self._group([s], None if single else rows) for s, rows in prefill]
+        # The kernel reads each row's own keys: one group for the batch, and one long context pads nobody.
+        groups = [self._paged_group(sched.seqs)] if self.paged_kernel else self._torch_groups(sched.seqs)
         lora = None
         if self.lora_manager is not None and any(s.request.adapter_id for s in sched.seqs):
             lora = self.lora_manager.prepare([s.request.adapter_id for s in sched.seqs for _ in range(s.num_new)])
         t = self._tensor
         batch = ForwardBatch(t(ids), t(pos), t(slots), groups, t(logit_rows), lora)
         return batch, out
+
+    def _torch_groups(self, seqs: list[ScheduledSeq]) -> list[AttnGroup]:
+        """The torch path's groups: decodes in length buckets, each prefill chunk alone."""
+        decode: list[tuple[ScheduledSeq, int]] = []
+        prefill: list[tuple[ScheduledSeq, list[int]]] = []
+        first = 0
+        for s in seqs:
+            if s.num_new == 1:
+                decode.append((s, first))
+            else:
+                prefill.append((s, list(range(first, first + s.num_new))))
+            first += s.num_new
+        buckets = _length_buckets(decode)
+        single = len(prefill) + len(buckets) == 1  # one group holds every row, in order
+        groups = [self._group([s for s, _ in b], None if single else [r for _, r in b]) for b in buckets]
+        return groups + [self._group([s], None if single else rows) for s, rows in prefill]
 
     # --- execute -----------------------------------------------------------------------------------------
 

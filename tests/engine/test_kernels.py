@@ -1,7 +1,6 @@
-"""The hand-written CPU kernels: paged attention (decodes and prefill rows) equals attention over gathered K/V (fp32 and
-bf16 storage),
-the fused element-wise ops equal the torch ops they replace, the engine's tokens do not depend on which path runs,
-and a machine without a compiler keeps the torch path."""
+"""The hand-written CPU kernels: paged attention (decodes and prefill rows) equals attention over gathered K/V (fp32
+and bf16 storage), the fused element-wise ops equal the torch ops they replace, the engine's tokens do not depend on
+which path runs, and a machine without a compiler keeps the torch path."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ walks the block table instead, one query row at a time, with fp32 scores, softma
 a decode that sees one key more than the row before it, and the chunk's rows run back to back per KV head while its
 keys are in L2. Measured against SDPA on gathered K/V with its causal mask (bf16, SmolLM2's 3 KV heads x 3 queries
 of 64, Zen 4, 2 threads, a scratch A/B): 3.5x faster for a 128-token prompt alone, 2.1x for a 512-token chunk after
-512 cached tokens, 1.6x after 8192, 1.4x for a 512-token chunk after 16000.
+512 cached tokens, 1.6x for a 256-token chunk after 8192, 1.4x for a 512-token chunk after 16000.
 `available()` says whether it can run for a cache of this dtype and geometry.
 """
 

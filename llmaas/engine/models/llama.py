@@ -1,11 +1,11 @@
 """The Llama family (Llama 2/3, Mistral, Qwen2, SmolLM) over the paged KV cache, written the gpt-fast way.
 
-One forward computes a flattened batch of T tokens from many sequences (prefill chunks and decodes mixed):
-the projections run once over all T rows; only attention is per *group* of rows: where kernels/paged_attention
-builds, every decode and prefill row in one call that reads the paged cache in place; else all decodes together and
-each prefill chunk alone, over K/V gathered by block table (SDPA). The element-wise steps between the matmuls (rotary + K/V write, residual add + RMSNorm, SiLU * up)
-are fused passes where kernels/fused runs. On CPU the projections run on oneDNN-packed bf16 weights or int8 weights
-(`engine/cpu.py`'s `Linear`).
+One forward computes a flattened batch of T tokens from many sequences (prefill chunks and decodes mixed): the
+projections run once over all T rows; only attention is per *group* of rows: where kernels/paged_attention builds,
+every decode and prefill row in one call that reads the paged cache in place; else all decodes together and each
+prefill chunk alone, over K/V gathered by block table (SDPA). The element-wise steps between the matmuls (rotary +
+K/V write, residual add + RMSNorm, SiLU * up) are fused passes where kernels/fused runs. On CPU the projections run
+on packed bf16 weights (our kernel's panels or oneDNN's), int8 weights or GGUF blocks (`engine/cpu.py`'s `Linear`).
 
 Reads HF-named weights (q/k/v fused into one matmul, gate/up into another); supports GQA, tied embeddings,
 rope_theta, llama3 rope_scaling, attention/MLP biases (Qwen2's qkv bias). It is not a trainer, does not own the
