@@ -28,17 +28,19 @@ def gguf_weight(shape: tuple[int, int], kind: GGMLQuantizationType, seed: int = 
     return torch.from_numpy(dequantize(quantize(w, kind), kind).copy())
 
 
-@pytest.fixture(params=["kernel", "tiles", "torch"])
+@pytest.fixture(params=["tiles", "openblas", "torch"])
 def block_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The kernel as served (OpenBLAS takes many rows where installed), the kernel on its own tiles, or torch."""
+    """Many rows on the kernel's own tiles or on OpenBLAS (the engine serves whichever it timed faster), or torch."""
     if request.param != "torch" and not block_linear.available():
         pytest.skip("no C++ compiler here")
-    if request.param == "torch":
-        monkeypatch.setattr(block_linear, "_lib", lambda: None)
+    if request.param == "openblas" and not block_linear.use_openblas(True):
+        pytest.skip("scipy-openblas32 is not installed")
     if request.param == "tiles":
         block_linear.use_openblas(False)
+    if request.param == "torch":
+        monkeypatch.setattr(block_linear, "_lib", lambda: None)
     yield request.param
-    block_linear.use_openblas(True)
+    block_linear.use_openblas()
 
 
 @pytest.mark.parametrize("kind", [Q4_1, Q8_0])
@@ -84,7 +86,7 @@ def test_a_decode_row_gets_the_same_bits_alone_or_in_a_small_batch(kind: GGMLQua
                 assert torch.equal(block_linear.linear(batch[i : i + 1], blocks, None), batched[i : i + 1])
             assert torch.equal(block_linear.linear(batch[:3], blocks, None), batched[:3])
         finally:
-            block_linear.use_openblas(True)
+            block_linear.use_openblas()
 
 
 def test_an_lm_head_sized_weight_with_many_rows(block_path: str) -> None:

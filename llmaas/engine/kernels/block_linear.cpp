@@ -8,10 +8,11 @@
 // (Q8_0), scales included. Three paths by row count, all on those exact weights:
 // - up to kDirectRows rows (decode at low concurrency, bound by how fast weights are made): each block's weights are
 //   made in registers and used by every row at once (`direct`);
-// - more rows, compute-bound: each thread dequantizes panels of its output rows and hands them to OpenBLAS's sgemm
-//   (`panels`), whose packed micro-kernels beat ours there;
-// - the same without OpenBLAS: a few output rows are dequantized into a per-thread scratch (in L1), then register
-//   tiles of 3 rows x 4 outputs multiply it by chunks of up to 64 input rows (`tile`), adding in direct's order.
+// - more rows, compute-bound, one of two paths, whichever block_linear.py times faster on the CPU at load:
+//   - each thread dequantizes panels of its output rows and hands them to OpenBLAS's sgemm (`panels`), whose packed
+//     micro-kernels beat ours on Zen 3 (1.2-1.6x) and lose on Zen 1 (0.5x);
+//   - a few output rows are dequantized into a per-thread scratch (in L1), then register tiles of 3 rows x 4
+//     outputs multiply it by chunks of up to 64 input rows (`tile`), adding in direct's order.
 //
 // Layouts: x [M, K] fp32, K a multiple of 32; Q4_1: q [N, K / 2] uint8, byte j of block g holding q[32g + j] in its
 // low nibble and q[32g + 16 + j] in its high one (GGUF's order), d and m [N, K / 32] fp32; Q8_0: q [N, K] int8, d
