@@ -33,7 +33,8 @@ class Linear(nn.Linear):
     (`use_blocks`; kernels/block_linear).
 
     Packing reorders the weight once, for one of two bf16 matmuls: our AVX-512 BF16 kernel's panels
-    (kernels/bf16_linear: faster than oneDNN at every row count on the CPUs without AMX where it was measured), or
+    (kernels/bf16_linear: AVX-512 BF16 dot products, or AMX tiles; faster than oneDNN at the row counts a decode
+    step has on every CPU where it was measured), or
     else oneDNN's blocked layout, which on the AVX-512-bf16 CPU it was first measured on was 2x faster than F.linear
     at 1 row and 10-20% at 32-512 rows, with bit-identical results (checked at pack time). That one is a private
     ATen op (the one inductor's weight freezing uses), so it is probed, never assumed.

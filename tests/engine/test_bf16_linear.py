@@ -1,4 +1,5 @@
-"""kernels/bf16_linear: the AVX-512 BF16 matmul on packed panels, against the fp32 product of the same bf16 values."""
+"""kernels/bf16_linear: the bf16 matmul on packed panels (AVX-512 BF16 dot products, or AMX tiles where the CPU has
+them), against the fp32 product of the same bf16 values."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import torch
 
 from llmaas.engine.kernels import bf16_linear
 
-pytestmark = pytest.mark.skipif(not bf16_linear.available(), reason="no AVX-512 BF16 here (or AMX: oneDNN is used)")
+pytestmark = pytest.mark.skipif(not bf16_linear.available(), reason="no AVX-512 BF16 here")
 
 
 @pytest.mark.parametrize("shape", [(64, 2), (960, 576), (576, 1536), (192, 90)])
-@pytest.mark.parametrize("rows", [1, 2, 5, 6, 7, 13, 64, 130])
+@pytest.mark.parametrize("rows", [1, 2, 5, 6, 7, 13, 16, 17, 31, 64, 130])  # AMX: blocks of 16, then the rest
 def test_matches_the_fp32_product(shape: tuple[int, int], rows: int) -> None:
     torch.manual_seed(rows)
     w = torch.randn(shape).bfloat16()
@@ -35,6 +36,12 @@ def test_fp32_output_is_the_same_sums_unrounded(rows: int) -> None:
     assert torch.equal(y32.bfloat16(), bf16_linear.linear(x, panels, 1024, None))
     ref = torch.nn.functional.linear(x.float(), w.float())
     assert (y32 - ref).abs().max() <= 1e-3 * ref.abs().max()
+
+
+def test_runs_on_amx_where_the_cpu_has_it() -> None:
+    from llmaas.engine import kernels
+
+    assert bf16_linear.amx() == ("amx_bf16" in kernels._cpu_flags().split())
 
 
 def test_a_row_never_depends_on_its_batch() -> None:
