@@ -83,6 +83,7 @@ def main(argv=None) -> None:
             "-f",
             "raw",
             "--nonblocking",
+            "--subprocesses",  # the engine core runs in a child process of its own
             "-o",
             str(out),
         ] + (["--native"] if a.native else [])

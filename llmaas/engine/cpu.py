@@ -300,20 +300,23 @@ class ThreadTuner:
         return chosen
 
 
-class BlockEmbedding(nn.Module):
-    """The embedding table of a model whose LM head is tied to it and runs on GGUF blocks (`Linear.use_blocks`):
-    each step's rows are dequantized from those blocks (bit for bit the fp32 rows) instead of keeping a second, fp32
-    copy of the table (113 MB for SmolLM2)."""
+class TiedEmbedding(nn.Module):
+    """The embedding table of a model whose LM head is tied to it and runs on a packed copy of it (GGUF blocks,
+    `Linear.use_blocks`, or bf16_linear's panels, `Linear.pack`): each step's rows are read out of the LM head's
+    copy (bit for bit the rows of the table) instead of keeping the table twice (113 MB for SmolLM2 in fp32, 56 MB
+    in bf16)."""
 
     def __init__(self, lm_head: Linear) -> None:
         super().__init__()
-        assert lm_head.blocks is not None
+        assert lm_head.blocks is not None or lm_head.panels is not None
         self.lm_head = [lm_head]  # a list: not registered as a submodule twice
 
     def forward(self, ids: Tensor) -> Tensor:
-        blocks = self.lm_head[0].blocks
-        assert blocks is not None
-        return block_linear.rows(blocks, ids)
+        head = self.lm_head[0]
+        if head.blocks is not None:
+            return block_linear.rows(head.blocks, ids)
+        assert head.panels is not None
+        return bf16_linear.rows(head.panels, head.out_features, ids)
 
 
 def release_freed_memory() -> None:

@@ -67,3 +67,13 @@ def test_shapes_the_panels_do_not_fit() -> None:
     assert not bf16_linear.fits(torch.zeros(100, 64, dtype=torch.bfloat16))  # out_features not a multiple of 64
     assert not bf16_linear.fits(torch.zeros(64, 63, dtype=torch.bfloat16))  # odd in_features
     assert not bf16_linear.fits(torch.zeros(64, 64))  # fp32
+
+
+def test_a_tied_embedding_reads_its_rows_out_of_the_lm_heads_panels() -> None:
+    from llmaas.engine.cpu import Linear, TiedEmbedding
+
+    head = Linear(96, 320, bias=False).bfloat16()  # [vocab 320, dim 96]
+    table = head.weight.detach().clone()
+    assert head.pack() and head.panels is not None and head.weight.numel() == 0
+    ids = torch.tensor([0, 319, 64, 7, 7, 255])
+    assert torch.equal(TiedEmbedding(head)(ids), table[ids])

@@ -158,7 +158,7 @@ def test_a_gguf_model_generates_what_its_dense_weights_generate(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from llmaas.config import ModelSpec, Settings
-    from llmaas.engine.cpu import BlockEmbedding, Linear
+    from llmaas.engine.cpu import Linear, TiedEmbedding
     from llmaas.engine.factory import build_core
     from llmaas.engine.models.loader import load_model
 
@@ -176,7 +176,7 @@ def test_a_gguf_model_generates_what_its_dense_weights_generate(
         assert on_blocks in (0, len(linears))  # every projection and the (tied) LM head, or none
         model = core.runner.model
         if on_blocks and model.args.tie_word_embeddings:  # one table left: the LM head's blocks
-            assert isinstance(model.embed, BlockEmbedding) and model.lm_head.weight.numel() == 0
+            assert isinstance(model.embed, TiedEmbedding) and model.lm_head.weight.numel() == 0
         return greedy_on_tiny(core, loaded.tokenizer), on_blocks
 
     on_blocks, n = generate(True)

@@ -58,7 +58,7 @@ def test_onednn_packed_bf16_projections_are_bit_identical(
     assert model.lm_head.weight is model.embed.weight  # the tied table stays: the embedding reads it
 
 
-@pytest.mark.skipif(not bf16_linear.available(), reason="no AVX-512 BF16 (or an AMX CPU): oneDNN packs instead")
+@pytest.mark.skipif(not bf16_linear.available(), reason="no AVX-512 BF16: oneDNN packs instead")
 def test_bf16_kernel_projections_match_and_ignore_the_batch(tiny_model_dir: Path) -> None:
     model = tiny(tiny_model_dir, torch.bfloat16)
     modules = [m for m in model.modules() if isinstance(m, Linear)]

@@ -68,6 +68,15 @@ def pack(weight: Tensor) -> Tensor:
     return panels
 
 
+def rows(panels: Tensor, out_features: int, ids: Tensor) -> Tensor:
+    """Rows `ids` of the weight [out_features, K] that `panels` were packed from, [len(ids), K]: the same values (an
+    embedding lookup on a tied LM head's panels)."""
+    cols = _lib().llmaas_bf16_linear_cols()
+    ids = ids.reshape(-1)
+    picked = panels.view(out_features // cols, -1, cols, 2)[ids // cols, :, ids % cols, :]  # [n, K/2, 2]
+    return picked.reshape(ids.numel(), -1)
+
+
 def linear(
     x: Tensor, panels: Tensor, out_features: int, bias: Tensor | None, out_dtype: torch.dtype = torch.bfloat16
 ) -> Tensor:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llmaas.engine.cpu import BlockEmbedding, Linear
+from llmaas.engine.cpu import Linear, TiedEmbedding
 from llmaas.engine.kernels import block_linear, fused
 from llmaas.engine.kernels.paged_attention import paged_attention
 
@@ -282,7 +282,7 @@ class Llama(nn.Module):
     def quantize_int8(self) -> int:
         """Projections and the LM head on int8 weights (kernels/int8_linear) where their input dimension allows;
         the embedding table stays. Returns how many were quantized."""
-        tied = self.lm_head.weight is self.embed.weight
+        tied = self.lm_head.weight is getattr(self.embed, "weight", None)
         return sum(
             m.quantize_int8(keep_weight=tied and m is self.lm_head) for m in self.modules() if isinstance(m, Linear)
         )
@@ -298,7 +298,7 @@ class Llama(nn.Module):
         dense = [m for m in self.modules() if isinstance(m, Linear) and m.qweight is None and m.blocks is None]
         n = sum(m.use_blocks(keep_weight=tied and m is self.lm_head) for m in dense)
         if tied and self.lm_head.blocks is not None:
-            self.embed = BlockEmbedding(self.lm_head)  # type: ignore[assignment]
+            self.embed = TiedEmbedding(self.lm_head)  # type: ignore[assignment]
             self.lm_head.weight = nn.Parameter(w.new_empty(0), requires_grad=False)
         return n
 
@@ -307,15 +307,20 @@ class Llama(nn.Module):
         `Linear.pack`); True if all of them were packed.
 
         Only bf16 on CPU: fp32 is the dtype whose parity with transformers is exact, and packed kernels sum in
-        another order than F.linear (MKL). Packed weights replace the originals, except the LM head's when it is the
-        (tied) embedding table. Projections already on int8 weights stay so.
+        another order than F.linear (MKL). Packed weights replace the originals; a tied embedding then looks its
+        rows up in the LM head's panels, or keeps the table where the LM head is on oneDNN's layout. Projections
+        already on int8 weights stay so.
         """
-        w = self.norm.weight  # the model's device and dtype (the embedding may be a BlockEmbedding)
+        w = self.norm.weight  # the model's device and dtype (the embedding may be a TiedEmbedding)
         if w.device.type != "cpu" or w.dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available():
             return False
-        tied = self.lm_head.weight is self.embed.weight
+        tied = self.lm_head.weight is getattr(self.embed, "weight", None)
         dense = [m for m in self.modules() if isinstance(m, Linear) and m.qweight is None]
-        return bool(dense) and all([m.pack(keep_weight=tied and m is self.lm_head) for m in dense])
+        packed = bool(dense) and all([m.pack(keep_weight=tied and m is self.lm_head) for m in dense])
+        if tied and self.lm_head.panels is not None:
+            self.embed = TiedEmbedding(self.lm_head)  # type: ignore[assignment]
+            self.lm_head.weight = nn.Parameter(w.new_empty(0), requires_grad=False)
+        return packed
 
     def forward(self, b: ForwardBatch, kv_caches: list[tuple[Tensor, Tensor]]) -> Tensor:
         """Logits [R, V] (fp32) at `b.logit_rows`, after writing the K/V of all T tokens into the cache."""
