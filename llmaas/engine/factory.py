@@ -16,6 +16,7 @@ import torch
 from llmaas.engine.client import AsyncEngine
 from llmaas.engine.core import EngineCore
 from llmaas.engine.cpu import ThreadTuner
+from llmaas.engine.kernels import bf16_linear
 from llmaas.engine.kv_cache import KVCacheManager
 from llmaas.engine.models.llama import Llama, ModelArgs
 from llmaas.engine.runner import ModelRunner, kv_block_bytes
@@ -67,8 +68,9 @@ def build_core(
         log.info("engine: %d projections run on the GGUF blocks their fp32 weights are", blocks)
     if model.pack_weights():
         ours = sum(getattr(m, "panels", None) is not None for m in model.modules())
+        how = "AMX tiles" if bf16_linear.amx() else "AVX-512 BF16"
         log.info(
-            "engine: projections run on packed bf16 weights (%d on our AVX-512 BF16 kernel, the rest on oneDNN)", ours
+            "engine: projections run on packed bf16 weights (%d on our kernel's %s, the rest on oneDNN)", ours, how
         )
     threads = ThreadTuner(model, fixed=num_threads) if device.type == "cpu" else None
     if threads is not None and not threads.fixed:

@@ -16,8 +16,9 @@
 // a panel's [K/2][64][2] is AMX's B-tile layout already (a tile row is one input pair of 16 columns, 256 bytes
 // apart). The tiles' sums are not bit for bit those of vdpbf16ps, so all rows of a weight take one path or the
 // other, never both. At one row the tiles stream the weights at the memory's speed too (1.2x the dot products
-// here, whose broadcast-per-row loop is slow on that CPU), and at 16-512 rows they run 3-8x faster than the dot
-// products and 0.9-1.5x oneDNN's AMX matmul (a scratch benchmark of a SmolLM2 step's 121 projections).
+// on a 2-core Xeon with AMX), and at 16-512 rows they run 3-9x faster than the dot
+// products; against oneDNN's AMX matmul 1.3x at 1-32 rows, 1.2x at 48-64, 1.15x at 128, 0.96x at 256, 1.2x at 512
+// (a scratch benchmark of a SmolLM2 step's 121 projections, best of 5 interleaved rounds).
 
 #include <cstdint>
 #include <cstring>
@@ -123,12 +124,15 @@ inline void store_sums(float* y, int64_t N, int) {
 }
 
 // Up to 16 rows (as configured) x one panel's 64 columns: one x tile against the four column tiles (tmm5-7 take
-// turns holding them).
+// turns holding them). Meanwhile `ahead` lines from `prefetch` on are asked into L2, spread over the steps.
 template <typename Out>
-void amx_rows16(const uint16_t* x, const uint16_t* panel, Out* y, int64_t K, int64_t N, int rows) {
+void amx_rows16(const uint16_t* x, const uint16_t* panel, Out* y, int64_t K, int64_t N, int rows,
+                const char* prefetch = nullptr, int64_t ahead = 0) {
+  const int64_t steps = K / 32, per_step = (ahead + steps - 1) / steps;
   _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-  for (int64_t k = 0; k < K; k += 32) {
+  for (int64_t k = 0, line = 0; k < K; k += 32) {
     const uint16_t* w = panel + k * kCols;
+    for (int64_t i = 0; i < per_step && line < ahead; ++i, ++line) _mm_prefetch(prefetch + line * 64, _MM_HINT_T1);
     _tile_loadd(4, x + k, K * 2);
     _tile_loadd(6, w, kCols * 4);
     _tile_loadd(7, w + 32, kCols * 4);
@@ -156,8 +160,15 @@ void amx_linear(const uint16_t* x, const uint16_t* panels, Out* y, int64_t M, in
       _tile_loadconfig(&config);
 #pragma omp for schedule(static) nowait
       for (int64_t t = 0; t < groups * blocks; ++t) {
-        const int64_t g = t / blocks, m = t % blocks * 16;
-        amx_rows16(x + m * K, panels + g * pairs * kCols * 2, y + m * N + g * kCols, K, N, 16);
+        const int64_t g = t / blocks, b = t % blocks, m = b * 16;
+        const uint16_t* panel = panels + g * pairs * kCols * 2;
+        // Where a panel serves several blocks, each block also asks for its share of the next panel, so that memory
+        // keeps streaming while the blocks after the first compute from L2 (otherwise the two take turns: 1.1x
+        // at 512 rows, nothing measurable at 32-128).
+        const int64_t lines = K * kCols * 2 / 64, share = (lines + blocks - 1) / blocks;
+        const char* next = reinterpret_cast<const char*>(panel + pairs * kCols * 2) + b * share * 64;
+        const int64_t ahead = blocks > 1 && g + 1 < groups ? (b + 1 == blocks ? lines - b * share : share) : 0;
+        amx_rows16(x + m * K, panel, y + m * N + g * kCols, K, N, 16, next, ahead);
       }
     }
     if (tail) {
