@@ -15,10 +15,9 @@
 // Where the CPU has AMX, every call runs on its tiles instead (where K is a multiple of 32), from the same panels:
 // a panel's [K/2][64][2] is AMX's B-tile layout already (a tile row is one input pair of 16 columns, 256 bytes
 // apart). The tiles' sums are not bit for bit those of vdpbf16ps, so all rows of a weight take one path or the
-// other, never both. At one row the tiles stream the weights at the memory's speed too (1.2x the dot products
-// on a 2-core Xeon with AMX), and at 16-512 rows they run 3-9x faster than the dot
-// products; against oneDNN's AMX matmul 1.3x at 1-32 rows, 1.2x at 48-64, 1.15x at 128, 0.96x at 256, 1.2x at 512
-// (a scratch benchmark of a SmolLM2 step's 121 projections, best of 5 interleaved rounds).
+// other, never both. On a 2-core Xeon (`python bench/projections.py`: a SmolLM2 step's 121 projections) the tiles
+// stream the weights at the memory's speed at one row too, 1.2x the dot products, and run 2.8-8.6x faster than
+// them from 16 rows on; against oneDNN's AMX matmul 1.3-1.4x at 1-32 rows, 1.1-1.2x at 64-128 and 512, 1.03x at 256.
 
 #include <cstdint>
 #include <cstring>
@@ -215,7 +214,7 @@ int llmaas_bf16_linear_available() {
 
 int64_t llmaas_bf16_linear_cols() { return kCols; }
 
-// 1 where the tiles run the calls of 16 rows or more (built for AMX and the kernel lets the process use them).
+// 1 where the tiles run (built for AMX, and the OS lets this process use them): every call whose K is a multiple of 32.
 int llmaas_bf16_linear_amx() {
 #if defined(LLMAAS_AMX)
   return amx_permitted();

@@ -7,10 +7,10 @@ SmolLM2 step's 121 projections ran 2.3x faster at 1 row, 2x at 8, 1.3x at 32, 1.
 (a scratch benchmark, the two interleaved). At a few rows oneDNN read the weights at ~14 GB/s of the ~40 the memory
 gives. The same kernel serves every row count, and a row's result never depends on its batch (bit for bit).
 
-With AMX (a 2-core Xeon, the same scratch benchmark): the tiles beat oneDNN's AMX matmul 1.3x at 1-32 rows (at one
-row oneDNN read the weights at ~19 GB/s of the ~28 the memory gives, the tiles at ~25), 1.2x at 48-64, 1.15x at 128
-and 0.96-1.2x at 256-512; the dot products alone would lose to oneDNN from 4 rows on. A row's result never depends
-on its batch there either: all rows of a weight take the tiles.
+With AMX (a 2-core Xeon, `python bench/projections.py`, 2026-12-03): the tiles beat oneDNN's AMX matmul 1.3-1.4x at
+1-32 rows (at one row oneDNN read the weights at ~19 GB/s of the ~28 the memory gives, the tiles at ~24), 1.13x at
+64, 1.15x at 128, 1.03x at 256 and 1.22x at 512; the dot products alone would lose to oneDNN from 4 rows on. A
+row's result never depends on its batch there either: all rows of a weight take the tiles.
 
 Shapes the panels do not fit (out_features not a multiple of 64, odd in_features) stay on oneDNN.
 """
