@@ -298,8 +298,7 @@ class Llama(nn.Module):
         dense = [m for m in self.modules() if isinstance(m, Linear) and m.qweight is None and m.blocks is None]
         n = sum(m.use_blocks(keep_weight=tied and m is self.lm_head) for m in dense)
         if tied and self.lm_head.blocks is not None:
-            self.embed = TiedEmbedding(self.lm_head)  # type: ignore[assignment]
-            self.lm_head.weight = nn.Parameter(w.new_empty(0), requires_grad=False)
+            self._embed_from_lm_head()
         return n
 
     def pack_weights(self) -> bool:
@@ -318,9 +317,13 @@ class Llama(nn.Module):
         dense = [m for m in self.modules() if isinstance(m, Linear) and m.qweight is None]
         packed = bool(dense) and all([m.pack(keep_weight=tied and m is self.lm_head) for m in dense])
         if tied and self.lm_head.panels is not None:
-            self.embed = TiedEmbedding(self.lm_head)  # type: ignore[assignment]
-            self.lm_head.weight = nn.Parameter(w.new_empty(0), requires_grad=False)
+            self._embed_from_lm_head()
         return packed
+
+    def _embed_from_lm_head(self) -> None:
+        """The tied embedding reads its rows out of the LM head's packed copy from now on; the table itself goes."""
+        self.embed = TiedEmbedding(self.lm_head)  # type: ignore[assignment]
+        self.lm_head.weight = nn.Parameter(self.norm.weight.new_empty(0), requires_grad=False)
 
     def forward(self, b: ForwardBatch, kv_caches: list[tuple[Tensor, Tensor]]) -> Tensor:
         """Logits [R, V] (fp32) at `b.logit_rows`, after writing the K/V of all T tokens into the cache."""
