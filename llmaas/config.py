@@ -37,7 +37,7 @@ class ModelSpec(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     quantization: Literal["none", "int8"] = Field(
         "none",
-        description="int8: weight-only int8 projections (a scale per output row) for faster decoding at low concurrency on CPU, at a small cost in agreement with the full-precision model (bench/quantization.py); none: weights in `dtype`.",
+        description="int8: weight-only int8 projections (a scale per output row) for faster decoding at low concurrency on CPUs without AMX (with AMX the bf16 tiles are faster), at a small cost in agreement with the full-precision model (bench/quantization.py); none: weights in `dtype`.",
     )
     max_model_len: int | None = Field(
         None, ge=16, le=1_048_576, description="Context length; default: the model's own."
