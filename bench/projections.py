@@ -84,7 +84,7 @@ def main() -> None:
         for _ in range(a.rounds):
             for name in names:
                 best[name] = min(best[name], step(name, rows))
-        flops = 2 * rows * weight_bytes / 2
+        flops = 2 * rows * weight_bytes / 2  # two per weight (bf16: two bytes each) and row
         cells = [f"{name} {best[name] * 1e3:7.2f} ms ({flops / best[name] / 1e9:5.0f} GFLOP/s)" for name in names]
         ratios = ", ".join(f"{name} {best[name] / best['ours']:.2f}x" for name in names[1:])
         print(f"{rows:4d} rows: " + "  ".join(cells) + f"  | as slow as ours: {ratios}", flush=True)

@@ -147,8 +147,8 @@ void amx_rows16(const uint16_t* x, const uint16_t* panel, Out* y, int64_t K, int
 // exactly as vdpbf16ps does): blocks of 16 rows, then the last rows with tmm0-4 configured to that many. The
 // threads split the (panel, block) pairs panel-major, so a thread's blocks of one panel read it from L2 after the
 // first, which streams it from memory in order (4 KB per step of 32 inputs, the four column tiles side by side).
-// Blocks of 32 x 32 (2 x 2 tiles, fewer tile loads per product) ran slower at every row count in a scratch
-// benchmark, at 32-64 rows 1.1-1.2x (they read half of each 256-byte panel row at a time) and at 256 1.1x.
+// Blocks of 32 x 32 (2 x 2 tiles, fewer tile loads per product) ran slower at 32-512 rows in scratch A/Bs, at
+// 32-64 rows 1.1-1.2x (they read half of each 256-byte panel row at a time), at 256 1.05-1.1x.
 template <typename Out>
 void amx_linear(const uint16_t* x, const uint16_t* panels, Out* y, int64_t M, int64_t K, int64_t N) {
   const int64_t groups = N / kCols, pairs = K / 2, blocks = M / 16, done = blocks * 16, tail = M - done;
