@@ -58,11 +58,15 @@ def sign_in(page: Any, live: LlmaasProcess, key: str | None = None) -> None:
     page.get_by_role("button", name="Sign out").wait_for()
 
 
-def send(page: Any, text: str) -> Any:
-    """Type a message, press Enter; returns the locator of the new assistant reply."""
+def wait_for_models(page: Any) -> None:
     # The playground refuses to send before the model list has loaded ("Pick a model first."); on a loaded machine
     # that list can arrive after the test has typed.
     expect(page.locator("select[name=model]")).not_to_have_value("", timeout=30_000)
+
+
+def send(page: Any, text: str) -> Any:
+    """Type a message, press Enter; returns the locator of the new assistant reply."""
+    wait_for_models(page)
     before = page.locator(".msg-assistant").count()
     box = page.get_by_label("Message", exact=True)
     box.fill(text)
@@ -143,6 +147,7 @@ def test_sign_in_chat_streams_with_usage_then_sign_out(page: Any, live: LlmaasPr
 def test_stop_a_generation(page: Any, live: LlmaasProcess) -> None:
     sign_in(page, live)
     set_max_tokens(page, 460)
+    wait_for_models(page)
     page.get_by_label("Message", exact=True).fill("Tell me a long story")
     # Enter then Stop in one go (the tiny model could finish 460 tokens before a separate click lands).
     page.evaluate("""() => {
@@ -318,6 +323,7 @@ def test_rate_limit_is_explained_with_when_to_retry(page: Any, live: LlmaasProce
     require(live, "/admin/keys", "rate-limited key")
     created = live.api("POST", "/admin/keys", json={"project_id": "default", "name": "slow", "rpm": 2}).json()
     sign_in(page, live, created["key"])  # /v1/me: one request of this minute
+    wait_for_models(page)  # /v1/models: the second
     set_max_tokens(page, 4)
     for _ in range(4):
         box = page.get_by_label("Message", exact=True)
