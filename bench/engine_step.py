@@ -10,9 +10,8 @@ forward's share of it, and decode tok/s = N / step. Prints each figure against t
 the same run (bench/limits.py): at one stream the memory bound (weights read once per token), at many the compute
 bound. `bench/serving.py` measures the same engine behind HTTP, with prefills interleaved and the load generator on
 the same cores; the gap between the two is the cost of serving, not of the engine. Unless --no-baseline, each level
-is rerun with kernels switched off, one at a time; where the weights are GGUF blocks (fp32) with the block kernel's
-other many-row path (its own tiles or OpenBLAS, whichever it did not time faster at load) and with dense fp32
-weights; where bf16 runs on our kernel's panels, with oneDNN's packed matmul instead; a last line times one 128-token prompt's prefill the same ways, and with SDPA over gathered K/V
+is rerun with kernels switched off, one at a time; where the weights are GGUF blocks (fp32) with dense fp32 weights
+(MKL's matmul); where bf16 runs on our kernel's panels, with oneDNN's packed matmul instead; a last line times one 128-token prompt's prefill the same ways, and with SDPA over gathered K/V
 """
 
 from __future__ import annotations
@@ -144,7 +143,6 @@ def main() -> None:
             alternatives.append(("oneDNN packed bf16", build_engine(args.threads)[0]))
         finally:
             bf16_linear.ENABLED = True
-    openblas = bool(blocks) and block_linear.use_openblas()  # the kernel's many-row path as timed at load
     runner = engine.core.runner
     paged = runner.paged_kernel
     print(
@@ -175,21 +173,13 @@ def main() -> None:
                 finally:
                     runner.paged_kernel, fused.ENABLED, sampling.ENABLED = paged, True, True
                 line += f"; {label} {b['step_ms']:.1f} ms ({b['step_ms'] / r['step_ms']:.2f}x)"
-            if blocks:  # the block kernel's other many-row path
-                block_linear.use_openblas(not openblas)
-                try:
-                    run_level(engine.core, n, 8, seed=1000 + i)
-                    b = run_level(engine.core, n, args.out_tokens, seed=i)
-                finally:
-                    block_linear.use_openblas()
-                line += f"; block kernel on {other_path(openblas)} {b['step_ms']:.1f} ms ({b['step_ms'] / r['step_ms']:.2f}x)"
             for label, other in alternatives:
                 run_level(other.core, n, 8, seed=1000 + i)
                 b = run_level(other.core, n, args.out_tokens, seed=i)
                 line += f"; {label} {b['step_ms']:.1f} ms ({b['step_ms'] / r['step_ms']:.2f}x)"
         print(line)
     if not args.no_baseline:
-        print_prefill(engine.core, [(label, other.core) for label, other in alternatives], bool(blocks), openblas)
+        print_prefill(engine.core, [(label, other.core) for label, other in alternatives])
 
 
 def prefill_ms(core, seed: int, tokens: int = 128, rounds: int = 3) -> float:
@@ -208,11 +198,7 @@ def prefill_ms(core, seed: int, tokens: int = 128, rounds: int = 3) -> float:
     return statistics.median(times) * 1e3
 
 
-def other_path(openblas: bool) -> str:
-    return "its own tiles" if openblas else "OpenBLAS"
-
-
-def print_prefill(core, alternatives: list, blocks: bool, openblas: bool) -> None:
+def print_prefill(core, alternatives: list) -> None:
     """The prompt side (where the block kernel's many-row path matters most, and attention runs on the paged kernel
     or SDPA over gathered K/V): one 128-token prompt, alternated."""
     runs: dict[str, list[float]] = {}
@@ -225,12 +211,6 @@ def print_prefill(core, alternatives: list, blocks: bool, openblas: bool) -> Non
                 runs.setdefault("SDPA attention", []).append(prefill_ms(core, 4 * i + 3))
             finally:
                 core.runner.paged_kernel = True
-        if blocks:
-            block_linear.use_openblas(not openblas)
-            try:
-                runs.setdefault(f"block kernel on {other_path(openblas)}", []).append(prefill_ms(core, 4 * i + 1))
-            finally:
-                block_linear.use_openblas()
         for label, other in alternatives:
             runs.setdefault(label, []).append(prefill_ms(other, 4 * i + 2))
     served = statistics.median(runs["as served"])

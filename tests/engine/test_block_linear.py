@@ -5,7 +5,6 @@ weights are such blocks generates what it generates on its dense fp32 weights.""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,19 +27,14 @@ def gguf_weight(shape: tuple[int, int], kind: GGMLQuantizationType, seed: int = 
     return torch.from_numpy(dequantize(quantize(w, kind), kind).copy())
 
 
-@pytest.fixture(params=["tiles", "openblas", "torch"])
-def block_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Many rows on the kernel's own tiles or on OpenBLAS (the engine serves whichever it timed faster), or torch."""
-    if request.param != "torch" and not block_linear.available():
+@pytest.fixture(params=["kernel", "torch"])
+def block_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The C++ kernel, or torch's dequantize-and-matmul where it is not built."""
+    if request.param == "kernel" and not block_linear.available():
         pytest.skip("no C++ compiler here")
-    if request.param == "openblas" and not block_linear.use_openblas(True):
-        pytest.skip("scipy-openblas32 is not installed")
-    if request.param == "tiles":
-        block_linear.use_openblas(False)
     if request.param == "torch":
         monkeypatch.setattr(block_linear, "_lib", lambda: None)
-    yield request.param
-    block_linear.use_openblas()
+    return request.param
 
 
 @pytest.mark.parametrize("kind", [Q4_1, Q8_0])
@@ -69,32 +63,25 @@ def test_the_kernel_is_the_matmul_on_those_weights(kind: GGMLQuantizationType, M
 
 @pytest.mark.parametrize("kind", [Q4_1, Q8_0])
 def test_a_decode_row_gets_the_same_bits_alone_or_in_a_small_batch(kind: GGMLQuantizationType) -> None:
-    """Up to the direct path's row count a row's logits never depend on which other streams share its step; without
-    OpenBLAS the tiles add in the same order, so that holds at every row count."""
+    """Up to the direct path's row count a row's logits never depend on which other streams share its step."""
     if not block_linear.available():
         pytest.skip("no C++ compiler here")
     blocks = block_linear.recover(gguf_weight((37, 96), kind))
     assert blocks is not None
-    direct_rows = block_linear._lib().llmaas_block_linear_direct_rows()
-    x = torch.randn(3 * direct_rows, 96)
-    for batch in (x[:direct_rows], x):
-        if batch is x:
-            block_linear.use_openblas(False)
-        try:
-            batched = block_linear.linear(batch, blocks, None)
-            for i in (0, 1, batch.shape[0] - 1):
-                assert torch.equal(block_linear.linear(batch[i : i + 1], blocks, None), batched[i : i + 1])
-            assert torch.equal(block_linear.linear(batch[:3], blocks, None), batched[:3])
-        finally:
-            block_linear.use_openblas()
+    batch = torch.randn(block_linear._lib().llmaas_block_linear_direct_rows(), 96)
+    batched = block_linear.linear(batch, blocks, None)
+    for i in (0, 1, batch.shape[0] - 1):
+        assert torch.equal(block_linear.linear(batch[i : i + 1], blocks, None), batched[i : i + 1])
+    assert torch.equal(block_linear.linear(batch[:3], blocks, None), batched[:3])
 
 
-def test_an_lm_head_sized_weight_with_many_rows(block_path: str) -> None:
-    """OpenBLAS's panels: a weight far larger than one panel, rows in more than one of sgemm's blocks."""
-    w = gguf_weight((50_000, 64), Q8_0)
+@pytest.mark.parametrize("kind", [Q4_1, Q8_0])
+def test_many_rows_across_panels_slabs_and_depths(kind: GGMLQuantizationType, block_path: str) -> None:
+    """A weight of many panels, rows in more than one chunk of slabs with a part slab last, K deeper than one pass."""
+    w = gguf_weight((1000, 288), kind)
     blocks = block_linear.recover(w)
     assert blocks is not None
-    x = torch.randn(70, 64)
+    x = torch.randn(150, 288)
     torch.testing.assert_close(block_linear.linear(x, blocks, None), F.linear(x, w), rtol=1e-5, atol=1e-5)
 
 

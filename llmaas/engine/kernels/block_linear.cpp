@@ -5,18 +5,19 @@
 // bit for bit; only the order of the dot products' additions differs from MKL's.
 //
 // Why: a GGUF model served in fp32 streams 4 bytes per weight per decode step; these blocks are 0.75 (Q4_1) or 1.125
-// (Q8_0), scales included. Three paths by row count, all on those exact weights:
+// (Q8_0), scales included. Two paths by row count, both on those exact weights:
 // - up to kDirectRows rows (decode at low concurrency, bound by how fast weights are made): each block's weights are
 //   made in registers and used by every row at once (`direct`);
-// - more rows, compute-bound, one of two paths, whichever block_linear.py times faster on the CPU at load:
-//   - each thread dequantizes panels of its output rows and hands them to OpenBLAS's sgemm (`panels`), whose packed
-//     micro-kernels beat ours on Zen 3 (1.2-1.6x) and lose on Zen 1 (0.5x);
-//   - a few output rows are dequantized into a per-thread scratch (in L1), then register tiles of 3 rows x 4
-//     outputs multiply it by chunks of up to 64 input rows (`tile`), adding in direct's order.
+// - more rows (prefill, many streams), compute-bound: each thread dequantizes a panel of its output rows into L2,
+//   and a register tile multiplies it by x^T 16 rows at a time (`outer`, BLIS's outer-product shape: x^T packed
+//   once per call, 6 weights broadcast per step of k). Measured on Zen 3 (2 threads, a SmolLM2 step's 120 layer
+//   projections, weights from memory): 1.5x OpenBLAS's sgemm on the same dequantized panels at 16 rows, 1.16x at
+//   64, 1.0-1.04x at 256-512 (~160 GFLOP/s, 80% of the cores' FMA peak), and 1.5-1.6x our earlier dot-product
+//   tiles throughout.
 //
 // Layouts: x [M, K] fp32, K a multiple of 32; Q4_1: q [N, K / 2] uint8, byte j of block g holding q[32g + j] in its
 // low nibble and q[32g + 16 + j] in its high one (GGUF's order), d and m [N, K / 32] fp32; Q8_0: q [N, K] int8, d
-// [N, K / 32] fp32; y [M, N] fp32. OpenMP over groups of output rows.
+// [N, K / 32] fp32; y [M, N] fp32. OpenMP over output rows.
 
 #include <cstdint>
 #include <vector>
@@ -31,18 +32,16 @@
 namespace {
 
 constexpr int64_t kGroup = 32;
-// A register tile: 3 x rows by 4 output rows, 12 accumulators and 4 weight vectors. Measured on Zen 3 (AVX2, 2
-// threads, weights from memory): 1.2-1.3x the GFLOP/s of 4 x 3 at 32-64 rows, and 4 x 4 (which spills) slower.
-constexpr int64_t kTileRows = 3;
-constexpr int64_t kTileCols = 4;
-constexpr int64_t kChunkRows = 64;  // x rows per pass over the weights: a chunk stays in L2 while it is reused
-// Up to this many rows, `direct`; above, OpenBLAS where it is handed over, else the tiles. Measured on Zen 3 (2
-// threads, a SmolLM2 step's 121 projections, weights from memory): direct 1.3-1.5x the tiles at 1-8 rows; OpenBLAS
-// on dequantized panels 1.2-1.4x the tiles at 32-64 rows (even inside whole decode steps) and 1.6x at 170 (a
-// 128-token prefill: 1.39x, bench/engine_step.py), where it is also 1.7x MKL on the dequantized weight.
+// Up to this many rows, `direct`; above, `outer`. Measured on Zen 3 (2 threads, 120 layer projections): direct is
+// 1.3-1.5x outer at 5-8 rows and even at 10-12.
 constexpr int64_t kDirectRows = 8;
-constexpr int64_t kPanelBytes = 256 << 10;  // a thread's dequantized panel: stays in L2 while sgemm packs it
-constexpr int64_t kPrefetchRows = kTileCols;  // a thread's next group of output rows (static schedule)
+constexpr int64_t kDirectCols = 4;  // output rows direct makes at once
+constexpr int64_t kPrefetchRows = kDirectCols;  // a thread's next group of output rows (static schedule)
+constexpr int64_t kSlabRows = 16;  // x rows per outer tile: 2 vectors
+constexpr int64_t kOuterCols = 6;  // weight rows per outer tile: 6 x 2 accumulators, 2 x vectors, 1 broadcast
+constexpr int64_t kDepth = 256;  // steps of k per pass of a tile: its slab of x^T (16 KB) stays in L1
+constexpr int64_t kChunkSlabs = 8;  // slabs per pass over a panel: x^T's share stays in L2 beside it
+constexpr int64_t kPanelBytes = 128 << 10;  // a thread's dequantized panel
 
 struct Q4 {
   const uint8_t* q;
@@ -134,38 +133,10 @@ inline float hsum(__m256 v) {
 }
 #endif
 
-// y[i, j] = x[i, :] . w[j, :] for i < R, j < C: R x C dot products over K, their accumulators in registers.
-template <int R, int C>
-void tile(const float* x, const float* w, float* y, int64_t K, int64_t N) {
-#if defined(LLMAAS_AVX2)
-  __m256 acc[R][C];
-  for (int i = 0; i < R; ++i)
-    for (int j = 0; j < C; ++j) acc[i][j] = _mm256_setzero_ps();
-  for (int64_t k = 0; k < K; k += 8) {
-    __m256 wv[C];
-    for (int j = 0; j < C; ++j) wv[j] = _mm256_loadu_ps(w + j * K + k);
-    for (int i = 0; i < R; ++i) {
-      const __m256 xv = _mm256_loadu_ps(x + i * K + k);
-      for (int j = 0; j < C; ++j) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
-    }
-  }
-  for (int i = 0; i < R; ++i)
-    for (int j = 0; j < C; ++j) y[i * N + j] = hsum(acc[i][j]);
-#else
-  for (int i = 0; i < R; ++i)
-    for (int j = 0; j < C; ++j) {
-      float s = 0.f;
-#pragma omp simd reduction(+ : s)
-      for (int64_t k = 0; k < K; ++k) s += x[i * K + k] * w[j * K + k];
-      y[i * N + j] = s;
-    }
-#endif
-}
-
 #if defined(LLMAAS_AVX2)
 // y[i, n0 + j] for i < R, j < C straight from the blocks, for the few rows of a decode step at low concurrency: each
-// block's weight vectors are made in registers and used by all R rows at once, where writing a scratch row and
-// reading it back (tile's way) cost more than the multiplies. The same weights and order of additions as tile().
+// block's weight vectors are made in registers and used by all R rows at once, where writing a panel and reading it
+// back (outer's way) costs more than the multiplies.
 template <int R, int C, typename W>
 void direct(const float* x, const W& w, int64_t n0, float* y, int64_t K, int64_t N) {
   __m256 acc[R][C];
@@ -209,90 +180,134 @@ void direct_rows(const float* x, const W& w, int64_t n0, int64_t cols, float* y,
 }
 #endif
 
+#if defined(LLMAAS_AVX2)
+// acc[j][0, 16) (+)= a slab of x^T [steps][16] times C dequantized weight rows (stride K) over `steps` values of k,
+// one outer product per k: 2 x vectors, C broadcast weights, 2C FMAs. The sums start from zero where `first`, else
+// from acc, so each runs through k in order whatever the blocking.
 template <int C>
-void tile_rows(const float* x, const float* w, float* y, int64_t rows, int64_t K, int64_t N) {
-  int64_t i = 0;
-  for (; i + kTileRows <= rows; i += kTileRows) tile<kTileRows, C>(x + i * K, w, y + i * N, K, N);
-  switch (rows - i) {
-    case 2: tile<2, C>(x + i * K, w, y + i * N, K, N); break;
-    case 1: tile<1, C>(x + i * K, w, y + i * N, K, N); break;
-    default: break;
+void outer(const float* xt, const float* w, float* acc, int64_t steps, int64_t K, bool first) {
+  __m256 lo[C], hi[C];  // GCC keeps these in registers only with its loops over j unrolled
+#pragma GCC unroll 8
+  for (int j = 0; j < C; ++j) {
+    lo[j] = first ? _mm256_setzero_ps() : _mm256_load_ps(acc + j * kSlabRows);
+    hi[j] = first ? _mm256_setzero_ps() : _mm256_load_ps(acc + j * kSlabRows + 8);
+  }
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < steps; ++k) {
+    const __m256 a0 = _mm256_load_ps(xt + k * kSlabRows), a1 = _mm256_load_ps(xt + k * kSlabRows + 8);
+#pragma GCC unroll 8
+    for (int j = 0; j < C; ++j) {
+      const __m256 b = _mm256_broadcast_ss(w + j * K + k);
+      lo[j] = _mm256_fmadd_ps(a0, b, lo[j]);
+      hi[j] = _mm256_fmadd_ps(a1, b, hi[j]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < C; ++j) {
+    _mm256_store_ps(acc + j * kSlabRows, lo[j]);
+    _mm256_store_ps(acc + j * kSlabRows + 8, hi[j]);
   }
 }
 
-// cblas_sgemm as OpenBLAS exports it (32-bit ints), handed over by llmaas_block_linear_use_sgemm; null without it.
-using Sgemm = void (*)(int order, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A, int lda,
-                       const float* B, int ldb, float beta, float* C, int ldc);
-Sgemm g_sgemm = nullptr;
-constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+void outer_cols(int64_t cols, const float* xt, const float* w, float* acc, int64_t steps, int64_t K, bool first) {
+  switch (cols) {
+    case 6: outer<6>(xt, w, acc, steps, K, first); break;
+    case 5: outer<5>(xt, w, acc, steps, K, first); break;
+    case 4: outer<4>(xt, w, acc, steps, K, first); break;
+    case 3: outer<3>(xt, w, acc, steps, K, first); break;
+    case 2: outer<2>(xt, w, acc, steps, K, first); break;
+    default: outer<1>(xt, w, acc, steps, K, first); break;
+  }
+}
 
-// Many rows (prefill, many streams): compute-bound, where a GEMM library's packed micro-kernels beat our tiles. Each
-// thread dequantizes panels of its share of the output rows into its own scratch (sized to stay in L2) and runs a
-// single-threaded sgemm on each: the threads stay OpenMP's, so nothing else spins on the cores.
+// A float buffer of n, 32-byte aligned, reused across calls.
+float* aligned(std::vector<float>& store, int64_t n) {
+  store.resize(n + 8);
+  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(store.data()) + 31) & ~uintptr_t(31));
+}
+
+// x^T in slabs of 16 rows, [slab][K][16], rows past M zero.
+void pack_slabs(const float* x, float* xt, int64_t M, int64_t K) {
+  const int64_t slabs = (M + kSlabRows - 1) / kSlabRows;
+#pragma omp for schedule(static)
+  for (int64_t s = 0; s < slabs; ++s)
+    for (int64_t i = 0; i < kSlabRows; ++i) {
+      const int64_t m = s * kSlabRows + i;
+      float* col = xt + s * K * kSlabRows + i;
+      for (int64_t k = 0; k < K; ++k) col[k * kSlabRows] = m < M ? x[m * K + k] : 0.f;
+    }
+}
+
+// Many rows: each thread dequantizes panels of its contiguous share of the output rows; per chunk of slabs and
+// depth of k, every 6 panel rows (in L1 for the chunk) meet every slab; sums wait in `acc` ([slab][panel row][16],
+// in L1/L2) until the last depth, then go to y.
 template <typename W>
-void panels(const float* x, const W& w, float* y, int64_t M, int64_t K, int64_t N) {
-  const int64_t panel_rows = kPanelBytes / (K * 4) < 16 ? 16 : kPanelBytes / (K * 4) / 16 * 16;
+void outer_linear(const float* x, const W& w, float* y, int64_t M, int64_t K, int64_t N) {
+  const int64_t slabs = (M + kSlabRows - 1) / kSlabRows;
+  thread_local std::vector<float> xt_store;
+  float* xt = aligned(xt_store, slabs * K * kSlabRows);
+  const int64_t fit = kPanelBytes / (K * 4) / kOuterCols * kOuterCols;
+  const int64_t panel_rows = fit < kOuterCols ? kOuterCols : fit;
 #pragma omp parallel
   {
-    thread_local std::vector<float> panel;
-    panel.resize(panel_rows * K);
+    pack_slabs(x, xt, M, K);  // ends on the barrier of its omp for
+    thread_local std::vector<float> panel_store, acc_store;
+    float* panel = aligned(panel_store, panel_rows * K);
+    float* acc = aligned(acc_store, kChunkSlabs * panel_rows * kSlabRows);
     const int64_t parts = omp_get_num_threads(), t = omp_get_thread_num();
     const int64_t share = (N + parts - 1) / parts;
     const int64_t begin = t * share, end = begin + share < N ? begin + share : N;
     for (int64_t n0 = begin; n0 < end; n0 += panel_rows) {
       const int64_t rows = end - n0 < panel_rows ? end - n0 : panel_rows;
-      for (int64_t r = 0; r < rows; ++r) dequantize_row(w, n0 + r, K, panel.data() + r * K);
-      g_sgemm(kRowMajor, kNoTrans, kTrans, static_cast<int>(M), static_cast<int>(rows), static_cast<int>(K), 1.f, x,
-              static_cast<int>(K), panel.data(), static_cast<int>(K), 0.f, y + n0, static_cast<int>(N));
-    }
-  }
-}
-
-template <typename W>
-void linear(const float* x, const W& w, float* y, int64_t M, int64_t K, int64_t N) {
-  const int64_t col_groups = (N + kTileCols - 1) / kTileCols;
-  if (g_sgemm != nullptr && M > kDirectRows) {
-    panels(x, w, y, M, K, N);
-    return;
-  }
-#if defined(LLMAAS_AVX2)
-  if (M <= kDirectRows) {
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < col_groups; ++c) {
-      const int64_t n0 = c * kTileCols;
-      direct_rows(x, w, n0, N - n0 < kTileCols ? N - n0 : kTileCols, y + n0, M, K, N);
-    }
-    return;
-  }
-#endif
-#pragma omp parallel
-  {
-    thread_local std::vector<float> scratch;
-    scratch.resize(kTileCols * K);
-    for (int64_t m0 = 0; m0 < M; m0 += kChunkRows) {
-      const int64_t rows = M - m0 < kChunkRows ? M - m0 : kChunkRows;
-#pragma omp for schedule(static)
-      for (int64_t c = 0; c < col_groups; ++c) {
-        const int64_t n0 = c * kTileCols;
-        const int64_t cols = N - n0 < kTileCols ? N - n0 : kTileCols;
-#if defined(LLMAAS_AVX2)
-        for (int64_t n = n0 + kTileCols; n < n0 + kTileCols + kPrefetchRows && n < N; ++n)
-          for (int64_t g = 0; g < K / kGroup; ++g) prefetch(w, n, g, K);
-#endif
-        for (int64_t j = 0; j < cols; ++j) dequantize_row(w, n0 + j, K, scratch.data() + j * K);
-        const float* xs = x + m0 * K;
-        float* ys = y + m0 * N + n0;
-        if (cols == 4)
-          tile_rows<4>(xs, scratch.data(), ys, rows, K, N);
-        else if (cols == 3)
-          tile_rows<3>(xs, scratch.data(), ys, rows, K, N);
-        else if (cols == 2)
-          tile_rows<2>(xs, scratch.data(), ys, rows, K, N);
-        else
-          tile_rows<1>(xs, scratch.data(), ys, rows, K, N);
+      for (int64_t r = 0; r < rows; ++r) dequantize_row(w, n0 + r, K, panel + r * K);
+      for (int64_t s0 = 0; s0 < slabs; s0 += kChunkSlabs) {
+        const int64_t s1 = s0 + kChunkSlabs < slabs ? s0 + kChunkSlabs : slabs;
+        for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
+          const int64_t steps = K - k0 < kDepth ? K - k0 : kDepth;
+          for (int64_t c0 = 0; c0 < rows; c0 += kOuterCols)
+            for (int64_t s = s0; s < s1; ++s)
+              outer_cols(rows - c0 < kOuterCols ? rows - c0 : kOuterCols, xt + (s * K + k0) * kSlabRows,
+                         panel + c0 * K + k0, acc + ((s - s0) * panel_rows + c0) * kSlabRows, steps, K, k0 == 0);
+        }
+        for (int64_t s = s0; s < s1; ++s)
+          for (int64_t i = 0; i < kSlabRows && s * kSlabRows + i < M; ++i)
+            for (int64_t c = 0; c < rows; ++c)
+              y[(s * kSlabRows + i) * N + n0 + c] = acc[((s - s0) * panel_rows + c) * kSlabRows + i];
       }
     }
   }
+}
+#endif
+
+template <typename W>
+void linear(const float* x, const W& w, float* y, int64_t M, int64_t K, int64_t N) {
+#if defined(LLMAAS_AVX2)
+  if (M > kDirectRows) {
+    outer_linear(x, w, y, M, K, N);
+    return;
+  }
+  const int64_t col_groups = (N + kDirectCols - 1) / kDirectCols;
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < col_groups; ++c) {
+    const int64_t n0 = c * kDirectCols;
+    direct_rows(x, w, n0, N - n0 < kDirectCols ? N - n0 : kDirectCols, y + n0, M, K, N);
+  }
+#else
+#pragma omp parallel
+  {
+    thread_local std::vector<float> row;
+    row.resize(K);
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      dequantize_row(w, n, K, row.data());
+      for (int64_t i = 0; i < M; ++i) {
+        float s = 0.f;
+        for (int64_t k = 0; k < K; ++k) s += x[i * K + k] * row[k];
+        y[i * N + n] = s;
+      }
+    }
+  }
+#endif
 }
 
 template <typename W>
@@ -304,9 +319,6 @@ void dequantize(const W& w, float* out, int64_t N, int64_t K) {
 }  // namespace
 
 extern "C" {
-
-// OpenBLAS's cblas_sgemm (set to one thread: it runs inside ours), or null to keep every row count on our paths.
-void llmaas_block_linear_use_sgemm(void* sgemm) { g_sgemm = reinterpret_cast<Sgemm>(sgemm); }
 
 int llmaas_block_linear_direct_rows() { return static_cast<int>(kDirectRows); }
 

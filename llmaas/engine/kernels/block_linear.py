@@ -5,19 +5,16 @@ all streamed from memory at every decode step, while every weight still is d * q
 finds those blocks again, and keeps them only if dequantizing them gives every fp32 weight back bit for bit: the
 kernel then multiplies by exactly the weights transformers uses, reading 0.75 (Q4_1) or 1.125 (Q8_0) bytes per weight.
 Any other weight (trained, merged, a non-GGUF model) fails the check and stays on the dense matmul. Products of more
-than a few rows (prefill) are compute-bound: the kernel then either dequantizes panels and runs OpenBLAS's sgemm on
-them or multiplies on its own register tiles, whichever a short timing at load finds faster on this CPU.
+than a few rows (prefill, many streams) are compute-bound: the kernel then dequantizes panels of the weight and
+multiplies them on its own register tiles (faster than OpenBLAS's sgemm on the same panels, bench/projections.py).
 `ENABLED = False` keeps every weight dense (benchmarks build both).
 """
 
 from __future__ import annotations
 
 import ctypes
-import logging
-import time
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,8 +22,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from llmaas.engine import kernels
-
-log = logging.getLogger(__name__)
 
 ENABLED = True
 GROUP = 32
@@ -59,72 +54,7 @@ def _lib() -> Any:
     lib.llmaas_q8_0_linear.argtypes = [_PTR] * 4 + [_I64] * 3
     lib.llmaas_q4_1_dequantize.argtypes = [_PTR] * 4 + [_I64] * 2
     lib.llmaas_q8_0_dequantize.argtypes = [_PTR] * 3 + [_I64] * 2
-    lib.llmaas_block_linear_use_sgemm.argtypes = [_PTR]
-    lib.llmaas_block_linear_use_sgemm(_openblas_sgemm() if _openblas_is_faster(lib) else None)
     return lib
-
-
-@cache
-def _openblas_sgemm() -> int | None:
-    """The address of OpenBLAS's cblas_sgemm (the scipy-openblas32 wheel), set to run single-threaded: the kernel
-    calls it from each of its own OpenMP threads. None if the library is missing."""
-    try:
-        import scipy_openblas32
-    except ImportError:
-        log.warning("scipy-openblas32 is not installed: fp32 products of many rows on GGUF blocks run ~1.5x slower")
-        return None
-    blas = ctypes.CDLL(str(Path(scipy_openblas32.get_lib_dir()) / f"lib{scipy_openblas32.get_library()}.so"))
-    blas.scipy_openblas_set_num_threads(1)
-    return ctypes.cast(blas.scipy_cblas_sgemm, ctypes.c_void_p).value
-
-
-@cache
-def _openblas_is_faster(lib: Any) -> bool:
-    """Whether OpenBLAS on dequantized panels beats the kernel's own tiles on this CPU, timed once (~0.1 s) on a
-    SmolLM2 MLP-sized Q4_1 projection at a 32-stream decode's and a prefill's row counts. Neither wins everywhere:
-    on Zen 3 OpenBLAS is 1.2-1.6x the tiles; on Zen 1, whose 128-bit FMA units its Haswell kernels suit badly, it
-    reaches 14 GFLOP/s a thread on such panels where the tiles reach 35 (0.5-0.6x in bench/engine_step.py)."""
-    sgemm = _openblas_sgemm()
-    if sgemm is None:
-        return False
-    g = torch.Generator().manual_seed(0)
-    N, K = 1536, 576
-    q = torch.randint(0, 256, (N, K // 2), dtype=torch.uint8, generator=g)
-    d = torch.rand(N, K // GROUP, generator=g) * 0.01
-    m = d * -8
-    xs = [torch.randn(M, K, generator=g) for M in (32, 160)]
-    ys = [x.new_empty(x.shape[0], N) for x in xs]
-    best = {True: float("inf"), False: float("inf")}
-    for _ in range(6):  # interleaved, the best of each: the machine's noise hits both alike
-        for on in best:
-            lib.llmaas_block_linear_use_sgemm(sgemm if on else None)
-            start = time.perf_counter()
-            for x, y in zip(xs, ys, strict=True):
-                lib.llmaas_q4_1_linear(
-                    x.data_ptr(), q.data_ptr(), d.data_ptr(), m.data_ptr(), y.data_ptr(), *x.shape, N
-                )
-            best[on] = min(best[on], time.perf_counter() - start)
-    log.info(
-        "fp32 products of many rows on GGUF blocks: OpenBLAS %.1f ms, own tiles %.1f ms: using %s",
-        best[True] * 1e3,
-        best[False] * 1e3,
-        "OpenBLAS" if best[True] < best[False] else "the tiles",
-    )
-    return best[True] < best[False]
-
-
-def use_openblas(on: bool | None = None) -> bool:
-    """Whether the kernel hands products of more than a few rows to OpenBLAS (True, where it is installed), keeps
-    them on its own register tiles (False), or does what the timing at load chose (None, the default; benchmarks and
-    tests compare the paths); returns whether OpenBLAS is used."""
-    lib = _lib()
-    if lib is None:
-        return False
-    if on is None:
-        on = _openblas_is_faster(lib)
-    sgemm = _openblas_sgemm() if on else None
-    lib.llmaas_block_linear_use_sgemm(sgemm)
-    return sgemm is not None
 
 
 def available() -> bool:
