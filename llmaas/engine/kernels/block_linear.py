@@ -6,7 +6,7 @@ finds those blocks again, and keeps them only if dequantizing them gives every f
 kernel then multiplies by exactly the weights transformers uses, reading 0.75 (Q4_1) or 1.125 (Q8_0) bytes per weight.
 Any other weight (trained, merged, a non-GGUF model) fails the check and stays on the dense matmul. Products of more
 than a few rows (prefill, many streams) are compute-bound: the kernel then dequantizes panels of the weight and
-multiplies them on its own register tiles (faster than OpenBLAS's sgemm on the same panels, bench/projections.py).
+multiplies them on its own register tiles (bench/projections.py times them against MKL on the dense weights).
 `ENABLED = False` keeps every weight dense (benchmarks build both).
 """
 
