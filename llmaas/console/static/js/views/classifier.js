@@ -18,6 +18,7 @@ export async function render(root, ctx) {
   const suffix = h("input", {type: "text", name: "suffix", maxlength: 64, pattern: "[A-Za-z0-9_.\\-]*", value: "classifier"});
   const epochs = h("input", {type: "number", name: "n_epochs", min: 1, max: 50, step: 1, placeholder: "auto"});
   const lr = h("input", {type: "number", name: "learning_rate_multiplier", min: 0.01, max: 100, step: "any", placeholder: "auto"});
+  const seed = h("input", {type: "number", name: "seed", min: 0, max: 2147483647, step: 1, placeholder: "random"});
   const startBtn = h("button", {type: "submit", class: "primary", disabled: true}, "Train classifier");
   const startSlot = h("div", {class: "slot"});
   const form = h("form", {class: "card", "aria-labelledby": "clf-title"},
@@ -28,7 +29,8 @@ export async function render(root, ctx) {
     field("Labeled file (CSV or JSONL)", fileInput), checkSlot,
     h("div", {class: "grid2"}, field("Base model", modelSelect),
       field("Suffix (optional)", suffix, "Letters, digits, ., - and _; part of the new model's name."),
-      field("Epochs (optional)", epochs), field("Learning rate multiplier (optional)", lr)),
+      field("Epochs (optional)", epochs), field("Learning rate multiplier (optional)", lr),
+      field("Seed (optional)", seed, "The same seed, file and settings train the same model again.")),
     startSlot, h("div", {class: "row"}, startBtn));
   fill(root, form);
 
@@ -80,6 +82,7 @@ export async function render(root, ctx) {
       if (epochs.value) hp.n_epochs = Math.round(Number(epochs.value));
       if (lr.value) hp.learning_rate_multiplier = Number(lr.value);
       if (Object.keys(hp).length) body.hyperparameters = hp;
+      if (seed.value) body.seed = Math.round(Number(seed.value));
       const job = await post("/v1/fine_tuning/jobs", body);
       ctx.navigate("fine-tuning", job.id);
     } catch (err) {

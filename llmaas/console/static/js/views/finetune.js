@@ -32,6 +32,7 @@ async function renderList(root, ctx) {
   const modelSelect = h("select", {name: "model", required: true});
   const suffix = h("input", {type: "text", name: "suffix", maxlength: 64, pattern: "[A-Za-z0-9_.\\-]*", placeholder: "my-model"});
   const epochs = h("input", {type: "number", name: "n_epochs", min: 1, max: 50, step: 1, placeholder: "auto"});
+  const seed = h("input", {type: "number", name: "seed", min: 0, max: 2147483647, step: 1, placeholder: "random"});
   const startBtn = h("button", {type: "submit", class: "primary"}, "Start fine-tuning");
   const startSlot = h("div", {class: "slot"});
   const jobsBody = h("div", {}, h("p", {class: "loading"}, "Loading jobs…"));
@@ -48,7 +49,8 @@ async function renderList(root, ctx) {
     h("div", {class: "grid2"},
       field("Training file", trainSelect), field("Validation file (optional)", validSelect),
       field("Base model", modelSelect), field("Suffix (optional)", suffix, "Letters, digits, ., - and _; part of the new model's name."),
-      field("Epochs (optional)", epochs)),
+      field("Epochs (optional)", epochs),
+      field("Seed (optional)", seed, "The same seed, file and settings train the same model again.")),
     startSlot, h("div", {class: "row"}, startBtn));
   fill(root, h("h1", {}, "Fine-tuning"), h("div", {class: "grid2 top"}, uploadForm, startForm),
     h("div", {class: "card"}, h("h2", {}, "Jobs"), jobsBody));
@@ -127,6 +129,7 @@ async function renderList(root, ctx) {
     if (validSelect.value) body.validation_file = validSelect.value;
     if (suffix.value.trim()) body.suffix = suffix.value.trim();
     if (epochs.value) body.hyperparameters = {n_epochs: Math.round(Number(epochs.value))};
+    if (seed.value) body.seed = Math.round(Number(seed.value));
     startBtn.disabled = true;
     try {
       const job = await post("/v1/fine_tuning/jobs", body);
