@@ -75,12 +75,6 @@ def main() -> None:
         print(f"{m:4d} rows: " + "  ".join(cells) + f"  | as slow as ours: {ratios}", flush=True)
 
 
-def timed(run: Callable[[], None]) -> float:
-    t0 = time.perf_counter()
-    run()
-    return time.perf_counter() - t0
-
-
 def bf16_paths() -> tuple[dict[str, Callable[[int], float]], int, str]:
     ours = _typed(bf16_linear._lib())
     kernels_by_name = {"ours": ours}
@@ -97,23 +91,19 @@ def bf16_paths() -> tuple[dict[str, Callable[[int], float]], int, str]:
         def step(rows: int) -> float:
             xs = {k: torch.randn(rows, k).bfloat16() for k in (DIM, INTER)}
             ys = {n: torch.empty(rows, n, dtype=torch.bfloat16) for n, _ in SHAPES}
-            return timed(
-                lambda: [
-                    lib.llmaas_bf16_linear(xs[k].data_ptr(), panel.data_ptr(), ys[n].data_ptr(), rows, k, n)
-                    for (n, k), panel in zip(SHAPES, panels, strict=True)
-                ]
-            )
+            t0 = time.perf_counter()
+            for (n, k), panel in zip(SHAPES, panels, strict=True):
+                lib.llmaas_bf16_linear(xs[k].data_ptr(), panel.data_ptr(), ys[n].data_ptr(), rows, k, n)
+            return time.perf_counter() - t0
 
         return step
 
     def onednn_step(rows: int) -> float:
         xs = {k: torch.randn(rows, k).bfloat16() for k in (DIM, INTER)}
-        return timed(
-            lambda: [
-                torch.ops.mkldnn._linear_pointwise(xs[k], packed, None, "none", [None], "")
-                for (_, k), packed in zip(SHAPES, onednn, strict=True)
-            ]
-        )
+        t0 = time.perf_counter()
+        for (_, k), packed in zip(SHAPES, onednn, strict=True):
+            torch.ops.mkldnn._linear_pointwise(xs[k], packed, None, "none", [None], "")
+        return time.perf_counter() - t0
 
     paths = {name: kernel_step(lib) for name, lib in kernels_by_name.items()} | {"oneDNN": onednn_step}
     kind = "AMX tiles" if bf16_linear.amx() else "AVX-512 BF16 dot products"
@@ -139,11 +129,17 @@ def block_paths() -> tuple[dict[str, Callable[[int], float]], int, str]:
 
     def ours(rows: int) -> float:
         xs = inputs(rows)
-        return timed(lambda: [block_linear.linear(xs[w.shape[1]], w, None) for w in weights])
+        t0 = time.perf_counter()
+        for w in weights:
+            block_linear.linear(xs[w.shape[1]], w, None)
+        return time.perf_counter() - t0
 
     def mkl(rows: int) -> float:
         xs = inputs(rows)
-        return timed(lambda: [torch.nn.functional.linear(xs[w.shape[1]], w) for w in dense])
+        t0 = time.perf_counter()
+        for w in dense:
+            torch.nn.functional.linear(xs[w.shape[1]], w)
+        return time.perf_counter() - t0
 
     return (
         {"ours": ours, "MKL dense fp32": mkl},

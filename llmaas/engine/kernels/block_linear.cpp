@@ -12,8 +12,7 @@
 //   and a register tile multiplies it by x^T 16 rows at a time (`outer`, BLIS's outer-product shape: x^T packed
 //   once per call, 6 weights broadcast per step of k). Measured on Zen 3 (2 threads, a SmolLM2 step's 120 layer
 //   projections, weights from memory): 1.5x OpenBLAS's sgemm on the same dequantized panels at 16 rows, 1.16x at
-//   64, 1.0-1.04x at 256-512 (~160 GFLOP/s, 80% of the cores' FMA peak), and 1.5-1.6x our earlier dot-product
-//   tiles throughout.
+//   64, even at 256-512 (~160 GFLOP/s, 80% of the cores' FMA peak), and 1.4-1.7x our earlier dot-product tiles.
 //
 // Layouts: x [M, K] fp32, K a multiple of 32; Q4_1: q [N, K / 2] uint8, byte j of block g holding q[32g + j] in its
 // low nibble and q[32g + 16 + j] in its high one (GGUF's order), d and m [N, K / 32] fp32; Q8_0: q [N, K] int8, d
