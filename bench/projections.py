@@ -9,9 +9,9 @@ Where the CPU computes bf16 (the engine serves bf16 there), the paths are: our k
 (kernels/bf16_linear: AMX tiles where the CPU has them, AVX-512 BF16 dot products elsewhere), the same kernel built
 without AMX (only where the CPU has it: what the tiles win), and oneDNN's packed matmul (torch's mkldnn linear; what
 the engine used before, and still uses for shapes the panels do not fit). Elsewhere (fp32 on the GGUF's blocks:
-Q4_1 layers, a Q8_0 LM head, as the default model ships): our block kernel (kernels/block_linear), MKL's sgemm
-(torch) and OpenBLAS's (numpy) on the same weights dequantized to fp32. Interleaved round by round, best of --rounds
-each. Prints ms per step, GFLOP/s, each path against ours, and the machine's memory bound for reading the weights
+Q4_1 layers, a Q8_0 LM head, as the default model ships): our block kernel (kernels/block_linear) and MKL's sgemm
+(torch) on the same weights dequantized to fp32; numpy's OpenBLAS is left out, as its threads spin after each call
+and slow whichever path runs next. Interleaved round by round, best of --rounds each. Prints ms per step, GFLOP/s, each path against ours, and the machine's memory bound for reading the weights
 once (bench/limits.py's copy bandwidth, same run).
 """
 

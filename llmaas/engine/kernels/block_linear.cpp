@@ -10,8 +10,8 @@
 //   made in registers and used by every row at once (`direct`);
 // - more rows (prefill, many streams), compute-bound: each thread dequantizes a panel of its output rows into L2,
 //   and a register tile multiplies it by x^T 16 rows at a time (`outer`, BLIS's outer-product shape: x^T packed
-//   once per call, 6 weights broadcast per step of k). Measured on Zen 3 (2 threads, a SmolLM2 step's 120 layer
-//   projections, weights from memory): 1.5x OpenBLAS's sgemm on the same dequantized panels at 16 rows, 1.16x at
+//   once per call, 6 weights broadcast per step of k). A scratch timing on Zen 3 (2 threads, a SmolLM2 step's 120
+//   layer projections, weights from memory): 1.5x OpenBLAS's sgemm on the same dequantized panels at 16 rows, 1.16x at
 //   64, even at 256-512 (~160 GFLOP/s, 80% of the cores' FMA peak), and 1.4-1.7x our earlier dot-product tiles.
 //
 // Layouts: x [M, K] fp32, K a multiple of 32; Q4_1: q [N, K / 2] uint8, byte j of block g holding q[32g + j] in its
@@ -32,7 +32,7 @@ namespace {
 
 constexpr int64_t kGroup = 32;
 // Up to this many rows, `direct`; above, `outer`. Measured on Zen 3 (2 threads, 120 layer projections): direct is
-// 1.3-1.5x outer at 5-8 rows and even at 10-12.
+// 1.4-1.7x outer at 5-8 rows (outer's 16-row slab costs the same at any row count up to 16) and even at 9-12.
 constexpr int64_t kDirectRows = 8;
 constexpr int64_t kDirectCols = 4;  // output rows direct makes at once
 constexpr int64_t kPrefetchRows = kDirectCols;  // a thread's next group of output rows (static schedule)
